@@ -1,0 +1,129 @@
+"""The `.dpk` section: header, manifest and payload area (docs/format.md).
+
+`BlobWriter.add` places a payload and returns its descriptor (a dict that goes
+into the manifest as is); `write` streams header, manifest and payloads to a
+file. Raw payloads (weights) are written from the caller's buffers without a
+copy, so a 1 GB model never needs 1 GB of extra memory at build.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import xxhash
+import yaml
+import zstandard
+
+MAGIC = b"DSOPACK\0"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+HEADER = struct.Struct("<8sHHIQQQQQ")  # without the trailing header checksum
+HEADER_SIZE = HEADER.size + 8  # 64
+PAYLOAD_ALIGN = 64
+WEIGHT_ALIGN = 4096
+ZSTD_LEVEL = 19
+_ZEROS = bytes(WEIGHT_ALIGN)
+
+
+def checksum(data) -> str:
+    """XXH3-64 (seed 0) as 16 lowercase hex digits."""
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def _as_bytes_view(data) -> memoryview:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)
+    return memoryview(data).cast("B")
+
+
+class BlobWriter:
+    """Collects payloads, then writes the blob in one pass."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[int, memoryview]] = []  # (offset in payload area, bytes)
+        self._end = 0
+
+    def add(self, data, codec: str = "raw", align: int = PAYLOAD_ALIGN) -> dict:
+        """Place `data` (bytes-like or ndarray); return its descriptor."""
+        raw = _as_bytes_view(data)
+        if codec == "zstd":
+            stored = memoryview(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw))
+        elif codec == "raw":
+            stored = raw
+        else:
+            raise ValueError(f"unknown codec {codec!r} (known: raw, zstd)")
+        offset = _align(self._end, align)
+        self._chunks.append((offset, stored))
+        self._end = offset + stored.nbytes
+        desc = {"offset": offset, "size": stored.nbytes, "codec": codec}
+        if codec == "zstd":
+            desc["raw_size"] = raw.nbytes
+        desc["checksum"] = checksum(stored)
+        return desc
+
+    @property
+    def payload_size(self) -> int:
+        return self._end
+
+    def write(self, path: str, manifest: dict) -> int:
+        """Write the blob to `path`; return its size in bytes."""
+        manifest_bytes = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None).encode("utf-8")
+        manifest_offset = HEADER_SIZE
+        payload_offset = _align(manifest_offset + len(manifest_bytes), WEIGHT_ALIGN)
+        header = HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0, manifest_offset, len(manifest_bytes),
+                             payload_offset, self._end, xxhash.xxh3_64_intdigest(manifest_bytes))
+        header += struct.pack("<Q", xxhash.xxh3_64_intdigest(header))
+        with open(path, "wb") as f:
+            f.write(header)
+            f.write(manifest_bytes)
+            _write_zeros(f, payload_offset - manifest_offset - len(manifest_bytes))
+            position = 0
+            for offset, stored in self._chunks:
+                _write_zeros(f, offset - position)
+                f.write(stored)
+                position = offset + stored.nbytes
+        return payload_offset + self._end
+
+
+def _write_zeros(f, count: int) -> None:
+    while count > 0:
+        n = min(count, len(_ZEROS))
+        f.write(_ZEROS[:n])
+        count -= n
+
+
+def read_header(blob: bytes) -> dict:
+    """Parse and check a blob header (for tests and tools; the runtime has its own reader)."""
+    if len(blob) < HEADER_SIZE:
+        raise ValueError(f"blob has {len(blob)} bytes, the header needs {HEADER_SIZE}")
+    magic, major, minor, flags, moff, msize, poff, psize, mcheck = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    (hcheck,) = struct.unpack_from("<Q", blob, HEADER.size)
+    return {"major": major, "minor": minor, "flags": flags, "manifest_offset": moff, "manifest_size": msize,
+            "payload_offset": poff, "payload_size": psize, "manifest_checksum": mcheck, "header_checksum": hcheck}
+
+
+def write_incbin_stub(path: str, blob_path: str) -> None:
+    """Assembly that places the blob in the `.dpk` section behind `__dpk_blob`."""
+    blob_path = os.path.abspath(blob_path)
+    if '"' in blob_path or "\\" in blob_path or "\n" in blob_path:
+        raise ValueError(f"the blob path {blob_path!r} cannot be quoted for the assembler")
+    text = (
+        '\t.section .dpk,"a"\n'
+        "\t.p2align 12\n"
+        "\t.globl __dpk_blob\n"
+        "\t.type __dpk_blob, @object\n"
+        "__dpk_blob:\n"
+        f'\t.incbin "{blob_path}"\n'
+        "\t.size __dpk_blob, . - __dpk_blob\n"
+        '\t.section .note.GNU-stack,"",@progbits\n'
+    )
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,69 @@
+"""The packager's graph IR: tensors, nodes, and the checks run on them.
+
+A Graph holds typed inputs, weights (numpy arrays), nodes in topological order
+(one output each) and output names. `Graph.infer()` fills `types` for every
+tensor using each op's rule in `packager.ops`, naming the node, the op and the
+shapes when something does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class BuildError(Exception):
+    """A problem in the user's model or manifest; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, int64...
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{list(self.shape)}"
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    output: str
+    attrs: dict = field(default_factory=dict)
+    name: str = ""  # unique; frontends default it to "<op>_<index>"
+    backend: str | None = None  # the node's `backend:` override
+
+    def describe(self) -> str:
+        return f"node '{self.name}' (op {self.op})"
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: dict[str, TensorType]
+    weights: dict[str, np.ndarray]
+    nodes: list[Node]
+    outputs: list[str]
+    types: dict[str, TensorType] = field(default_factory=dict)  # every tensor, after infer()
+
+    def infer(self) -> "Graph":
+        from packager import ir_check
+
+        ir_check.infer_and_validate(self)
+        return self
+
+    def producer(self) -> dict[str, Node]:
+        return {node.output: node for node in self.nodes}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                users.setdefault(name, []).append(node)
+        return users

@@ -1,0 +1,165 @@
+/*
+ * dpk.h: the public C API of libdpk, the dsopack runtime.
+ *
+ * A dsopack model file is an ordinary ELF shared object with one extra
+ * read-only section, `.dpk` (symbol `__dpk_blob`):
+ *
+ *     blob     = header | manifest | zero padding | payload area
+ *     header   = 64 bytes, little-endian:
+ *         0  magic "DSOPACK\0"          8  u16 format major, u16 minor
+ *        12  u32 flags (0)             16  u64 manifest offset, u64 manifest size
+ *        32  u64 payload area offset (multiple of 4096), u64 payload area size
+ *        48  u64 XXH3-64 of the manifest bytes
+ *        56  u64 XXH3-64 of header bytes 0..55
+ *     manifest = YAML, UTF-8 (docs/format.md lists every field)
+ *     payload  = bytes at an offset inside the payload area, 64-aligned
+ *                (weights 4096), `raw` (used in place) or `zstd`.
+ * Every byte of the payload area outside a payload is zero, so `verify`
+ * detects a change to any byte of the section.
+ *
+ * Conventions (once for the whole API):
+ * - Fallible calls return dpk_status_t; DPK_OK is 0. On failure a message
+ *   naming the file, module, field and numbers is kept for the calling
+ *   thread: dpk_last_error().
+ * - Out-params are last, named out_*, cleared on entry, written on success.
+ * - *_open / *_load return owned objects, each freed by the matching *_free,
+ *   which accepts NULL. Accessors return borrowed pointers valid until the
+ *   owner is freed.
+ * - A loaded model is immutable; every function taking a const model is
+ *   safe to call from many threads at once. dpk_model_run is too: each
+ *   concurrent run uses its own activation arena from a pool.
+ */
+#ifndef DPK_H
+#define DPK_H
+
+#include "dpk_abi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DPK_FORMAT_MAJOR 1
+#define DPK_FORMAT_MINOR 0
+
+typedef enum {
+  DPK_OK = 0,
+  DPK_STATUS_INVALID_ARGUMENT = 1,   /* bad input from the caller (wrong input name/shape/dtype) */
+  DPK_STATUS_NOT_FOUND = 2,          /* missing file, section, kind, symbol, function, library */
+  DPK_STATUS_OUT_OF_RANGE = 3,       /* an offset or size past the end of what holds it */
+  DPK_STATUS_DATA_LOSS = 4,          /* corrupt bytes: bad magic, checksum mismatch, bad YAML */
+  DPK_STATUS_UNIMPLEMENTED = 5,      /* newer format major, other ABI version, other machine */
+  DPK_STATUS_RESOURCE_EXHAUSTED = 6, /* out of memory */
+  DPK_STATUS_INTERNAL = 7,           /* a kernel or kind failed at run time */
+  DPK_STATUS_FAILED_PRECONDITION = 8,/* valid bytes, inconsistent content (wrong field type, cycle) */
+  DPK_STATUS_ALREADY_EXISTS = 9      /* kind registered twice */
+} dpk_status_t;
+
+/* The calling thread's last error message; "" if none. Borrowed, valid
+ * until the thread's next failing dpk call. Never NULL. */
+const char *dpk_last_error(void);
+
+/* A short constant name for a status ("NOT_FOUND"). */
+const char *dpk_status_name(dpk_status_t status);
+
+/* The runtime's version string, e.g. "0.1.0". */
+const char *dpk_version(void);
+
+/* ---- Packages: the file, mapped and checked, no code run -------------- */
+
+typedef struct dpk_package dpk_package_t;
+
+/* Map `path`, find the `.dpk` section from the ELF section headers, and
+ * validate the header (magic, major version, header and manifest
+ * checksums), the manifest (YAML, field types) and every payload offset and
+ * size against the payload area. Runs none of the file's code.
+ * Returns NOT_FOUND (missing file or section), DATA_LOSS (not ELF, bad
+ * magic, bad YAML, checksum), UNIMPLEMENTED (newer major), OUT_OF_RANGE
+ * (truncated section, payload past the end), FAILED_PRECONDITION (field of
+ * the wrong type or missing). */
+dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package);
+void dpk_package_free(dpk_package_t *package);
+
+/* The embedded manifest (YAML text, not NUL-terminated; *out_size bytes).
+ * Borrowed from the mapping. */
+const char *dpk_package_manifest(const dpk_package_t *package, size_t *out_size);
+
+/* Section geometry, for tools: format version, section size. */
+void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint16_t *out_minor,
+                        uint64_t *out_section_size);
+
+/* Check every checksum and that the payload area's gaps are zero.
+ * DATA_LOSS names the first failing module (and tensor) on failure. O(file). */
+dpk_status_t dpk_package_verify(const dpk_package_t *package);
+
+/* ---- Models: a package with its code loaded and modules rebuilt -------- */
+
+typedef struct dpk_model dpk_model_t;
+
+typedef struct dpk_load_options {
+  int verify_checksums; /* non-zero: dpk_package_verify before dlopen */
+  int populate;         /* non-zero: pre-fault the weights (one bulk read) */
+} dpk_load_options_t;
+
+/* Open and validate `path` (as dpk_package_open), check the file's machine
+ * against the host's, look up every kind the manifest names, dlopen the
+ * file (RTLD_LOCAL), resolve every symbol the manifest lists, and rebuild
+ * the modules in import order. `options` may be NULL (defaults: no checksum
+ * pass, no populate). After this, runs do no lookups or parsing.
+ * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
+ * lists the registered kinds; missing symbol; missing shared library),
+ * UNIMPLEMENTED (other machine), FAILED_PRECONDITION (import cycle). */
+dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
+                            dpk_model_t **out_model);
+void dpk_model_free(dpk_model_t *model);
+
+/* The package the model was loaded from (borrowed). */
+const dpk_package_t *dpk_model_package(const dpk_model_t *model);
+
+/* Input and output signature of the entry function. */
+typedef struct dpk_tensor_info {
+  const char *name;     /* borrowed */
+  DLDataType dtype;
+  int32_t ndim;
+  const int64_t *shape; /* borrowed, ndim entries */
+} dpk_tensor_info_t;
+
+size_t dpk_model_num_inputs(const dpk_model_t *model);
+size_t dpk_model_num_outputs(const dpk_model_t *model);
+/* OUT_OF_RANGE if index >= the count. */
+dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
+dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
+
+/* Run the entry function. `inputs` and `outputs` are in signature order;
+ * output buffers are the caller's. Each tensor must be compact row-major
+ * with the exact shape and dtype (INVALID_ARGUMENT names the input and the
+ * expected shape and dtype). Thread-safe. INTERNAL if a kernel fails. */
+dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                           DLTensor *const *outputs, size_t num_outputs);
+
+/* Modules, in manifest order: name and kind (borrowed). */
+size_t dpk_model_num_modules(const dpk_model_t *model);
+dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
+                                   const char **out_kind);
+
+/* Find a function by name from the entry module, searching its imports
+ * depth-first. The function is called as fn(args, codes, n, ret, ret_code,
+ * *out_resource). NOT_FOUND if absent. */
+dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
+                                    void **out_resource);
+
+/* ---- Kinds ------------------------------------------------------------- */
+
+/* Register a kind for every later load in this process. The table is
+ * borrowed for the life of the process. ALREADY_EXISTS if the name is
+ * taken and `replace` is zero; UNIMPLEMENTED if kind->abi_version is not
+ * DPK_ABI_VERSION. Thread-safe. */
+dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace);
+
+/* Registered kind names, comma-separated, e.g. "dso, graph, json, params".
+ * Borrowed, valid until the next registration. */
+const char *dpk_registered_kinds(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DPK_H */

@@ -1,0 +1,147 @@
+/*
+ * dpk_abi.h: the binary interface between the dsopack runtime and the code
+ * inside a model file (generated kernels, external-library wrappers, kinds
+ * carried by the model itself).
+ *
+ * Generated code includes this header ONLY; it never links against libdpk.
+ * Whatever it needs from the runtime reaches it through `__dpk_api`, a
+ * pointer the model file defines and the runtime fills in after dlopen
+ * (the idea of TVM's `__TVMAPISetLastError`, extended to a table).
+ *
+ * Everything here is plain C99 with fixed layouts; DPK_ABI_VERSION changes
+ * whenever a layout or a meaning here changes.
+ */
+#ifndef DPK_ABI_H
+#define DPK_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DPK_ABI_VERSION 1
+
+/* ---- DLPack tensors ------------------------------------------------------
+ * Layout-compatible with DLPack's DLTensor (dlpack.h v0.8 and later), so
+ * numpy/torch buffers can be described without conversion. If the real
+ * dlpack.h was included first, its definitions are used instead. */
+#ifndef DLPACK_VERSION
+typedef enum { kDLCPU = 1 } DLDeviceType;
+typedef struct {
+  int32_t device_type; /* DLDeviceType */
+  int32_t device_id;
+} DLDevice;
+typedef enum { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 } DLDataTypeCode;
+typedef struct {
+  uint8_t code;   /* DLDataTypeCode */
+  uint8_t bits;   /* 8, 16, 32, 64 */
+  uint16_t lanes; /* always 1 here */
+} DLDataType;
+typedef struct {
+  void *data;            /* start of the buffer */
+  DLDevice device;       /* always {kDLCPU, 0} here */
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t *shape;        /* ndim entries */
+  int64_t *strides;      /* NULL: compact row-major (the only layout kernels accept) */
+  uint64_t byte_offset;  /* added to data */
+} DLTensor;
+#endif
+
+/* ---- Packed calling convention -------------------------------------------
+ * Every function a module exposes has this signature, compiled or
+ * interpreted. Arguments are tagged values; tensors are passed by pointer.
+ * Returns 0 on success; non-zero after calling __dpk_api->set_error. */
+typedef union {
+  int64_t v_int64;
+  double v_float64;
+  void *v_handle;
+  const char *v_str;
+  DLTensor *v_tensor;
+} dpk_value;
+
+enum {
+  DPK_TYPE_INT = 0,    /* v_int64 */
+  DPK_TYPE_FLOAT = 2,  /* v_float64 */
+  DPK_TYPE_HANDLE = 3, /* v_handle */
+  DPK_TYPE_NULL = 4,   /* nothing */
+  DPK_TYPE_TENSOR = 7, /* v_tensor */
+  DPK_TYPE_STR = 11    /* v_str, NUL-terminated, borrowed */
+};
+
+typedef int (*dpk_packed_fn)(const dpk_value *args, const int *type_codes, int nargs,
+                             dpk_value *ret, int *ret_type_code, void *resource);
+
+/* ---- Services the runtime hands to code inside a model file -------------
+ * Static, never freed, valid for the life of the process. */
+typedef struct dpk_backend_api {
+  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime */
+  /* Record the calling thread's error message (printf format). */
+  void (*set_error)(const char *fmt, ...);
+} dpk_backend_api;
+
+/* A model file's code declares (the packager emits this definition):
+ *     DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
+ * and the runtime stores its table there right after dlopen. */
+#define DPK_EXPORT __attribute__((visibility("default")))
+
+/* ---- Module kinds (the plugin ABI) ---------------------------------------
+ * A kind turns a module's payload into callable functions. The runtime
+ * registers the built-in kinds (dso, params, graph, json); applications may
+ * register more; a model file may carry kinds in its own code (see
+ * __dpk_kinds below). Kind tables are static const and never copied. */
+
+typedef struct dpk_kind_ctx dpk_kind_ctx; /* opaque: one module being loaded */
+
+/* What the runtime offers a kind while it loads a module and afterwards.
+ * All calls are thread-safe; ctx is valid until the kind's free is called. */
+typedef struct dpk_kind_services {
+  uint32_t abi_version;
+  void (*set_error)(const char *fmt, ...);
+  /* Find a function in this module's imports, depth-first (TVM semantics).
+   * Returns 0, or DPK_STATUS_NOT_FOUND (2) with the error message set. */
+  int (*import_function)(const dpk_kind_ctx *ctx, const char *name, dpk_packed_fn *out_fn,
+                         void **out_resource);
+  /* Find a named tensor (a weight of a `params` module) in the imports.
+   * The tensor is borrowed and read-only; valid while the model is loaded. */
+  int (*import_tensor)(const dpk_kind_ctx *ctx, const char *name, const DLTensor **out_tensor);
+} dpk_kind_services;
+
+typedef struct dpk_kind_load_args {
+  const char *module_name;            /* the module's name in the manifest */
+  const uint8_t *payload;             /* decoded payload bytes, or NULL if none */
+  size_t payload_size;
+  const char *const *functions;       /* names the manifest declares, NULL-terminated */
+  const dpk_kind_ctx *ctx;            /* pass back to services */
+  const dpk_kind_services *services;
+} dpk_kind_load_args;
+
+typedef struct dpk_kind {
+  const char *name;      /* kind name as written in manifests */
+  uint32_t abi_version;  /* DPK_ABI_VERSION the kind was compiled against */
+  /* Build the module. The payload stays valid until free; the kind may keep
+   * pointers into it. Return 0 and set *out_state, or non-zero after
+   * services->set_error. */
+  int (*load)(const dpk_kind_load_args *args, void **out_state);
+  /* Look up one function. Return 0, or 2 (NOT_FOUND) without setting an
+   * error (the runtime then searches the imports). Must be thread-safe. */
+  int (*get_function)(void *state, const char *name, dpk_packed_fn *out_fn, void **out_resource);
+  /* Release what load built. Called once, never with functions running. */
+  void (*free)(void *state);
+} dpk_kind;
+
+/* A model file may carry kind implementations: it exports
+ *     DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, n, kinds};
+ * and the runtime registers them for that model only, after dlopen. */
+typedef struct dpk_kind_table {
+  uint32_t abi_version;
+  uint32_t count;
+  const dpk_kind *const *kinds;
+} dpk_kind_table;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DPK_ABI_H */
