@@ -1,0 +1,18 @@
+"""dsopack's Python loader: a thin cffi wrapper over the C runtime libdpk.
+
+    import loader
+    with loader.load("digits.so") as model:
+        probs = model.run(x=batch)["probs"]
+"""
+
+from loader.errors import (AlreadyExistsError, DataLossError, DpkError, FailedPreconditionError, InternalError,
+                           InvalidArgumentError, NotFoundError, OutOfRangeError, ResourceExhaustedError,
+                           UnimplementedError)
+from loader.model import Model, ModuleInfo, PackedFunction, TensorInfo, load
+from loader.package import Package, open_package
+
+__all__ = [
+    "load", "open_package", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo", "DpkError",
+    "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "DataLossError", "UnimplementedError",
+    "ResourceExhaustedError", "InternalError", "FailedPreconditionError", "AlreadyExistsError",
+]

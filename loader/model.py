@@ -1,0 +1,186 @@
+"""A loaded model: typed inputs and outputs, run, packed functions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from loader import errors
+from loader._native import (DPK_TYPE_FLOAT, DPK_TYPE_INT, DPK_TYPE_NULL, DPK_TYPE_STR, DPK_TYPE_TENSOR,
+                            TensorRef, check, dtype_from_dl, ffi, lib)
+from loader.package import Package
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}{list(self.shape)}"
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    name: str
+    kind: str
+
+
+def _infos(model, count, getter) -> list[TensorInfo]:
+    infos = []
+    info = ffi.new("dpk_tensor_info_t *")
+    for i in range(count(model)):
+        check(getter(model, i, info))
+        shape = tuple(info.shape[d] for d in range(info.ndim))
+        infos.append(TensorInfo(ffi.string(info.name).decode(), shape, dtype_from_dl(info.dtype)))
+    return infos
+
+
+class Model:
+    """`loader.load(path)`: a model file with its code loaded and modules rebuilt.
+
+    Safe to share between threads: each concurrent `run` uses its own arena in
+    the C runtime, and the GIL is released while C runs."""
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False, populate: bool = False) -> None:
+        self.path = os.fspath(path)
+        options = ffi.new("dpk_load_options_t *", {"verify_checksums": int(verify), "populate": int(populate)})
+        out = ffi.new("dpk_model_t **")
+        check(lib.dpk_model_load(self.path.encode(), options, out))
+        self._handle = ffi.gc(out[0], lib.dpk_model_free)
+        self.inputs = _infos(self._handle, lib.dpk_model_num_inputs, lib.dpk_model_input_info)
+        self.outputs = _infos(self._handle, lib.dpk_model_num_outputs, lib.dpk_model_output_info)
+        self._input_index = {info.name: i for i, info in enumerate(self.inputs)}
+        name, kind = ffi.new("const char **"), ffi.new("const char **")
+        self.modules = []
+        for i in range(lib.dpk_model_num_modules(self._handle)):
+            check(lib.dpk_model_module_info(self._handle, i, name, kind))
+            self.modules.append(ModuleInfo(ffi.string(name[0]).decode(), ffi.string(kind[0]).decode()))
+        self._manifest = None
+
+    @property
+    def manifest(self) -> dict:
+        """The embedded manifest, as a dict."""
+        if self._manifest is None:
+            with Package(self.path) as package:
+                self._manifest = package.manifest
+        return self._manifest
+
+    def _live(self):
+        if self._handle is None:
+            raise ValueError(f"model '{self.path}' is closed")
+        return self._handle
+
+    def _prepare(self, info: TensorInfo, value) -> np.ndarray:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=info.dtype)
+        if array.dtype != info.dtype or array.shape != info.shape:
+            raise errors.InvalidArgumentError(
+                f"input '{info.name}' is {array.dtype}{list(array.shape)} but the model expects "
+                f"{info.dtype}{list(info.shape)}")
+        return np.ascontiguousarray(array)
+
+    def run(self, **inputs) -> dict[str, np.ndarray]:
+        """Run the entry function on named inputs; returns outputs by name."""
+        handle = self._live()
+        unknown = [name for name in inputs if name not in self._input_index]
+        missing = [info.name for info in self.inputs if info.name not in inputs]
+        if unknown or missing:
+            expected = ", ".join(str(info) for info in self.inputs)
+            problem = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
+            raise errors.InvalidArgumentError(f"{problem}; the model takes {expected}")
+        in_refs = [TensorRef(self._prepare(info, inputs[info.name])) for info in self.inputs]
+        outputs = {info.name: np.empty(info.shape, info.dtype) for info in self.outputs}
+        out_refs = [TensorRef(array) for array in outputs.values()]
+        in_ptrs = ffi.new("DLTensor *[]", [ref.struct for ref in in_refs] or [ffi.NULL])
+        out_ptrs = ffi.new("DLTensor *[]", [ref.struct for ref in out_refs] or [ffi.NULL])
+        check(lib.dpk_model_run(handle, in_ptrs, len(in_refs), out_ptrs, len(out_refs)))
+        return outputs
+
+    def __call__(self, *args, **kwargs):
+        """Positional inputs in signature order; one output -> an array, several -> a tuple."""
+        if len(args) > len(self.inputs):
+            raise errors.InvalidArgumentError(f"the model takes {len(self.inputs)} inputs, got {len(args)}")
+        kwargs.update({info.name: value for info, value in zip(self.inputs, args)})
+        result = tuple(self.run(**kwargs).values())
+        return result[0] if len(result) == 1 else result
+
+    def get_function(self, name: str) -> "PackedFunction":
+        """A function of the model by name (entry module first, then its imports)."""
+        fn, resource = ffi.new("dpk_packed_fn *"), ffi.new("void **")
+        check(lib.dpk_model_get_function(self._live(), name.encode(), fn, resource))
+        return PackedFunction(self, name, fn[0], resource[0])
+
+    def close(self) -> None:
+        """Release the model; later calls raise ValueError."""
+        if self._handle is not None:
+            ffi.release(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ins = ", ".join(map(str, self.inputs))
+        outs = ", ".join(map(str, self.outputs))
+        return f"<dsopack model {self.path!r} ({ins}) -> ({outs})>"
+
+
+class PackedFunction:
+    """Calls a function in the packed convention: arrays go as tensors (written
+    in place), ints, floats, strings and None as tagged values."""
+
+    def __init__(self, model: Model, name: str, fn, resource) -> None:
+        self._model, self.name, self._fn, self._resource = model, name, fn, resource
+
+    def __call__(self, *args):
+        self._model._live()
+        values = ffi.new("dpk_value[]", max(len(args), 1))
+        codes = ffi.new("int[]", max(len(args), 1))
+        keep = []  # buffers C borrows during the call
+        for i, arg in enumerate(args):
+            if isinstance(arg, np.ndarray):
+                if not (arg.flags.c_contiguous and arg.flags.writeable):
+                    raise errors.InvalidArgumentError(
+                        f"argument {i} of '{self.name}' must be a C-contiguous, writable array "
+                        "(use np.ascontiguousarray or .copy())")
+                ref = TensorRef(arg)
+                keep.append(ref)
+                values[i].v_tensor, codes[i] = ref.struct, DPK_TYPE_TENSOR
+            elif isinstance(arg, (bool, int, np.integer)):
+                values[i].v_int64, codes[i] = int(arg), DPK_TYPE_INT
+            elif isinstance(arg, (float, np.floating)):
+                values[i].v_float64, codes[i] = float(arg), DPK_TYPE_FLOAT
+            elif isinstance(arg, str):
+                text = ffi.new("char[]", arg.encode())
+                keep.append(text)
+                values[i].v_str, codes[i] = text, DPK_TYPE_STR
+            elif arg is None:
+                codes[i] = DPK_TYPE_NULL
+            else:
+                raise errors.InvalidArgumentError(
+                    f"argument {i} of '{self.name}' is a {type(arg).__name__}; "
+                    "pass numpy arrays, ints, floats, strings or None")
+        ret, ret_code = ffi.new("dpk_value *"), ffi.new("int *", DPK_TYPE_NULL)
+        status = lib.dpk_py_call(self._fn, self._resource, values, codes, len(args), ret, ret_code)
+        if status:
+            message = ffi.string(lib.dpk_last_error()).decode("utf-8", "replace")
+            raise errors.InternalError(f"'{self.name}' failed: {message}")
+        code = ret_code[0]
+        if code == DPK_TYPE_INT:
+            return ret.v_int64
+        if code == DPK_TYPE_FLOAT:
+            return ret.v_float64
+        if code == DPK_TYPE_STR:
+            return ffi.string(ret.v_str).decode()
+        return None
+
+
+def load(path: str | os.PathLike, *, verify: bool = False, populate: bool = False) -> Model:
+    """Load a dsopack model file. `verify` checks every checksum first (O(file size))."""
+    return Model(path, verify=verify, populate=populate)
