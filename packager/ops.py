@@ -1,0 +1,446 @@
+"""The op vocabulary, for the packager: attributes, inputs, shape and dtype rules.
+
+Every op of the YAML graph (DESIGN.md, "Input: the deployment manifest") has an
+`OpSpec` in `OPS`: its input roles, its attributes (kind and default) and its
+inference rule. Frontends and `ir` use two entry points:
+
+    normalize(node)            check attributes, fill defaults (in node.attrs)
+    infer(node, in_types)      -> the output TensorType
+
+After `normalize`, attributes are canonical: kernel, strides and dilations are
+lists of two ints, pads a list of four [top, left, bottom, right], axes are
+ints (possibly negative; `axis_of` resolves them), `perm` is a list or None
+(reversed; `perm_of` resolves it), epsilon is a float, `shape` a list of ints.
+Every failure is a BuildError that names the node, the op and the shapes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable
+
+from packager.ir import BuildError, Node, TensorType
+
+REQUIRED = object()  # an attribute default meaning "the node must give it"
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Attr:
+    kind: str  # int | float | ints | pair | pads | perm
+    default: object = REQUIRED
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Input:
+    role: str  # how messages call it: "input", "weight", "bias", "scale"...
+    symbol: str  # how formulas call it: x, W, b...
+    optional: bool = False
+    variadic: bool = False  # one or more of these (concat)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    inputs: tuple[Input, ...]
+    attrs: dict[str, Attr]
+    rule: Callable  # (ctx: _Ctx) -> TensorType
+    doc: str = ""
+    float_only: bool = True  # False: data movement, any dtype
+
+    def arity(self) -> tuple[int, int | None]:
+        """(min, max) number of inputs; max None = unbounded."""
+        if any(i.variadic for i in self.inputs):
+            return len(self.inputs), None
+        required = sum(1 for i in self.inputs if not i.optional)
+        return required, len(self.inputs)
+
+
+# --------------------------------------------------------------------------
+# Helpers usable by backends
+
+
+def axis_of(axis: int, ndim: int) -> int:
+    """A possibly negative axis as an index into a shape of `ndim` dims."""
+    return axis + ndim if axis < 0 else axis
+
+
+def perm_of(node: Node, ndim: int) -> list[int]:
+    """The transpose permutation of a normalized node (default: reversed)."""
+    perm = node.attrs.get("perm")
+    return list(range(ndim - 1, -1, -1)) if perm is None else list(perm)
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """NumPy broadcasting of shapes, or None if they do not broadcast."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for k in range(ndim):
+        dims = {s[len(s) - ndim + k] for s in shapes if len(s) - ndim + k >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            return None
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def conv_out(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1) -> int:
+    """Output length of a sliding window (floor mode)."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# --------------------------------------------------------------------------
+# Inference context: what a rule sees, and how it reports
+
+
+class _Ctx:
+    def __init__(self, node: Node, spec: OpSpec, types: list[TensorType]):
+        self.node = node
+        self.spec = spec
+        self.types = types
+        self.attrs = node.attrs
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.types[i].shape)
+
+    def input_spec(self, i: int) -> Input:
+        return self.spec.inputs[min(i, len(self.spec.inputs) - 1)]
+
+    def desc(self, i: int) -> str:
+        """'weight fc1.weight is float32[64, 64]'"""
+        name = self.node.inputs[i] if i < len(self.node.inputs) else f"#{i}"
+        return f"{self.input_spec(i).role} {name} is {self.types[i]}"
+
+    def fail(self, message: str, *inputs: int) -> BuildError:
+        shown = " but ".join(self.desc(i) for i in inputs)
+        sep = ": " if shown else ""
+        return BuildError(f"{self.node.describe()}: {shown}{sep}{message}")
+
+    def need_ndim(self, i: int, ok: Callable[[int], bool], what: str) -> None:
+        if not ok(len(self.types[i].shape)):
+            sym = self.input_spec(i).symbol
+            raise self.fail(f"{sym} must be {what}", i)
+
+    def axis(self, name: str, ndim: int, allow_end: bool = False) -> int:
+        axis = self.attrs[name]
+        hi = ndim + 1 if allow_end else ndim
+        if not -hi <= axis < hi:
+            raise self.fail(f"{name} {axis} is out of range for {ndim} dimensions "
+                            f"(allowed {-hi}..{hi - 1})", 0)
+        return axis_of(axis, ndim)
+
+    def out(self, shape, dtype: str | None = None) -> TensorType:
+        return TensorType(tuple(int(d) for d in shape), dtype or self.types[0].dtype)
+
+
+# --------------------------------------------------------------------------
+# Rules
+
+
+def _dense(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 2, "at least 2-D [N, in]")
+    c.need_ndim(1, lambda n: n == 2, "2-D [out, in]")
+    x, w = c.shape(0), c.shape(1)
+    if x[-1] != w[1]:
+        raise c.fail(f"x's last dimension must equal W's second ({w[1]})", 0, 1)
+    if len(c.types) == 3 and c.shape(2) != (w[0],):
+        raise c.fail(f"b must have shape [{w[0]}] (W's first dimension)", 1, 2)
+    return c.out(x[:-1] + (w[0],))
+
+
+def _matmul(c: _Ctx) -> TensorType:
+    a, b = c.shape(0), c.shape(1)
+    if len(a) < 1 or len(b) < 1:
+        raise c.fail("matmul needs operands of at least 1 dimension", 0, 1)
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise c.fail(f"A's last dimension ({a2[-1]}) must equal B's "
+                     f"{'first' if len(b) == 1 else 'second to last'} ({b2[-2]})", 0, 1)
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    if batch is None:
+        raise c.fail(f"batch dimensions {list(a2[:-2])} and {list(b2[:-2])} do not broadcast", 0, 1)
+    shape = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(b) == 1:
+        shape = shape[:-1]
+    return c.out(shape)
+
+
+def _broadcast(c: _Ctx) -> TensorType:
+    shape = broadcast_shapes(c.shape(0), c.shape(1))
+    if shape is None:
+        raise c.fail("shapes do not broadcast (NumPy rules: trailing dimensions must be equal or 1)", 0, 1)
+    return c.out(shape)
+
+
+def _same(c: _Ctx) -> TensorType:
+    return c.out(c.shape(0))
+
+
+def _softmax(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    c.axis("axis", len(c.shape(0)))
+    return c.out(c.shape(0))
+
+
+def _window(c: _Ctx, kernel, dilations) -> tuple[int, int]:
+    x = c.shape(0)
+    strides, pads = c.attrs["strides"], c.attrs["pads"]
+    out = []
+    for d in range(2):
+        size, k, dil = x[2 + d], kernel[d], dilations[d]
+        extent = dil * (k - 1) + 1
+        padded = size + pads[d] + pads[d + 2]
+        if extent > padded:
+            raise c.fail(f"the {'kernel' if dil == 1 else 'dilated kernel'} ({extent}) is larger than "
+                         f"the padded input ({padded}) along {'HW'[d]}", *range(min(2, len(c.types))))
+        out.append(conv_out(size, k, strides[d], pads[d], pads[d + 2], dil))
+    return out[0], out[1]
+
+
+def _conv2d(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    c.need_ndim(1, lambda n: n == 4, "4-D OIHW")
+    x, w = c.shape(0), c.shape(1)
+    g = c.attrs["groups"]
+    if x[1] % g or w[0] % g:
+        raise c.fail(f"groups ({g}) must divide x's channels ({x[1]}) and W's output channels ({w[0]})", 0, 1)
+    if w[1] * g != x[1]:
+        raise c.fail(f"W's second dimension must be x's channels / groups ({x[1]} / {g} = {x[1] // g})", 0, 1)
+    if len(c.types) == 3 and c.shape(2) != (w[0],):
+        raise c.fail(f"b must have shape [{w[0]}] (W's first dimension)", 1, 2)
+    oh, ow = _window(c, w[2:], c.attrs["dilations"])
+    return c.out((x[0], w[0], oh, ow))
+
+
+def _pool(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    kernel, pads = c.attrs["kernel"], c.attrs["pads"]
+    for d in range(2):
+        if pads[d] >= kernel[d] or pads[d + 2] >= kernel[d]:
+            raise c.fail(f"pads {pads} must be smaller than the kernel {kernel} on each side", 0)
+    oh, ow = _window(c, kernel, (1, 1))
+    x = c.shape(0)
+    return c.out((x[0], x[1], oh, ow))
+
+
+def _global_avgpool(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    x = c.shape(0)
+    return c.out((x[0], x[1], 1, 1))
+
+
+def _flatten(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    axis = c.axis("axis", len(x), allow_end=True)
+    return c.out((math.prod(x[:axis]), math.prod(x[axis:])))
+
+
+def _reshape(c: _Ctx) -> TensorType:
+    x, shape = c.shape(0), list(c.attrs["shape"])
+    if any(d < -1 for d in shape) or shape.count(-1) > 1:
+        raise c.fail(f"shape {shape} may hold dimensions >= 0 and at most one -1", 0)
+    size = math.prod(x)
+    known = math.prod(d for d in shape if d != -1)
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise c.fail(f"cannot reshape {size} elements to {shape}", 0)
+        shape[shape.index(-1)] = size // known
+    elif known != size:
+        raise c.fail(f"cannot reshape {size} elements to {shape} ({known} elements)", 0)
+    return c.out(shape)
+
+
+def _transpose(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    perm = perm_of(c.node, len(x))
+    if sorted(perm) != list(range(len(x))):
+        raise c.fail(f"perm {perm} is not a permutation of 0..{len(x) - 1}", 0)
+    return c.out([x[p] for p in perm])
+
+
+def _concat(c: _Ctx) -> TensorType:
+    first = c.shape(0)
+    axis = c.axis("axis", len(first))
+    total = 0
+    for i in range(len(c.types)):
+        s = c.shape(i)
+        if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1:] != first[axis + 1:]:
+            raise c.fail(f"concat inputs must match in every dimension but axis {axis}", 0, i)
+        total += s[axis]
+    return c.out(first[:axis] + (total,) + first[axis + 1:])
+
+
+def _batchnorm(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 2, "at least 2-D [N, C, ...]")
+    channels = c.shape(0)[1]
+    for i in range(1, 5):
+        if c.shape(i) != (channels,):
+            raise c.fail(f"{c.input_spec(i).symbol} must have shape [{channels}] (x's channels, axis 1)", 0, i)
+    return c.out(c.shape(0))
+
+
+# --------------------------------------------------------------------------
+# The vocabulary
+
+_X = Input("input", "x")
+_PAIR1 = Attr("pair", [1, 1], "int or [h, w]")
+_PADS0 = Attr("pads", [0, 0, 0, 0], "int, [h, w] or [top, left, bottom, right]")
+
+
+def _binary(name: str, doc: str) -> OpSpec:
+    return OpSpec(name, (Input("input", "A"), Input("input", "B")), {}, _broadcast, doc)
+
+
+def _unary(name: str, doc: str) -> OpSpec:
+    return OpSpec(name, (_X,), {}, _same, doc)
+
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
+    OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
+           "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
+    OpSpec("matmul", (Input("input", "A"), Input("input", "B")), {}, _matmul,
+           "NumPy matmul: 1-D, 2-D and batched with broadcasting"),
+    _binary("add", "A + B with NumPy broadcasting"),
+    _binary("sub", "A - B with NumPy broadcasting"),
+    _binary("mul", "A * B with NumPy broadcasting"),
+    _binary("div", "A / B with NumPy broadcasting"),
+    _unary("relu", "max(x, 0)"),
+    _unary("sigmoid", "1 / (1 + exp(-x))"),
+    _unary("tanh", "tanh(x)"),
+    OpSpec("softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "softmax along axis"),
+    OpSpec("conv2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),
+           {"strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1, "groups": Attr("int", 1)},
+           _conv2d, "2-D convolution, NCHW input, OIHW weight"),
+    OpSpec("maxpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
+           _pool, "max over windows; padding never wins"),
+    OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
+           _pool, "mean over windows, padding excluded from the count"),
+    OpSpec("global_avgpool", (_X,), {}, _global_avgpool, "mean over H, W -> [N, C, 1, 1]"),
+    OpSpec("flatten", (_X,), {"axis": Attr("int", 1)}, _flatten,
+           "-> [prod(shape[:axis]), prod(shape[axis:])]", float_only=False),
+    OpSpec("reshape", (_X,), {"shape": Attr("ints")}, _reshape,
+           "same elements, new shape; one -1 allowed, 0 means 0", float_only=False),
+    OpSpec("transpose", (_X,), {"perm": Attr("perm", None)}, _transpose,
+           "permute dimensions (default: reverse them)", float_only=False),
+    OpSpec("concat", (Input("input", "x", variadic=True),), {"axis": Attr("int")}, _concat,
+           "join along axis", float_only=False),
+    OpSpec("batchnorm", (_X, Input("scale", "scale"), Input("bias", "bias"), Input("mean", "mean"),
+                         Input("variance", "var")),
+           {"epsilon": Attr("float", 1e-5)}, _batchnorm,
+           "(x - mean) / sqrt(var + epsilon) * scale + bias, channel axis 1"),
+]}
+
+
+# --------------------------------------------------------------------------
+# Attribute checking
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _ints(v) -> list[int] | None:
+    if isinstance(v, (list, tuple)) and all(_is_int(e) for e in v):
+        return [int(e) for e in v]
+    return None
+
+
+def _coerce(kind: str, value):
+    """The canonical value, or None if `value` does not fit `kind`."""
+    if kind == "int":
+        return int(value) if _is_int(value) else None
+    if kind == "float":
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        return None
+    if kind == "ints":
+        return _ints(value)
+    if kind == "perm":
+        return None if value is None else _ints(value)
+    if kind == "pair":
+        v = [int(value)] * 2 if _is_int(value) else _ints(value)
+        return v if v is not None and len(v) == 2 and min(v) >= 1 else None
+    if kind == "pads":
+        v = [int(value)] * 4 if _is_int(value) else _ints(value)
+        if v is not None and len(v) == 2:
+            v = v * 2
+        return v if v is not None and len(v) == 4 and min(v) >= 0 else None
+    raise AssertionError(kind)
+
+
+_KIND_TEXT = {
+    "int": "an integer",
+    "float": "a number",
+    "ints": "a list of integers",
+    "perm": "a list of integers",
+    "pair": "a positive integer or a list of two",
+    "pads": "a non-negative integer or a list of 2 or 4 ([top, left, bottom, right])",
+}
+
+
+def spec_of(node: Node) -> OpSpec:
+    spec = OPS.get(node.op)
+    if spec is None:
+        raise BuildError(f"{node.describe()}: unknown op '{node.op}'; known ops: {', '.join(sorted(OPS))}")
+    return spec
+
+
+def normalize(node: Node) -> None:
+    """Check the node's op, input count and attributes; fill defaults in place."""
+    spec = spec_of(node)
+    lo, hi = spec.arity()
+    n = len(node.inputs)
+    if n < lo or (hi is not None and n > hi):
+        want = f"{lo} or more" if hi is None else (str(lo) if lo == hi else f"{lo} or {hi}")
+        roles = ", ".join(i.symbol + ("?" if i.optional else "...") if i.optional or i.variadic else i.symbol
+                          for i in spec.inputs)
+        raise BuildError(f"{node.describe()}: takes {want} inputs ({roles}), got {n}: {node.inputs}")
+    unknown = sorted(set(node.attrs) - set(spec.attrs))
+    if unknown:
+        known = ", ".join(sorted(spec.attrs)) or "none"
+        raise BuildError(f"{node.describe()}: unknown attribute{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; op {node.op} takes: {known}")
+    out = {}
+    for name, attr in spec.attrs.items():
+        if name not in node.attrs:
+            if attr.default is REQUIRED:
+                raise BuildError(f"{node.describe()}: attribute '{name}' is required ({_KIND_TEXT[attr.kind]})")
+            out[name] = list(attr.default) if isinstance(attr.default, list) else attr.default
+            continue
+        value = _coerce(attr.kind, node.attrs[name])
+        if value is None and not (attr.kind == "perm" and node.attrs[name] is None):
+            raise BuildError(f"{node.describe()}: attribute '{name}' must be {_KIND_TEXT[attr.kind]}, "
+                             f"got {node.attrs[name]!r}")
+        out[name] = value
+    if node.op == "conv2d" and out["groups"] < 1:
+        raise BuildError(f"{node.describe()}: attribute 'groups' must be >= 1, got {out['groups']}")
+    if node.op == "batchnorm" and not out["epsilon"] >= 0:
+        raise BuildError(f"{node.describe()}: attribute 'epsilon' must be >= 0, got {out['epsilon']}")
+    node.attrs.clear()
+    node.attrs.update(out)
+
+
+def infer(node: Node, in_types: list[TensorType]) -> TensorType:
+    """The output type of a normalized node given its inputs' types."""
+    spec = spec_of(node)
+    lo, hi = spec.arity()
+    if len(in_types) < lo or (hi is not None and len(in_types) > hi):
+        raise BuildError(f"{node.describe()}: got {len(in_types)} input types for inputs {node.inputs}")
+    c = _Ctx(node, spec, list(in_types))
+    dtype = in_types[0].dtype
+    for i, t in enumerate(in_types[1:], 1):
+        if t.dtype != dtype:
+            raise c.fail(f"all inputs must have the same dtype ({dtype})", 0, i)
+    if spec.float_only and dtype not in FLOAT_DTYPES:
+        raise c.fail(f"op {node.op} needs floating-point inputs ({', '.join(FLOAT_DTYPES)})", 0)
+    for i, t in enumerate(in_types):
+        if any(not _is_int(d) or d < 0 for d in t.shape):
+            raise c.fail("dimensions must be non-negative integers", i)
+    return spec.rule(c)
