@@ -1,0 +1,209 @@
+"""Compiler and linker calls, target resolution and the object cache.
+
+The compiler is chosen by, first to last: the `cc` argument (`--cc`), the
+manifest's `target.cc`, the CC environment variable, then `cc`. It may carry
+arguments ("ccache gcc", "zig cc"). Every call is an argv list; a failure
+raises BuildError with the command and the compiler's output.
+
+Objects are cached by a hash of (source text, compiler, its version, flags,
+dpk_abi.h) in $DSOPACK_CACHE or ~/.cache/dsopack, so rebuilding an unchanged
+model skips the compile. Assembly stubs (which `.incbin` the blob) are not
+cached. The shared library is linked to a temporary file next to `output`
+and moved in place with os.replace, so a failed build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+from packager.ir import BuildError
+
+BASE_CFLAGS = ["-fPIC", "-fvisibility=hidden"]
+MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+            "riscv64": "riscv64", "ppc64le": "ppc64", "powerpc64le": "ppc64", "s390x": "s390"}
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390", 3: "i386", 40: "arm"}
+
+
+def resolve_cc(cc: str | None = None, manifest_cc: str | None = None) -> list[str]:
+    """The compiler command as argv: --cc, then the manifest's target.cc, then $CC, then cc."""
+    text = cc or manifest_cc or os.environ.get("CC") or "cc"
+    argv = shlex.split(text)
+    if not argv:
+        raise BuildError("the compiler command is empty")
+    if shutil.which(argv[0]) is None:
+        raise BuildError(f"compiler '{argv[0]}' not found on PATH (choose one with --cc, target.cc or CC)")
+    return argv
+
+
+def _run(argv: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise BuildError(f"{what} failed: cannot run {shlex.join(argv)}: {e.strerror or e}") from None
+    if proc.returncode != 0:
+        output = proc.stdout.strip() or "(no output)"
+        raise BuildError(f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}\n{output}")
+    return proc.stdout
+
+
+@functools.lru_cache(maxsize=None)
+def _cc_version(cc: tuple[str, ...]) -> str:
+    return _run([*cc, "--version"], "asking the compiler its version").splitlines()[0].strip()
+
+
+def cc_version(cc: list[str]) -> str:
+    """A short version string for the manifest's producer.cc, e.g. "gcc 12.2.0"."""
+    line = _cc_version(tuple(cc))
+    match = re.search(r"clang version (\S+)", line)
+    if match:
+        return f"clang {match.group(1)}"
+    numbers = re.findall(r"\b\d+\.\d+(?:\.\d+)?\b", line)
+    name = "gcc" if ("gcc" in line.lower() or "GCC" in line) else os.path.basename(cc[-1] if cc else "cc")
+    return f"{name} {numbers[-1]}" if numbers else line
+
+
+@functools.lru_cache(maxsize=None)
+def _dumpmachine(cc: tuple[str, ...]) -> str:
+    return _run([*cc, "-dumpmachine"], "asking the compiler its target").strip()
+
+
+def resolve_target(triple: str, cc: list[str]) -> tuple[str, str, list[str]]:
+    """(triple, ELF machine name, extra flags) for a manifest triple ("native" = what cc targets)."""
+    native = _dumpmachine(tuple(cc))
+    extra: list[str] = []
+    if triple in ("native", "", None):
+        triple = native
+    elif _same_target(triple, native):
+        pass
+    elif "clang" in _cc_version(tuple(cc)).lower():
+        extra = [f"--target={triple}"]
+    else:
+        raise BuildError(f"target triple '{triple}' needs a cross compiler: '{shlex.join(cc)}' targets {native} "
+                         f"(set target.cc in the manifest, --cc or CC, e.g. {triple}-gcc)")
+    arch = triple.split("-")[0]
+    machine = MACHINES.get(arch)
+    if machine is None:
+        raise BuildError(f"target triple '{triple}': unknown machine '{arch}' (known: {', '.join(sorted(MACHINES))})")
+    return triple, machine, extra
+
+
+def _same_target(a: str, b: str) -> bool:
+    def norm(t: str) -> tuple[str, str]:
+        parts = t.split("-")
+        return MACHINES.get(parts[0], parts[0]), parts[-1] if len(parts) > 1 else ""
+    return norm(a) == norm(b)
+
+
+def abi_include_dir() -> str:
+    """Where dpk_abi.h is: packager/include when installed, else <repo>/runtime_c/include."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "include"),
+                      os.path.join(os.path.dirname(here), "runtime_c", "include")):
+        if os.path.isfile(os.path.join(candidate, "dpk_abi.h")):
+            return candidate
+    raise BuildError(f"dpk_abi.h not found (looked in {here}/include and the source tree's runtime_c/include); "
+                     f"reinstall dsopack")
+
+
+def cache_dir() -> str:
+    return os.environ.get("DSOPACK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dsopack")
+
+
+def _object_key(source_text: str, cc: list[str], flags: list[str], include_dir: str) -> str:
+    h = hashlib.sha256()
+    with open(os.path.join(include_dir, "dpk_abi.h"), "rb") as f:
+        abi = f.read()
+    for part in (source_text.encode(), "\0".join(cc).encode(), _cc_version(tuple(cc)).encode(),
+                 "\0".join(flags).encode(), abi):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()[:32]
+
+
+def compile_object(source: str, cc: list[str], flags: list[str], workdir: str, use_cache: bool = True) -> tuple[str, bool]:
+    """Compile one C file to an object; return (object path, whether it came from the cache)."""
+    include_dir = abi_include_dir()
+    argv_flags = [*BASE_CFLAGS, *flags, f"-I{include_dir}"]
+    with open(source, encoding="utf-8") as f:
+        text = f.read()
+    cached = None
+    if use_cache:
+        key = _object_key(text, cc, [*BASE_CFLAGS, *flags], include_dir)
+        cached = os.path.join(cache_dir(), "obj", f"{key}.o")
+        if os.path.isfile(cached):
+            return cached, True
+    obj = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + ".o")
+    _run([*cc, "-c", *argv_flags, source, "-o", obj], f"compiling {os.path.basename(source)}")
+    if cached is not None:
+        try:  # a cache we cannot write is not an error
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), suffix=".o.tmp")
+            os.close(fd)
+            shutil.copyfile(obj, tmp)
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return obj, False
+
+
+def compile_shared(c_sources: list[str], asm_sources: list[str], output: str, *, cc: list[str] | str | None = None,
+                   cflags: list[str] = ("-O3",), ldflags: list[str] = (), libraries: list[str] = (),
+                   use_cache: bool = True) -> dict:
+    """Compile and link one shared library, written atomically to `output`.
+
+    Returns {"cc": argv, "cached": number of objects from the cache, "compiled": number compiled}."""
+    cc = resolve_cc(cc) if cc is None or isinstance(cc, str) else list(cc)
+    cflags, ldflags = list(cflags), list(ldflags)
+    libs = [f"-l{lib}" for lib in dict.fromkeys([*libraries, "m"])]
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise BuildError(f"cannot write {output}: directory {out_dir} does not exist")
+    stats = {"cc": cc, "cached": 0, "compiled": 0}
+    with tempfile.TemporaryDirectory(prefix="dsopack-cc-") as work:
+        objects = []
+        for source in c_sources:
+            obj, hit = compile_object(source, cc, cflags, work, use_cache)
+            stats["cached" if hit else "compiled"] += 1
+            objects.append(obj)
+        for source in asm_sources:
+            obj = os.path.join(work, os.path.splitext(os.path.basename(source))[0] + ".stub.o")
+            _run([*cc, "-c", *BASE_CFLAGS, *[f for f in cflags if f.startswith(("-m", "--target"))], source,
+                  "-o", obj], f"assembling {os.path.basename(source)}")
+            objects.append(obj)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{os.path.basename(output)}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            _run([*cc, "-shared", *BASE_CFLAGS, *cflags, *objects, "-o", tmp, *ldflags, *libs],
+                 f"linking {os.path.basename(output)}")
+            os.chmod(tmp, 0o755 & ~_umask())
+            os.replace(tmp, output)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    return stats
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def elf_machine(path: str) -> str | None:
+    """The ELF e_machine of a file as a machine name (None if not ELF)."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    number = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return ELF_MACHINES.get(number, f"e_machine {number}")
