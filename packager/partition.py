@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from packager.backends.base import Backend, Region
 from packager.ir import BuildError, Graph, Node
 
-# name -> "module:Class"; a backend is imported only when a manifest asks for it
+# name -> "module:Class" (imported only when a manifest asks for it) or a Backend class
 BACKENDS = {
     "host": "packager.backends.host:HostBackend",
     "json": "packager.backends.json:JsonBackend",
@@ -33,11 +33,13 @@ PAYLOAD_BACKENDS = {"json"}
 def get_backend(name: str, where: str = "backends") -> Backend:
     if name not in BACKENDS:
         raise BuildError(f"{where}: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
-    module_name, class_name = BACKENDS[name].split(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
-        raise BuildError(f"{where}: backend '{name}' is not available in this installation ({e})") from None
+    cls = BACKENDS[name]
+    if isinstance(cls, str):
+        module_name, class_name = cls.split(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as e:
+            raise BuildError(f"{where}: backend '{name}' is not available in this installation ({e})") from None
     return cls()
 
 

@@ -55,18 +55,22 @@ def _run(argv: list[str], what: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _cc_version(cc: tuple[str, ...]) -> str:
-    return _run([*cc, "--version"], "asking the compiler its version").splitlines()[0].strip()
+    return _run([*cc, "--version"], "asking the compiler its version").strip()
 
 
 def cc_version(cc: list[str]) -> str:
     """A short version string for the manifest's producer.cc, e.g. "gcc 12.2.0"."""
-    line = _cc_version(tuple(cc))
-    match = re.search(r"clang version (\S+)", line)
+    text = _cc_version(tuple(cc))
+    first = text.splitlines()[0] if text else ""
+    match = re.search(r"clang version (\S+)", text)
     if match:
         return f"clang {match.group(1)}"
-    numbers = re.findall(r"\b\d+\.\d+(?:\.\d+)?\b", line)
-    name = "gcc" if ("gcc" in line.lower() or "GCC" in line) else os.path.basename(cc[-1] if cc else "cc")
-    return f"{name} {numbers[-1]}" if numbers else line
+    numbers = re.findall(r"\b\d+\.\d+(?:\.\d+)?\b", first)
+    if "Free Software Foundation" in text or "gcc" in first.lower():
+        name = "gcc"
+    else:
+        name = os.path.basename(cc[-1])
+    return f"{name} {numbers[-1]}" if numbers else first
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,312 @@
+"""`dsopack build | inspect | run | verify`: the command line.
+
+Every user error is one line on stderr ("dsopack: error: ...") and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from packager.ir import BuildError
+
+DESCRIPTION = """\
+dsopack turns a model into ONE shared library (kernels, weights, execution
+graph and a manifest) that a C runtime or the Python loader runs without
+the packager."""
+
+EPILOG = """\
+examples:
+  dsopack build manifests/digits_mlp.yaml -o digits.so       build a model file
+  dsopack build manifests/lenet.yaml -o lenet.so --explain    ... and say which backend took each node
+  dsopack inspect digits.so                                   the embedded manifest and its modules
+  dsopack verify digits.so                                    check the structure and every checksum
+  dsopack run digits.so x=sample.npy                          run it (Python loader), print the outputs
+  dsopack run digits.so --random --repeat 1000 -o out.npz     random inputs, timings, save the outputs
+
+a deployment manifest (YAML) says what to build:
+  name: digits_mlp
+  model:
+    graph:
+      inputs:  {x: {shape: [1, 64], dtype: float32}}
+      weights: digits_mlp.npz              # names -> arrays, relative to the manifest
+      nodes:
+        - {op: dense, inputs: [x, fc1.weight, fc1.bias], output: h}
+        - {op: relu,  inputs: [h], output: y}
+      outputs: [y]
+  backends: [json, host]                   # priority; default [host]
+  target: {triple: native, cflags: [-O3]}  # also cc: (or --cc, or $CC)
+
+environment: CC (the compiler when neither --cc nor target.cc says),
+DSOPACK_CACHE (object cache directory, default ~/.cache/dsopack)."""
+
+
+class UserError(Exception):
+    """A problem with what the user asked; printed as one line."""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------- build
+
+def cmd_build(args) -> int:
+    from packager.build import build
+
+    if not os.path.exists(args.spec):
+        raise UserError(f"manifest '{args.spec}' not found")
+    report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
+                   save_temps=args.save_temps, use_cache=not args.no_cache)
+    if not args.quiet:
+        print(f"wrote {report.output} ({_size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
+              f"arena {_size(report.arena_bytes)}")
+    return 0
+
+
+# ---------------------------------------------------------------- inspect / verify
+
+def _open(path: str):
+    from packager.dpkfile import DpkFile, FileError
+
+    if not os.path.isfile(path):
+        raise UserError(f"'{path}' not found")
+    try:
+        return DpkFile(path)
+    except FileError as e:
+        raise UserError(str(e)) from None
+
+
+def module_rows(manifest: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for m in manifest.get("modules", []):
+        imports = ", ".join(m.get("imports", [])) or "-"
+        if "payload" in m:
+            p = m["payload"]
+            raw = p.get("raw_size", p["size"])
+            rows.append((m["name"], m["kind"], p["codec"], _size(p["size"]), _size(raw), imports))
+        elif m.get("tensors"):
+            tensors = m["tensors"].values()
+            codecs = sorted({t.get("codec", "raw") for t in tensors})
+            stored = sum(t["size"] for t in tensors)
+            raw = sum(t.get("raw_size", t["size"]) for t in tensors)
+            rows.append((m["name"], m["kind"], "/".join(codecs), _size(stored), f"{_size(raw)} ({len(m['tensors'])} tensors)",
+                         imports))
+        else:
+            functions = len(m.get("functions", []))
+            rows.append((m["name"], m["kind"], "-", "-", f"({functions} functions)" if functions else "-", imports))
+    return rows
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def cmd_inspect(args) -> int:
+    f = _open(args.file)
+    print(f"# {args.file}: dsopack format {f.format_version[0]}.{f.format_version[1]}, "
+          f".dpk section {_size(f.section_size)}")
+    print(f.manifest_text.rstrip("\n"))
+    print()
+    print(_table(("module", "kind", "codec", "stored", "raw", "imports"), module_rows(f.manifest)))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from packager.dpkfile import FileError
+
+    f = _open(args.file)  # header, manifest and their checksums
+    try:
+        count = f.verify()  # every payload checksum, zero padding
+    except FileError as e:
+        raise UserError(f"{args.file}: {e}") from None
+    checker = "packager"
+    loader = _import_loader(required=False)
+    if loader is not None:  # the runtime's own checks too, when it is built
+        try:
+            with loader.open_package(args.file) as package:
+                package.verify()
+        except loader.DpkError as e:
+            raise UserError(f"{args.file}: {e}") from None
+        checker = "packager and libdpk"
+    modules = len(f.manifest.get("modules", []))
+    print(f"OK {args.file}: format {f.format_version[0]}.{f.format_version[1]}, {modules} modules, "
+          f"{count} payloads, {_size(f.section_size)} checked ({checker})")
+    return 0
+
+
+# ---------------------------------------------------------------- run
+
+def _import_loader(required: bool = True):
+    try:
+        import loader
+    except (ImportError, OSError) as e:
+        if required:
+            raise UserError(f"the Python loader is not available: {e}") from None
+        return None
+    return loader
+
+
+def _random_input(info, rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(info.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(info.shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, info.shape).astype(dtype)
+    return rng.integers(0, 10, info.shape).astype(dtype)
+
+
+def _preview(array: np.ndarray, count: int = 6) -> str:
+    flat = array.reshape(-1)[:count]
+    text = np.array2string(flat, precision=5, separator=", ", suppress_small=False)
+    return text[:-1] + ", ...]" if array.size > count else text
+
+
+def cmd_run(args) -> int:
+    loader = _import_loader()
+    if not os.path.isfile(args.file):
+        raise UserError(f"'{args.file}' not found")
+    given = {}
+    for item in args.inputs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"input '{item}': expected NAME=FILE.npy")
+        try:
+            given[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"input '{name}': cannot read '{path}': {e}") from None
+    start = time.perf_counter()
+    try:
+        model = loader.load(args.file)
+    except loader.DpkError as e:
+        raise UserError(str(e)) from None
+    load_s = time.perf_counter() - start
+    with model:
+        names = [info.name for info in model.inputs]
+        for name in given:
+            if name not in names:
+                raise UserError(f"'{name}' is not an input of {args.file} (inputs: {', '.join(names)})")
+        rng = np.random.default_rng(args.seed)
+        feeds = {}
+        for info in model.inputs:
+            if info.name in given:
+                feeds[info.name] = given[info.name]
+            elif args.random:
+                feeds[info.name] = _random_input(info, rng)
+            else:
+                raise UserError(f"missing input '{info.name}' ({info.dtype}{list(info.shape)}): "
+                                f"give {info.name}=FILE.npy or --random")
+        try:
+            start = time.perf_counter()
+            outputs = model.run(**feeds)
+            first_s = time.perf_counter() - start
+            times = []
+            for _ in range(max(args.repeat, 0)):
+                start = time.perf_counter()
+                model.run(**feeds)
+                times.append(time.perf_counter() - start)
+        except loader.DpkError as e:
+            raise UserError(str(e)) from None
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype}{list(value.shape)} {_preview(value)}")
+    line = f"load {load_s * 1e3:.2f} ms, first run {first_s * 1e3:.3f} ms"
+    if times:
+        line += f", median of {len(times)} runs {statistics.median(times) * 1e3:.3f} ms"
+    print(line)
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 1 (argparse's default is usage + exit 2)
+        sys.stderr.write(f"dsopack: error: {message} (see {self.prog} --help)\n")
+        sys.exit(1)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dsopack", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from packager.build import version
+
+    p.add_argument("--version", action="version", version=f"dsopack {version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser("build", help="build a model file from a deployment manifest",
+                       description="Build ONE shared library from a deployment manifest (YAML).",
+                       epilog="example:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml)")
+    b.add_argument("-o", "--output", required=True, metavar="OUT.so", help="the model file to write")
+    b.add_argument("--cc", help="C compiler (default: the manifest's target.cc, then $CC, then cc)")
+    b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    b.add_argument("--explain", action="store_true", help="say which backend took each node, and why")
+    b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")
+    b.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("inspect", help="print the embedded manifest and a table of modules",
+                       description="Print a model file's embedded manifest (YAML), then its modules.",
+                       epilog="example:\n  dsopack inspect digits.so", formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("file", metavar="FILE.so")
+    i.set_defaults(func=cmd_inspect)
+
+    r = sub.add_parser("run", help="load a model file with the Python loader and run it",
+                       description="Load a model file with the Python loader, run it, print outputs and timings.",
+                       epilog="examples:\n  dsopack run digits.so x=sample.npy\n"
+                              "  dsopack run digits.so --random --repeat 1000 -o out.npz",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("file", metavar="FILE.so")
+    r.add_argument("inputs", nargs="*", metavar="NAME=FILE.npy", help="an input from a .npy file")
+    r.add_argument("--random", action="store_true", help="fill inputs not given with random values")
+    r.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    r.add_argument("-o", "--output", metavar="OUT.npz", help="save the outputs")
+    r.add_argument("--repeat", type=int, default=0, metavar="N", help="run N more times and print the median time")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("verify", help="check a model file's structure and every checksum",
+                       description="Check a model file: header, manifest, every payload checksum. "
+                                   "Exit 0 and print OK, or exit 1 naming what failed.",
+                       epilog="example:\n  dsopack verify digits.so", formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("file", metavar="FILE.so")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command is None:
+        p.print_help()
+        return 1
+    try:
+        return args.func(args)
+    except (BuildError, UserError) as e:
+        message = str(e)
+    except KeyboardInterrupt:
+        message = "interrupted"
+    except OSError as e:
+        message = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    except Exception as e:  # a bug: still one line, with a way to get the traceback
+        if os.environ.get("DSOPACK_TRACEBACK"):
+            raise
+        message = f"internal error ({type(e).__name__}: {e}); set DSOPACK_TRACEBACK=1 for the traceback"
+    sys.stderr.write(f"dsopack: error: {message}\n")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
