@@ -263,7 +263,7 @@ def _parse_weights(ctx: _Ctx, value, fp: str, base_dir: str) -> dict[str, np.nda
                 raise ctx.error(f"{wfp}.shape", f"{list(shape)} holds {int(np.prod(shape))} values, "
                                                 f"data has {array.size}")
             array = array.reshape(shape)
-        weights[wname] = np.ascontiguousarray(array)
+        weights[wname] = np.require(array, requirements="C")  # (ascontiguousarray makes 0-d 1-d)
     return weights
 
 
@@ -286,5 +286,5 @@ def _load_npz(ctx: _Ctx, rel: str, fp: str, base_dir: str) -> dict[str, np.ndarr
                                 f"(supported: {', '.join(DTYPES)})")
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
-        weights[key] = np.ascontiguousarray(array)
+        weights[key] = np.require(array, requirements="C")
     return weights
