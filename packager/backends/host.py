@@ -1,0 +1,609 @@
+"""The host backend: C kernels generated for the static shapes of each node.
+
+`lower(region)` turns a region (normally one node; several work too, their
+intermediates live in the workspace) into one packed function named
+`region.name` taking `region.inputs` (weights included), then `region.outputs`,
+then a uint8 workspace tensor if the region needs one (backends/base.py).
+
+The function checks its arguments (count, type codes, dtype and shape of each
+tensor: a few compares per call) and reports a mismatch through
+`__dpk_api->set_error`. Each node becomes a block that binds `in0, in1...` and
+`out0` (restrict pointers: outputs never overlap inputs) and runs the op's body.
+Bodies are plain text: a template per op in `TEMPLATES`, filled by the op's
+entry in `EMITTERS` with shape constants (and, for broadcasting, transposing
+and batched ops, a loop nest over dimensions collapsed as far as strides allow).
+Shared helpers live in `HOST_PRELUDE`, one constant text for every node.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from string import Template
+
+import numpy as np
+
+from packager import ops
+from packager.backends.base import Backend, CSource, Region
+from packager.ir import BuildError, Graph, Node, TensorType
+
+# ---------------------------------------------------------------------------
+# Data: what the host takes, and the text it emits
+
+COMPUTE_DTYPES = ("float32",)
+MOVE_ITEMSIZES = (1, 2, 4, 8)  # data-movement ops copy elements of any of these sizes
+WORKSPACE_ALIGN = 64
+
+HOST_PRELUDE = r"""
+/* ---- dsopack host backend: shared helpers ---------------------------- */
+#include <stdio.h> /* snprintf, for argument errors */
+#define DPK_HOST_ERROR(...) \
+  do { if (__dpk_api && __dpk_api->set_error) __dpk_api->set_error(__VA_ARGS__); } while (0)
+
+/* Argument count and type codes of a packed call. */
+static int dpk_host_check_args(const char *fn, const int *type_codes, int nargs, int expected) {
+  if (nargs != expected) {
+    DPK_HOST_ERROR("kernel %s expects %d arguments, got %d", fn, expected, nargs);
+    return -1;
+  }
+  for (int i = 0; i < nargs; ++i) {
+    if (type_codes[i] != DPK_TYPE_TENSOR) {
+      DPK_HOST_ERROR("kernel %s: argument %d must be a tensor (type code %d), got type code %d",
+                     fn, i, (int)DPK_TYPE_TENSOR, type_codes[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* One tensor argument: dtype, shape, compact layout. `want` spells the expected type. */
+static int dpk_host_check_tensor(const char *fn, const dpk_value *args, int i, const char *name,
+                                 int code, int bits, int ndim, const int64_t *dims,
+                                 const char *want) {
+  const DLTensor *t = args[i].v_tensor;
+  if (!t || !t->data) {
+    DPK_HOST_ERROR("kernel %s: argument %d (%s) has no data", fn, i, name);
+    return -1;
+  }
+  int ok = t->ndim == ndim && t->dtype.code == code && t->dtype.bits == bits && t->dtype.lanes == 1;
+  for (int d = 0; ok && d < ndim; ++d) ok = t->shape[d] == dims[d];
+  int64_t stride = 1;
+  for (int d = ndim - 1; ok && t->strides && d >= 0; --d) {
+    ok = dims[d] == 1 || t->strides[d] == stride;
+    stride *= dims[d];
+  }
+  if (!ok) {
+    char got[160];
+    int n = snprintf(got, sizeof got, "code %d bits %d [", (int)t->dtype.code, (int)t->dtype.bits);
+    for (int d = 0; d < t->ndim && n > 0 && n < (int)sizeof got - 24; ++d)
+      n += snprintf(got + n, sizeof got - n, d ? ", %lld" : "%lld", (long long)t->shape[d]);
+    if (n > 0 && n < (int)sizeof got - 2) snprintf(got + n, sizeof got - n, "]%s", t->strides ? " strided" : "");
+    DPK_HOST_ERROR("kernel %s: argument %d (%s) must be compact %s, got %s", fn, i, name, want, got);
+    return -1;
+  }
+  return 0;
+}
+
+static inline void *dpk_host_data(const dpk_value *v) {
+  return (char *)v->v_tensor->data + v->v_tensor->byte_offset;
+}
+
+/* First o >= 0 with o * s >= a, and first o with o * s >= b (clamped to [lo, n]):
+ * the outputs of a sliding window whose taps land inside the input. */
+static inline int64_t dpk_host_first(int64_t a, int64_t s) {
+  return a <= 0 ? 0 : (a + s - 1) / s;
+}
+static inline int64_t dpk_host_end(int64_t b, int64_t s, int64_t n) {
+  int64_t e = b <= 0 ? 0 : (b + s - 1) / s;
+  return e < n ? e : n;
+}
+
+/* y[m, n] = sum_k x[m, k] * w[n, k] + (b ? b[n] : 0): x [M, K], w [N, K] (dense).
+ * Four rows of w share each load of x; lane arrays keep partial sums in registers
+ * (an explicit reassociation, so the compiler vectorizes without -ffast-math). */
+#define DPK_HOST_LANES 8
+static inline void dpk_host_dense(const float *restrict x, const float *restrict w,
+                                  const float *restrict b, float *restrict y,
+                                  int64_t M, int64_t N, int64_t K) {
+  const int64_t K8 = K / DPK_HOST_LANES * DPK_HOST_LANES, N4 = N / 4 * 4;
+  for (int64_t m = 0; m < M; ++m) {
+    const float *restrict xr = x + m * K;
+    float *restrict yr = y + m * N;
+    for (int64_t n = 0; n < N4; n += 4) {
+      const float *restrict w0 = w + n * K, *restrict w1 = w0 + K;
+      const float *restrict w2 = w1 + K, *restrict w3 = w2 + K;
+      float a0[DPK_HOST_LANES] = {0}, a1[DPK_HOST_LANES] = {0};
+      float a2[DPK_HOST_LANES] = {0}, a3[DPK_HOST_LANES] = {0};
+      for (int64_t k = 0; k < K8; k += DPK_HOST_LANES) {
+        for (int j = 0; j < DPK_HOST_LANES; ++j) {
+          const float xv = xr[k + j];
+          a0[j] += xv * w0[k + j];
+          a1[j] += xv * w1[k + j];
+          a2[j] += xv * w2[k + j];
+          a3[j] += xv * w3[k + j];
+        }
+      }
+      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+      for (int j = 0; j < DPK_HOST_LANES; ++j) {
+        s0 += a0[j]; s1 += a1[j]; s2 += a2[j]; s3 += a3[j];
+      }
+      for (int64_t k = K8; k < K; ++k) {
+        const float xv = xr[k];
+        s0 += xv * w0[k]; s1 += xv * w1[k]; s2 += xv * w2[k]; s3 += xv * w3[k];
+      }
+      if (b) { s0 += b[n]; s1 += b[n + 1]; s2 += b[n + 2]; s3 += b[n + 3]; }
+      yr[n] = s0; yr[n + 1] = s1; yr[n + 2] = s2; yr[n + 3] = s3;
+    }
+    for (int64_t n = N4; n < N; ++n) {
+      const float *restrict wr = w + n * K;
+      float a[DPK_HOST_LANES] = {0};
+      for (int64_t k = 0; k < K8; k += DPK_HOST_LANES)
+        for (int j = 0; j < DPK_HOST_LANES; ++j) a[j] += xr[k + j] * wr[k + j];
+      float s = 0.0f;
+      for (int j = 0; j < DPK_HOST_LANES; ++j) s += a[j];
+      for (int64_t k = K8; k < K; ++k) s += xr[k] * wr[k];
+      yr[n] = b ? s + b[n] : s;
+    }
+  }
+}
+"""
+
+FUNCTION = Template("""\
+/* $comment */
+DPK_EXPORT int $name(const dpk_value *args, const int *type_codes, int nargs,
+    dpk_value *ret, int *ret_type_code, void *resource) {
+  (void)ret; (void)ret_type_code; (void)resource;
+  if (dpk_host_check_args("$name", type_codes, nargs, $nargs) != 0) return -1;
+$checks
+$blocks
+  return 0;
+}
+""")
+
+CHECK = Template('  if (dpk_host_check_tensor("$fn", args, $i, "$tensor", $code, $bits, $ndim, '
+                 '(const int64_t[]){$dims}, "$want") != 0) return -1;')
+
+UNARY_EXPR = {
+    "relu": "v > 0.0f ? v : 0.0f",
+    "sigmoid": "1.0f / (1.0f + expf(-v))",
+    "tanh": "tanhf(v)",
+}
+BINARY_OP = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+
+TEMPLATES = {
+    "unary": Template("""\
+for (int64_t i = 0; i < $n; ++i) {
+  const float v = in0[i];
+  out0[i] = $expr;
+}"""),
+    "binary": Template("out0[$o] = in0[$a] $op in1[$b];"),
+    "dense": Template("dpk_host_dense(in0, in1, $bias, out0, $M, $N, $K);"),
+    "matmul": Template("""\
+{
+  const float *restrict a = in0 + $a;
+  const float *restrict b = in1 + $b;
+  float *restrict y = out0 + $o;
+  for (int64_t m = 0; m < $M; ++m) {
+    float *restrict yr = y + m * $N;
+    for (int64_t n = 0; n < $N; ++n) yr[n] = 0.0f;
+    for (int64_t k = 0; k < $K; ++k) {
+      const float av = a[m * $K + k];
+      const float *restrict br = b + k * $N;
+      for (int64_t n = 0; n < $N; ++n) yr[n] += av * br[n];
+    }
+  }
+}"""),
+    "softmax_rows": Template("""\
+for (int64_t r = 0; r < $outer; ++r) {
+  const float *restrict xr = in0 + r * $L;
+  float *restrict yr = out0 + r * $L;
+  float mx = xr[0];
+  for (int64_t l = 1; l < $L; ++l) mx = xr[l] > mx ? xr[l] : mx;
+  float sum = 0.0f;
+  for (int64_t l = 0; l < $L; ++l) {
+    const float e = expf(xr[l] - mx);
+    yr[l] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t l = 0; l < $L; ++l) yr[l] *= inv;
+}"""),
+    "softmax_cols": Template("""\
+for (int64_t r = 0; r < $outer; ++r) {
+  for (int64_t j = 0; j < $inner; ++j) {
+    const float *restrict xr = in0 + r * $L * $inner + j;
+    float *restrict yr = out0 + r * $L * $inner + j;
+    float mx = xr[0];
+    for (int64_t l = 1; l < $L; ++l) mx = xr[l * $inner] > mx ? xr[l * $inner] : mx;
+    float sum = 0.0f;
+    for (int64_t l = 0; l < $L; ++l) {
+      const float e = expf(xr[l * $inner] - mx);
+      yr[l * $inner] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] *= inv;
+  }
+}"""),
+    # Direct convolution: each output plane starts at the bias, then every
+    # (input channel, kh, kw) tap adds w * (shifted input) over the outputs whose
+    # tap lands inside the input (so padding costs nothing): an axpy along ow.
+    "conv2d": Template("""\
+for (int64_t n = 0; n < $N; ++n) {
+  for (int64_t oc = 0; oc < $OC; ++oc) {
+    const int64_t g = oc / $OCG;
+    float *restrict yp = out0 + (n * $OC + oc) * ($OH * $OW);
+    const float bv = $bias;
+    for (int64_t i = 0; i < $OH * $OW; ++i) yp[i] = bv;
+    for (int64_t ic = 0; ic < $ICG; ++ic) {
+      const float *restrict xp = in0 + (n * $IC + g * $ICG + ic) * ($IH * $IW);
+      const float *restrict wp = in1 + (oc * $ICG + ic) * ($KH * $KW);
+      for (int64_t kh = 0; kh < $KH; ++kh) {
+        const int64_t oh0 = dpk_host_first($PT - kh * $DH, $SH);
+        const int64_t oh1 = dpk_host_end($IH + $PT - kh * $DH, $SH, $OH);
+        for (int64_t kw = 0; kw < $KW; ++kw) {
+          const float wv = wp[kh * $KW + kw];
+          const int64_t ow0 = dpk_host_first($PL - kw * $DW, $SW);
+          const int64_t ow1 = dpk_host_end($IW + $PL - kw * $DW, $SW, $OW);
+          const int64_t shift = kw * $DW - $PL;
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            float *restrict yr = yp + oh * $OW;
+            const float *restrict xr = xp + (oh * $SH + kh * $DH - $PT) * $IW;
+            for (int64_t ow = ow0; ow < ow1; ++ow) yr[ow] += wv * xr[ow * $SW + shift];
+          }
+        }
+      }
+    }
+  }
+}"""),
+    "pool": Template("""\
+for (int64_t p = 0; p < $NC; ++p) {
+  const float *restrict xp = in0 + p * ($IH * $IW);
+  float *restrict yp = out0 + p * ($OH * $OW);
+  for (int64_t oh = 0; oh < $OH; ++oh) {
+    int64_t h0 = oh * $SH - $PT, h1 = h0 + $KH;
+    h0 = h0 < 0 ? 0 : h0;
+    h1 = h1 > $IH ? $IH : h1;
+    for (int64_t ow = 0; ow < $OW; ++ow) {
+      int64_t w0 = ow * $SW - $PL, w1 = w0 + $KW;
+      w0 = w0 < 0 ? 0 : w0;
+      w1 = w1 > $IW ? $IW : w1;
+      float acc = $init;
+      for (int64_t h = h0; h < h1; ++h)
+        for (int64_t w = w0; w < w1; ++w) {
+          const float v = xp[h * $IW + w];
+          $accumulate
+        }
+      yp[oh * $OW + ow] = $finish;
+    }
+  }
+}"""),
+    "global_avgpool": Template("""\
+for (int64_t p = 0; p < $NC; ++p) {
+  const float *restrict xp = in0 + p * $HW;
+  double sum = 0.0;
+  for (int64_t i = 0; i < $HW; ++i) sum += xp[i];
+  out0[p] = (float)(sum / $HW);
+}"""),
+    "copy": Template("if ((const void *)out0 != (const void *)in0) memmove(out0, in0, $nbytes);"),
+    "transpose": Template("out0[$o] = in0[$a];"),
+    "concat_part": Template("""\
+for (int64_t r = 0; r < $outer; ++r)
+  memcpy((unsigned char *)out0 + r * $out_row + $offset, (const unsigned char *)in$i + r * $row, $row);"""),
+    "batchnorm": Template("""\
+for (int64_t c = 0; c < $C; ++c) {
+  const float a = in1[c] / sqrtf(in4[c] + $eps);
+  const float b = in2[c] - in3[c] * a;
+  for (int64_t n = 0; n < $N; ++n) {
+    const float *restrict xp = in0 + (n * $C + c) * $inner;
+    float *restrict yp = out0 + (n * $C + c) * $inner;
+    for (int64_t i = 0; i < $inner; ++i) yp[i] = xp[i] * a + b;
+  }
+}"""),
+}
+
+POOL = {
+    "maxpool2d": {"init": "-INFINITY", "accumulate": "acc = v > acc ? v : acc;", "finish": "acc"},
+    "avgpool2d": {"init": "0.0f", "accumulate": "acc += v;",
+                  "finish": "acc / (float)((h1 - h0) * (w1 - w0))"},
+}
+
+# ---------------------------------------------------------------------------
+# Loop nests over strided dimensions (broadcasting, transposes, batches)
+
+
+def _strides(shape) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _broadcast_strides(shape, out_shape) -> list[int]:
+    """Element strides of `shape` read as `out_shape` (0 along broadcast dims)."""
+    pad = [1] * (len(out_shape) - len(shape)) + list(shape)
+    return [s if d == o and d != 1 else 0 for d, o, s in zip(pad, out_shape, _strides(pad))]
+
+
+def _collapse(dims, strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Drop size-1 dims and merge neighbours that every operand walks contiguously."""
+    kept: list[tuple[int, list[int]]] = []
+    for k, d in enumerate(dims):
+        if d == 1:
+            continue
+        st = [s[k] for s in strides]
+        if kept and all(ps == s * d for ps, s in zip(kept[-1][1], st)):
+            kept[-1] = (kept[-1][0] * d, st)
+        else:
+            kept.append((d, st))
+    return [d for d, _ in kept], [[st[j] for _, st in kept] for j in range(len(strides))]
+
+
+def _term(base: str, index: str, stride: int) -> str:
+    if stride == 0:
+        return base
+    step = index if stride == 1 else f"{index} * {stride}"
+    return step if base == "0" else f"{base} + {step}"
+
+
+def _nest(dims, strides: list[list[int]], body: Template, **fields) -> str:
+    """Loops over `dims`; operand j's offset (`o`, then `a`, `b`) walks strides[j]."""
+    names = ["o", "a", "b"][: len(strides)]
+    offs = ["0"] * len(strides)
+    lines, pad = [], ""
+    for k, d in enumerate(dims):
+        i = f"i{k}"
+        lines.append(f"{pad}for (int64_t {i} = 0; {i} < {d}; ++{i}) {{")
+        pad += "  "
+        last = k == len(dims) - 1
+        for j in range(len(strides)):
+            expr = _term(offs[j], i, strides[j][k])
+            if last or expr == offs[j]:
+                offs[j] = expr
+            else:
+                var = f"{names[j]}{k}"
+                lines.append(f"{pad}const int64_t {var} = {expr};")
+                offs[j] = var
+    text = body.substitute(fields, **dict(zip(names, offs)))
+    lines.extend(pad + line for line in text.splitlines())
+    for k in range(len(dims)):
+        pad = pad[:-2]
+        lines.append(f"{pad}}}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Emitters: node -> body text (in0.. and out0 are bound by the caller)
+
+
+class _K:
+    """What an emitter sees: the node and its types."""
+
+    def __init__(self, node: Node, ins: list[TensorType], out: TensorType):
+        self.node, self.ins, self.out, self.attrs = node, ins, out, node.attrs
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.ins[i].shape)
+
+
+def _unary(k: _K) -> str:
+    return TEMPLATES["unary"].substitute(n=math.prod(k.out.shape), expr=UNARY_EXPR[k.node.op])
+
+
+def _binary(k: _K) -> str:
+    out = k.out.shape
+    strides = [_strides(out), _broadcast_strides(k.shape(0), out), _broadcast_strides(k.shape(1), out)]
+    dims, strides = _collapse(out, strides)
+    return _nest(dims, strides, TEMPLATES["binary"], op=BINARY_OP[k.node.op])
+
+
+def _dense(k: _K) -> str:
+    x, w = k.shape(0), k.shape(1)
+    bias = "in2" if len(k.ins) == 3 else "(const float *)0"
+    return TEMPLATES["dense"].substitute(bias=bias, M=math.prod(x[:-1]), N=w[0], K=w[1])
+
+
+def _matmul(k: _K) -> str:
+    a, b = k.shape(0), k.shape(1)
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    M, K, N = a2[-2], a2[-1], b2[-1]
+    batch = ops.broadcast_shapes(a2[:-2], b2[:-2])
+    strides = [[s * M * N for s in _strides(batch)],
+               [s * M * K for s in _broadcast_strides(a2[:-2], batch)],
+               [s * K * N for s in _broadcast_strides(b2[:-2], batch)]]
+    dims, strides = _collapse(batch, strides)
+    return _nest(dims, strides, TEMPLATES["matmul"], M=M, N=N, K=K)
+
+
+def _softmax(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
+    if outer * L * inner == 0:
+        return "/* empty */"
+    name = "softmax_rows" if inner == 1 else "softmax_cols"
+    return TEMPLATES[name].substitute(outer=outer, L=L, inner=inner)
+
+
+def _conv2d(k: _K) -> str:
+    x, w, out = k.shape(0), k.shape(1), k.out.shape
+    (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
+    bias = "in2[oc]" if len(k.ins) == 3 else "0.0f"
+    return TEMPLATES["conv2d"].substitute(
+        N=x[0], IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
+        OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias)
+
+
+def _pool(k: _K) -> str:
+    x, out = k.shape(0), k.out.shape
+    (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
+    return TEMPLATES["pool"].substitute(
+        POOL[k.node.op], NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2], OW=out[3],
+        KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
+
+
+def _global_avgpool(k: _K) -> str:
+    x = k.shape(0)
+    if x[2] * x[3] == 0:
+        return f"for (int64_t p = 0; p < {x[0] * x[1]}; ++p) out0[p] = NAN;"
+    return TEMPLATES["global_avgpool"].substitute(NC=x[0] * x[1], HW=x[2] * x[3])
+
+
+def _copy(k: _K) -> str:
+    return TEMPLATES["copy"].substitute(nbytes=k.out.nbytes)
+
+
+def _transpose(k: _K) -> str:
+    x = k.shape(0)
+    perm = ops.perm_of(k.node, len(x))
+    xs = _strides(x)
+    dims, strides = _collapse(k.out.shape, [_strides(k.out.shape), [xs[p] for p in perm]])
+    return _nest(dims, strides, TEMPLATES["transpose"])
+
+
+def _concat(k: _K) -> str:
+    item = np.dtype(k.out.dtype).itemsize
+    axis = ops.axis_of(k.attrs["axis"], len(k.out.shape))
+    outer = math.prod(k.out.shape[:axis])
+    out_row = math.prod(k.out.shape[axis:]) * item
+    parts, offset = [], 0
+    for i in range(len(k.ins)):
+        row = math.prod(k.shape(i)[axis:]) * item
+        if row and outer:
+            parts.append(TEMPLATES["concat_part"].substitute(
+                outer=outer, out_row=out_row, offset=offset, i=i, row=row))
+        offset += row
+    return "\n".join(parts) or "/* empty */"
+
+
+def _batchnorm(k: _K) -> str:
+    x = k.shape(0)
+    return TEMPLATES["batchnorm"].substitute(
+        C=x[1], N=x[0], inner=math.prod(x[2:]), eps=_c_float(k.attrs["epsilon"]))
+
+
+EMITTERS = {
+    "dense": _dense, "matmul": _matmul,
+    **{op: _binary for op in BINARY_OP},
+    **{op: _unary for op in UNARY_EXPR},
+    "softmax": _softmax, "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
+    "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
+    "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
+}
+MOVE_OPS = {name for name, spec in ops.OPS.items() if not spec.float_only}
+
+# ---------------------------------------------------------------------------
+# C spelling of types and constants
+
+_DL_CODE = {"f": 2, "i": 0, "u": 1, "b": 6}
+_MOVE_CTYPE = {1: "uint8_t", 2: "uint16_t", 4: "uint32_t", 8: "uint64_t"}
+
+
+def _c_float(value: float) -> str:
+    text = repr(float(value))
+    return text + ("f" if ("." in text or "e" in text) else ".0f")
+
+
+def _ctype(op: str, dtype: str) -> str:
+    if op in MOVE_OPS:
+        return _MOVE_CTYPE[np.dtype(dtype).itemsize]
+    return "float"
+
+
+def _check(fn: str, index: int, tensor: str, t: TensorType) -> str:
+    dt = np.dtype(t.dtype)
+    dims = ", ".join(str(d) for d in t.shape) or "0"
+    return CHECK.substitute(fn=fn, i=index, tensor=_c_string(tensor), code=_DL_CODE[dt.kind],
+                            bits=dt.itemsize * 8, ndim=len(t.shape), dims=dims, want=_c_string(str(t)))
+
+
+def _c_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _indent(text: str, pad: str) -> str:
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+# ---------------------------------------------------------------------------
+
+
+def _type(graph: Graph, name: str) -> TensorType:
+    if name in graph.types:
+        return graph.types[name]
+    if name in graph.weights:
+        w = graph.weights[name]
+        return TensorType(tuple(int(d) for d in w.shape), w.dtype.name)
+    if name in graph.inputs:
+        return graph.inputs[name]
+    raise BuildError(f"host backend: tensor '{name}' has no type (run Graph.infer() first)")
+
+
+class HostBackend(Backend):
+    name = "host"
+
+    def supports(self, node: Node, graph: Graph) -> str | None:
+        if node.op not in EMITTERS:
+            return f"op {node.op} has no host kernel"
+        types = [_type(graph, name) for name in node.inputs]
+        if node.op in MOVE_OPS:
+            for name, t in zip(node.inputs, types):
+                if np.dtype(t.dtype).itemsize not in MOVE_ITEMSIZES:
+                    return f"{name} is {t}: elements of {np.dtype(t.dtype).itemsize} bytes are not supported"
+            return None
+        for name, t in zip(node.inputs, types):
+            if t.dtype not in COMPUTE_DTYPES:
+                return f"op {node.op} needs {'/'.join(COMPUTE_DTYPES)} inputs, {name} is {t}"
+        return None
+
+    def lower(self, region: Region, graph: Graph) -> CSource:
+        fn = region.name
+        if not _IDENT.match(fn):
+            raise BuildError(f"host backend: region name '{fn}' is not a C identifier")
+        for node in region.nodes:
+            reason = self.supports(node, graph)
+            if reason is not None:
+                raise BuildError(f"{node.describe()}: host backend cannot lower it: {reason}")
+        params = list(region.inputs) + list(region.outputs)
+        where = {name: f"dpk_host_data(&args[{i}])" for i, name in reversed(list(enumerate(params)))}
+        checks = [_check(fn, i, name, _type(graph, name)) for i, name in enumerate(params)]
+        # intermediates (multi-node regions) live in the workspace, 64-aligned, no reuse
+        workspace = 0
+        for node in region.nodes:
+            if node.output not in where:
+                where[node.output] = f"((unsigned char *)dpk_host_data(&args[{len(params)}]) + {workspace})"
+                size = _type(graph, node.output).nbytes
+                workspace += (size + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
+        nargs = len(params)
+        if workspace:
+            checks.append(CHECK.substitute(fn=fn, i=nargs, tensor="workspace", code=1, bits=8, ndim=1,
+                                           dims=workspace, want=f"uint8[{workspace}]"))
+            nargs += 1
+        blocks = [self._block(node, graph, where) for node in region.nodes]
+        comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
+        source = FUNCTION.substitute(comment=comment.replace("*/", "* /"), name=fn, nargs=nargs,
+                                     checks="\n".join(checks), blocks="\n".join(blocks))
+        return CSource(source=source, functions=[fn], prelude=HOST_PRELUDE, workspace_bytes=workspace)
+
+    def _block(self, node: Node, graph: Graph, where: dict[str, str]) -> str:
+        ins = [_type(graph, name) for name in node.inputs]
+        out = _type(graph, node.output)
+        lines = [f"  {{ /* {node.name}: {node.op} -> {out} */"]
+        for i, (name, t) in enumerate(zip(node.inputs, ins)):
+            ct = _ctype(node.op, t.dtype)
+            lines.append(f"    const {ct} *restrict in{i} = (const {ct} *){where[name]};")
+        ct = _ctype(node.op, out.dtype)
+        lines.append(f"    {ct} *restrict out0 = ({ct} *){where[node.output]};")
+        body = EMITTERS[node.op](_K(node, ins, out))
+        unused = [v for v in [f"in{i}" for i in range(len(ins))] + ["out0"]
+                  if not re.search(rf"\b{v}\b", body)]
+        if unused:
+            lines.append("    " + " ".join(f"(void){v};" for v in unused))
+        lines.append(_indent(body, "    "))
+        lines.append("  }")
+        return "\n".join(lines)

@@ -1,0 +1,454 @@
+"""Every op: host kernels against the NumPy reference, and the shape/attribute checks.
+
+Each case lowers one node with the host backend, compiles the C the way the
+build lays it out (tests/kernel_harness.py), runs it and compares with
+tests/reference.py (float64 NumPy, written from the op definitions).
+"""
+
+import numpy as np
+import pytest
+
+import reference as ref
+from kernel_harness import KernelError, compile_sources, dltensor, lower_node, run_node, DpkValue
+from packager import ops
+from packager.backends.base import Region
+from packager.backends.host import HOST_PRELUDE, HostBackend
+from packager.ir import BuildError, Graph, Node, TensorType
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def kdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("kernels")
+
+
+def rand(*shape, dtype=np.float32, lo=-1.0, hi=1.0):
+    return np.asarray(RNG.uniform(lo, hi, size=shape), dtype=dtype)
+
+
+def check(kdir, op, inputs, expected, weights=(), rtol=1e-5, atol=1e-5, **attrs):
+    got = run_node(op, inputs, kdir, weights=weights, **attrs)
+    expected = np.asarray(expected)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    assert got.dtype == inputs[0].dtype
+    if got.dtype.kind == "f":
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+    else:
+        np.testing.assert_array_equal(got, expected)
+    return got
+
+
+# ---- dense and matmul ------------------------------------------------------
+
+
+@pytest.mark.parametrize("x_shape,out,bias", [
+    ((1, 64), 10, True), ((3, 70), 13, False), ((2, 3, 5), 7, True), ((1, 3), 5, True),
+    ((4, 17), 1, True), ((5, 8), 4, False), ((1, 256), 64, True),
+])
+def test_dense(kdir, x_shape, out, bias):
+    x, w = rand(*x_shape), rand(out, x_shape[-1])
+    inputs = [x, w] + ([rand(out)] if bias else [])
+    check(kdir, "dense", inputs, ref.dense(*inputs), weights=(1, 2))
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 6)), ((4,), (4, 5)), ((3, 4), (4,)),
+    ((4,), (4,)), ((2, 3, 4), (2, 4, 1)), ((1, 7), (3, 7, 2)), ((6, 1, 2, 3), (1, 4, 3, 5)),
+])
+def test_matmul(kdir, a_shape, b_shape):
+    a, b = rand(*a_shape), rand(*b_shape)
+    check(kdir, "matmul", [a, b], ref.matmul(a, b))
+
+
+# ---- elementwise ---------------------------------------------------------------
+
+BROADCAST_CASES = [
+    ((2, 3), (2, 3)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((5,), (4, 5)), ((4, 1), (1, 5)),
+    ((2, 3, 4, 5), (3, 1, 5)), ((3, 1, 5), (2, 3, 4, 5)), ((2, 3), ()), ((7, 1, 1), (1, 6, 1)),
+]
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("a_shape,b_shape", BROADCAST_CASES)
+def test_binary_broadcast(kdir, op, a_shape, b_shape):
+    a = rand(*a_shape)
+    b = rand(*b_shape, lo=0.5, hi=2.0) * np.where(rand(*b_shape) < 0, -1, 1).astype(np.float32)
+    check(kdir, op, [a, b.astype(np.float32)], getattr(ref, op)(a, b))
+
+
+def test_binary_same_tensor_twice(kdir):
+    x = rand(3, 4)
+    backend, region, graph = lower_node("mul", [x, x])
+    node = region.nodes[0]
+    node.inputs = ["x0", "x0"]
+    region.inputs = ["x0"]
+    lib = compile_sources([backend.lower(region, graph)], kdir)
+    y = np.zeros_like(x)
+    lib.call(region.name, x, y)
+    np.testing.assert_allclose(y, x * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape", [(1, 10), (2, 3, 4, 5), (1000,), (1,)])
+def test_unary(kdir, op, shape):
+    x = rand(*shape, lo=-8, hi=8)
+    check(kdir, op, [x], getattr(ref, op)(x), atol=1e-6)
+
+
+def test_unary_extremes(kdir):
+    x = np.array([-100.0, -20.0, 0.0, 20.0, 100.0], np.float32)
+    check(kdir, "sigmoid", [x], ref.sigmoid(x), atol=1e-7)
+    check(kdir, "tanh", [x], ref.tanh(x), atol=1e-7)
+
+
+@pytest.mark.parametrize("shape,axis", [
+    ((1, 10), -1), ((1, 10), 1), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), 2), ((2, 3, 4), -2),
+    ((5,), 0), ((3, 1), 1), ((2, 2, 3, 3), 1),
+])
+def test_softmax(kdir, shape, axis):
+    x = rand(*shape, lo=-10, hi=10)
+    got = check(kdir, "softmax", [x], ref.softmax(x, axis), atol=1e-6, axis=axis)
+    np.testing.assert_allclose(got.sum(axis=axis), 1.0, rtol=1e-5)
+
+
+def test_softmax_default_axis_and_large_values(kdir):
+    x = np.array([[1000.0, 1001.0, 1002.0], [-1000.0, 0.0, 1000.0]], np.float32)
+    check(kdir, "softmax", [x], ref.softmax(x, -1), atol=1e-6)
+
+
+# ---- convolution and pooling ---------------------------------------------------
+
+CONV_CASES = [
+    # x shape, (O, C/g, KH, KW), attrs
+    ((1, 1, 28, 28), (6, 1, 5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 6, 14, 14), (16, 6, 5, 5), {}),
+    ((2, 3, 9, 11), (4, 3, 3, 3), {"strides": [2, 3]}),
+    ((1, 4, 10, 10), (8, 2, 3, 3), {"groups": 2, "pads": 1}),
+    ((1, 6, 8, 8), (6, 1, 3, 3), {"groups": 6, "pads": [1, 1]}),              # depthwise
+    ((1, 4, 8, 8), (8, 1, 3, 3), {"groups": 4, "pads": [1, 1, 1, 1]}),        # depthwise x2
+    ((1, 3, 12, 12), (5, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 3, 12, 13), (5, 3, 3, 2), {"dilations": [3, 2], "strides": [2, 1]}),
+    ((1, 2, 7, 9), (3, 2, 3, 3), {"pads": [0, 1, 2, 3]}),                    # asymmetric
+    ((2, 2, 6, 6), (4, 2, 2, 4), {"pads": [3, 0, 1, 2], "strides": 2}),
+    ((1, 8, 5, 5), (16, 8, 1, 1), {}),                                      # 1x1
+    ((1, 3, 4, 4), (2, 3, 4, 4), {}),                                       # kernel = input
+    ((1, 4, 9, 9), (6, 2, 3, 3), {"groups": 2, "dilations": 2, "strides": 2, "pads": [1, 2, 0, 1]}),
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", CONV_CASES)
+def test_conv2d(kdir, x_shape, w_shape, attrs, bias):
+    x, w = rand(*x_shape), rand(*w_shape)
+    inputs = [x, w] + ([rand(w_shape[0])] if bias else [])
+    norm = dict(attrs)
+    for key in ("strides", "dilations"):
+        if isinstance(norm.get(key), int):
+            norm[key] = [norm[key]] * 2
+    if isinstance(norm.get("pads"), list) and len(norm["pads"]) == 2:
+        norm["pads"] = norm["pads"] * 2
+    expected = ref.conv2d(*inputs, **norm)
+    check(kdir, "conv2d", inputs, expected, weights=(1, 2), atol=1e-4, **attrs)
+
+
+POOL_CASES = [
+    ((1, 6, 28, 28), {"kernel": [2, 2], "strides": [2, 2]}),
+    ((2, 3, 7, 7), {"kernel": 3, "strides": 2, "pads": 1}),
+    ((1, 2, 6, 9), {"kernel": [3, 2], "strides": [1, 2], "pads": [1, 0, 2, 1]}),
+    ((1, 1, 5, 5), {"kernel": [2, 2]}),
+    ((1, 2, 4, 4), {"kernel": [4, 4], "pads": [3, 3, 3, 3]}),  # windows mostly padding
+    ((1, 3, 8, 6), {"kernel": [3, 3], "strides": [3, 2], "pads": [2, 0, 0, 2]}),
+]
+
+
+@pytest.mark.parametrize("op", ["maxpool2d", "avgpool2d"])
+@pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
+def test_pool(kdir, op, x_shape, attrs):
+    x = rand(*x_shape, lo=-5, hi=-1)  # all negative: padding taken as 0 would show for max
+    norm = {k: ([v] * (4 if k == "pads" else 2) if isinstance(v, int) else v) for k, v in attrs.items()}
+    check(kdir, op, [x], getattr(ref, op)(x, **norm), **attrs)
+
+
+def test_avgpool_excludes_padding(kdir):
+    x = np.ones((1, 1, 2, 2), np.float32)
+    y = run_node("avgpool2d", [x], kdir, kernel=2, pads=1)
+    np.testing.assert_array_equal(y, np.ones((1, 1, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 7, 7), (2, 3, 1, 5), (1, 1, 1, 1)])
+def test_global_avgpool(kdir, shape):
+    x = rand(*shape)
+    check(kdir, "global_avgpool", [x], ref.global_avgpool(x), atol=1e-6)
+
+
+# ---- data movement (any dtype) -----------------------------------------------------
+
+DTYPES = [np.float32, np.float64, np.int64, np.int32, np.int16, np.uint8, np.bool_, np.float16]
+
+
+def values(shape, dtype):
+    return (RNG.integers(0, 100, size=shape) % (2 if dtype == np.bool_ else 100)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((2, 3, 4), 1), ((2, 3, 4), 0), ((2, 3, 4), 3), ((2, 3, 4), -1),
+                                        ((5,), 1)])
+def test_flatten(kdir, dtype, shape, axis):
+    x = values(shape, dtype)
+    check(kdir, "flatten", [x], ref.flatten(x, axis), axis=axis)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+@pytest.mark.parametrize("shape,new", [((2, 3, 4), [6, 4]), ((2, 3, 4), [-1]), ((2, 3, 4), [4, -1, 2]),
+                                       ((1, 10), [10, 1, 1]), ((6,), [1, 2, 1, 3])])
+def test_reshape(kdir, dtype, shape, new):
+    x = values(shape, dtype)
+    check(kdir, "reshape", [x], ref.reshape(x, new), shape=new)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8])
+@pytest.mark.parametrize("shape,perm", [
+    ((3, 4), None), ((3, 4), [1, 0]), ((2, 3, 4), [0, 2, 1]), ((2, 3, 4), [2, 0, 1]), ((2, 3, 4), None),
+    ((2, 3, 4, 5), [0, 2, 3, 1]), ((2, 3, 4, 5), [0, 1, 3, 2]), ((2, 3, 4, 5), [0, 1, 2, 3]),
+    ((1, 3, 1, 5), [2, 3, 0, 1]), ((7,), [0]),
+])
+def test_transpose(kdir, dtype, shape, perm):
+    x = values(shape, dtype)
+    attrs = {} if perm is None else {"perm": perm}
+    check(kdir, "transpose", [x], ref.transpose(x, perm), **attrs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint8, np.float64])
+@pytest.mark.parametrize("shapes,axis", [
+    ([(2, 3), (2, 5)], 1), ([(2, 3), (4, 3)], 0), ([(1, 2, 3, 3), (1, 4, 3, 3), (1, 1, 3, 3)], 1),
+    ([(2, 3, 4), (2, 3, 1)], -1), ([(2, 3, 4), (2, 3, 4), (2, 3, 4)], 2), ([(3,)], 0),
+    ([(2, 0, 4), (2, 3, 4)], 1),
+])
+def test_concat(kdir, dtype, shapes, axis):
+    xs = [values(s, dtype) for s in shapes]
+    check(kdir, "concat", xs, ref.concat(*xs, axis=axis), axis=axis)
+
+
+@pytest.mark.parametrize("shape,eps", [((2, 3, 4, 5), 1e-5), ((4, 6), 1e-3), ((1, 8, 3), 0.1), ((1, 1, 1, 1), 1e-5)])
+def test_batchnorm(kdir, shape, eps):
+    c = shape[1]
+    x, scale, bias, mean = rand(*shape), rand(c), rand(c), rand(c)
+    var = rand(c, lo=0.1, hi=2.0)
+    inputs = [x, scale, bias, mean, var]
+    attrs = {} if eps == 1e-5 else {"epsilon": eps}
+    check(kdir, "batchnorm", inputs, ref.batchnorm(*inputs, epsilon=eps), weights=(1, 2, 3, 4), **attrs)
+
+
+# ---- regions and the packed call ------------------------------------------------------
+
+
+def test_multi_node_region_uses_workspace(kdir):
+    x, w, b = rand(2, 8), rand(6, 8), rand(6)
+    nodes = [Node("dense", ["x", "w", "b"], "h", {}, "fc"), Node("relu", ["h"], "a", {}, "act"),
+             Node("softmax", ["a"], "y", {"axis": -1}, "sm")]
+    graph = Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]).infer()
+    region = Region("host_fused_0", nodes, ["x", "w", "b"], ["y"], ["w", "b"])
+    csrc = HostBackend().lower(region, graph)
+    assert csrc.workspace_bytes == 128  # h and a, 48 bytes each, 64-aligned
+    lib = compile_sources([csrc], kdir)
+    y = np.zeros((2, 6), np.float32)
+    lib.call("host_fused_0", x, w, b, y, np.zeros(128, np.uint8))
+    np.testing.assert_allclose(y, ref.softmax(ref.relu(ref.dense(x, w, b))), rtol=1e-5, atol=1e-6)
+
+
+def test_prelude_is_one_text_for_all_nodes():
+    a = lower_node("relu", [rand(2, 2)])
+    b = lower_node("conv2d", [rand(1, 1, 3, 3), rand(1, 1, 2, 2)], weights=(1,))
+    ca, cb = a[0].lower(a[1], a[2]), b[0].lower(b[1], b[2])
+    assert ca.prelude == cb.prelude == HOST_PRELUDE
+    assert ca.functions == ["host_relu_0"] and "__dpk_api =" not in ca.source + ca.prelude
+
+
+@pytest.fixture(scope="module")
+def relu_lib(kdir):
+    backend, region, graph = lower_node("relu", [rand(2, 3)])
+    return compile_sources([backend.lower(region, graph)], kdir)
+
+
+def test_wrong_argument_count(relu_lib):
+    with pytest.raises(KernelError, match=r"^kernel host_relu_0 expects 2 arguments, got 1$"):
+        relu_lib.call("host_relu_0", rand(2, 3))
+
+
+def test_wrong_type_code(relu_lib):
+    keep = []
+    t = dltensor(rand(2, 3), keep)
+    v0, v1 = DpkValue(), DpkValue()
+    v0.v_int64 = 5
+    import ctypes
+    v1.v_tensor = ctypes.pointer(t)
+    with pytest.raises(KernelError, match=r"kernel host_relu_0: argument 0 must be a tensor .*got type code 0"):
+        relu_lib.call_values("host_relu_0", [v0, v1], [0, 7])
+
+
+def test_wrong_shape_and_dtype(relu_lib):
+    with pytest.raises(KernelError, match=r"argument 1 \(y\) must be compact float32\[2, 3\], got code 2 bits 32 \[3, 2\]"):
+        relu_lib.call("host_relu_0", rand(2, 3), rand(3, 2))
+    with pytest.raises(KernelError, match=r"argument 0 \(x0\) must be compact float32\[2, 3\], got code 2 bits 64"):
+        relu_lib.call("host_relu_0", rand(2, 3, dtype=np.float64), rand(2, 3))
+
+
+def test_host_supports():
+    host = HostBackend()
+    _, region, graph = lower_node("dense", [rand(1, 4, dtype=np.float64), rand(2, 4, dtype=np.float64)])
+    assert "float32" in host.supports(region.nodes[0], graph)
+    _, region, graph = lower_node("transpose", [rand(2, 4, dtype=np.float64)])
+    assert host.supports(region.nodes[0], graph) is None
+
+
+def test_region_name_must_be_c_identifier():
+    backend, region, graph = lower_node("relu", [rand(2)])
+    region.name = "host relu"
+    with pytest.raises(BuildError, match="not a C identifier"):
+        backend.lower(region, graph)
+
+
+# ---- shape inference and attribute errors --------------------------------------------
+
+
+def infer(op, shapes, names=None, dtype="float32", **attrs):
+    names = names or [f"t{i}" for i in range(len(shapes))]
+    node = Node(op, names, "y", dict(attrs), f"{op}_1")
+    ops.normalize(node)
+    return ops.infer(node, [TensorType(tuple(s), dtype) for s in shapes])
+
+
+def test_dense_mismatch_names_node_op_and_shapes():
+    node = Node("dense", ["x", "fc1.weight", "fc1.bias"], "h", {}, "dense_2")
+    ops.normalize(node)
+    types = [TensorType((1, 63), "float32"), TensorType((64, 64), "float32"), TensorType((64,), "float32")]
+    with pytest.raises(BuildError) as e:
+        ops.infer(node, types)
+    assert str(e.value) == ("node 'dense_2' (op dense): input x is float32[1, 63] but weight fc1.weight is "
+                            "float32[64, 64]: x's last dimension must equal W's second (64)")
+
+
+@pytest.mark.parametrize("op,shapes,attrs,pattern", [
+    ("dense", [(1, 4), (3, 4), (4,)], {}, r"bias t2 is float32\[4\].*b must have shape \[3\]"),
+    ("dense", [(4,), (3, 4)], {}, r"input t0 is float32\[4\]: x must be at least 2-D"),
+    ("matmul", [(2, 3), (4, 5)], {}, r"A's last dimension \(3\) must equal B's second to last \(4\)"),
+    ("matmul", [(2, 2, 3), (3, 3, 4)], {}, r"batch dimensions \[2\] and \[3\] do not broadcast"),
+    ("add", [(2, 3), (4, 3)], {}, r"input t0 is float32\[2, 3\] but input t1 is float32\[4, 3\]: shapes do not broadcast"),
+    ("softmax", [(2, 3)], {"axis": 2}, r"axis 2 is out of range for 2 dimensions"),
+    ("conv2d", [(1, 4, 8, 8), (8, 3, 3, 3)], {"groups": 2}, r"W's second dimension must be x's channels / groups"),
+    ("conv2d", [(1, 3, 8, 8), (8, 3, 3, 3)], {"groups": 2}, r"groups \(2\) must divide"),
+    ("conv2d", [(1, 3, 8, 8), (8, 3, 3, 3), (4,)], {}, r"b must have shape \[8\]"),
+    ("conv2d", [(1, 3, 2, 2), (8, 3, 3, 3)], {}, r"kernel \(3\) is larger than the padded input \(2\) along H"),
+    ("conv2d", [(3, 8, 8), (8, 3, 3, 3)], {}, r"x must be 4-D NCHW"),
+    ("maxpool2d", [(1, 1, 4, 4)], {"kernel": 2, "pads": 2}, r"pads \[2, 2, 2, 2\] must be smaller than the kernel"),
+    ("reshape", [(2, 3)], {"shape": [4, -1]}, r"cannot reshape 6 elements to \[4, -1\]"),
+    ("reshape", [(2, 3)], {"shape": [-1, -1]}, r"at most one -1"),
+    ("reshape", [(2, 3)], {"shape": [5]}, r"cannot reshape 6 elements to \[5\]"),
+    ("transpose", [(2, 3)], {"perm": [0, 0]}, r"perm \[0, 0\] is not a permutation of 0..1"),
+    ("concat", [(2, 3), (3, 4)], {"axis": 1}, r"concat inputs must match in every dimension but axis 1"),
+    ("flatten", [(2, 3)], {"axis": 3}, r"axis 3 is out of range"),
+    ("batchnorm", [(1, 3, 2, 2), (3,), (3,), (4,), (3,)], {}, r"mean t3 is float32\[4\].*mean must have shape \[3\]"),
+    ("global_avgpool", [(1, 3, 2)], {}, r"x must be 4-D NCHW"),
+])
+def test_inference_errors(op, shapes, attrs, pattern):
+    with pytest.raises(BuildError, match=pattern) as e:
+        infer(op, shapes, **attrs)
+    assert str(e.value).startswith(f"node '{op}_1' (op {op}): ")
+
+
+def test_inference_results():
+    assert infer("dense", [(2, 3, 5), (7, 5)]).shape == (2, 3, 7)
+    assert infer("matmul", [(2, 1, 3, 4), (5, 4, 6)]).shape == (2, 5, 3, 6)
+    assert infer("matmul", [(4,), (4,)]).shape == ()
+    assert infer("add", [(2, 1, 4), (3, 1)]).shape == (2, 3, 4)
+    assert infer("conv2d", [(1, 3, 9, 9), (8, 3, 3, 3)], strides=2, pads=[0, 1, 2, 3]).shape == (1, 8, 5, 6)
+    assert infer("maxpool2d", [(1, 3, 7, 7)], kernel=3, strides=2, pads=1).shape == (1, 3, 4, 4)
+    assert infer("global_avgpool", [(2, 5, 7, 7)]).shape == (2, 5, 1, 1)
+    assert infer("flatten", [(2, 3, 4)]).shape == (2, 12)
+    assert infer("flatten", [(2, 3, 4)], axis=0).shape == (1, 24)
+    assert infer("reshape", [(2, 3, 4)], shape=[4, -1]).shape == (4, 6)
+    assert infer("transpose", [(2, 3, 4)]).shape == (4, 3, 2)
+    assert infer("concat", [(2, 3), (2, 5), (2, 1)], axis=-1).shape == (2, 9)
+    assert infer("transpose", [(2, 3)], dtype="int64").dtype == "int64"
+
+
+def test_normalize_fills_defaults_and_canonical_forms():
+    node = Node("conv2d", ["x", "w"], "y", {"strides": 2, "pads": [1, 2]}, "c")
+    ops.normalize(node)
+    assert node.attrs == {"strides": [2, 2], "pads": [1, 2, 1, 2], "dilations": [1, 1], "groups": 1}
+    node = Node("avgpool2d", ["x"], "y", {"kernel": 3}, "p")
+    ops.normalize(node)
+    assert node.attrs == {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0]}
+    for op, attrs in [("softmax", {"axis": -1}), ("flatten", {"axis": 1}), ("batchnorm", {"epsilon": 1e-5}),
+                      ("transpose", {"perm": None}), ("relu", {})]:
+        node = Node(op, ["x"] * (5 if op == "batchnorm" else 1), "y", {}, "n")
+        ops.normalize(node)
+        assert node.attrs == attrs
+
+
+def test_unknown_op_lists_known_ops():
+    with pytest.raises(BuildError) as e:
+        ops.normalize(Node("gelu", ["x"], "y", {}, "act_3"))
+    message = str(e.value)
+    assert message.startswith("node 'act_3' (op gelu): unknown op 'gelu'; known ops: ")
+    for op in ops.OPS:
+        assert op in message
+
+
+@pytest.mark.parametrize("op,inputs,attrs,pattern", [
+    ("relu", ["x"], {"alpha": 0.1}, r"node 'n' \(op relu\): unknown attribute alpha; op relu takes: none"),
+    ("conv2d", ["x", "w"], {"stride": 2}, r"unknown attribute stride; op conv2d takes: dilations, groups, pads, strides"),
+    ("softmax", ["x"], {"axis": "last"}, r"attribute 'axis' must be an integer, got 'last'"),
+    ("softmax", ["x"], {"axis": True}, r"attribute 'axis' must be an integer"),
+    ("conv2d", ["x", "w"], {"pads": [1, 2, 3]}, r"attribute 'pads' must be .*\[top, left, bottom, right\]"),
+    ("conv2d", ["x", "w"], {"strides": 0}, r"attribute 'strides' must be a positive integer or a list of two"),
+    ("conv2d", ["x", "w"], {"groups": 0}, r"attribute 'groups' must be >= 1"),
+    ("maxpool2d", ["x"], {}, r"attribute 'kernel' is required"),
+    ("concat", ["a", "b"], {}, r"attribute 'axis' is required"),
+    ("reshape", ["x"], {"shape": [2, 1.5]}, r"attribute 'shape' must be a list of integers"),
+    ("batchnorm", ["x", "s", "b", "m", "v"], {"epsilon": "small"}, r"attribute 'epsilon' must be a number"),
+    ("dense", ["x"], {}, r"takes 2 or 3 inputs \(x, W, b\?\), got 1"),
+    ("add", ["a", "b", "c"], {}, r"takes 2 inputs \(A, B\), got 3"),
+    ("batchnorm", ["x", "s"], {}, r"takes 5 inputs"),
+    ("concat", [], {"axis": 0}, r"takes 1 or more inputs"),
+])
+def test_attribute_and_arity_errors(op, inputs, attrs, pattern):
+    with pytest.raises(BuildError, match=pattern):
+        ops.normalize(Node(op, inputs, "y", attrs, "n"))
+
+
+def test_dtype_errors():
+    with pytest.raises(BuildError, match=r"weight t1 is float64\[3, 4\]: all inputs must have the same dtype"):
+        node = Node("dense", ["t0", "t1"], "y", {}, "d")
+        ops.normalize(node)
+        ops.infer(node, [TensorType((1, 4), "float32"), TensorType((3, 4), "float64")])
+    with pytest.raises(BuildError, match=r"op relu needs floating-point inputs"):
+        infer("relu", [(2,)], dtype="int32")
+
+
+def test_every_op_has_a_spec_and_a_host_kernel():
+    from packager.backends.host import EMITTERS
+    vocabulary = {"dense", "matmul", "add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "softmax", "conv2d",
+                  "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "transpose", "concat",
+                  "batchnorm"}
+    assert set(ops.OPS) == vocabulary
+    assert set(EMITTERS) == vocabulary
+
+
+def test_strided_tensor_is_refused(relu_lib):
+    import ctypes
+    keep = []
+    x, y = rand(2, 3), np.zeros((2, 3), np.float32)
+    tx, ty = dltensor(x, keep), dltensor(y, keep)
+    for strides, ok in [((1, 2), False), ((3, 1), True)]:
+        st = (ctypes.c_int64 * 2)(*strides)
+        tx.strides = ctypes.cast(st, ctypes.POINTER(ctypes.c_int64))
+        v0, v1 = DpkValue(), DpkValue()
+        v0.v_tensor, v1.v_tensor = ctypes.pointer(tx), ctypes.pointer(ty)
+        if ok:
+            relu_lib.call_values("host_relu_0", [v0, v1], [7, 7])
+            np.testing.assert_array_equal(y, np.maximum(x, 0))
+        else:
+            with pytest.raises(KernelError, match=r"argument 0 \(x0\) must be compact float32\[2, 3\], got .* strided"):
+                relu_lib.call_values("host_relu_0", [v0, v1], [7, 7])
