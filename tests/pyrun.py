@@ -63,6 +63,10 @@ class PyModel:
         self.functions = set(modules["lib"].get("functions", []))
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
+        return {o["name"]: a for o, a in zip(self.manifest["outputs"], self.run_list(**inputs))}
+
+    def run_list(self, **inputs) -> list[np.ndarray]:
+        """The outputs in the manifest's order (names may repeat)."""
         g = self.graph
         arena = np.zeros(g["arena_bytes"] + 64, np.uint8)
         base = (-arena.ctypes.data) % 64
@@ -97,4 +101,4 @@ class PyModel:
             rc = fn(values, codes, len(call["args"]), None, None, None)
             if rc != 0:
                 raise KernelError(f"{call['func']}: {self.errors[-1] if self.errors else rc}")
-        return {o["name"]: a for o, a in zip(self.manifest["outputs"], outs)}
+        return outs

@@ -1,0 +1,261 @@
+"""The build pipeline (packager/build.py): manifest -> one .so, checked without libdpk.
+
+Numerics run through tests/pyrun.py (ctypes over the generated kernels) against NumPy;
+structure through packager.dpkfile (the section as written)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("packager.backends.host")
+
+from packager.build import build  # noqa: E402
+from packager.dpkfile import DpkFile  # noqa: E402
+from packager.ir import BuildError  # noqa: E402
+from pyrun import PyModel  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSOPACK_CACHE", str(tmp_path / "cache"))
+
+
+def weights(rng):
+    return {"fc1.weight": rng.standard_normal((8, 4)).astype(np.float32),
+            "fc1.bias": rng.standard_normal(8).astype(np.float32),
+            "fc2.weight": rng.standard_normal((3, 8)).astype(np.float32),
+            "fc2.bias": rng.standard_normal(3).astype(np.float32),
+            "unused": np.ones(100, np.float32)}
+
+
+def mlp(tmp_path, nodes=None, outputs=("probs",), backends=None, target=None, name="mlp"):
+    np.savez(tmp_path / "mlp.npz", **weights(np.random.default_rng(0)))
+    doc = {"name": name, "model": {"graph": {
+        "inputs": {"x": {"shape": [2, 4], "dtype": "float32"}},
+        "weights": "mlp.npz",
+        "nodes": nodes or [
+            {"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
+            {"op": "relu", "inputs": ["h"], "output": "a"},
+            {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits"},
+            {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1},
+        ],
+        "outputs": list(outputs)}}}
+    if backends:
+        doc["backends"] = backends
+    if target:
+        doc["target"] = target
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def reference(x):
+    w = weights(np.random.default_rng(0))
+    h = x @ w["fc1.weight"].T + w["fc1.bias"]
+    a = np.maximum(h, 0)
+    logits = a @ w["fc2.weight"].T + w["fc2.bias"]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return {"h": h, "a": a, "logits": logits, "probs": e / e.sum(-1, keepdims=True)}
+
+
+def graph_payload(path):
+    f = DpkFile(path)
+    main = next(m for m in f.manifest["modules"] if m["name"] == f.manifest["entry"])
+    return json.loads(f.decoded(main["payload"]))
+
+
+def test_mlp_builds_runs_and_matches_numpy(tmp_path):
+    out = str(tmp_path / "mlp.so")
+    report = build(mlp(tmp_path), out, quiet=True)
+    assert os.path.isfile(out) and report.file_bytes == os.path.getsize(out)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    y = PyModel(out).run(x=x)["probs"]
+    np.testing.assert_allclose(y, reference(x)["probs"], rtol=1e-5, atol=1e-6)
+
+
+def test_manifest_content(tmp_path):
+    out = str(tmp_path / "mlp.so")
+    report = build(mlp(tmp_path), out, quiet=True)
+    f = DpkFile(out)
+    m = f.manifest
+    assert m == report.manifest
+    assert f.verify() == 1 + 4  # the graph payload and four weights
+    assert m["format"] == "dsopack/1" and m["name"] == "mlp" and m["checksum"] == "xxh3-64"
+    assert m["producer"]["dsopack"] and m["producer"]["cflags"] == ["-O3"]
+    assert m["producer"]["cc"].split()[0] in ("gcc", "clang")
+    assert m["target"]["machine"] == "x86_64" and m["target"]["triple"].startswith("x86_64")
+    assert m["requires"] == [] and m["entry"] == "main"
+    assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": [2, 4]}]
+    assert m["outputs"] == [{"name": "probs", "dtype": "float32", "shape": [2, 3]}]
+    kinds = {mod["name"]: mod["kind"] for mod in m["modules"]}
+    assert kinds == {"lib": "dso", "weights": "params", "main": "graph"}
+    lib, params, main = m["modules"]
+    assert lib["functions"] == ["host_dense_0", "host_relu_1", "host_dense_2", "host_softmax_3"]
+    assert list(params["tensors"]) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]  # not "unused"
+    assert main["imports"] == ["lib", "weights"] and main["payload"]["codec"] == "zstd"
+    stored = np.frombuffer(f.payload(params["tensors"]["fc2.weight"]), np.float32).reshape(3, 8)
+    np.testing.assert_array_equal(stored, weights(np.random.default_rng(0))["fc2.weight"])
+
+
+def test_graph_payload_arena_and_calls(tmp_path):
+    out = str(tmp_path / "mlp.so")
+    report = build(mlp(tmp_path), out, quiet=True)
+    g = graph_payload(out)
+    by_name = {t["name"]: t for t in g["tensors"]}
+    assert by_name["x"]["storage"] == "input" and by_name["x"]["index"] == 0
+    assert by_name["probs"]["storage"] == "output" and by_name["probs"]["index"] == 0
+    assert by_name["fc1.weight"]["storage"] == "param"
+    for name in ("h", "a", "logits"):
+        assert by_name[name]["storage"] == "arena" and by_name[name]["offset"] % 64 == 0
+    assert by_name["h"]["offset"] != by_name["a"]["offset"]  # both alive in relu
+    assert g["arena_bytes"] == report.arena_bytes < 3 * 64 + 64  # h is dead by the time logits exists
+    names = [t["name"] for t in g["tensors"]]
+    assert [(c["func"], [names[i] for i in c["args"]]) for c in g["calls"]] == [
+        ("host_dense_0", ["x", "fc1.weight", "fc1.bias", "h"]),
+        ("host_relu_1", ["h", "a"]),
+        ("host_dense_2", ["a", "fc2.weight", "fc2.bias", "logits"]),
+        ("host_softmax_3", ["logits", "probs"])]
+
+
+def test_outputs_that_alias_get_copies(tmp_path):
+    # probs twice, an intermediate, the input itself, and a weight
+    out = str(tmp_path / "copies.so")
+    build(mlp(tmp_path, outputs=["probs", "h", "probs", "x", "fc2.bias"]), out, quiet=True)
+    m = DpkFile(out).manifest
+    assert [o["name"] for o in m["outputs"]] == ["probs", "h", "probs", "x", "fc2.bias"]
+    assert m["outputs"][3]["shape"] == [2, 4] and m["outputs"][4]["shape"] == [3]
+    assert [f for f in m["modules"][0]["functions"] if f.startswith("dpk_copy")] == [
+        "dpk_copy_output_2", "dpk_copy_output_3", "dpk_copy_output_4"]
+    g = graph_payload(out)
+    outputs = sorted((t["index"], t["name"]) for t in g["tensors"] if t["storage"] == "output")
+    assert outputs == list(enumerate(["probs", "h", "probs", "x", "fc2.bias"]))
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    values = PyModel(out).run_list(x=x)
+    ref = reference(x)
+    np.testing.assert_allclose(values[0], ref["probs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values[1], ref["h"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(values[2], values[0])
+    np.testing.assert_array_equal(values[3], x)
+    np.testing.assert_array_equal(values[4], weights(np.random.default_rng(0))["fc2.bias"])
+
+
+@pytest.mark.parametrize("nodes, words", [
+    ([{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
+      {"op": "gelu", "inputs": ["h"], "output": "probs"}], ["node 'gelu_1' (op gelu): unknown op 'gelu'"]),
+    ([{"op": "dense", "inputs": ["x", "fc2.weight", "fc2.bias"], "output": "probs"}],
+     ["dense_0", "dense", "[2, 4]", "[3, 8]"]),
+    ([{"op": "dense", "inputs": ["x", "fc3.weight", "fc1.bias"], "output": "probs"}],
+     ["node 'dense_0' (op dense) reads 'fc3.weight'", "missing from the weights"]),
+    ([{"op": "relu", "inputs": ["x"], "output": "h"}, {"op": "relu", "inputs": ["h9"], "output": "probs"}],
+     ["node 'relu_1' (op relu) reads 'h9', which is not a graph input, a weight or an earlier node's output"]),
+])
+def test_model_errors_name_the_node_and_leave_no_file(tmp_path, nodes, words):
+    out = tmp_path / "bad.so"
+    with pytest.raises(BuildError) as info:
+        build(mlp(tmp_path, nodes=nodes), str(out), quiet=True)
+    for w in words:
+        assert w in str(info.value), str(info.value)
+    assert not out.exists()
+
+
+def test_failed_compile_leaves_no_output_and_keeps_the_old_file(tmp_path):
+    out = tmp_path / "mlp.so"
+    out.write_bytes(b"previous build")
+    spec = mlp(tmp_path, target={"cflags": ["-O2", "-fno-such-flag-dsopack"]})
+    with pytest.raises(BuildError) as info:
+        build(spec, str(out), quiet=True)
+    message = str(info.value)
+    assert "failed" in message and "-fno-such-flag-dsopack" in message  # the command ...
+    assert "unrecognized" in message or "unknown" in message  # ... and the compiler's output
+    assert out.read_bytes() == b"previous build"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_failed_link_leaves_no_output(tmp_path):
+    out = tmp_path / "mlp.so"
+    with pytest.raises(BuildError, match="linking mlp.so failed"):
+        build(mlp(tmp_path, target={"ldflags": ["-lno_such_library_dsopack"]}), str(out), quiet=True)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".mlp.so")]
+
+
+def test_compiler_choice_and_target_errors(tmp_path, monkeypatch):
+    spec = mlp(tmp_path)
+    with pytest.raises(BuildError, match="compiler 'no-such-cc' not found"):
+        build(spec, str(tmp_path / "a.so"), cc="no-such-cc", quiet=True)
+    monkeypatch.setenv("CC", "also-no-such-cc")
+    with pytest.raises(BuildError, match="compiler 'also-no-such-cc' not found"):
+        build(spec, str(tmp_path / "a.so"), quiet=True)
+    build(spec, str(tmp_path / "a.so"), cc="gcc", quiet=True)  # --cc beats $CC
+    cross = mlp(tmp_path, target={"triple": "aarch64-linux-gnu", "cc": "gcc"})
+    with pytest.raises(BuildError, match="target triple 'aarch64-linux-gnu' needs a cross compiler"):
+        build(cross, str(tmp_path / "b.so"), quiet=True)
+    with pytest.raises(BuildError, match="does not exist"):
+        build(spec, str(tmp_path / "no" / "dir.so"), cc="gcc", quiet=True)
+
+
+def test_progress_explain_and_quiet(tmp_path):
+    lines = []
+    report = build(mlp(tmp_path), str(tmp_path / "a.so"), explain=True, log=lines.append)
+    stages = [line for line in lines if line.startswith("[")]
+    assert [s.split(":")[0] for s in stages] == [f"[{i}/6] {n}" for i, n in enumerate(
+        ["frontend", "infer", "partition", "lower", "package", "compile"], 1)]
+    assert stages[0].startswith("[1/6] frontend: 'mlp': 4 nodes, 1 input, 5 weights") and stages[0].endswith(" ms")
+    assert "dense_0 -> host (first in [host] that supports dense)" in [line.strip() for line in lines]
+    assert report.explain[3] == "softmax_3 -> host (first in [host] that supports softmax)"
+    assert set(report.timings) == {"frontend", "infer", "partition", "lower", "package", "compile"}
+
+    quiet = []
+    build(mlp(tmp_path), str(tmp_path / "b.so"), quiet=True, log=quiet.append)
+    assert quiet == []
+
+
+def test_unchanged_model_skips_the_compile(tmp_path):
+    spec = mlp(tmp_path)
+    first = build(spec, str(tmp_path / "a.so"), quiet=True)
+    lines = []
+    second = build(spec, str(tmp_path / "b.so"), log=lines.append)
+    assert (first.compiled, first.cached) == (1, 0)
+    assert (second.compiled, second.cached) == (0, 1)
+    assert "C from the cache" in lines[-1]
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(PyModel(str(tmp_path / "b.so")).run(x=x)["probs"],
+                                  PyModel(str(tmp_path / "a.so")).run(x=x)["probs"])
+    third = build(mlp(tmp_path, target={"cflags": ["-O1"]}), str(tmp_path / "c.so"), quiet=True)
+    assert third.compiled == 1  # flags are part of the key
+
+
+def test_json_regions_become_payload_modules(tmp_path):
+    pytest.importorskip("packager.backends.json")
+    nodes = [{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
+             {"op": "relu", "inputs": ["h"], "output": "a"},
+             {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits", "backend": "host"},
+             {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1}]
+    out = str(tmp_path / "j.so")
+    lines = []
+    report = build(mlp(tmp_path, nodes=nodes, backends=["json", "host"]), out, explain=True, log=lines.append)
+    assert report.explain == ["dense_0 -> json (first in [json, host] that supports dense)",
+                              "relu_1 -> json (first in [json, host] that supports relu)",
+                              "dense_2 -> host (backend: host set on the node)",
+                              "softmax_3 -> json (first in [json, host] that supports softmax)"]
+    f = DpkFile(out)
+    mods = {m["name"]: m for m in f.manifest["modules"]}
+    assert [m["name"] for m in f.manifest["modules"]] == ["lib", "ext0", "ext1", "weights", "main"]
+    assert mods["ext0"]["kind"] == "json" and mods["ext0"]["imports"] == ["weights"]
+    assert mods["ext0"]["functions"] == ["ext0"] and mods["ext0"]["payload"]["codec"] == "zstd"
+    assert mods["main"]["imports"] == ["lib", "ext0", "ext1", "weights"]
+    assert mods["lib"]["functions"] == ["host_dense_2"]
+    sub = json.loads(f.decoded(mods["ext0"]["payload"]))
+    assert sub["function"] == "ext0" and [n["op"] for n in sub["nodes"]] == ["dense", "relu"]
+    g = graph_payload(out)
+    names = [t["name"] for t in g["tensors"]]
+    assert [(c["func"], [names[i] for i in c["args"]]) for c in g["calls"]][:2] == [
+        ("ext0", ["x", "a", "ext0.workspace"]), ("host_dense_2", ["a", "fc2.weight", "fc2.bias", "logits"])]
+    assert "h" not in names  # internal to ext0: in its workspace, planned in the arena
+    workspace = g["tensors"][names.index("ext0.workspace")]
+    assert workspace["storage"] == "arena" and workspace["dtype"] == "uint8"
+    assert workspace["shape"] == [sub["workspace_bytes"]] and sub["workspace_bytes"] >= 2 * 8 * 4
+    assert set(mods["weights"]["tensors"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert f.verify() == 3 + 4
