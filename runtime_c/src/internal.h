@@ -60,4 +60,189 @@ dpk_status_t dpk_dtype_parse(const char *name, const char *what, DLDataType *out
 const char *dpk_dtype_name(DLDataType dtype); /* "float32", or "unknown" */
 size_t dpk_dtype_size(DLDataType dtype);       /* bytes per element */
 
+/* ---- the file (file.c) --------------------------------------------------
+ * The whole file mapped read-only, and where its `.dpk` section is. */
+typedef struct dpk_file {
+  const uint8_t *map;      /* the whole file, PROT_READ */
+  size_t map_size;
+  const uint8_t *section;  /* the `.dpk` section inside `map` */
+  uint64_t section_size;
+  uint16_t machine;        /* ELF e_machine */
+} dpk_file_t;
+
+/* Map `path` and find its `.dpk` section from the ELF section headers; every
+ * offset and size is checked against the file size. NOT_FOUND (no file, no
+ * section), DATA_LOSS (not ELF, bad headers), UNIMPLEMENTED (ELF32, big-endian).
+ * Close with dpk_file_close (accepts a zeroed struct). */
+dpk_status_t dpk_file_open(const char *path, dpk_file_t *out_file);
+void dpk_file_close(dpk_file_t *file);
+/* "x86_64", "aarch64"... or "machine 243" style text in `buffer`. */
+const char *dpk_machine_name(uint16_t machine, char *buffer, size_t capacity);
+/* The ELF machine this runtime was compiled for; 0 if unknown (no check). */
+uint16_t dpk_host_machine(void);
+
+/* ---- the blob (blob.c) --------------------------------------------------
+ * Header fields, decoded. */
+typedef struct dpk_blob_header {
+  uint16_t major, minor;
+  uint32_t flags;
+  uint64_t manifest_offset, manifest_size;
+  uint64_t payload_offset, payload_size;
+  uint64_t manifest_checksum, header_checksum;
+} dpk_blob_header_t;
+
+#define DPK_BLOB_HEADER_SIZE 64
+
+/* Validate the header of the `size` bytes at `section` in the order of
+ * docs/format.md, up to and including the manifest checksum. `source` names
+ * the file in messages. */
+dpk_status_t dpk_blob_read_header(const uint8_t *section, uint64_t size, const char *source,
+                                  dpk_blob_header_t *out_header);
+
+typedef enum { DPK_CODEC_RAW = 0, DPK_CODEC_ZSTD = 1 } dpk_codec_t;
+
+/* A payload descriptor, bounds-checked. `data` points at the stored bytes
+ * in the mapping. */
+typedef struct dpk_payload {
+  uint64_t offset, size, raw_size; /* raw_size == size for raw */
+  dpk_codec_t codec;
+  uint64_t checksum;
+  const uint8_t *data;
+} dpk_payload_t;
+
+/* Parse the descriptor mapping `node`; `what` names it in messages ("module
+ * 'ext0' field 'payload'"). `area` is the payload area (`area_size` bytes).
+ * FAILED_PRECONDITION (field type), OUT_OF_RANGE (past the area),
+ * UNIMPLEMENTED (unknown codec). */
+dpk_status_t dpk_payload_parse(dpk_yaml_t *yaml, yaml_node_t *node, const char *what, const uint8_t *area,
+                               uint64_t area_size, dpk_payload_t *out_payload);
+/* The decoded bytes: for raw, `data` itself (*out_owned = NULL); for zstd, a
+ * heap buffer of raw_size bytes that the caller frees (*out_owned). */
+dpk_status_t dpk_payload_decode(const dpk_payload_t *payload, const char *what, const uint8_t **out_data,
+                                void **out_owned);
+/* DATA_LOSS naming `what` if the stored bytes do not hash to the checksum. */
+dpk_status_t dpk_payload_verify(const dpk_payload_t *payload, const char *what);
+uint64_t dpk_checksum(const void *bytes, size_t size); /* XXH3-64, seed 0 */
+
+/* ---- the parsed manifest (package.c) ------------------------------------
+ * Strings are borrowed from the package's YAML document. */
+typedef struct dpk_tensor_decl {
+  const char *name;
+  DLDataType dtype;
+  int32_t ndim;
+  int64_t *shape;
+  dpk_payload_t payload; /* params tensors only */
+} dpk_tensor_decl_t;
+
+typedef struct dpk_module_decl {
+  const char *name;
+  const char *kind;
+  size_t num_imports;
+  size_t *imports;           /* indices into package->modules */
+  size_t num_functions;
+  const char **functions;    /* NULL-terminated */
+  bool has_payload;
+  dpk_payload_t payload;
+  size_t num_tensors;        /* params */
+  dpk_tensor_decl_t *tensors;
+} dpk_module_decl_t;
+
+struct dpk_package {
+  char *path;
+  struct dpk_alloc *allocs;  /* every allocation below, freed together */
+  dpk_file_t file;
+  dpk_blob_header_t header;
+  dpk_yaml_t yaml;
+  const char *name;
+  const char *machine;       /* target.machine, or NULL */
+  size_t entry;              /* index into modules */
+  size_t num_inputs, num_outputs;
+  dpk_tensor_decl_t *inputs, *outputs;
+  size_t num_modules;
+  dpk_module_decl_t *modules;
+};
+
+/* Parse and check the manifest of an opened package (manifest.c). */
+dpk_status_t dpk_manifest_parse(dpk_package_t *package);
+/* Zeroed memory owned by the package, freed with it; NULL if out of memory. */
+void *dpk_package_alloc(dpk_package_t *package, size_t count, size_t size);
+void dpk_package_free_allocs(dpk_package_t *package);
+/* Index of the module called `name`, or (size_t)-1. */
+size_t dpk_package_find_module(const dpk_package_t *package, const char *name);
+/* Product of the dims; false on overflow or a negative dim. */
+bool dpk_shape_numel(int32_t ndim, const int64_t *shape, uint64_t *out_numel);
+/* "[1, 64]" into `buffer`. */
+const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size_t capacity);
+/* Check that `tensor` is a CPU, compact row-major tensor of exactly `decl`'s
+ * dtype and shape; INVALID_ARGUMENT "<role> 'x' has shape [1, 63] but the model
+ * expects float32[1, 64]". */
+dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dpk_tensor_decl_t *decl);
+
+/* ---- kinds (registry.c, model.c) ---------------------------------------- */
+extern const dpk_kind dpk_kind_dso;    /* dso.c */
+extern const dpk_kind dpk_kind_params; /* params.c */
+extern const dpk_kind dpk_kind_graph;  /* graph.c */
+extern const dpk_kind dpk_kind_json;   /* json.c */
+
+/* A registered kind by name, or NULL. Thread-safe. */
+const dpk_kind *dpk_registry_find(const char *name);
+/* The registered names as dpk_registered_kinds() gives them, copied. */
+void dpk_registry_names(char *buffer, size_t capacity);
+
+/* The module a kind is loading, for the built-in kinds (model.c). */
+struct dpk_kind_ctx {
+  struct dpk_model *model;
+  size_t module; /* index into the package's modules */
+};
+
+/* One module of a loaded model (parallel to package->modules). */
+typedef struct dpk_module_rt {
+  const dpk_kind *kind;
+  dpk_kind_ctx ctx;
+  void *state;   /* what kind->load built */
+  bool loaded;   /* kind->free is owed */
+  void *decoded; /* the zstd-decoded payload, owned */
+} dpk_module_rt_t;
+
+struct dpk_model {
+  dpk_package_t *package;
+  void *dl;                       /* dlopen handle of the file */
+  dpk_module_rt_t *modules;
+  size_t *order;                  /* import order, imports first */
+  const dpk_kind_table *carried;  /* kinds the file carries (__dpk_kinds), or NULL */
+  dpk_packed_fn entry_fn;         /* the entry module's `main` */
+  void *entry_resource;
+};
+
+/* Look `name` up in module `index` (if `self`), then its imports depth-first
+ * (module.c). 0, DPK_STATUS_NOT_FOUND (no message set), or a kind's error. */
+int dpk_module_find_function(const struct dpk_model *model, size_t index, bool self, const char *name,
+                             dpk_packed_fn *out_fn, void **out_resource);
+void *dpk_ctx_dl_handle(const dpk_kind_ctx *ctx);                 /* the model file's dlopen handle */
+const dpk_module_decl_t *dpk_ctx_module(const dpk_kind_ctx *ctx); /* its manifest entry */
+const dpk_package_t *dpk_ctx_package(const dpk_kind_ctx *ctx);
+/* The services table handed to every kind (model.c). */
+extern const dpk_kind_services dpk_services;
+
+/* A params module's tensor by name (params.c); NOT_FOUND without a message. */
+int dpk_params_find(void *state, const char *name, const DLTensor **out_tensor);
+
+/* ---- .npy files (npy.c) -------------------------------------------------
+ * Version 1/2/3, little-endian, C order, the dtypes of dtype.c. */
+#define DPK_NPY_MAX_DIMS 32
+typedef struct dpk_npy {
+  DLDataType dtype;
+  int32_t ndim;
+  int64_t shape[DPK_NPY_MAX_DIMS];
+  void *data;    /* owned, 64-aligned */
+  size_t nbytes;
+} dpk_npy_t;
+
+/* Read `path`. NOT_FOUND (no file), DATA_LOSS (malformed, truncated),
+ * UNIMPLEMENTED (big-endian, Fortran order, other dtype). Free with dpk_npy_free. */
+dpk_status_t dpk_npy_read(const char *path, dpk_npy_t *out_npy);
+void dpk_npy_free(dpk_npy_t *npy);
+/* Write a compact tensor to `path` atomically (a temporary file renamed). */
+dpk_status_t dpk_npy_write(const char *path, const DLTensor *tensor);
+
 #endif /* DPK_INTERNAL_H */

@@ -1,0 +1,344 @@
+/* model.c: load a model (package + dlopen + modules rebuilt in import
+ * order), run its entry function, free it.
+ *
+ * Load order: open and validate the package; check the ELF machine; order
+ * the modules by their imports (a cycle fails); optionally verify every
+ * checksum; dlopen (RTLD_NOW | RTLD_LOCAL); fill __dpk_api; check that
+ * __dpk_blob is the section that was mapped; take the kinds the file
+ * carries; look up every module's kind before any module loads; load each
+ * module and resolve every function its manifest entry lists. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+static const dpk_backend_api backend_api = {DPK_ABI_VERSION, dpk_set_error};
+
+#define PATH(m) ((m)->package->path)
+
+static dpk_status_t check_machine(const dpk_model_t *m) {
+  uint16_t host = dpk_host_machine(), file = m->package->file.machine;
+  char a[32], b[32];
+  if (host && file != host)
+    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "'%s' is built for %s but this machine is %s", PATH(m),
+                    dpk_machine_name(file, a, sizeof a), dpk_machine_name(host, b, sizeof b));
+  return DPK_OK;
+}
+
+/* Depth-first post-order over imports; `mark`: 0 new, 1 on the stack, 2 done. */
+static dpk_status_t visit(dpk_model_t *m, size_t i, unsigned char *mark, size_t *stack, size_t depth, size_t *n) {
+  const dpk_package_t *pkg = m->package;
+  stack[depth] = i;
+  if (mark[i] == 2) return DPK_OK;
+  if (mark[i] == 1) {
+    char cycle[512] = "";
+    size_t start = 0, used = 0;
+    while (stack[start] != i) start++;
+    for (size_t k = start; k <= depth && used < sizeof cycle; k++) {
+      int w = snprintf(cycle + used, sizeof cycle - used, "%s%s", k > start ? " -> " : "", pkg->modules[stack[k]].name);
+      if (w < 0) break;
+      used += (size_t)w;
+    }
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "manifest of '%s': the imports form a cycle: %s", PATH(m), cycle);
+  }
+  mark[i] = 1;
+  for (size_t k = 0; k < pkg->modules[i].num_imports; k++) {
+    dpk_status_t status = visit(m, pkg->modules[i].imports[k], mark, stack, depth + 1, n);
+    if (status) return status;
+  }
+  mark[i] = 2;
+  m->order[(*n)++] = i;
+  return DPK_OK;
+}
+
+static dpk_status_t import_order(dpk_model_t *m) {
+  size_t count = m->package->num_modules;
+  unsigned char *mark = calloc(count, 1);
+  size_t *stack = calloc(count + 1, sizeof *stack);
+  m->order = calloc(count, sizeof *m->order);
+  dpk_status_t status = DPK_OK;
+  if (!mark || !stack || !m->order) status = dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", PATH(m));
+  size_t n = 0;
+  for (size_t i = 0; i < count && !status; i++) status = visit(m, i, mark, stack, 0, &n);
+  free(mark);
+  free(stack);
+  return status;
+}
+
+static dpk_status_t open_library(dpk_model_t *m) {
+  const char *path = PATH(m);
+  char *local = NULL;
+  if (!strchr(path, '/')) { /* dlopen would search the library path */
+    local = malloc(strlen(path) + 3);
+    if (!local) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
+    strcpy(local, "./");
+    strcat(local, path);
+  }
+  dlerror();
+  m->dl = dlopen(local ? local : path, RTLD_NOW | RTLD_LOCAL);
+  free(local);
+  if (!m->dl) {
+    const char *why = dlerror();
+    return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot load '%s': %s", path, why ? why : "dlopen failed");
+  }
+  void *api = dlsym(m->dl, "__dpk_api");
+  if (api) *(const dpk_backend_api **)api = &backend_api;
+  const uint8_t *blob = dlsym(m->dl, "__dpk_blob");
+  if (!blob) return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s' does not export __dpk_blob", path);
+  if (memcmp(blob, m->package->file.section, DPK_BLOB_HEADER_SIZE) != 0)
+    return dpk_fail(DPK_STATUS_DATA_LOSS,
+                    "'%s': the loaded __dpk_blob differs from the file's .dpk section (was the file replaced, or "
+                    "another library with the same name loaded?)",
+                    path);
+  const dpk_kind_table *table = dlsym(m->dl, "__dpk_kinds");
+  if (!table) return DPK_OK;
+  if (table->abi_version != DPK_ABI_VERSION)
+    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "'%s': __dpk_kinds was built for ABI version %u but this runtime has %d",
+                    path, (unsigned)table->abi_version, DPK_ABI_VERSION);
+  for (uint32_t i = 0; i < table->count; i++) {
+    const dpk_kind *k = table->kinds[i];
+    if (!k || !k->name || !k->load || !k->get_function || !k->free)
+      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "'%s': __dpk_kinds entry %u is incomplete", path, (unsigned)i);
+    if (k->abi_version != DPK_ABI_VERSION)
+      return dpk_fail(DPK_STATUS_UNIMPLEMENTED,
+                      "'%s': kind '%s' was built for ABI version %u but this runtime has ABI version %d", path, k->name,
+                      (unsigned)k->abi_version, DPK_ABI_VERSION);
+  }
+  m->carried = table;
+  return DPK_OK;
+}
+
+static const dpk_kind *find_kind(const dpk_model_t *m, const char *name) {
+  for (uint32_t i = 0; m->carried && i < m->carried->count; i++)
+    if (strcmp(m->carried->kinds[i]->name, name) == 0) return m->carried->kinds[i];
+  return dpk_registry_find(name);
+}
+
+static dpk_status_t find_kinds(dpk_model_t *m) {
+  for (size_t i = 0; i < m->package->num_modules; i++) {
+    const dpk_module_decl_t *decl = &m->package->modules[i];
+    m->modules[i].kind = find_kind(m, decl->kind);
+    m->modules[i].ctx.model = m;
+    m->modules[i].ctx.module = i;
+    if (m->modules[i].kind) continue;
+    char names[512], carried[256] = "";
+    dpk_registry_names(names, sizeof names);
+    for (uint32_t k = 0; m->carried && k < m->carried->count; k++) {
+      size_t used = strlen(carried);
+      snprintf(carried + used, sizeof carried - used, "%s%s", k ? ", " : "; carried by the file: ",
+               m->carried->kinds[k]->name);
+    }
+    return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': module '%s' has kind '%s', which is not registered (registered: %s%s)",
+                    PATH(m), decl->name, decl->kind, names, carried);
+  }
+  return DPK_OK;
+}
+
+static dpk_status_t as_status(int rc) {
+  return rc > 0 && rc <= DPK_STATUS_ALREADY_EXISTS ? (dpk_status_t)rc : DPK_STATUS_INTERNAL;
+}
+
+static dpk_status_t load_module(dpk_model_t *m, size_t i) {
+  dpk_module_rt_t *rt = &m->modules[i];
+  const dpk_module_decl_t *decl = &m->package->modules[i];
+  const uint8_t *payload = NULL;
+  char what[256];
+  snprintf(what, sizeof what, "'%s': module '%s' payload", PATH(m), decl->name);
+  if (decl->has_payload) {
+    dpk_status_t status = dpk_payload_decode(&decl->payload, what, &payload, &rt->decoded);
+    if (status) return status;
+  }
+  dpk_kind_load_args args = {decl->name,        payload, decl->has_payload ? (size_t)decl->payload.raw_size : 0,
+                             decl->functions,   &rt->ctx, &dpk_services};
+  dpk_clear_error();
+  int rc = rt->kind->load(&args, &rt->state);
+  if (rc)
+    return dpk_fail_context(as_status(rc), "'%s': cannot load module '%s' (kind %s)", PATH(m), decl->name, decl->kind);
+  rt->loaded = true;
+  for (size_t f = 0; f < decl->num_functions; f++) {
+    dpk_packed_fn fn;
+    void *resource;
+    rc = rt->kind->get_function(rt->state, decl->functions[f], &fn, &resource);
+    if (rc == DPK_STATUS_NOT_FOUND && rt->kind == &dpk_kind_dso)
+      return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': module '%s' lists function '%s' but the file does not define it",
+                      PATH(m), decl->name, decl->functions[f]);
+    if (rc == DPK_STATUS_NOT_FOUND)
+      return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': module '%s' lists function '%s' but its kind %s does not provide it",
+                      PATH(m), decl->name, decl->functions[f], decl->kind);
+    if (rc) return dpk_fail_context(as_status(rc), "'%s': module '%s' function '%s'", PATH(m), decl->name, decl->functions[f]);
+  }
+  return DPK_OK;
+}
+
+/* Pre-fault the raw weights: one sequential read of their pages. */
+static void populate(const dpk_model_t *m) {
+  const dpk_package_t *pkg = m->package;
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < pkg->num_modules; i++) {
+    for (size_t t = 0; t < pkg->modules[i].num_tensors; t++) {
+      const dpk_payload_t *p = &pkg->modules[i].tensors[t].payload;
+      if (p->codec != DPK_CODEC_RAW || p->size == 0) continue;
+      uintptr_t start = (uintptr_t)p->data & ~(uintptr_t)4095, end = (uintptr_t)p->data + p->size;
+      madvise((void *)start, end - start, MADV_WILLNEED);
+      for (uintptr_t a = (uintptr_t)p->data; a < end; a += 4096) sink ^= *(const volatile uint8_t *)a;
+    }
+  }
+  (void)sink;
+}
+
+static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
+  dpk_status_t status = check_machine(m);
+  if (!status) status = import_order(m);
+  if (!status && options && options->verify_checksums) status = dpk_package_verify(m->package);
+  if (!status) status = open_library(m);
+  if (!status) status = find_kinds(m);
+  for (size_t k = 0; k < m->package->num_modules && !status; k++) status = load_module(m, m->order[k]);
+  if (status) return status;
+  const dpk_module_rt_t *entry = &m->modules[m->package->entry];
+  int rc = entry->kind->get_function(entry->state, "main", &m->entry_fn, &m->entry_resource);
+  if (rc == DPK_STATUS_NOT_FOUND)
+    return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': the entry module '%s' (kind %s) has no function 'main'", PATH(m),
+                    m->package->modules[m->package->entry].name, m->package->modules[m->package->entry].kind);
+  if (rc) return as_status(rc);
+  if (options && options->populate) populate(m);
+  return DPK_OK;
+}
+
+dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model) {
+  *out_model = NULL;
+  dpk_model_t *m = calloc(1, sizeof *m);
+  if (!m) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path ? path : "(null)");
+  dpk_status_t status = dpk_package_open(path, &m->package);
+  if (!status) {
+    m->modules = calloc(m->package->num_modules, sizeof *m->modules);
+    status = m->modules ? load(m, options) : dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
+  }
+  if (status) {
+    dpk_model_free(m);
+    return status;
+  }
+  *out_model = m;
+  return DPK_OK;
+}
+
+void dpk_model_free(dpk_model_t *model) {
+  if (!model) return;
+  if (model->modules && model->order) {
+    for (size_t k = model->package->num_modules; k-- > 0;) {
+      dpk_module_rt_t *rt = &model->modules[model->order[k]];
+      if (rt->loaded) rt->kind->free(rt->state);
+    }
+  }
+  if (model->modules)
+    for (size_t i = 0; i < model->package->num_modules; i++) free(model->modules[i].decoded);
+  if (model->dl) dlclose(model->dl);
+  free(model->modules);
+  free(model->order);
+  dpk_package_free(model->package);
+  free(model);
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+const dpk_package_t *dpk_model_package(const dpk_model_t *model) { return model->package; }
+size_t dpk_model_num_inputs(const dpk_model_t *model) { return model->package->num_inputs; }
+size_t dpk_model_num_outputs(const dpk_model_t *model) { return model->package->num_outputs; }
+size_t dpk_model_num_modules(const dpk_model_t *model) { return model->package->num_modules; }
+
+static dpk_status_t info(const dpk_tensor_decl_t *decls, size_t n, size_t index, const char *role,
+                         dpk_tensor_info_t *out_info) {
+  memset(out_info, 0, sizeof *out_info);
+  if (index >= n)
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "%s index %zu is out of range: the model has %zu", role, index, n);
+  const dpk_tensor_decl_t *d = &decls[index];
+  out_info->name = d->name;
+  out_info->dtype = d->dtype;
+  out_info->ndim = d->ndim;
+  out_info->shape = d->shape;
+  return DPK_OK;
+}
+
+dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
+  return info(model->package->inputs, model->package->num_inputs, index, "input", out_info);
+}
+
+dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
+  return info(model->package->outputs, model->package->num_outputs, index, "output", out_info);
+}
+
+dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
+                                   const char **out_kind) {
+  *out_name = NULL;
+  *out_kind = NULL;
+  if (index >= model->package->num_modules)
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "module index %zu is out of range: the model has %zu", index,
+                    model->package->num_modules);
+  *out_name = model->package->modules[index].name;
+  *out_kind = model->package->modules[index].kind;
+  return DPK_OK;
+}
+
+dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
+                                    void **out_resource) {
+  *out_fn = NULL;
+  *out_resource = NULL;
+  dpk_packed_fn fn;
+  void *resource;
+  int rc = dpk_module_find_function(model, model->package->entry, true, name, &fn, &resource);
+  if (rc == DPK_STATUS_NOT_FOUND)
+    return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': no function '%s' in module '%s' or its imports", PATH(model), name,
+                    model->package->modules[model->package->entry].name);
+  if (rc) return as_status(rc);
+  *out_fn = fn;
+  *out_resource = resource;
+  return DPK_OK;
+}
+
+/* ---- run ------------------------------------------------------------------ */
+
+static dpk_status_t check_count(const dpk_tensor_decl_t *decls, size_t want, size_t got, const char *role) {
+  if (want == got) return DPK_OK;
+  char names[256] = "";
+  for (size_t i = 0, used = 0; i < want && used < sizeof names; i++) {
+    int w = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "", decls[i].name);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
+  return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "the model takes %zu %ss (%s) but %zu were given", want, role, names,
+                  got);
+}
+
+#define RUN_STACK_ARGS 64
+
+dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                           DLTensor *const *outputs, size_t num_outputs) {
+  const dpk_package_t *pkg = model->package;
+  dpk_status_t status = check_count(pkg->inputs, pkg->num_inputs, num_inputs, "input");
+  if (!status) status = check_count(pkg->outputs, pkg->num_outputs, num_outputs, "output");
+  for (size_t i = 0; i < num_inputs && !status; i++) status = dpk_check_tensor(inputs[i], "input", &pkg->inputs[i]);
+  for (size_t i = 0; i < num_outputs && !status; i++) status = dpk_check_tensor(outputs[i], "output", &pkg->outputs[i]);
+  if (status) return status;
+  size_t n = num_inputs + num_outputs;
+  dpk_value stack_values[RUN_STACK_ARGS];
+  int stack_codes[RUN_STACK_ARGS];
+  dpk_value *values = n <= RUN_STACK_ARGS ? stack_values : malloc(n * sizeof *values);
+  int *codes = n <= RUN_STACK_ARGS ? stack_codes : malloc(n * sizeof *codes);
+  if (!values || !codes) {
+    if (values != stack_values) free(values);
+    if (codes != stack_codes) free(codes);
+    return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory running '%s'", PATH(model));
+  }
+  for (size_t i = 0; i < n; i++) {
+    values[i].v_tensor = i < num_inputs ? (DLTensor *)inputs[i] : outputs[i - num_inputs];
+    codes[i] = DPK_TYPE_TENSOR;
+  }
+  dpk_value ret;
+  int ret_code = DPK_TYPE_NULL;
+  int rc = model->entry_fn(values, codes, (int)n, &ret, &ret_code, model->entry_resource);
+  if (values != stack_values) free(values);
+  if (codes != stack_codes) free(codes);
+  return rc ? as_status(rc) : DPK_OK;
+}

@@ -1,0 +1,56 @@
+/* module.c: what a kind sees of the model while it loads a module and
+ * afterwards: the services table (functions and tensors found through the
+ * module's imports, depth-first, as TVM does) and the internal accessors
+ * the built-in kinds use. */
+#include <string.h>
+
+#include "internal.h"
+
+int dpk_module_find_function(const dpk_model_t *model, size_t index, bool self, const char *name,
+                             dpk_packed_fn *out_fn, void **out_resource) {
+  const dpk_module_rt_t *m = &model->modules[index];
+  if (self) {
+    if (!m->loaded) return DPK_STATUS_NOT_FOUND;
+    int rc = m->kind->get_function(m->state, name, out_fn, out_resource);
+    if (rc != DPK_STATUS_NOT_FOUND) return rc;
+  }
+  const dpk_module_decl_t *decl = &model->package->modules[index];
+  for (size_t i = 0; i < decl->num_imports; i++) {
+    int rc = dpk_module_find_function(model, decl->imports[i], true, name, out_fn, out_resource);
+    if (rc != DPK_STATUS_NOT_FOUND) return rc;
+  }
+  return DPK_STATUS_NOT_FOUND;
+}
+
+static int import_function(const dpk_kind_ctx *ctx, const char *name, dpk_packed_fn *out_fn, void **out_resource) {
+  *out_fn = NULL;
+  *out_resource = NULL;
+  int rc = dpk_module_find_function(ctx->model, ctx->module, false, name, out_fn, out_resource);
+  if (rc == DPK_STATUS_NOT_FOUND)
+    dpk_set_error("module '%s' needs function '%s', which none of its imports provides",
+                  dpk_ctx_module(ctx)->name, name);
+  return rc;
+}
+
+static int find_tensor(const dpk_model_t *model, size_t index, const char *name, const DLTensor **out_tensor) {
+  const dpk_module_decl_t *decl = &model->package->modules[index];
+  for (size_t i = 0; i < decl->num_imports; i++) {
+    const dpk_module_rt_t *m = &model->modules[decl->imports[i]];
+    if (m->loaded && m->kind == &dpk_kind_params && dpk_params_find(m->state, name, out_tensor) == 0) return 0;
+    if (find_tensor(model, decl->imports[i], name, out_tensor) == 0) return 0;
+  }
+  return DPK_STATUS_NOT_FOUND;
+}
+
+static int import_tensor(const dpk_kind_ctx *ctx, const char *name, const DLTensor **out_tensor) {
+  *out_tensor = NULL;
+  int rc = find_tensor(ctx->model, ctx->module, name, out_tensor);
+  if (rc) dpk_set_error("module '%s' needs tensor '%s', which none of its imports holds", dpk_ctx_module(ctx)->name, name);
+  return rc;
+}
+
+const dpk_kind_services dpk_services = {DPK_ABI_VERSION, dpk_set_error, import_function, import_tensor};
+
+void *dpk_ctx_dl_handle(const dpk_kind_ctx *ctx) { return ctx->model->dl; }
+const dpk_module_decl_t *dpk_ctx_module(const dpk_kind_ctx *ctx) { return &ctx->model->package->modules[ctx->module]; }
+const dpk_package_t *dpk_ctx_package(const dpk_kind_ctx *ctx) { return ctx->model->package; }

@@ -1,0 +1,199 @@
+/* package.c: a model file mapped and checked, no code run (dpk_package_*),
+ * plus the shape helpers the loader and the kinds share. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define U(x) ((unsigned long long)(x))
+
+const char *dpk_version(void) { return "0.1.0"; }
+
+dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package) {
+  *out_package = NULL;
+  if (!path) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open: path is NULL");
+  dpk_package_t *pkg = calloc(1, sizeof *pkg);
+  char *copy = strdup(path);
+  if (!pkg || !copy) {
+    free(pkg);
+    free(copy);
+    return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory opening '%s'", path);
+  }
+  pkg->path = copy;
+  dpk_status_t status = dpk_file_open(path, &pkg->file);
+  if (!status) status = dpk_blob_read_header(pkg->file.section, pkg->file.section_size, path, &pkg->header);
+  if (!status) status = dpk_manifest_parse(pkg);
+  if (status) {
+    dpk_package_free(pkg);
+    return status;
+  }
+  *out_package = pkg;
+  return DPK_OK;
+}
+
+void dpk_package_free(dpk_package_t *package) {
+  if (!package) return;
+  dpk_yaml_free(&package->yaml);
+  dpk_package_free_allocs(package);
+  dpk_file_close(&package->file);
+  free(package->path);
+  free(package);
+}
+
+const char *dpk_package_manifest(const dpk_package_t *package, size_t *out_size) {
+  *out_size = (size_t)package->header.manifest_size;
+  return (const char *)package->file.section + package->header.manifest_offset;
+}
+
+void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint16_t *out_minor,
+                        uint64_t *out_section_size) {
+  if (out_major) *out_major = package->header.major;
+  if (out_minor) *out_minor = package->header.minor;
+  if (out_section_size) *out_section_size = package->file.section_size;
+}
+
+size_t dpk_package_find_module(const dpk_package_t *package, const char *name) {
+  for (size_t i = 0; i < package->num_modules; i++)
+    if (package->modules[i].name && strcmp(package->modules[i].name, name) == 0) return i;
+  return (size_t)-1;
+}
+
+/* ---- verify ------------------------------------------------------------- */
+
+typedef struct {
+  const dpk_payload_t *payload;
+  const char *module, *tensor; /* tensor NULL for a module payload */
+} span_t;
+
+static int span_cmp(const void *a, const void *b) {
+  uint64_t x = ((const span_t *)a)->payload->offset, y = ((const span_t *)b)->payload->offset;
+  return x < y ? -1 : x > y;
+}
+
+/* Offset of the first non-zero byte in [from, to) of `bytes`, or `to`. */
+static uint64_t first_nonzero(const uint8_t *bytes, uint64_t from, uint64_t to) {
+  for (uint64_t i = from; i < to; i++)
+    if (bytes[i]) return i;
+  return to;
+}
+
+static dpk_status_t verify_spans(const dpk_package_t *pkg, span_t *spans, size_t n) {
+  const uint8_t *area = pkg->file.section + pkg->header.payload_offset;
+  char what[512];
+  for (size_t i = 0; i < n; i++) {
+    if (spans[i].tensor)
+      snprintf(what, sizeof what, "'%s': module '%s' tensor '%s'", pkg->path, spans[i].module, spans[i].tensor);
+    else
+      snprintf(what, sizeof what, "'%s': module '%s' payload", pkg->path, spans[i].module);
+    dpk_status_t status = dpk_payload_verify(spans[i].payload, what);
+    if (status) return status;
+  }
+  qsort(spans, n, sizeof *spans, span_cmp);
+  uint64_t covered = 0;
+  for (size_t i = 0; i <= n; i++) {
+    uint64_t next = i < n ? spans[i].payload->offset : pkg->header.payload_size;
+    if (next > covered) {
+      uint64_t bad = first_nonzero(area, covered, next);
+      if (bad < next)
+        return dpk_fail(DPK_STATUS_DATA_LOSS, "'%s': byte %llu of the payload area is outside every payload but not zero",
+                        pkg->path, U(bad));
+    }
+    if (i < n && spans[i].payload->offset + spans[i].payload->size > covered)
+      covered = spans[i].payload->offset + spans[i].payload->size;
+  }
+  return DPK_OK;
+}
+
+dpk_status_t dpk_package_verify(const dpk_package_t *package) {
+  const dpk_package_t *pkg = package;
+  const dpk_blob_header_t *h = &pkg->header;
+  const uint8_t *s = pkg->file.section;
+  dpk_blob_header_t again;
+  dpk_status_t status = dpk_blob_read_header(s, pkg->file.section_size, pkg->path, &again);
+  if (status) return status;
+  uint64_t manifest_end = h->manifest_offset + h->manifest_size, area_end = h->payload_offset + h->payload_size;
+  uint64_t bad = first_nonzero(s, manifest_end, h->payload_offset);
+  if (bad == h->payload_offset) bad = first_nonzero(s, area_end, pkg->file.section_size);
+  if (bad < h->payload_offset || (bad >= area_end && bad < pkg->file.section_size))
+    return dpk_fail(DPK_STATUS_DATA_LOSS, "'%s': byte %llu of the .dpk section is padding but not zero", pkg->path,
+                    U(bad));
+  size_t n = 0;
+  for (size_t i = 0; i < pkg->num_modules; i++) n += pkg->modules[i].has_payload + pkg->modules[i].num_tensors;
+  span_t *spans = calloc(n ? n : 1, sizeof *spans);
+  if (!spans) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory verifying '%s'", pkg->path);
+  n = 0;
+  for (size_t i = 0; i < pkg->num_modules; i++) {
+    const dpk_module_decl_t *m = &pkg->modules[i];
+    if (m->has_payload) spans[n++] = (span_t){&m->payload, m->name, NULL};
+    for (size_t t = 0; t < m->num_tensors; t++) spans[n++] = (span_t){&m->tensors[t].payload, m->name, m->tensors[t].name};
+  }
+  status = verify_spans(pkg, spans, n);
+  free(spans);
+  return status;
+}
+
+/* ---- shapes and tensors -------------------------------------------------- */
+
+bool dpk_shape_numel(int32_t ndim, const int64_t *shape, uint64_t *out_numel) {
+  uint64_t n = 1;
+  for (int32_t i = 0; i < ndim; i++) {
+    if (shape[i] < 0) return false;
+    uint64_t d = (uint64_t)shape[i];
+    if (d && n > UINT64_MAX / d) return false;
+    n *= d;
+  }
+  *out_numel = n;
+  return true;
+}
+
+const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size_t capacity) {
+  size_t used = 0;
+  if (!capacity) return "";
+  buffer[0] = '\0';
+  for (int32_t i = -1; i <= ndim && used < capacity; i++) {
+    int n = i < 0 ? snprintf(buffer + used, capacity - used, "[")
+            : i == ndim ? snprintf(buffer + used, capacity - used, "]")
+                        : snprintf(buffer + used, capacity - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < 0) break;
+    used += (size_t)n;
+  }
+  return buffer;
+}
+
+dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dpk_tensor_decl_t *decl) {
+  char want[256], got[256];
+  if (!tensor || (!tensor->data && !tensor->byte_offset)) {
+    uint64_t numel;
+    if (!tensor || (dpk_shape_numel(decl->ndim, decl->shape, &numel) && numel))
+      return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has no data", role, decl->name);
+  }
+  if (tensor->device.device_type != kDLCPU)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' is on device type %d; only CPU (1) tensors are accepted", role,
+                    decl->name, (int)tensor->device.device_type);
+  dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
+  bool same = tensor->ndim == decl->ndim && (decl->ndim == 0 || tensor->shape);
+  for (int32_t i = 0; same && i < decl->ndim; i++) same = tensor->shape[i] == decl->shape[i];
+  if (!same) {
+    if (tensor->ndim >= 0 && (tensor->shape || tensor->ndim == 0))
+      dpk_shape_str(tensor->ndim, tensor->shape, got, sizeof got);
+    else
+      snprintf(got, sizeof got, "(ndim %d)", (int)tensor->ndim);
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has shape %s but the model expects %s%s", role, decl->name,
+                    got, dpk_dtype_name(decl->dtype), want);
+  }
+  DLDataType d = tensor->dtype;
+  if (d.code != decl->dtype.code || d.bits != decl->dtype.bits || d.lanes != 1)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has dtype %s but the model expects %s%s", role, decl->name,
+                    dpk_dtype_name(d), dpk_dtype_name(decl->dtype), want);
+  if (tensor->strides) {
+    int64_t expect = 1;
+    for (int32_t i = decl->ndim - 1; i >= 0; i--) {
+      if (decl->shape[i] != 1 && tensor->strides[i] != expect)
+        return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' is not compact row-major (stride %lld of dim %d; want %lld)",
+                        role, decl->name, (long long)tensor->strides[i], (int)i, (long long)expect);
+      expect *= decl->shape[i];
+    }
+  }
+  return DPK_OK;
+}
