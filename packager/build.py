@@ -96,7 +96,9 @@ def _size(n: int) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 class _Stages:
@@ -162,7 +164,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     types = graph.types
     outputs = _output_plan(graph)
     stages.done("infer", f"{_plural(len(types), 'tensor')} typed, {_plural(len(graph.outputs), 'output')}"
-                + (f", {_plural(sum(c for _, _, c in outputs), 'output copy', )}" if any(c for _, _, c in outputs) else ""))
+                + (f", {_plural(sum(c for _, _, c in outputs), 'output copy')}" if any(c for _, _, c in outputs) else ""))
 
     # [3/6] partition
     part = partition_mod.partition(graph, s.backends)
@@ -170,8 +172,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     counts: dict[str, int] = {}
     for backend, _ in part.regions:
         counts[backend.name] = counts.get(backend.name, 0) + 1
-    stages.done("partition", f"{_plural(len(part.regions), 'region')} ("
-                + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")")
+    stages.done("partition", _plural(len(part.regions), "region")
+                + (" (" + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")" if counts else ""))
     if explain:
         for line in explain_lines:
             stages.log(f"      {line}")  # asked for: printed even when quiet

@@ -58,6 +58,10 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 # ---------------------------------------------------------------- build
 
 def cmd_build(args) -> int:
@@ -99,11 +103,11 @@ def module_rows(manifest: dict) -> list[tuple[str, ...]]:
             codecs = sorted({t.get("codec", "raw") for t in tensors})
             stored = sum(t["size"] for t in tensors)
             raw = sum(t.get("raw_size", t["size"]) for t in tensors)
-            rows.append((m["name"], m["kind"], "/".join(codecs), _size(stored), f"{_size(raw)} ({len(m['tensors'])} tensors)",
+            rows.append((m["name"], m["kind"], "/".join(codecs), _size(stored), f"{_size(raw)} ({_count(len(m['tensors']), 'tensor')})",
                          imports))
         else:
             functions = len(m.get("functions", []))
-            rows.append((m["name"], m["kind"], "-", "-", f"({functions} functions)" if functions else "-", imports))
+            rows.append((m["name"], m["kind"], "-", "-", f"({_count(functions, 'function')})" if functions else "-", imports))
     return rows
 
 

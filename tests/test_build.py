@@ -259,3 +259,14 @@ def test_json_regions_become_payload_modules(tmp_path):
     assert workspace["shape"] == [sub["workspace_bytes"]] and sub["workspace_bytes"] >= 2 * 8 * 4
     assert set(mods["weights"]["tensors"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     assert f.verify() == 3 + 4
+
+
+def test_model_without_weights_has_no_params_module(tmp_path):
+    nodes = [{"op": "relu", "inputs": ["x"], "output": "r"}, {"op": "add", "inputs": ["r", "x"], "output": "probs"}]
+    out = str(tmp_path / "nw.so")
+    build(mlp(tmp_path, nodes=nodes), out, quiet=True)
+    m = DpkFile(out).manifest
+    assert [(mod["name"], mod["kind"]) for mod in m["modules"]] == [("lib", "dso"), ("main", "graph")]
+    assert m["modules"][1]["imports"] == ["lib"]
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(PyModel(out).run(x=x)["probs"], np.maximum(x, 0) + x)
