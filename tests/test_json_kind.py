@@ -686,3 +686,121 @@ def test_call_accepts_a_larger_workspace(harness, mlp_module):
     out = np.zeros((2, 10), np.float32)
     assert module.call_raw("ext0", [x, out, np.zeros(ws_bytes + 640, np.uint8)]) == 0
     np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-6)
+
+
+# ---- end to end: a model file run by dpk-run (C only) -------------------------------------------------
+
+
+def hand_built_model(tmp_path, graph: Graph, payload_data: bytes | None = None) -> str:
+    """A model file assembled by hand (no build pipeline): params + json + graph modules.
+
+    The json module is JsonBackend's payload for the whole graph; the graph
+    module makes one call to it with the workspace in its arena."""
+    import platform
+
+    from packager.blob import BlobWriter, write_incbin_stub
+
+    region = whole_region(graph)
+    payload = JsonBackend().lower(region, graph)
+    writer = BlobWriter()
+    tensors = {}
+    for name, array in graph.weights.items():
+        desc = writer.add(np.ascontiguousarray(array), "raw", align=4096)
+        tensors[name] = {"dtype": "float32", "shape": list(array.shape), **desc}
+    ext0 = writer.add(payload_data if payload_data is not None else payload.data, "zstd")
+
+    def sig(name):
+        return {"name": name, "dtype": "float32", "shape": list(graph.types[name].shape)}
+
+    table = [{**sig(n), "storage": "input", "index": i} for i, n in enumerate(region.activations)]
+    table += [{**sig(n), "storage": "output", "index": i} for i, n in enumerate(region.outputs)]
+    table.append({"name": "ext0.workspace", "dtype": "uint8", "shape": [payload.workspace_bytes],
+                  "storage": "arena", "offset": 0})
+    graph_doc = {"version": 1, "arena_bytes": payload.workspace_bytes, "tensors": table,
+                 "calls": [{"func": "ext0", "args": list(range(len(table)))}]}
+    main = writer.add(json.dumps(graph_doc).encode(), "zstd")
+    manifest = {
+        "format": "dsopack/1", "name": "json_e2e",
+        "producer": {"dsopack": "0.1.0", "cc": CC, "cflags": ["-O2"]},
+        "target": {"triple": f"{platform.machine()}-linux-gnu", "machine": platform.machine()},
+        "requires": [], "checksum": "xxh3-64", "entry": "main",
+        "inputs": [sig(n) for n in region.activations], "outputs": [sig(n) for n in region.outputs],
+        "modules": [{"name": "weights", "kind": "params", "tensors": tensors},
+                    {"name": "ext0", "kind": "json", "imports": ["weights"], "functions": ["ext0"], "payload": ext0},
+                    {"name": "main", "kind": "graph", "imports": ["ext0"], "payload": main}],
+    }
+    blob, stub, api = tmp_path / "model.blob", tmp_path / "stub.s", tmp_path / "api.c"
+    writer.write(str(blob), manifest)
+    write_incbin_stub(str(stub), str(blob))
+    api.write_text('#include "dpk_abi.h"\nDPK_EXPORT const dpk_backend_api *__dpk_api = 0;\n')
+    out = str(tmp_path / "model.so")
+    _run([CC, "-shared", "-fPIC", f"-I{ROOT}/runtime_c/include", "-o", out, str(api), str(stub)])
+    return out
+
+
+def dpk_run_outputs(dpk_run, model: str, tmp_path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    argv = [dpk_run, model]
+    for name, value in feeds.items():
+        np.save(tmp_path / f"in_{name}.npy", value)
+        argv.append(f"{name}={tmp_path / f'in_{name}.npy'}")
+    outdir = tmp_path / "outs"
+    result = subprocess.run(argv + ["-o", str(outdir), "--verify"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return {p[:-4]: np.load(outdir / p) for p in os.listdir(outdir)}
+
+
+def test_hand_built_model_runs_in_dpk_run(dpk_run, tmp_path):
+    graph, x = mlp_graph(batch=3)
+    got = dpk_run_outputs(dpk_run, hand_built_model(tmp_path, graph), tmp_path, {"x": x})
+    np.testing.assert_allclose(got["probs"], evaluate(graph, {"x": x})["probs"], rtol=1e-5, atol=1e-6)
+
+
+def test_hand_built_model_with_a_bad_payload_fails_at_load(dpk_run, tmp_path):
+    graph, x = mlp_graph()
+    doc = json.loads(JsonBackend().lower(whole_region(graph), graph).data)
+    doc["nodes"][2]["inputs"][1] = "fc9.weight"
+    model = hand_built_model(tmp_path, graph, payload_data=json.dumps(doc).encode())
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run([dpk_run, model, f"x={tmp_path / 'x.npy'}"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "json module 'ext0': node 2 (dense): input 'fc9.weight' is not an input" in result.stderr
+
+
+def test_built_model_with_every_json_op_runs_in_dpk_run(dpk_run, tmp_path, monkeypatch):
+    """The whole pipeline: a YAML manifest -> packager.build -> dpk-run, all nodes in one json region."""
+    build = pytest.importorskip("packager.build").build
+    import yaml
+
+    monkeypatch.setenv("DSOPACK_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    weights = {"w1": rng.standard_normal((12, 6)).astype(np.float32), "b1": rng.standard_normal(12).astype(np.float32),
+               "m": rng.standard_normal((2, 4, 5)).astype(np.float32),
+               "s": rng.uniform(0.5, 2, (1, 5)).astype(np.float32), "k": rng.standard_normal(3).astype(np.float32)}
+    np.savez(tmp_path / "w.npz", **weights)
+    nodes = [{"op": "dense", "inputs": ["x", "w1", "b1"], "output": "h"},
+             {"op": "tanh", "inputs": ["h"], "output": "t"},
+             {"op": "reshape", "inputs": ["t"], "output": "r", "shape": [2, -1, 4]},
+             {"op": "matmul", "inputs": ["r", "m"], "output": "mm"},
+             {"op": "div", "inputs": ["mm", "s"], "output": "d"},
+             {"op": "sigmoid", "inputs": ["d"], "output": "g"},
+             {"op": "sub", "inputs": ["g", "d"], "output": "e"},
+             {"op": "softmax", "inputs": ["e"], "output": "p", "axis": 1},
+             {"op": "flatten", "inputs": ["p"], "output": "f", "axis": 1},
+             {"op": "relu", "inputs": ["f"], "output": "y0"},
+             {"op": "add", "inputs": ["z", "k"], "output": "zk"},
+             {"op": "mul", "inputs": ["zk", "zk"], "output": "y1"}]
+    doc = {"name": "allops", "model": {"graph": {
+        "inputs": {"x": {"shape": [2, 6], "dtype": "float32"}, "z": {"shape": [4, 3], "dtype": "float32"}},
+        "weights": "w.npz", "nodes": nodes, "outputs": ["y0", "y1"]}}, "backends": ["json"]}
+    (tmp_path / "allops.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    model = str(tmp_path / "allops.so")
+    build(str(tmp_path / "allops.yaml"), model, quiet=True)
+
+    feeds = {"x": rng.standard_normal((2, 6)).astype(np.float32), "z": rng.standard_normal((4, 3)).astype(np.float32)}
+    graph_nodes = [Node(n["op"], n["inputs"], n["output"], {k: v for k, v in n.items()
+                                                            if k not in ("op", "inputs", "output")}) for n in nodes]
+    graph = make_graph(graph_nodes, feeds, weights, ["y0", "y1"])
+    want = evaluate(graph, feeds)
+    got = dpk_run_outputs(dpk_run, model, tmp_path, feeds)
+    for name in ("y0", "y1"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
