@@ -1,0 +1,44 @@
+"""Host kernels through the whole build: a CNN built with `backends: [host]`,
+run with tests/pyrun.py (no libdpk), against the NumPy reference."""
+
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+import reference as ref
+from packager.build import build
+from pyrun import PyModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSOPACK_CACHE", str(tmp_path / "cache"))
+
+
+def test_lenet_all_host_matches_reference(tmp_path):
+    with open(os.path.join(ROOT, "manifests", "lenet.yaml")) as f:
+        doc = yaml.safe_load(f)
+    doc["backends"] = ["host"]
+    doc["model"]["graph"]["weights"] = os.path.join(ROOT, "manifests", doc["model"]["graph"]["weights"])
+    manifest = tmp_path / "lenet_host.yaml"
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = str(tmp_path / "lenet_host.so")
+    build(str(manifest), out, quiet=True)
+
+    w = np.load(os.path.join(ROOT, "manifests", "lenet.npz"))
+    x = np.random.default_rng(1).random((2, 1, 1, 28, 28)).astype(np.float32)
+    model = PyModel(out)
+    for image in x:
+        got = model.run_list(image=image)[0]
+        h = ref.relu(ref.conv2d(image, w["conv1.weight"], w["conv1.bias"], pads=(2, 2, 2, 2)))
+        h = ref.maxpool2d(h, (2, 2), (2, 2))
+        h = ref.relu(ref.conv2d(h, w["conv2.weight"], w["conv2.bias"]))
+        h = ref.avgpool2d(h, (2, 2), (2, 2)).reshape(1, -1)
+        h = ref.relu(ref.dense(h, w["fc1.weight"], w["fc1.bias"]))
+        h = ref.relu(ref.dense(h, w["fc2.weight"], w["fc2.bias"]))
+        expected = ref.softmax(ref.dense(h, w["fc3.weight"], w["fc3.bias"]), 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
