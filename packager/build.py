@@ -122,7 +122,11 @@ class _Stages:
 
 
 def _output_plan(graph: Graph) -> list[tuple[str, str, bool]]:
-    """For each graph output: (tensor id, source tensor, needs a copy kernel)."""
+    """For each graph output: (tensor id, source tensor, needs a copy kernel).
+
+    An output that is a graph input or a weight is copied by a generated kernel
+    (outputs are written only by calls). ir_check refuses an output listed twice,
+    which the runtime would refuse; the copy would handle it too."""
     written = {node.output for node in graph.nodes}
     plan, seen = [], set()
     for k, name in enumerate(graph.outputs):

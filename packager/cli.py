@@ -172,7 +172,7 @@ def _random_input(info, rng: np.random.Generator) -> np.ndarray:
 
 def _preview(array: np.ndarray, count: int = 6) -> str:
     flat = array.reshape(-1)[:count]
-    text = np.array2string(flat, precision=5, separator=", ", suppress_small=False)
+    text = np.array2string(flat, precision=5, separator=", ", max_line_width=1 << 20)
     return text[:-1] + ", ...]" if array.size > count else text
 
 

@@ -5,7 +5,7 @@ Checks, in order, each failure a BuildError that names the node and the tensor:
   - every node input is defined before use (a graph input, a weight or an
     earlier node's output), with a hint when it is produced later or looks
     like a missing weight;
-  - every graph output exists;
+  - every graph output exists, and is listed once (the runtime knows outputs by name);
   - each node's op is known; `ops.normalize` fills its attributes and
     `ops.infer` gives its output type.
 Fills `graph.types` for every tensor: inputs from the manifest, weights from
@@ -75,7 +75,9 @@ def _check_uses(graph: Graph) -> None:
         defined.add(node.output)
     if not graph.outputs:
         raise BuildError("the graph has no outputs")
-    for name in graph.outputs:
+    for i, name in enumerate(graph.outputs):
+        if name in graph.outputs[:i]:
+            raise BuildError(f"graph output '{name}' is listed twice (outputs are known by name: list it once)")
         if name not in defined:
             raise BuildError(f"graph output '{name}' is not a graph input, a weight or a node's output"
                              + _suggest(name, defined))

@@ -121,25 +121,30 @@ def test_graph_payload_arena_and_calls(tmp_path):
 
 
 def test_outputs_that_alias_get_copies(tmp_path):
-    # probs twice, an intermediate, the input itself, and a weight
+    # an intermediate, the input itself, and a weight
     out = str(tmp_path / "copies.so")
-    build(mlp(tmp_path, outputs=["probs", "h", "probs", "x", "fc2.bias"]), out, quiet=True)
+    build(mlp(tmp_path, outputs=["probs", "h", "x", "fc2.bias"]), out, quiet=True)
     m = DpkFile(out).manifest
-    assert [o["name"] for o in m["outputs"]] == ["probs", "h", "probs", "x", "fc2.bias"]
-    assert m["outputs"][3]["shape"] == [2, 4] and m["outputs"][4]["shape"] == [3]
+    assert [o["name"] for o in m["outputs"]] == ["probs", "h", "x", "fc2.bias"]
+    assert m["outputs"][2]["shape"] == [2, 4] and m["outputs"][3]["shape"] == [3]
     assert [f for f in m["modules"][0]["functions"] if f.startswith("dpk_copy")] == [
-        "dpk_copy_output_2", "dpk_copy_output_3", "dpk_copy_output_4"]
+        "dpk_copy_output_2", "dpk_copy_output_3"]
     g = graph_payload(out)
     outputs = sorted((t["index"], t["name"]) for t in g["tensors"] if t["storage"] == "output")
-    assert outputs == list(enumerate(["probs", "h", "probs", "x", "fc2.bias"]))
+    assert outputs == list(enumerate(["probs", "h", "x", "fc2.bias"]))
     x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
-    values = PyModel(out).run_list(x=x)
+    got = PyModel(out).run(x=x)
     ref = reference(x)
-    np.testing.assert_allclose(values[0], ref["probs"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(values[1], ref["h"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(values[2], values[0])
-    np.testing.assert_array_equal(values[3], x)
-    np.testing.assert_array_equal(values[4], weights(np.random.default_rng(0))["fc2.bias"])
+    np.testing.assert_allclose(got["probs"], ref["probs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["h"], ref["h"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["x"], x)
+    np.testing.assert_array_equal(got["fc2.bias"], weights(np.random.default_rng(0))["fc2.bias"])
+
+
+def test_output_listed_twice_is_refused(tmp_path):
+    with pytest.raises(BuildError, match="graph output 'probs' is listed twice"):
+        build(mlp(tmp_path, outputs=["probs", "h", "probs"]), str(tmp_path / "d.so"), quiet=True)
+    assert not (tmp_path / "d.so").exists()
 
 
 @pytest.mark.parametrize("nodes, words", [
@@ -270,3 +275,24 @@ def test_model_without_weights_has_no_params_module(tmp_path):
     assert m["modules"][1]["imports"] == ["lib"]
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_allclose(PyModel(out).run(x=x)["probs"], np.maximum(x, 0) + x)
+
+
+def test_the_runtime_agrees(tmp_path):
+    """The same files through libdpk (the loader), when it is built: copies, json regions, arena."""
+    loader = pytest.importorskip("loader", exc_type=ImportError)
+    pytest.importorskip("packager.backends.json")
+    nodes = [{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
+             {"op": "relu", "inputs": ["h"], "output": "a"},
+             {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits", "backend": "host"},
+             {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1}]
+    out = str(tmp_path / "rt.so")
+    build(mlp(tmp_path, nodes=nodes, outputs=["probs", "h", "x", "fc2.bias"], backends=["json", "host"]), out,
+          quiet=True)
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    ref = reference(x)
+    with loader.load(out, verify=True) as model:
+        got = model.run(x=x)
+    np.testing.assert_allclose(got["probs"], ref["probs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["h"], ref["h"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["x"], x)
+    np.testing.assert_array_equal(got["fc2.bias"], weights(np.random.default_rng(0))["fc2.bias"])
