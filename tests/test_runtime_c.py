@@ -294,3 +294,372 @@ def test_npy_fortran_order_and_big_endian_are_refused(dpk_run, model, tmp_path):
     (tmp_path / "t.npy").write_bytes(np.lib.format.magic(1, 0) + data[8:-4].replace(b">f4", b"<f4"))
     assert "the header promises 16 bytes of data but the file holds 12" in run_error(
         dpk_run, model, f"x={tmp_path / 't.npy'}")
+
+
+# ---- the C API -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def test_api(dpk_build, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("test_api") / "test_api")
+    runtime = os.path.join(ROOT, "runtime_c")
+    subprocess.run([CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror",
+                    "-O1", "-g", "-I", os.path.join(runtime, "include"), "-I", os.path.join(runtime, "src"),
+                    os.path.join(ROOT, "tests", "c", "test_api.c"), os.path.join(dpk_build, "libdpk.a"),
+                    "-lzstd", "-lyaml", "-lxxhash", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
+    return out
+
+
+def api(test_api, *args):
+    """Run tests/c/test_api.c; its stdout (status lines), asserting it passed."""
+    result = subprocess.run([test_api, *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def load_error(test_api, path, verify=False):
+    out = api(test_api, "load", path, *(["verify"] if verify else [])).strip()
+    assert out != "OK", "the load should have failed"
+    return out
+
+
+def test_api_accessors_functions_run_errors_kinds_npy(test_api, model, tmp_path):
+    api(test_api, "api", model, tmp_path)
+
+
+def test_concurrent_runs_give_identical_outputs(test_api, model):
+    api(test_api, "threads", model, 8)
+
+
+def test_load_and_verify_ok(test_api, model):
+    assert api(test_api, "load", model, "verify") == "OK\n"
+    assert api(test_api, "open", model) == "OK\nOK\n"
+
+
+# ---- errors: the file and the section ----------------------------------------------------------------
+
+
+def test_missing_file(test_api, tmp_path):
+    path = tmp_path / "none.so"
+    assert load_error(test_api, path) == f"NOT_FOUND: cannot open '{path}': No such file or directory"
+
+
+def test_not_an_elf_file(test_api, dpk_run, tmp_path):
+    path = tmp_path / "text.so"
+    path.write_text("hello, this is not an ELF file at all; it is long enough for a header. " * 2)
+    assert load_error(test_api, path) == f"DATA_LOSS: '{path}' is not an ELF file"
+    (tmp_path / "tiny.so").write_bytes(b"\x7fELF")
+    assert load_error(test_api, tmp_path / "tiny.so") == f"DATA_LOSS: '{tmp_path / 'tiny.so'}' is not an ELF file"
+    assert f"dpk-run: '{path}' is not an ELF file" in run_error(dpk_run, path, "--random")
+
+
+def test_elf_without_dpk_section(test_api, tmp_path):
+    src, out = tmp_path / "plain.c", tmp_path / "plain.so"
+    src.write_text("int plain(void) { return 1; }\n")
+    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
+    assert load_error(test_api, out) == f"NOT_FOUND: '{out}' has no .dpk section: not a dsopack model"
+
+
+def test_elf32_and_big_endian_are_unimplemented(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "elf32.so", lambda d, off: d.__setitem__(4, 1))
+    assert load_error(test_api, path) == f"UNIMPLEMENTED: '{path}' is a 32-bit ELF file; this runtime reads ELF64 only"
+    path = corrupt_copy(model, tmp_path, "be.so", lambda d, off: d.__setitem__(5, 2))
+    assert "UNIMPLEMENTED: " in load_error(test_api, path) and "big-endian" in load_error(test_api, path)
+
+
+def test_other_machine(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "arm.so", lambda d, off: struct.pack_into("<H", d, 0x12, 183))
+    assert load_error(test_api, path) == f"UNIMPLEMENTED: '{path}' is built for aarch64 but this machine is x86_64"
+
+
+def test_wrong_magic(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "magic.so", lambda d, off: d.__setitem__(off, ord("X")))
+    assert load_error(test_api, path) == (
+        f"DATA_LOSS: '{path}': the .dpk section does not start with the magic \"DSOPACK\"")
+
+
+def patch_section(fn):
+    """A corrupt_copy callback that rewrites the blob in place with fn(blob) -> blob of the same size."""
+    def patch(data, off):
+        _, _, _, _, _, _, poff, psize, _ = HEADER.unpack_from(data, off)
+        blob = bytes(data[off:off + poff + psize])
+        new = fn(blob)
+        assert len(new) == len(blob)
+        data[off:off + len(new)] = new
+    return patch
+
+
+def test_newer_major_is_refused_naming_both_versions(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "v2.so", patch_section(lambda b: reseal(b, major=2, minor=3)))
+    assert load_error(test_api, path) == f"UNIMPLEMENTED: '{path}' is format 2.3 but this runtime reads format 1.x"
+    # a newer minor is fine
+    path = corrupt_copy(model, tmp_path, "v1_7.so", patch_section(lambda b: reseal(b, minor=7)))
+    assert api(test_api, "load", path, "verify") == "OK\n"
+
+
+def test_header_and_manifest_checksums(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "hsum.so", lambda d, off: d.__setitem__(off + 12, 1))  # flags
+    assert load_error(test_api, path).startswith(f"DATA_LOSS: '{path}': header checksum mismatch (stored ")
+
+    def flip_manifest(d, off):
+        d[off + 64 + 7] ^= 0x20  # "format: dsopack/1" -> "format: Dsopack/1"
+    path = corrupt_copy(model, tmp_path, "msum.so", flip_manifest)
+    assert load_error(test_api, path).startswith(f"DATA_LOSS: '{path}': manifest checksum mismatch (stored ")
+
+
+def test_truncated_section(test_api, model, tmp_path):
+    def shrink(size):
+        def fn(d, off):
+            struct.pack_into("<Q", d, dpk_section_header(d) + 32, size)
+        return fn
+    path = corrupt_copy(model, tmp_path, "short.so", shrink(4096 + 100))
+    message = load_error(test_api, path)
+    assert message.startswith(f"OUT_OF_RANGE: '{path}': the payload area (offset 4096, ")
+    assert "but the .dpk section has 4196 bytes (truncated?)" in message
+    path = corrupt_copy(model, tmp_path, "tiny.so", shrink(32))
+    assert load_error(test_api, path) == (
+        f"OUT_OF_RANGE: '{path}': the .dpk section has 32 bytes, less than its 64-byte header")
+    path = corrupt_copy(model, tmp_path, "huge.so", shrink(1 << 40))
+    assert "ends past the end of the file" in load_error(test_api, path)
+
+
+def test_manifest_offset_past_the_section(test_api, model, tmp_path):
+    path = corrupt_copy(model, tmp_path, "moff.so", patch_section(lambda b: reseal(b, msize=1 << 50)))
+    assert "OUT_OF_RANGE: " in load_error(test_api, path)
+    assert "the manifest (offset 64, 1125899906842624 bytes) is outside the .dpk section" in load_error(test_api, path)
+
+
+def test_malformed_yaml(test_api, model, tmp_path):
+    def bad_yaml(blob):
+        return reseal(blob, manifest=b"format: dsopack/1\nmodules: [unclosed, {\n")
+    path = corrupt_copy(model, tmp_path, "yaml.so", patch_section(bad_yaml))
+    message = load_error(test_api, path)
+    assert message.startswith(f"DATA_LOSS: manifest of '{path}': the manifest is not valid YAML: ")
+    assert "at line 3" in message
+
+
+# ---- errors: manifest fields ---------------------------------------------------------------------
+
+
+def edit_module(index, **fields):
+    def edit(manifest):
+        manifest["modules"][index].update(fields)
+    return edit
+
+
+def edit_payload(index, **fields):
+    def edit(manifest):
+        manifest["modules"][index]["payload"].update(fields)
+    return edit
+
+
+def edit_tensor(name, **fields):
+    def edit(manifest):
+        manifest["modules"][1]["tensors"][name].update(fields)
+    return edit
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (edit_payload(2, size="abc"),
+     "FAILED_PRECONDITION: manifest of '{}': module 'main' field 'payload.size' must be a non-negative integer, "
+     "not 'abc'"),
+    (edit_payload(2, offset=[1]),
+     "FAILED_PRECONDITION: manifest of '{}': module 'main' field 'payload.offset' must be a non-negative integer, "
+     "not a sequence"),
+    (edit_module(0, functions={"a": 1}),
+     "FAILED_PRECONDITION: manifest of '{}': module 'lib' field 'functions' must be a sequence of names"),
+    (edit_module(2, kind=["graph"]),
+     "FAILED_PRECONDITION: manifest of '{}': module 'main' field 'kind' must be a string, not a sequence"),
+    (edit_module(2, imports=["lib", "nowhere"]),
+     "FAILED_PRECONDITION: manifest of '{}': module 'main' imports 'nowhere', which is not a module"),
+    (edit_module(1, name="lib"), "FAILED_PRECONDITION: manifest of '{}': module 'lib' is declared twice"),
+    (edit_tensor("fc.weight", dtype="float128"),
+     "FAILED_PRECONDITION: manifest of '{}': module 'weights' tensor 'fc.weight' field 'dtype': unknown dtype "
+     "'float128' (known: float32, float64, float16, int8, int16, int32, int64, uint8, bool)"),
+    (edit_tensor("fc.weight", shape=[3, 5]),
+     "FAILED_PRECONDITION: manifest of '{}': module 'weights' tensor 'fc.weight' is float32[3, 5] (15 elements of 4 "
+     "bytes) but holds 48 bytes"),
+    (edit_tensor("fc.bias", checksum="XYZ"),
+     "FAILED_PRECONDITION: manifest of '{}': module 'weights' tensor 'fc.bias' field 'checksum' must be 16 lowercase hex "
+     "digits, not 'XYZ'"),
+    (edit_payload(2, codec="lz4"),
+     "UNIMPLEMENTED: manifest of '{}': module 'main' field 'payload': codec 'lz4' is not supported (known: raw, zstd)"),
+    (edit_payload(2, raw_size=None),
+     "FAILED_PRECONDITION: manifest of '{}': module 'main' field 'payload.raw_size' is required for codec zstd"),
+    (lambda m: m.update(entry="nothing"),
+     "FAILED_PRECONDITION: manifest of '{}': field 'entry' names 'nothing', which is not a module"),
+    (lambda m: m.update(inputs={"x": 1}),
+     "FAILED_PRECONDITION: manifest of '{}': field 'inputs' must be a sequence of {{name, dtype, shape}}"),
+    (lambda m: m["outputs"][0].update(shape=[1, -3]),
+     "FAILED_PRECONDITION: manifest of '{}': output 'y' field 'shape' must be a non-negative integer, not '-3'"),
+    (lambda m: m.update(target="x86"),
+     "FAILED_PRECONDITION: manifest of '{}': field 'target' must be a mapping {{triple, machine}}"),
+    (lambda m: m.update(format="dsopack/9"),
+     "FAILED_PRECONDITION: manifest of '{}': field 'format' is 'dsopack/9' but the header says 'dsopack/1'"),
+    (lambda m: m.pop("name"), "FAILED_PRECONDITION: manifest of '{}': field 'name' is missing"),
+    (lambda m: m.update(checksum="md5"),
+     "UNIMPLEMENTED: manifest of '{}': checksum algorithm 'md5' is not supported (known: xxh3-64)"),
+])
+def test_manifest_field_errors(test_api, tmp_path, edit, expected):
+    def apply(manifest):
+        edit(manifest)
+        payload = manifest["modules"][2]["payload"]
+        for key in [k for k, v in payload.items() if v is None]:
+            del payload[key]
+    path = build_model(tmp_path, edit=apply)
+    assert load_error(test_api, path) == expected.format(path)
+
+
+def test_payload_past_the_payload_area(test_api, tmp_path):
+    path = build_model(tmp_path, edit=edit_payload(2, size=1 << 20))
+    message = load_error(test_api, path)
+    assert message.startswith(f"OUT_OF_RANGE: manifest of '{path}': module 'main' field 'payload' ends at ")
+    assert "but the payload area has" in message
+    path = build_model(tmp_path, name="w", edit=edit_tensor("fc.bias", offset=(1 << 64) - 64))
+    assert "OUT_OF_RANGE: " in load_error(test_api, path) and "tensor 'fc.bias' ends at" in load_error(test_api, path)
+
+
+def test_zstd_raw_size_mismatch(test_api, tmp_path):
+    path = build_model(tmp_path, edit=lambda m: m["modules"][2]["payload"].update(
+        raw_size=m["modules"][2]["payload"]["raw_size"] + 1))
+    message = load_error(test_api, path)
+    assert message.startswith(f"DATA_LOSS: '{path}': module 'main' payload: the zstd frame holds ")
+
+
+# ---- errors: kinds, symbols, imports ---------------------------------------------------------------
+
+
+def add_module(**module):
+    def edit(manifest):
+        manifest["modules"].append(module)
+    return edit
+
+
+def test_unknown_kind_lists_the_registered_kinds(test_api, tmp_path):
+    path = build_model(tmp_path, edit=add_module(name="ext0", kind="foo"))
+    assert load_error(test_api, path) == (
+        f"NOT_FOUND: '{path}': module 'ext0' has kind 'foo', which is not registered "
+        "(registered: dso, graph, json, params)")
+
+
+def test_symbol_listed_but_missing(test_api, tmp_path):
+    path = build_model(tmp_path, edit=edit_module(0, functions=["host_dense_0", "host_x"]))
+    assert load_error(test_api, path) == (
+        f"NOT_FOUND: '{path}': module 'lib' lists function 'host_x' but the file does not define it")
+    # a symbol of a library the file links (libc's malloc) is not the file's
+    path = build_model(tmp_path, name="libc", edit=edit_module(0, functions=["malloc"]))
+    assert "module 'lib' lists function 'malloc' but the file does not define it" in load_error(test_api, path)
+
+
+def test_graph_call_not_in_the_imports(test_api, tmp_path):
+    graph = graph_payload()
+    graph["calls"][1]["func"] = "host_gelu_9"
+    path = build_model(tmp_path, graph=graph)
+    assert load_error(test_api, path) == (
+        f"NOT_FOUND: '{path}': cannot load module 'main' (kind graph): module 'main' needs function 'host_gelu_9', "
+        "which none of its imports provides")
+
+
+def test_graph_payload_errors(test_api, tmp_path):
+    graph = graph_payload()
+    graph["tensors"][1]["shape"] = [K, N]
+    path = build_model(tmp_path, name="a", graph=graph)
+    assert load_error(test_api, path).endswith(
+        "param tensor 'fc.weight' is float32[4, 3] but the imported tensor is float32[3, 4]")
+    graph = graph_payload()
+    graph["tensors"][3]["offset"] = 64
+    path = build_model(tmp_path, name="b", graph=graph)
+    assert load_error(test_api, path).endswith("arena tensor 'h' ends at 76 but arena_bytes is 64")
+    graph = graph_payload()
+    graph["tensors"][4]["storage"] = "arena"
+    graph["tensors"][4]["offset"] = 0
+    path = build_model(tmp_path, name="c", graph=graph)
+    assert load_error(test_api, path).endswith("the graph has no tensor for output 'y'")
+    graph = graph_payload()
+    graph["tensors"][0]["name"] = "z"
+    path = build_model(tmp_path, name="d", graph=graph)
+    assert load_error(test_api, path).endswith("tensor 0 ('z') is input 0, which the manifest calls 'x'")
+    graph = graph_payload()
+    graph["calls"][0]["args"] = [0, 1, 2, 9]
+    path = build_model(tmp_path, name="e", graph=graph)
+    assert load_error(test_api, path).endswith(
+        "call 0 (host_dense_0) field 'args': argument 3 is tensor 9 but the graph has 5 tensors")
+    graph = graph_payload()
+    graph["version"] = 2
+    path = build_model(tmp_path, name="f", graph=graph)
+    assert load_error(test_api, path).startswith("UNIMPLEMENTED: ")
+
+
+def test_import_cycle(test_api, tmp_path):
+    def cycle(manifest):
+        manifest["modules"][0]["imports"] = ["weights"]
+        manifest["modules"][1]["imports"] = ["main"]
+    path = build_model(tmp_path, edit=cycle)
+    assert load_error(test_api, path) == (
+        f"FAILED_PRECONDITION: manifest of '{path}': the imports form a cycle: lib -> weights -> main -> lib")
+
+
+def test_missing_shared_library(test_api, tmp_path):
+    lib_src, lib = tmp_path / "dep.c", tmp_path / "libdpkdep.so"
+    lib_src.write_text("int dpk_dep(void) { return 7; }\n")
+    subprocess.run([CC, "-shared", "-fPIC", str(lib_src), "-o", str(lib)], check=True)
+    kernels = KERNELS + "int dpk_dep(void);\nDPK_EXPORT int use_dep(void) { return dpk_dep(); }\n"
+    directory = tmp_path / "m"
+    directory.mkdir()
+    path = build_model(directory, kernels=kernels)
+    # relink against the dependency, then remove it
+    src = str(directory / "m.c")
+    subprocess.run([CC, "-shared", "-fPIC", "-fvisibility=hidden", "-I", INCLUDE, src, str(directory / "m.s"),
+                    "-L", str(tmp_path), "-ldpkdep", "-o", path], check=True)
+    os.remove(lib)
+    message = load_error(test_api, path)
+    assert message.startswith(f"NOT_FOUND: cannot load '{path}': libdpkdep.so: cannot open shared object file")
+
+
+def test_kernel_failure_names_the_call(dpk_run, tmp_path):
+    path = build_model(tmp_path, graph=graph_payload(fail=True),
+                       edit=edit_module(0, functions=["host_dense_0", "host_relu_1", "host_fail_2"]))
+    assert "dpk-run: call 2 (host_fail_2) failed: the kernel refuses: code 42" in run_error(dpk_run, path, "--random")
+
+
+# ---- verify -----------------------------------------------------------------------------------------
+
+
+def payload_area(data, off):
+    _, _, _, _, _, _, poff, psize, _ = HEADER.unpack_from(data, off)
+    return off + poff, psize
+
+
+def test_verify_finds_a_changed_weight_naming_module_and_tensor(test_api, dpk_run, model, tmp_path):
+    def flip(d, off):
+        start, _ = payload_area(d, off)
+        weight_at = start + 4096  # fc.weight is the first 4096-aligned payload after the graph
+        d[weight_at + 5] ^= 1
+    path = corrupt_copy(model, tmp_path, "w.so", flip)
+    assert api(test_api, "load", path) == "OK\n"  # load does not hash weights
+    message = load_error(test_api, path, verify=True)
+    assert message.startswith(f"DATA_LOSS: '{path}': module 'weights' tensor 'fc.weight': checksum mismatch (manifest")
+    assert "module 'weights' tensor 'fc.weight': checksum mismatch" in run_error(dpk_run, path, "--random", "--verify")
+    assert api(test_api, "open", path).startswith("OK\nDATA_LOSS: ")
+
+
+def test_verify_finds_a_changed_graph_payload_and_padding(test_api, model, tmp_path):
+    def flip_graph(d, off):
+        start, _ = payload_area(d, off)
+        d[start + 10] ^= 1
+    path = corrupt_copy(model, tmp_path, "g.so", flip_graph)
+    assert f"DATA_LOSS: '{path}': module 'main' payload: checksum mismatch" in load_error(test_api, path, verify=True)
+
+    def fill_gap(d, off):
+        start, _ = payload_area(d, off)
+        d[start + 4000] = 1  # between the graph payload and the first weight
+    path = corrupt_copy(model, tmp_path, "gap.so", fill_gap)
+    assert load_error(test_api, path, verify=True) == (
+        f"DATA_LOSS: '{path}': byte 4000 of the payload area is outside every payload but not zero")
+
+    def fill_padding(d, off):
+        start, _ = payload_area(d, off)
+        d[start - 1] = 1  # after the manifest, before the payload area
+    path = corrupt_copy(model, tmp_path, "pad.so", fill_padding)
+    assert load_error(test_api, path, verify=True) == (
+        f"DATA_LOSS: '{path}': byte 4095 of the .dpk section is padding but not zero")

@@ -79,40 +79,45 @@ static bool parse_hex64(const char *s, uint64_t *out) {
   return true;
 }
 
-dpk_status_t dpk_payload_parse(dpk_yaml_t *yaml, yaml_node_t *node, const char *what, const uint8_t *area,
-                               uint64_t area_size, dpk_payload_t *out_payload) {
+dpk_status_t dpk_payload_parse(dpk_yaml_t *yaml, yaml_node_t *node, const char *owner, const char *prefix,
+                               const uint8_t *area, uint64_t area_size, dpk_payload_t *out_payload) {
   memset(out_payload, 0, sizeof *out_payload);
-  char field[256];
+  char whole[256], field[320];
+  if (prefix)
+    snprintf(whole, sizeof whole, "%s field '%s'", owner, prefix);
+  else
+    snprintf(whole, sizeof whole, "%s", owner);
+#define FIELD(name) \
+  (prefix ? snprintf(field, sizeof field, "%s field '%s.%s'", owner, prefix, name) \
+          : snprintf(field, sizeof field, "%s field '%s'", owner, name), field)
   if (!dpk_yaml_is_map(node))
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s must be a mapping {offset, size, codec, checksum}", what);
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s must be a mapping {offset, size, codec, checksum}", whole);
   dpk_payload_t p = {0, 0, 0, DPK_CODEC_RAW, 0, NULL};
   dpk_status_t status;
-  snprintf(field, sizeof field, "%s.offset", what);
-  if ((status = dpk_yaml_uint(dpk_yaml_get(yaml, node, "offset"), field, &p.offset))) return status;
-  snprintf(field, sizeof field, "%s.size", what);
-  if ((status = dpk_yaml_uint(dpk_yaml_get(yaml, node, "size"), field, &p.size))) return status;
+  if ((status = dpk_yaml_uint(dpk_yaml_get(yaml, node, "offset"), FIELD("offset"), &p.offset))) return status;
+  if ((status = dpk_yaml_uint(dpk_yaml_get(yaml, node, "size"), FIELD("size"), &p.size))) return status;
   const char *codec = "raw";
   yaml_node_t *codec_node = dpk_yaml_get(yaml, node, "codec");
-  snprintf(field, sizeof field, "%s.codec", what);
-  if (codec_node && (status = dpk_yaml_str(codec_node, field, &codec))) return status;
+  if (codec_node && (status = dpk_yaml_str(codec_node, FIELD("codec"), &codec))) return status;
   if (strcmp(codec, "zstd") == 0) {
     p.codec = DPK_CODEC_ZSTD;
-    snprintf(field, sizeof field, "%s.raw_size (required for zstd)", what);
-    if ((status = dpk_yaml_uint(dpk_yaml_get(yaml, node, "raw_size"), field, &p.raw_size))) return status;
+    yaml_node_t *raw_size = dpk_yaml_get(yaml, node, "raw_size");
+    if (!raw_size) return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s is required for codec zstd", FIELD("raw_size"));
+    if ((status = dpk_yaml_uint(raw_size, FIELD("raw_size"), &p.raw_size))) return status;
   } else if (strcmp(codec, "raw") == 0) {
     p.raw_size = p.size;
   } else {
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "%s: codec '%s' is not supported (known: raw, zstd)", what, codec);
+    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "%s: codec '%s' is not supported (known: raw, zstd)", whole, codec);
   }
   const char *hex;
-  snprintf(field, sizeof field, "%s.checksum", what);
-  if ((status = dpk_yaml_str(dpk_yaml_get(yaml, node, "checksum"), field, &hex))) return status;
+  if ((status = dpk_yaml_str(dpk_yaml_get(yaml, node, "checksum"), FIELD("checksum"), &hex))) return status;
   if (!parse_hex64(hex, &p.checksum))
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s must be 16 lowercase hex digits, not '%s'", field, hex);
   if (p.offset % 64 != 0)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s.offset %llu is not a multiple of 64", what, U(p.offset));
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s %llu is not a multiple of 64", FIELD("offset"), U(p.offset));
+#undef FIELD
   if (p.offset > area_size || p.size > area_size - p.offset)
-    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "%s ends at %llu but the payload area has %llu bytes", what,
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "%s ends at %llu but the payload area has %llu bytes", whole,
                     U(p.offset + p.size), U(area_size));
   p.data = area + p.offset;
   *out_payload = p;

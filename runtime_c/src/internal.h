@@ -110,12 +110,13 @@ typedef struct dpk_payload {
   const uint8_t *data;
 } dpk_payload_t;
 
-/* Parse the descriptor mapping `node`; `what` names it in messages ("module
- * 'ext0' field 'payload'"). `area` is the payload area (`area_size` bytes).
- * FAILED_PRECONDITION (field type), OUT_OF_RANGE (past the area),
- * UNIMPLEMENTED (unknown codec). */
-dpk_status_t dpk_payload_parse(dpk_yaml_t *yaml, yaml_node_t *node, const char *what, const uint8_t *area,
-                               uint64_t area_size, dpk_payload_t *out_payload);
+/* Parse the descriptor mapping `node`. Messages name `owner` ("module 'ext0'")
+ * and the field, under `prefix` if not NULL ("module 'ext0' field
+ * 'payload.size'"; without prefix "module 'w' tensor 'b' field 'size'").
+ * `area` is the payload area (`area_size` bytes). FAILED_PRECONDITION (field
+ * type), OUT_OF_RANGE (past the area), UNIMPLEMENTED (unknown codec). */
+dpk_status_t dpk_payload_parse(dpk_yaml_t *yaml, yaml_node_t *node, const char *owner, const char *prefix,
+                               const uint8_t *area, uint64_t area_size, dpk_payload_t *out_payload);
 /* The decoded bytes: for raw, `data` itself (*out_owned = NULL); for zstd, a
  * heap buffer of raw_size bytes that the caller frees (*out_owned). */
 dpk_status_t dpk_payload_decode(const dpk_payload_t *payload, const char *what, const uint8_t **out_data,

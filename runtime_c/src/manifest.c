@@ -128,7 +128,7 @@ static dpk_status_t parse_tensors(dpk_package_t *pkg, yaml_node_t *node, dpk_mod
     char what[256];
     snprintf(what, sizeof what, "module '%s' tensor '%s'", m->name, t->name);
     dpk_status_t status = parse_typed(pkg, value, what, t);
-    if (!status) status = dpk_payload_parse(&pkg->yaml, value, what, area, pkg->header.payload_size, &t->payload);
+    if (!status) status = dpk_payload_parse(&pkg->yaml, value, what, NULL, area, pkg->header.payload_size, &t->payload);
     if (status) return status;
     uint64_t numel;
     dpk_shape_numel(t->ndim, t->shape, &numel);
@@ -162,8 +162,9 @@ static dpk_status_t parse_module(dpk_package_t *pkg, yaml_node_t *node, size_t i
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "module '%s' of kind params has a 'payload'; use 'tensors'",
                     m->name);
   if (payload) {
-    snprintf(what, sizeof what, "module '%s' field 'payload'", m->name);
-    if ((status = dpk_payload_parse(y, payload, what, area, pkg->header.payload_size, &m->payload))) return status;
+    snprintf(what, sizeof what, "module '%s'", m->name);
+    if ((status = dpk_payload_parse(y, payload, what, "payload", area, pkg->header.payload_size, &m->payload)))
+      return status;
     m->has_payload = true;
   }
   if (params || tensors) {
