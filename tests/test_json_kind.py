@@ -265,7 +265,8 @@ def test_dense_weight_as_function_input(harness):
 
 @pytest.mark.parametrize("a,b", [((3, 4), (4, 5)), ((1, 1), (1, 1)), ((2, 3, 4), (4, 5)), ((4, 5), (2, 5, 3)),
                                  ((2, 1, 3, 4), (5, 4, 6)), ((3, 2, 2, 3), (3, 1, 3, 2)), ((4,), (4, 5)),
-                                 ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4,)), ((6,), (2, 6, 3))])
+                                 ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4,)), ((6,), (2, 6, 3)),
+                                 ((3, 10), (10, 19)), ((2, 5, 7), (2, 7, 40))])
 def test_matmul(harness, a, b):
     check_node(harness, "matmul", [a, b])
     check_node(harness, "matmul", [a, b], weights=(1,), seed=3)

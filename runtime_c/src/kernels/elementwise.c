@@ -66,26 +66,17 @@ int64_t dpk_k_bcast_count(const dpk_k_bcast *bcast) {
 typedef void (*inner_fn)(const float *restrict a, const float *restrict b, float *restrict y, int64_t n);
 
 /* The three inner loops of one operator; EXPR combines floats `u` and `v`. */
-#define BINARY_LOOPS(NAME, EXPR)                                                                    \
+#define BINARY_LOOPS(NAME, EXPR)                                                                         \
   static void NAME##_vv(const float *restrict a, const float *restrict b, float *restrict y, int64_t n) { \
-    for (int64_t i = 0; i < n; i++) {                                                               \
-      const float u = a[i], v = b[i];                                                               \
-      y[i] = (EXPR);                                                                                \
-    }                                                                                               \
-  }                                                                                                 \
+    DPK_K_FOR_LANES(i, n, const float u = a[i]; const float v = b[i]; y[i] = (EXPR));                   \
+  }                                                                                                      \
   static void NAME##_sv(const float *restrict a, const float *restrict b, float *restrict y, int64_t n) { \
-    const float u = a[0];                                                                           \
-    for (int64_t i = 0; i < n; i++) {                                                               \
-      const float v = b[i];                                                                         \
-      y[i] = (EXPR);                                                                                \
-    }                                                                                               \
-  }                                                                                                 \
+    const float u = a[0];                                                                                \
+    DPK_K_FOR_LANES(i, n, const float v = b[i]; y[i] = (EXPR));                                         \
+  }                                                                                                      \
   static void NAME##_vs(const float *restrict a, const float *restrict b, float *restrict y, int64_t n) { \
-    const float v = b[0];                                                                           \
-    for (int64_t i = 0; i < n; i++) {                                                               \
-      const float u = a[i];                                                                         \
-      y[i] = (EXPR);                                                                                \
-    }                                                                                               \
+    const float v = b[0];                                                                                \
+    DPK_K_FOR_LANES(i, n, const float u = a[i]; y[i] = (EXPR));                                         \
   }
 
 BINARY_LOOPS(add, u + v)
@@ -125,9 +116,11 @@ void dpk_k_binary(dpk_k_binop op, const dpk_k_bcast *bcast, const float *a, cons
 }
 
 void dpk_k_relu(const float *restrict x, float *restrict y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  DPK_K_FOR_LANES(i, n, y[i] = x[i] > 0.0f ? x[i] : 0.0f);
 }
 
+/* sigmoid and tanh call libm per element (vectorised only with libmvec and
+ * -ffast-math); plain loops. */
 void dpk_k_sigmoid(const float *restrict x, float *restrict y, int64_t n) {
   /* exp(-x) overflows to inf for x < -88, giving exactly 0: no special case. */
   for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));

@@ -16,6 +16,25 @@
 
 #define DPK_K_MAX_DIMS 8 /* rank limit of broadcasting operands */
 
+/* Loops over n elements are written as blocks of DPK_K_LANES with a fixed
+ * trip count, then a scalar tail: gcc vectorises the blocks even at -O2
+ * (whose cost model refuses loops that need an epilogue), clang at any -O.
+ * DPK_K_FOR_LANES(i, n, BODY) runs BODY for i = 0 .. n-1 that way; BODY
+ * uses `i`. */
+#define DPK_K_LANES 8
+#define DPK_K_FOR_LANES(i, n, BODY)                                  \
+  do {                                                               \
+    int64_t i##_base = 0;                                            \
+    for (; i##_base + DPK_K_LANES <= (n); i##_base += DPK_K_LANES)   \
+      for (int i##_lane = 0; i##_lane < DPK_K_LANES; i##_lane++) {   \
+        const int64_t i = i##_base + i##_lane;                       \
+        BODY;                                                        \
+      }                                                              \
+    for (int64_t i = i##_base; i < (n); i++) {                       \
+      BODY;                                                          \
+    }                                                                \
+  } while (0)
+
 /* y[m, n] = x[m, k] @ w[n, k]^T (+ b[n] if b is not NULL). */
 void dpk_k_dense(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y,
                  int64_t m, int64_t k, int64_t n);

@@ -3,7 +3,7 @@
  * Both are written for the auto-vectoriser rather than by hand: the dot
  * product keeps 8 independent partial sums (so it vectorises without
  * -ffast-math reassociation), and matmul runs its innermost loop along a
- * contiguous output row (an axpy). */
+ * contiguous output row (an axpy), in DPK_K_FOR_LANES blocks. */
 #include <string.h>
 
 #include "kernels.h"
@@ -26,8 +26,7 @@ void dpk_k_dense(const float *restrict x, const float *restrict w, const float *
     const float *xi = x + i * k;
     float *yi = y + i * n;
     for (int64_t j = 0; j < n; j++) yi[j] = dot(xi, w + j * k, k);
-    if (b)
-      for (int64_t j = 0; j < n; j++) yi[j] += b[j];
+    if (b) DPK_K_FOR_LANES(j, n, yi[j] += b[j]);
   }
 }
 
@@ -39,7 +38,7 @@ void dpk_k_matmul(const float *restrict a, const float *restrict b, float *restr
     for (int64_t p = 0; p < k; p++) {
       const float aip = a[i * k + p];
       const float *bp = b + p * n;
-      for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j];
+      DPK_K_FOR_LANES(j, n, ci[j] += aip * bp[j]);
     }
   }
 }

@@ -20,7 +20,7 @@ static void softmax_row(const float *restrict x, float *restrict y, int64_t len)
     sum += y[j];
   }
   const float scale = 1.0f / sum;
-  for (int64_t j = 0; j < len; j++) y[j] *= scale;
+  DPK_K_FOR_LANES(j, len, y[j] *= scale);
 }
 
 /* Softmax over `len` rows of stride `inner`, for `width` <= CHUNK columns. */
@@ -32,7 +32,7 @@ static void softmax_columns(const float *restrict x, float *restrict y, int64_t 
   }
   for (int64_t j = 1; j < len; j++) {
     const float *xj = x + j * inner;
-    for (int64_t i = 0; i < width; i++) max[i] = xj[i] > max[i] ? xj[i] : max[i];
+    DPK_K_FOR_LANES(i, width, max[i] = xj[i] > max[i] ? xj[i] : max[i]);
   }
   for (int64_t j = 0; j < len; j++) {
     const float *xj = x + j * inner;
@@ -45,7 +45,7 @@ static void softmax_columns(const float *restrict x, float *restrict y, int64_t 
   for (int64_t i = 0; i < width; i++) sum[i] = 1.0f / sum[i];
   for (int64_t j = 0; j < len; j++) {
     float *yj = y + j * inner;
-    for (int64_t i = 0; i < width; i++) yj[i] *= sum[i];
+    DPK_K_FOR_LANES(i, width, yj[i] *= sum[i]);
   }
 }
 
