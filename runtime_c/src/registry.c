@@ -52,11 +52,7 @@ static dpk_status_t insert_locked(const dpk_kind *kind, int replace) {
 
 static void register_builtins(void) {
   static const dpk_kind *const builtins[] = {
-      &dpk_kind_dso, &dpk_kind_params, &dpk_kind_graph,
-#ifndef DPK_NO_JSON /* defined by the Makefile only while src/json.c does not exist */
-      &dpk_kind_json,
-#endif
-  };
+      &dpk_kind_dso, &dpk_kind_params, &dpk_kind_graph, &dpk_kind_json};
   pthread_mutex_lock(&lock);
   for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) insert_locked(builtins[i], 0);
   pthread_mutex_unlock(&lock);
