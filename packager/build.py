@@ -240,7 +240,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     arena = plan_mod.plan_arena(
         [plan_mod.Call(c.func, c.args[:len(c.args) - c.n_outputs], c.args[len(c.args) - c.n_outputs:],
                        c.workspace_bytes) for c in calls], arena_sizes)
-    c_text = C_HEADER.format(version=version(), name=s.name) + "".join(
+    c_text = C_HEADER.format(version=version(), name=s.name.replace("*/", "* /")) + "".join(
         "\n" + p.rstrip("\n") + "\n" for p in preludes) + "".join("\n" + src.rstrip("\n") + "\n" for src in sources)
     stages.done("lower", f"{_plural(len(lib_functions), 'function')} in C ({len(c_text.splitlines())} lines), "
                          f"{_plural(len(payload_modules), 'payload module')}, {_plural(len(calls), 'call')}, "
@@ -334,8 +334,9 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         # [6/6] compile
         if save_temps:
             os.makedirs(save_temps, exist_ok=True)
-            for path in (c_path, blob_path, stub_path):
+            for path in (c_path, blob_path):
                 shutil.copy(path, save_temps)
+            write_incbin_stub(os.path.join(save_temps, "blob.s"), os.path.join(save_temps, "model.blob"))
         stats = toolchain.compile_shared([c_path], [stub_path], output, cc=cc_argv, cflags=cflags,
                                          ldflags=s.target.ldflags, libraries=list(dict.fromkeys(libraries)),
                                          use_cache=use_cache)
