@@ -101,11 +101,12 @@ def graph_payload(fail=False):
 
 
 def build_model(directory, name="m", *, edit=None, graph=None, weight_codec="raw", kernels=KERNELS, seed=0,
-                patch_blob=None):
+                patch_blob=None, add=None):
     """Write, compile and link a model; return its path.
 
-    `edit(manifest)` changes the manifest dict in place before it is written;
-    `patch_blob(bytes) -> bytes` changes the blob file before it is linked."""
+    `add(writer, manifest)` may place more payloads and modules; `edit(manifest)`
+    changes the manifest dict in place before it is written; `patch_blob(bytes)
+    -> bytes` changes the blob file before it is linked."""
     directory = str(directory)
     w, b = weights(seed)
     writer = BlobWriter()
@@ -131,6 +132,8 @@ def build_model(directory, name="m", *, edit=None, graph=None, weight_codec="raw
             {"name": "main", "kind": "graph", "imports": ["lib", "weights"], "payload": graph_desc},
         ],
     }
+    if add:
+        add(writer, manifest)
     if edit:
         edit(manifest)
     blob = os.path.join(directory, f"{name}.blob")
@@ -663,3 +666,101 @@ def test_verify_finds_a_changed_graph_payload_and_padding(test_api, model, tmp_p
     path = corrupt_copy(model, tmp_path, "pad.so", fill_padding)
     assert load_error(test_api, path, verify=True) == (
         f"DATA_LOSS: '{path}': byte 4095 of the .dpk section is padding but not zero")
+
+
+# ---- kinds carried by the model file -----------------------------------------------------------------
+
+SCALE_KIND = r"""
+#include <stdlib.h>
+#include <string.h>
+
+/* kind `scale`: the payload is a number as text; function scale_fn(x, y): y = factor * x */
+static int scale_fn(const dpk_value *args, const int *codes, int nargs, dpk_value *ret, int *ret_code, void *resource) {
+  (void)codes; (void)ret; (void)ret_code;
+  if (nargs != 2) { __dpk_api->set_error("scale_fn takes 2 tensors, got %d", nargs); return -1; }
+  float factor = *(const float *)resource;
+  const DLTensor *x = args[0].v_tensor;
+  int64_t n = 1;
+  for (int i = 0; i < x->ndim; i++) n *= x->shape[i];
+  for (int64_t i = 0; i < n; i++) ((float *)args[1].v_tensor->data)[i] = factor * ((const float *)x->data)[i];
+  return 0;
+}
+static int scale_load(const dpk_kind_load_args *args, void **out_state) {
+  char text[32] = "";
+  if (!args->payload || args->payload_size >= sizeof text) {
+    args->services->set_error("module '%s': a scale needs a short payload", args->module_name);
+    return 8;
+  }
+  memcpy(text, args->payload, args->payload_size);
+  float *factor = malloc(sizeof *factor);
+  *factor = strtof(text, NULL);
+  *out_state = factor;
+  return 0;
+}
+static int scale_get(void *state, const char *name, dpk_packed_fn *out_fn, void **out_resource) {
+  if (strcmp(name, "scale_fn") != 0) return 2;
+  *out_fn = scale_fn;
+  *out_resource = state;
+  return 0;
+}
+static void scale_free(void *state) { free(state); }
+static const dpk_kind scale_kind = {"scale", SCALE_ABI, scale_load, scale_get, scale_free};
+static const dpk_kind *const kinds[] = {&scale_kind};
+DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, 1, kinds};
+"""
+
+
+def scaled_model(directory, abi="DPK_ABI_VERSION", name="s"):
+    graph = graph_payload()
+    graph["arena_bytes"] = 128
+    graph["tensors"].append({"name": "r", "dtype": "float32", "shape": [1, N], "storage": "arena", "offset": 64})
+    graph["calls"] = [graph["calls"][0], {"func": "host_relu_1", "args": [3, 5]}, {"func": "scale_fn", "args": [5, 4]}]
+
+    def add(writer, manifest):
+        manifest["modules"].insert(2, {"name": "ext0", "kind": "scale", "functions": ["scale_fn"],
+                                       "payload": writer.add(b"2.5")})
+        manifest["modules"][3]["imports"].append("ext0")
+    return build_model(directory, name=name, graph=graph, add=add,
+                       kernels=KERNELS + f"#define SCALE_ABI {abi}\n" + SCALE_KIND)
+
+
+def test_a_kind_carried_by_the_file(dpk_run, tmp_path):
+    path = scaled_model(tmp_path)
+    x = np.random.default_rng(2).standard_normal((1, K)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run(dpk_run, path, f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "y.npy", "--verify")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), 2.5 * reference(x, *weights()), rtol=1e-6)
+
+
+def test_a_carried_kind_of_another_abi(test_api, tmp_path):
+    path = scaled_model(tmp_path, abi="7")
+    assert load_error(test_api, path) == (
+        f"UNIMPLEMENTED: '{path}': kind 'scale' was built for ABI version 7 but this runtime has ABI version 1")
+
+
+def test_carried_kinds_stay_with_their_model(test_api, tmp_path):
+    """The unknown-kind message of a plain model lists only the process's kinds."""
+    path = build_model(tmp_path, edit=add_module(name="ext0", kind="scale"))
+    assert "which is not registered (registered: dso, graph, json, params)" in load_error(test_api, path)
+
+
+# ---- memory --------------------------------------------------------------------------------------------
+
+VALGRIND = shutil.which("valgrind")
+
+
+@pytest.mark.skipif(not VALGRIND, reason="valgrind is not installed")
+def test_load_run_free_is_leak_free(dpk_run, test_api, tmp_path):
+    path = scaled_model(tmp_path)
+    zstd_weights = build_model(tmp_path, name="z", weight_codec="zstd")
+    bad = build_model(tmp_path, name="bad", edit=edit_module(0, functions=["host_dense_0", "host_x"]))
+    check = [VALGRIND, "--quiet", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+             "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=3"]
+    for rc, argv in ((0, [dpk_run, path, "--random", "--repeat", "3", "--verify", "-o", tmp_path / "out"]),
+                     (0, [dpk_run, zstd_weights, "--random", "--populate"]),
+                     (1, [dpk_run, bad, "--random"]),
+                     (0, [test_api, "api", build_model(tmp_path, name="api"), tmp_path]),
+                     (0, [test_api, "threads", path, 4])):
+        result = subprocess.run([*check, *map(str, argv)], capture_output=True, text=True)
+        assert result.returncode == rc, result.stdout + result.stderr
+        assert "lost" not in result.stderr and "Invalid" not in result.stderr, result.stderr
