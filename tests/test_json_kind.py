@@ -67,21 +67,23 @@ class Tensor:
 
 
 def _compile_harness(out_dir: str) -> str:
-    """Objects of our sources with -Werror, the shared runtime sources without; one .so."""
-    mine = [os.path.join(ROOT, "tests", "c", "json_harness.c"), os.path.join(SRC, "json.c")]
+    """The harness and every runtime source in one .so; ours built with -Werror -pedantic."""
     kernels = os.path.join(SRC, "kernels")
+    mine = [os.path.join(SRC, f) for f in ("json.c", "json_ops.c")]
     mine += sorted(os.path.join(kernels, f) for f in os.listdir(kernels) if f.endswith(".c"))
-    shared = [os.path.join(SRC, f) for f in ("yamltree.c", "error.c", "dtype.c")]
-    flags = [CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-O3", "-fPIC", "-pthread", "-Wall", "-Wextra",
-             f"-I{ROOT}/runtime_c/include", f"-I{SRC}", *SANITIZE]
+    others = sorted(os.path.join(SRC, f) for f in os.listdir(SRC)
+                    if f.endswith(".c") and os.path.join(SRC, f) not in mine)
+    flags = [CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-O3", "-fPIC", "-pthread", "-Wall",
+             "-Wextra", f"-I{ROOT}/runtime_c/include", f"-I{SRC}", *SANITIZE]
     objects = []
-    for i, source in enumerate(mine + shared):
+    harness = os.path.join(ROOT, "tests", "c", "json_harness.c")
+    for i, source in enumerate([harness] + mine + others):
         obj = os.path.join(out_dir, f"{i}_{os.path.basename(source)}.o")
-        strict = ["-Werror", "-pedantic"] if source in mine[1:] else ["-Werror"] if source in mine else []
+        strict = ["-Werror", "-pedantic"] if source in mine else ["-Werror"] if source == harness else []
         _run(flags + strict + ["-c", source, "-o", obj])
         objects.append(obj)
     lib = os.path.join(out_dir, "libjson_harness.so")
-    _run([CC, "-shared", "-pthread", *SANITIZE, "-o", lib, *objects, "-lyaml", "-lm"])
+    _run([CC, "-shared", "-pthread", *SANITIZE, "-o", lib, *objects, "-lzstd", "-lyaml", "-lxxhash", "-ldl", "-lm"])
     return lib
 
 

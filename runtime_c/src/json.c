@@ -1,6 +1,6 @@
 /* json.c: the `json` module kind: a region of the model graph serialized as
  * JSON (docs/format.md, "JSON payload"), interpreted with the runtime's own
- * float32 kernels (kernels/).
+ * float32 kernels (kernels/); the ops' shape rules are in json_ops.c.
  *
  * load parses and checks the whole payload (ops, names, shapes, workspace
  * layout) and builds a plan: one step per node, each with a kernel and its
@@ -12,50 +12,20 @@
  * The function's arguments: the `inputs` tensors, the `outputs` tensors,
  * then, if workspace_bytes > 0, a uint8 tensor of at least workspace_bytes
  * that holds the intermediates at their offsets. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "kernels/kernels.h"
+#include "json_plan.h"
 
 #define JSON_VERSION 1
-#define MAX_DIMS DPK_K_MAX_DIMS
-#define MAX_NODE_INPUTS 3
 #define WORKSPACE_ALIGN 64
 #define MAX_ELEMENTS (INT64_C(1) << 58) /* keeps every byte count far from overflow */
-
-/* ---- the plan ------------------------------------------------------------ */
-
-/* Where an operand's data is: a weight (slot < 0), or `offset` bytes into
- * argument `slot`'s buffer (inputs, outputs, and the workspace). */
-typedef struct json_ref {
-  int32_t slot;
-  uint64_t offset;
-  const float *weight;
-} json_ref;
-
-typedef struct json_step json_step;
-typedef void (*json_kernel)(const json_step *step, const float *const *in, float *out);
-
-struct json_step {
-  json_kernel kernel;
-  int num_inputs;
-  json_ref in[MAX_NODE_INPUTS];
-  json_ref out;
-  /* dense, matmul: [m, k] x [k, n]; softmax: [outer m, len k, inner n];
-   * unary ops and copies: n elements. */
-  int64_t m, k, n;
-  dpk_k_bcast bcast; /* binary ops: the iteration space; matmul: the batch space */
-  dpk_k_binop binop;
-  int has_bias;
-};
 
 typedef struct json_arg {
   char *name;
   int32_t ndim;
-  int64_t shape[MAX_DIMS];
+  int64_t shape[DPK_JSON_MAX_DIMS];
 } json_arg; /* every argument tensor is float32 */
 
 typedef struct json_module {
@@ -64,7 +34,7 @@ typedef struct json_module {
   json_arg *args;                        /* inputs, then outputs */
   uint64_t workspace_bytes;
   size_t num_steps;
-  json_step *steps;
+  dpk_json_step *steps;
 } json_module;
 
 static void module_free(json_module *m) {
@@ -86,251 +56,7 @@ static char *dup_str(const char *s) {
   return copy;
 }
 
-/* "[1, 64]" into buf (at least 200 bytes: 8 dims of 20 digits). */
-static const char *shape_str(char *buf, size_t size, int32_t ndim, const int64_t *shape) {
-  size_t used = (size_t)snprintf(buf, size, "[");
-  for (int32_t d = 0; d < ndim && used < size; d++)
-    used += (size_t)snprintf(buf + used, size - used, d ? ", %lld" : "%lld", (long long)shape[d]);
-  if (used < size) snprintf(buf + used, size - used, "]");
-  return buf;
-}
-
-static int64_t count_of(int32_t ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int32_t d = 0; d < ndim; d++) count *= shape[d];
-  return count;
-}
-
 static bool is_float32(DLDataType t) { return t.code == kDLFloat && t.bits == 32 && t.lanes == 1; }
-
-/* ---- kernels as plan steps ------------------------------------------------- */
-
-static void run_dense(const json_step *s, const float *const *in, float *out) {
-  dpk_k_dense(in[0], in[1], s->has_bias ? in[2] : NULL, out, s->m, s->k, s->n);
-}
-static void run_matmul(const json_step *s, const float *const *in, float *out) {
-  dpk_k_matmul_batched(in[0], in[1], out, s->m, s->k, s->n, &s->bcast);
-}
-static void run_binary(const json_step *s, const float *const *in, float *out) {
-  dpk_k_binary(s->binop, &s->bcast, in[0], in[1], out);
-}
-static void run_relu(const json_step *s, const float *const *in, float *out) { dpk_k_relu(in[0], out, s->n); }
-static void run_sigmoid(const json_step *s, const float *const *in, float *out) { dpk_k_sigmoid(in[0], out, s->n); }
-static void run_tanh(const json_step *s, const float *const *in, float *out) { dpk_k_tanh(in[0], out, s->n); }
-static void run_softmax(const json_step *s, const float *const *in, float *out) {
-  dpk_k_softmax(in[0], out, s->m, s->k, s->n);
-}
-static void run_copy(const json_step *s, const float *const *in, float *out) {
-  memcpy(out, in[0], (size_t)s->n * sizeof *out);
-}
-
-/* ---- ops: shape rules and step parameters ---------------------------------- */
-
-typedef struct json_shape {
-  int32_t ndim;
-  int64_t shape[MAX_DIMS];
-} json_shape;
-
-/* What an op's builder sees of its node. */
-typedef struct json_node {
-  dpk_yaml_t *yaml;
-  yaml_node_t *attrs; /* a mapping, or NULL */
-  const char *where;  /* "node 3 (softmax)" */
-} json_node;
-
-typedef dpk_status_t (*json_build)(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                   json_shape *out);
-
-static dpk_status_t attr_int(const json_node *node, const char *key, int64_t fallback, int64_t *out_value) {
-  yaml_node_t *value = dpk_yaml_get(node->yaml, node->attrs, key);
-  if (!value) {
-    *out_value = fallback;
-    return DPK_OK;
-  }
-  char what[128];
-  snprintf(what, sizeof what, "%s attribute '%s'", node->where, key);
-  return dpk_yaml_int(value, what, out_value);
-}
-
-/* Normalise `axis` for a rank-`rank` tensor: valid values are -rank ..
- * rank - 1 + end (end = 1: the position after the last axis is allowed, as
- * for flatten); a negative axis counts from the end (axis + rank). */
-static dpk_status_t normalise_axis(const json_node *node, int64_t axis, int32_t rank, int end, int64_t *out_axis) {
-  if (axis < -(int64_t)rank || axis >= (int64_t)rank + end)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: axis %lld is out of range for a rank-%d input (%d..%d)",
-                    node->where, (long long)axis, (int)rank, -(int)rank, (int)rank - 1 + end);
-  *out_axis = axis < 0 ? axis + rank : axis;
-  return DPK_OK;
-}
-
-static dpk_status_t build_dense(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                json_shape *out) {
-  const json_shape *x = &in[0], *w = &in[1];
-  char a[200], b[200];
-  if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION,
-                    "%s: input %s does not fit weight %s (the weight must be [out, in] with in = the input's last "
-                    "dimension)",
-                    node->where, shape_str(a, sizeof a, x->ndim, x->shape), shape_str(b, sizeof b, w->ndim, w->shape));
-  if (num_in == 3 && (in[2].ndim != 1 || in[2].shape[0] != w->shape[0]))
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: bias %s does not fit weight %s (the bias must be [%lld])",
-                    node->where, shape_str(a, sizeof a, in[2].ndim, in[2].shape),
-                    shape_str(b, sizeof b, w->ndim, w->shape), (long long)w->shape[0]);
-  step->kernel = run_dense;
-  step->has_bias = num_in == 3;
-  step->m = count_of(x->ndim - 1, x->shape);
-  step->k = w->shape[1];
-  step->n = w->shape[0];
-  *out = *x;
-  out->shape[x->ndim - 1] = step->n;
-  return DPK_OK;
-}
-
-/* numpy.matmul: 1-D operands are promoted to a matrix and the added
- * dimension dropped from the result; leading dimensions broadcast. */
-static dpk_status_t build_matmul(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                 json_shape *out) {
-  (void)num_in;
-  const json_shape *a = &in[0], *b = &in[1];
-  char sa[200], sb[200];
-  if (a->ndim < 1 || b->ndim < 1)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: operands must have at least one dimension", node->where);
-  const int64_t m = a->ndim >= 2 ? a->shape[a->ndim - 2] : 1, ka = a->shape[a->ndim - 1];
-  const int64_t kb = b->ndim >= 2 ? b->shape[b->ndim - 2] : b->shape[0], n = b->ndim >= 2 ? b->shape[b->ndim - 1] : 1;
-  const int a_batch = a->ndim > 2 ? a->ndim - 2 : 0, b_batch = b->ndim > 2 ? b->ndim - 2 : 0;
-  int batch_ndim = 0;
-  if (ka != kb || dpk_k_bcast_init(a_batch, a->shape, b_batch, b->shape, out->shape, &batch_ndim, &step->bcast) != 0)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: shapes %s and %s do not fit a matrix product", node->where,
-                    shape_str(sa, sizeof sa, a->ndim, a->shape), shape_str(sb, sizeof sb, b->ndim, b->shape));
-  int32_t nd = batch_ndim; /* <= MAX_DIMS - 2: the operands have at most MAX_DIMS dimensions */
-  if (a->ndim >= 2) out->shape[nd++] = m;
-  if (b->ndim >= 2) out->shape[nd++] = n;
-  out->ndim = nd;
-  step->kernel = run_matmul;
-  step->m = m;
-  step->k = ka;
-  step->n = n;
-  return DPK_OK;
-}
-
-static dpk_status_t build_binary(const json_node *node, const json_shape *in, json_step *step, json_shape *out,
-                                 dpk_k_binop op) {
-  char sa[200], sb[200];
-  int ndim = 0;
-  if (dpk_k_bcast_init(in[0].ndim, in[0].shape, in[1].ndim, in[1].shape, out->shape, &ndim, &step->bcast) != 0)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: shapes %s and %s do not broadcast", node->where,
-                    shape_str(sa, sizeof sa, in[0].ndim, in[0].shape), shape_str(sb, sizeof sb, in[1].ndim, in[1].shape));
-  out->ndim = ndim;
-  step->kernel = run_binary;
-  step->binop = op;
-  return DPK_OK;
-}
-
-#define BINARY_BUILDER(NAME, OP)                                                                                \
-  static dpk_status_t build_##NAME(const json_node *node, const json_shape *in, int num_in, json_step *step, \
-                                   json_shape *out) {                                                       \
-    (void)num_in;                                                                                           \
-    return build_binary(node, in, step, out, OP);                                                           \
-  }
-BINARY_BUILDER(add, DPK_K_ADD)
-BINARY_BUILDER(sub, DPK_K_SUB)
-BINARY_BUILDER(mul, DPK_K_MUL)
-BINARY_BUILDER(div, DPK_K_DIV)
-
-#define UNARY_BUILDER(NAME)                                                                                   \
-  static dpk_status_t build_##NAME(const json_node *node, const json_shape *in, int num_in, json_step *step, \
-                                   json_shape *out) {                                                       \
-    (void)node;                                                                                             \
-    (void)num_in;                                                                                           \
-    step->kernel = run_##NAME;                                                                              \
-    step->n = count_of(in[0].ndim, in[0].shape);                                                            \
-    *out = in[0];                                                                                           \
-    return DPK_OK;                                                                                          \
-  }
-UNARY_BUILDER(relu)
-UNARY_BUILDER(sigmoid)
-UNARY_BUILDER(tanh)
-
-static dpk_status_t build_softmax(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                  json_shape *out) {
-  (void)num_in;
-  int64_t axis;
-  dpk_status_t status = attr_int(node, "axis", -1, &axis);
-  if (!status) status = normalise_axis(node, axis, in[0].ndim, 0, &axis);
-  if (status) return status;
-  step->kernel = run_softmax;
-  step->m = count_of((int32_t)axis, in[0].shape);
-  step->k = in[0].shape[axis];
-  step->n = count_of(in[0].ndim - (int32_t)axis - 1, in[0].shape + axis + 1);
-  *out = in[0];
-  return DPK_OK;
-}
-
-static dpk_status_t build_flatten(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                  json_shape *out) {
-  (void)num_in;
-  int64_t axis;
-  dpk_status_t status = attr_int(node, "axis", 1, &axis);
-  if (!status) status = normalise_axis(node, axis, in[0].ndim, 1, &axis); /* axis == rank is allowed */
-  if (status) return status;
-  step->kernel = run_copy;
-  step->n = count_of(in[0].ndim, in[0].shape);
-  out->ndim = 2;
-  out->shape[0] = count_of((int32_t)axis, in[0].shape);
-  out->shape[1] = count_of(in[0].ndim - (int32_t)axis, in[0].shape + axis);
-  return DPK_OK;
-}
-
-static dpk_status_t build_reshape(const json_node *node, const json_shape *in, int num_in, json_step *step,
-                                  json_shape *out) {
-  (void)num_in;
-  yaml_node_t *shape = dpk_yaml_get(node->yaml, node->attrs, "shape");
-  size_t rank = dpk_yaml_len(shape);
-  if (!dpk_yaml_is_seq(shape) || rank > MAX_DIMS)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: attribute 'shape' must be a list of at most %d integers",
-                    node->where, MAX_DIMS);
-  const int64_t count = count_of(in[0].ndim, in[0].shape);
-  int64_t known = 1; /* product of the given sizes, while it stays <= count */
-  int inferred = -1;
-  bool fits = true;
-  char what[128], sa[200];
-  for (size_t d = 0; d < rank; d++) {
-    snprintf(what, sizeof what, "%s attribute 'shape[%zu]'", node->where, d);
-    dpk_status_t status = dpk_yaml_int(dpk_yaml_item(node->yaml, shape, d), what, &out->shape[d]);
-    if (status) return status;
-    if (out->shape[d] == -1 && inferred < 0) {
-      inferred = (int)d;
-    } else if (out->shape[d] < 1) {
-      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: reshape size %lld is not allowed (sizes >= 1, at most one -1)",
-                      node->where, (long long)out->shape[d]);
-    } else if (out->shape[d] > count / known) {
-      fits = false;
-    } else {
-      known *= out->shape[d];
-    }
-  }
-  out->ndim = (int32_t)rank;
-  if (fits && inferred >= 0 && count % known == 0) out->shape[inferred] = count / known;
-  if (!fits || (inferred >= 0 && count % known != 0) || (inferred < 0 && known != count))
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: cannot reshape %s (%lld elements) to the given shape",
-                    node->where, shape_str(sa, sizeof sa, in[0].ndim, in[0].shape), (long long)count);
-  step->kernel = run_copy;
-  step->n = count;
-  return DPK_OK;
-}
-
-static const struct {
-  const char *name;
-  int min_inputs, max_inputs;
-  json_build build;
-} ops[] = {
-    {"dense", 2, 3, build_dense},     {"matmul", 2, 2, build_matmul},   {"add", 2, 2, build_add},
-    {"sub", 2, 2, build_sub},         {"mul", 2, 2, build_mul},         {"div", 2, 2, build_div},
-    {"relu", 1, 1, build_relu},       {"sigmoid", 1, 1, build_sigmoid}, {"tanh", 1, 1, build_tanh},
-    {"softmax", 1, 1, build_softmax}, {"flatten", 1, 1, build_flatten}, {"reshape", 1, 1, build_reshape},
-};
-#define NUM_OPS (sizeof ops / sizeof ops[0])
-#define OP_NAMES "dense, matmul, add, sub, mul, div, relu, sigmoid, tanh, softmax, flatten, reshape"
 
 /* ---- load ------------------------------------------------------------------ */
 
@@ -340,8 +66,8 @@ typedef enum { ROLE_INPUT, ROLE_OUTPUT, ROLE_INTERMEDIATE } json_role;
 typedef struct json_tensor {
   const char *name; /* borrowed from the document */
   json_role role;
-  json_shape shape;
-  json_ref ref;
+  dpk_json_shape shape;
+  dpk_json_ref ref;
   uint64_t nbytes;
   int64_t written_by, last_read; /* node indices; -1 if none */
 } json_tensor;
@@ -360,10 +86,10 @@ static json_tensor *find_tensor(json_loader *L, const char *name) {
   return NULL;
 }
 
-static dpk_status_t parse_shape(json_loader *L, yaml_node_t *node, const char *what, json_shape *out) {
+static dpk_status_t parse_shape(json_loader *L, yaml_node_t *node, const char *what, dpk_json_shape *out) {
   size_t rank = dpk_yaml_len(node);
-  if (!dpk_yaml_is_seq(node) || rank > MAX_DIMS)
-    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s must be a list of at most %d sizes", what, MAX_DIMS);
+  if (!dpk_yaml_is_seq(node) || rank > DPK_JSON_MAX_DIMS)
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s must be a list of at most %d sizes", what, DPK_JSON_MAX_DIMS);
   out->ndim = (int32_t)rank;
   int64_t count = 1;
   char item[200];
@@ -372,8 +98,9 @@ static dpk_status_t parse_shape(json_loader *L, yaml_node_t *node, const char *w
     dpk_status_t status = dpk_yaml_int(dpk_yaml_item(&L->yaml, node, d), item, &out->shape[d]);
     if (status) return status;
     if (out->shape[d] < 1 || out->shape[d] > MAX_ELEMENTS / count)
-      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s is %lld; sizes must be >= 1 and the tensor under 2^58 elements",
-                      item, (long long)out->shape[d]);
+      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION,
+                      "%s is %lld; sizes must be >= 1 and the tensor under 2^58 elements", item,
+                      (long long)out->shape[d]);
     count *= out->shape[d];
   }
   return DPK_OK;
@@ -409,7 +136,7 @@ static dpk_status_t add_tensor(json_loader *L, yaml_node_t *node, const char *na
                     dtype_name);
   snprintf(field, sizeof field, "%s.shape", what);
   if ((status = parse_shape(L, dpk_yaml_get(&L->yaml, node, "shape"), field, &t->shape))) return status;
-  t->nbytes = (uint64_t)count_of(t->shape.ndim, t->shape.shape) * sizeof(float);
+  t->nbytes = (uint64_t)dpk_json_count(t->shape.ndim, t->shape.shape) * sizeof(float);
 
   if (role == ROLE_INTERMEDIATE) {
     snprintf(field, sizeof field, "%s.offset", what);
@@ -455,7 +182,8 @@ static dpk_status_t parse_tensors(json_loader *L, yaml_node_t *root) {
   m->num_args = (int)(ni + no) + (m->workspace_bytes > 0);
   m->args = calloc(ni + no, sizeof *m->args);
   L->tensors = calloc(ni + no + nt, sizeof *L->tensors);
-  if (!m->args || !L->tensors) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu tensors", ni + no + nt);
+  if (!m->args || !L->tensors)
+    return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu tensors", ni + no + nt);
 
   char what[160];
   for (size_t i = 0; i < ni; i++) {
@@ -479,8 +207,8 @@ static dpk_status_t parse_tensors(json_loader *L, yaml_node_t *root) {
 }
 
 /* A node input: a tensor of the function, or a weight from the imports. */
-static dpk_status_t resolve_input(json_loader *L, size_t index, const char *where, const char *name, json_shape *out_shape,
-                                  json_ref *out_ref) {
+static dpk_status_t resolve_input(json_loader *L, size_t index, const char *where, const char *name,
+                                  dpk_json_shape *out_shape, dpk_json_ref *out_ref) {
   json_tensor *t = find_tensor(L, name);
   if (t) {
     if (t->role != ROLE_INPUT && t->written_by < 0)
@@ -499,9 +227,9 @@ static dpk_status_t resolve_input(json_loader *L, size_t index, const char *wher
   if (!is_float32(w->dtype))
     return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "%s: weight '%s' is %s; the json kind computes in float32 only", where,
                     name, dpk_dtype_name(w->dtype));
-  if (w->ndim < 0 || w->ndim > MAX_DIMS || w->strides || !w->data)
+  if (w->ndim < 0 || w->ndim > DPK_JSON_MAX_DIMS || w->strides || !w->data)
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: weight '%s' must be compact with at most %d dimensions", where,
-                    name, MAX_DIMS);
+                    name, DPK_JSON_MAX_DIMS);
   out_shape->ndim = w->ndim;
   for (int32_t d = 0; d < w->ndim; d++) out_shape->shape[d] = w->shape[d];
   out_ref->slot = -1;
@@ -510,30 +238,30 @@ static dpk_status_t resolve_input(json_loader *L, size_t index, const char *wher
   return DPK_OK;
 }
 
-static dpk_status_t parse_node(json_loader *L, size_t index, yaml_node_t *node, json_step *step) {
+static dpk_status_t parse_node(json_loader *L, size_t index, yaml_node_t *node, dpk_json_step *step) {
   char what[160], where[160], sa[200], sb[200];
   dpk_status_t status;
   const char *op, *output;
   if (!dpk_yaml_is_map(node)) return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "nodes[%zu] must be a mapping", index);
   snprintf(what, sizeof what, "nodes[%zu].op", index);
   if ((status = dpk_yaml_str(dpk_yaml_get(&L->yaml, node, "op"), what, &op))) return status;
-  size_t k = 0;
-  while (k < NUM_OPS && strcmp(ops[k].name, op) != 0) k++;
-  if (k == NUM_OPS)
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "node %zu: op '%s' is not implemented by the json kind (it implements: %s)",
-                    index, op, OP_NAMES);
+  const dpk_json_op *spec = dpk_json_find_op(op);
+  if (!spec)
+    return dpk_fail(DPK_STATUS_UNIMPLEMENTED,
+                    "node %zu: op '%s' is not implemented by the json kind (it implements: %s)", index, op,
+                    dpk_json_op_names);
   snprintf(where, sizeof where, "node %zu (%s)", index, op);
 
   yaml_node_t *inputs = dpk_yaml_get(&L->yaml, node, "inputs");
   const size_t n_in = dpk_yaml_len(inputs);
-  if (!dpk_yaml_is_seq(inputs) || n_in < (size_t)ops[k].min_inputs || n_in > (size_t)ops[k].max_inputs)
+  if (!dpk_yaml_is_seq(inputs) || n_in < (size_t)spec->min_inputs || n_in > (size_t)spec->max_inputs)
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: 'inputs' must list %d to %d tensor names, got %zu", where,
-                    ops[k].min_inputs, ops[k].max_inputs, n_in);
+                    spec->min_inputs, spec->max_inputs, n_in);
   yaml_node_t *attrs = dpk_yaml_get(&L->yaml, node, "attrs");
   if (attrs && !dpk_yaml_is_map(attrs))
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: 'attrs' must be a mapping", where);
 
-  json_shape in[MAX_NODE_INPUTS];
+  dpk_json_shape in[DPK_JSON_MAX_INPUTS];
   for (size_t j = 0; j < n_in; j++) {
     const char *name;
     snprintf(what, sizeof what, "nodes[%zu].inputs[%zu]", index, j);
@@ -554,14 +282,14 @@ static dpk_status_t parse_node(json_loader *L, size_t index, yaml_node_t *node, 
   t->written_by = (int64_t)index;
   step->out = t->ref;
 
-  json_node ctx = {&L->yaml, attrs, where};
-  json_shape result;
+  dpk_json_node ctx = {&L->yaml, attrs, where};
+  dpk_json_shape result;
   memset(&result, 0, sizeof result);
-  if ((status = ops[k].build(&ctx, in, (int)n_in, step, &result))) return status;
+  if ((status = spec->build(&ctx, in, (int)n_in, step, &result))) return status;
   if (result.ndim != t->shape.ndim || memcmp(result.shape, t->shape.shape, (size_t)result.ndim * sizeof(int64_t)) != 0)
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s: output '%s' is declared %s but the op gives %s", where, output,
-                    shape_str(sa, sizeof sa, t->shape.ndim, t->shape.shape),
-                    shape_str(sb, sizeof sb, result.ndim, result.shape));
+                    dpk_shape_str(t->shape.ndim, t->shape.shape, sa, sizeof sa),
+                    dpk_shape_str(result.ndim, result.shape, sb, sizeof sb));
   return DPK_OK;
 }
 
@@ -668,12 +396,12 @@ static dpk_status_t check_arg(const json_module *m, int i, const dpk_value *args
   if (!ok)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT,
                     "json function '%s': argument %d (%s '%s') must be compact float32%s, got %s%s", m->function, i,
-                    role, want->name, shape_str(sa, sizeof sa, want->ndim, want->shape), dpk_dtype_name(t->dtype),
-                    shape_str(sb, sizeof sb, t->ndim < 0 || t->ndim > MAX_DIMS ? 0 : t->ndim, t->shape));
+                    role, want->name, dpk_shape_str(want->ndim, want->shape, sa, sizeof sa), dpk_dtype_name(t->dtype),
+                    dpk_shape_str(t->ndim < 0 || t->ndim > DPK_JSON_MAX_DIMS ? 0 : t->ndim, t->shape, sb, sizeof sb));
   return DPK_OK;
 }
 
-static const float *ref_data(const json_ref *ref, const dpk_value *args) {
+static const float *ref_data(const dpk_json_ref *ref, const dpk_value *args) {
   if (ref->slot < 0) return ref->weight;
   const DLTensor *t = args[ref->slot].v_tensor;
   return (const float *)((const char *)t->data + t->byte_offset + ref->offset);
@@ -701,8 +429,8 @@ static int json_call(const dpk_value *args, const int *type_codes, int nargs, dp
                       m->function, (unsigned long long)m->workspace_bytes);
   }
   for (size_t s = 0; s < m->num_steps; s++) {
-    const json_step *step = &m->steps[s];
-    const float *in[MAX_NODE_INPUTS] = {NULL, NULL, NULL};
+    const dpk_json_step *step = &m->steps[s];
+    const float *in[DPK_JSON_MAX_INPUTS] = {NULL, NULL, NULL};
     for (int j = 0; j < step->num_inputs; j++) in[j] = ref_data(&step->in[j], args);
     step->kernel(step, in, (float *)ref_data(&step->out, args));
   }
