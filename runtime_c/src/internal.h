@@ -76,7 +76,7 @@ typedef struct dpk_file {
  * Close with dpk_file_close (accepts a zeroed struct). */
 dpk_status_t dpk_file_open(const char *path, dpk_file_t *out_file);
 void dpk_file_close(dpk_file_t *file);
-/* "x86_64", "aarch64"... or "machine 243" style text in `buffer`. */
+/* "x86_64", "aarch64"..., or "ELF machine 243" written into `buffer`. */
 const char *dpk_machine_name(uint16_t machine, char *buffer, size_t capacity);
 /* The ELF machine this runtime was compiled for; 0 if unknown (no check). */
 uint16_t dpk_host_machine(void);
@@ -214,6 +214,12 @@ struct dpk_model {
   dpk_packed_fn entry_fn;         /* the entry module's `main` */
   void *entry_resource;
 };
+
+/* A kind's or packed function's non-zero return as a status: a known status
+ * code as is, anything else INTERNAL. */
+static inline dpk_status_t dpk_status_from_rc(int rc) {
+  return rc > 0 && rc <= DPK_STATUS_ALREADY_EXISTS ? (dpk_status_t)rc : DPK_STATUS_INTERNAL;
+}
 
 /* Look `name` up in module `index` (if `self`), then its imports depth-first
  * (module.c). 0, DPK_STATUS_NOT_FOUND (no message set), or a kind's error. */

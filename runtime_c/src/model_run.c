@@ -1,0 +1,110 @@
+/* model_run.c: a loaded model's accessors, function lookup and
+ * dpk_model_run (see model.c for the load). All of these only read the
+ * model, so they are safe to call from many threads at once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PATH(m) ((m)->package->path)
+
+const dpk_package_t *dpk_model_package(const dpk_model_t *model) { return model->package; }
+size_t dpk_model_num_inputs(const dpk_model_t *model) { return model->package->num_inputs; }
+size_t dpk_model_num_outputs(const dpk_model_t *model) { return model->package->num_outputs; }
+size_t dpk_model_num_modules(const dpk_model_t *model) { return model->package->num_modules; }
+
+static dpk_status_t info(const dpk_tensor_decl_t *decls, size_t n, size_t index, const char *role,
+                         dpk_tensor_info_t *out_info) {
+  memset(out_info, 0, sizeof *out_info);
+  if (index >= n)
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "%s index %zu is out of range: the model has %zu", role, index, n);
+  const dpk_tensor_decl_t *d = &decls[index];
+  out_info->name = d->name;
+  out_info->dtype = d->dtype;
+  out_info->ndim = d->ndim;
+  out_info->shape = d->shape;
+  return DPK_OK;
+}
+
+dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
+  return info(model->package->inputs, model->package->num_inputs, index, "input", out_info);
+}
+
+dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
+  return info(model->package->outputs, model->package->num_outputs, index, "output", out_info);
+}
+
+dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
+                                   const char **out_kind) {
+  *out_name = NULL;
+  *out_kind = NULL;
+  if (index >= model->package->num_modules)
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "module index %zu is out of range: the model has %zu", index,
+                    model->package->num_modules);
+  *out_name = model->package->modules[index].name;
+  *out_kind = model->package->modules[index].kind;
+  return DPK_OK;
+}
+
+dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
+                                    void **out_resource) {
+  *out_fn = NULL;
+  *out_resource = NULL;
+  dpk_packed_fn fn;
+  void *resource;
+  int rc = dpk_module_find_function(model, model->package->entry, true, name, &fn, &resource);
+  if (rc == DPK_STATUS_NOT_FOUND)
+    return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': no function '%s' in module '%s' or its imports", PATH(model), name,
+                    model->package->modules[model->package->entry].name);
+  if (rc) return dpk_status_from_rc(rc);
+  *out_fn = fn;
+  *out_resource = resource;
+  return DPK_OK;
+}
+
+/* ---- run ------------------------------------------------------------------ */
+
+static dpk_status_t check_count(const dpk_tensor_decl_t *decls, size_t want, size_t got, const char *role) {
+  if (want == got) return DPK_OK;
+  char names[256] = "";
+  for (size_t i = 0, used = 0; i < want && used < sizeof names; i++) {
+    int w = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "", decls[i].name);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
+  return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "the model takes %zu %ss (%s) but %zu were given", want, role, names,
+                  got);
+}
+
+#define RUN_STACK_ARGS 64
+
+dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                           DLTensor *const *outputs, size_t num_outputs) {
+  const dpk_package_t *pkg = model->package;
+  dpk_status_t status = check_count(pkg->inputs, pkg->num_inputs, num_inputs, "input");
+  if (!status) status = check_count(pkg->outputs, pkg->num_outputs, num_outputs, "output");
+  for (size_t i = 0; i < num_inputs && !status; i++) status = dpk_check_tensor(inputs[i], "input", &pkg->inputs[i]);
+  for (size_t i = 0; i < num_outputs && !status; i++) status = dpk_check_tensor(outputs[i], "output", &pkg->outputs[i]);
+  if (status) return status;
+  size_t n = num_inputs + num_outputs;
+  dpk_value stack_values[RUN_STACK_ARGS];
+  int stack_codes[RUN_STACK_ARGS];
+  dpk_value *values = n <= RUN_STACK_ARGS ? stack_values : malloc(n * sizeof *values);
+  int *codes = n <= RUN_STACK_ARGS ? stack_codes : malloc(n * sizeof *codes);
+  if (!values || !codes) {
+    if (values != stack_values) free(values);
+    if (codes != stack_codes) free(codes);
+    return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory running '%s'", PATH(model));
+  }
+  for (size_t i = 0; i < n; i++) {
+    values[i].v_tensor = i < num_inputs ? (DLTensor *)inputs[i] : outputs[i - num_inputs];
+    codes[i] = DPK_TYPE_TENSOR;
+  }
+  dpk_value ret;
+  int ret_code = DPK_TYPE_NULL;
+  int rc = model->entry_fn(values, codes, (int)n, &ret, &ret_code, model->entry_resource);
+  if (values != stack_values) free(values);
+  if (codes != stack_codes) free(codes);
+  return rc ? dpk_status_from_rc(rc) : DPK_OK;
+}
