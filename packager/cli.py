@@ -80,13 +80,13 @@ def cmd_build(args) -> int:
 # ---------------------------------------------------------------- inspect / verify
 
 def _open(path: str):
-    from packager.dpkfile import DpkFile, FileError
-
+    """The file mapped and checked by libdpk (header, manifest, bounds); no code runs."""
+    loader = _import_loader()
     if not os.path.isfile(path):
         raise UserError(f"'{path}' not found")
     try:
-        return DpkFile(path)
-    except FileError as e:
+        return loader.open_package(path)
+    except loader.DpkError as e:
         raise UserError(str(e)) from None
 
 
@@ -127,37 +127,26 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from packager.dpkfile import FileError
-
-    f = _open(args.file)  # header, manifest and their checksums
-    try:
-        count = f.verify()  # every payload checksum, zero padding
-    except FileError as e:
-        raise UserError(f"{args.file}: {e}") from None
-    checker = "packager"
-    loader = _import_loader(required=False)
-    if loader is not None:  # the runtime's own checks too, when it is built
+    loader = _import_loader()
+    with _open(args.file) as package:
         try:
-            with loader.open_package(args.file) as package:
-                package.verify()
+            package.verify()  # every payload checksum, zero padding
         except loader.DpkError as e:
             raise UserError(f"{args.file}: {e}") from None
-        checker = "packager and libdpk"
-    modules = len(f.manifest.get("modules", []))
-    print(f"OK {args.file}: format {f.format_version[0]}.{f.format_version[1]}, {modules} modules, "
-          f"{count} payloads, {_size(f.section_size)} checked ({checker})")
+        modules = package.manifest.get("modules", [])
+        payloads = sum(1 for m in modules if "payload" in m) + sum(len(m.get("tensors", {})) for m in modules)
+        print(f"OK {args.file}: format {package.format_version[0]}.{package.format_version[1]}, "
+              f"{len(modules)} modules, {payloads} payloads, {_size(package.section_size)} checked")
     return 0
 
 
 # ---------------------------------------------------------------- run
 
-def _import_loader(required: bool = True):
+def _import_loader():
     try:
         import loader
     except (ImportError, OSError) as e:
-        if required:
-            raise UserError(f"the Python loader is not available: {e}") from None
-        return None
+        raise UserError(f"the Python loader is not available: {e}") from None
     return loader
 
 

@@ -1,7 +1,7 @@
 """The build pipeline (packager/build.py): manifest -> one .so, checked without libdpk.
 
-Numerics run through tests/pyrun.py (ctypes over the generated kernels) against NumPy;
-structure through packager.dpkfile (the section as written)."""
+Numerics run through the loader against NumPy;
+structure through loader.open_package and tests/section.py (the section as written)."""
 
 import json
 import os
@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("packager.backends.host")
-
 from packager.build import build  # noqa: E402
-from packager.dpkfile import DpkFile  # noqa: E402
+import loader  # noqa: E402
+import section  # noqa: E402
 from packager.ir import BuildError  # noqa: E402
-from pyrun import PyModel  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -62,9 +60,9 @@ def reference(x):
 
 
 def graph_payload(path):
-    f = DpkFile(path)
-    main = next(m for m in f.manifest["modules"] if m["name"] == f.manifest["entry"])
-    return json.loads(f.decoded(main["payload"]))
+    manifest = loader.open_package(path).manifest
+    main = next(m for m in manifest["modules"] if m["name"] == manifest["entry"])
+    return json.loads(section.payload(path, main["payload"]))
 
 
 def test_mlp_builds_runs_and_matches_numpy(tmp_path):
@@ -72,17 +70,17 @@ def test_mlp_builds_runs_and_matches_numpy(tmp_path):
     report = build(mlp(tmp_path), out, quiet=True)
     assert os.path.isfile(out) and report.file_bytes == os.path.getsize(out)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
-    y = PyModel(out).run(x=x)["probs"]
+    y = loader.load(out).run(x=x)["probs"]
     np.testing.assert_allclose(y, reference(x)["probs"], rtol=1e-5, atol=1e-6)
 
 
 def test_manifest_content(tmp_path):
     out = str(tmp_path / "mlp.so")
     report = build(mlp(tmp_path), out, quiet=True)
-    f = DpkFile(out)
-    m = f.manifest
+    package = loader.open_package(out)
+    m = package.manifest
     assert m == report.manifest
-    assert f.verify() == 1 + 4  # the graph payload and four weights
+    package.verify()
     assert m["format"] == "dsopack/1" and m["name"] == "mlp" and m["checksum"] == "xxh3-64"
     assert m["producer"]["dsopack"] and m["producer"]["cflags"] == ["-O3"]
     assert m["producer"]["cc"].split()[0] in ("gcc", "clang")
@@ -96,7 +94,7 @@ def test_manifest_content(tmp_path):
     assert lib["functions"] == ["host_dense_0", "host_relu_1", "host_dense_2", "host_softmax_3"]
     assert list(params["tensors"]) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]  # not "unused"
     assert main["imports"] == ["lib", "weights"] and main["payload"]["codec"] == "zstd"
-    stored = np.frombuffer(f.payload(params["tensors"]["fc2.weight"]), np.float32).reshape(3, 8)
+    stored = np.frombuffer(section.payload(out, params["tensors"]["fc2.weight"]), np.float32).reshape(3, 8)
     np.testing.assert_array_equal(stored, weights(np.random.default_rng(0))["fc2.weight"])
 
 
@@ -124,7 +122,7 @@ def test_outputs_that_alias_get_copies(tmp_path):
     # an intermediate, the input itself, and a weight
     out = str(tmp_path / "copies.so")
     build(mlp(tmp_path, outputs=["probs", "h", "x", "fc2.bias"]), out, quiet=True)
-    m = DpkFile(out).manifest
+    m = loader.open_package(out).manifest
     assert [o["name"] for o in m["outputs"]] == ["probs", "h", "x", "fc2.bias"]
     assert m["outputs"][2]["shape"] == [2, 4] and m["outputs"][3]["shape"] == [3]
     assert [f for f in m["modules"][0]["functions"] if f.startswith("dpk_copy")] == [
@@ -133,7 +131,7 @@ def test_outputs_that_alias_get_copies(tmp_path):
     outputs = sorted((t["index"], t["name"]) for t in g["tensors"] if t["storage"] == "output")
     assert outputs == list(enumerate(["probs", "h", "x", "fc2.bias"]))
     x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
-    got = PyModel(out).run(x=x)
+    got = loader.load(out).run(x=x)
     ref = reference(x)
     np.testing.assert_allclose(got["probs"], ref["probs"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["h"], ref["h"], rtol=1e-5, atol=1e-6)
@@ -226,8 +224,8 @@ def test_unchanged_model_skips_the_compile(tmp_path):
     assert (second.compiled, second.cached) == (0, 1)
     assert "C from the cache" in lines[-1]
     x = np.ones((2, 4), np.float32)
-    np.testing.assert_array_equal(PyModel(str(tmp_path / "b.so")).run(x=x)["probs"],
-                                  PyModel(str(tmp_path / "a.so")).run(x=x)["probs"])
+    np.testing.assert_array_equal(loader.load(str(tmp_path / "b.so")).run(x=x)["probs"],
+                                  loader.load(str(tmp_path / "a.so")).run(x=x)["probs"])
     third = build(mlp(tmp_path, target={"cflags": ["-O1"]}), str(tmp_path / "c.so"), quiet=True)
     assert third.compiled == 1  # flags are part of the key
 
@@ -245,14 +243,14 @@ def test_json_regions_become_payload_modules(tmp_path):
                               "relu_1 -> json (first in [json, host] that supports relu)",
                               "dense_2 -> host (backend: host set on the node)",
                               "softmax_3 -> json (first in [json, host] that supports softmax)"]
-    f = DpkFile(out)
-    mods = {m["name"]: m for m in f.manifest["modules"]}
-    assert [m["name"] for m in f.manifest["modules"]] == ["lib", "ext0", "ext1", "weights", "main"]
+    package = loader.open_package(out)
+    mods = {m["name"]: m for m in package.manifest["modules"]}
+    assert [m["name"] for m in package.manifest["modules"]] == ["lib", "ext0", "ext1", "weights", "main"]
     assert mods["ext0"]["kind"] == "json" and mods["ext0"]["imports"] == ["weights"]
     assert mods["ext0"]["functions"] == ["ext0"] and mods["ext0"]["payload"]["codec"] == "zstd"
     assert mods["main"]["imports"] == ["lib", "ext0", "ext1", "weights"]
     assert mods["lib"]["functions"] == ["host_dense_2"]
-    sub = json.loads(f.decoded(mods["ext0"]["payload"]))
+    sub = json.loads(section.payload(out, mods["ext0"]["payload"]))
     assert sub["function"] == "ext0" and [n["op"] for n in sub["nodes"]] == ["dense", "relu"]
     g = graph_payload(out)
     names = [t["name"] for t in g["tensors"]]
@@ -263,18 +261,18 @@ def test_json_regions_become_payload_modules(tmp_path):
     assert workspace["storage"] == "arena" and workspace["dtype"] == "uint8"
     assert workspace["shape"] == [sub["workspace_bytes"]] and sub["workspace_bytes"] >= 2 * 8 * 4
     assert set(mods["weights"]["tensors"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
-    assert f.verify() == 3 + 4
+    package.verify()
 
 
 def test_model_without_weights_has_no_params_module(tmp_path):
     nodes = [{"op": "relu", "inputs": ["x"], "output": "r"}, {"op": "add", "inputs": ["r", "x"], "output": "probs"}]
     out = str(tmp_path / "nw.so")
     build(mlp(tmp_path, nodes=nodes), out, quiet=True)
-    m = DpkFile(out).manifest
+    m = loader.open_package(out).manifest
     assert [(mod["name"], mod["kind"]) for mod in m["modules"]] == [("lib", "dso"), ("main", "graph")]
     assert m["modules"][1]["imports"] == ["lib"]
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    np.testing.assert_allclose(PyModel(out).run(x=x)["probs"], np.maximum(x, 0) + x)
+    np.testing.assert_allclose(loader.load(out).run(x=x)["probs"], np.maximum(x, 0) + x)
 
 
 def test_the_runtime_agrees(tmp_path):

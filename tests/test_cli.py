@@ -11,7 +11,8 @@ import yaml
 pytest.importorskip("packager.backends.host")
 
 from packager.cli import main  # noqa: E402
-from packager.dpkfile import DpkFile  # noqa: E402
+import loader  # noqa: E402
+import section  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,7 +109,7 @@ def test_help_teaches(capsys):
 def test_inspect_prints_manifest_and_module_table(built, capsys):
     assert main(["inspect", built]) == 0
     text = capsys.readouterr().out
-    manifest_text = DpkFile(built).manifest_text
+    manifest_text = loader.open_package(built).manifest_text
     assert manifest_text.strip() in text
     table = text[text.index("module "):].splitlines()
     assert table[0].split() == ["module", "kind", "codec", "stored", "raw", "imports"]
@@ -134,12 +135,9 @@ def test_verify_ok_and_detects_a_flipped_weight_byte(tmp_path, built, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"OK {built}: format 1.0, 3 modules, 3 payloads")
 
-    f = DpkFile(built)
-    weights = next(m for m in f.manifest["modules"] if m["kind"] == "params")
-    desc = weights["tensors"]["w"]
+    weights = next(m for m in loader.open_package(built).manifest["modules"] if m["kind"] == "params")
     data = bytearray(open(built, "rb").read())
-    section = bytes(data).find(f.blob[:64])
-    data[section + f.payload_offset + desc["offset"] + 5] ^= 0x40
+    data[section.payload_file_offset(built, weights["tensors"]["w"]) + 5] ^= 0x40
     corrupt = tmp_path / "corrupt.so"
     corrupt.write_bytes(bytes(data))
     assert main(["verify", str(corrupt)]) == 1
@@ -166,14 +164,9 @@ def test_python_dash_m_packager(tmp_path, built):
     assert proc.returncode == 1 and proc.stderr == f"dsopack: error: '{tmp_path / 'nothing.so'}' not found\n"
 
 
-# ---------------------------------------------------------------- run (needs the loader: libdpk)
+# ---------------------------------------------------------------- run
 
-@pytest.fixture
-def loader():
-    return pytest.importorskip("loader", exc_type=ImportError)
-
-
-def test_run_prints_outputs_and_timings(tmp_path, built, loader, capsys):
+def test_run_prints_outputs_and_timings(tmp_path, built, capsys):
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "y.npz"
@@ -187,7 +180,7 @@ def test_run_prints_outputs_and_timings(tmp_path, built, loader, capsys):
     np.testing.assert_allclose(np.load(out)["y"], ref, rtol=1e-5, atol=1e-6)
 
 
-def test_run_random_and_input_errors(tmp_path, built, loader, capsys):
+def test_run_random_and_input_errors(tmp_path, built, capsys):
     assert main(["run", built, "--random"]) == 0
     assert capsys.readouterr().out.startswith("y: float32[1, 3]")
     assert main(["run", built]) == 1

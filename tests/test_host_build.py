@@ -1,5 +1,5 @@
 """Host kernels through the whole build: a CNN built with `backends: [host]`,
-run with tests/pyrun.py (no libdpk), against the NumPy reference."""
+run with the loader, against the NumPy reference."""
 
 import os
 
@@ -9,7 +9,7 @@ import yaml
 
 import reference as ref
 from packager.build import build
-from pyrun import PyModel
+import loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,9 +31,9 @@ def test_lenet_all_host_matches_reference(tmp_path):
 
     w = np.load(os.path.join(ROOT, "manifests", "lenet.npz"))
     x = np.random.default_rng(1).random((2, 1, 1, 28, 28)).astype(np.float32)
-    model = PyModel(out)
+    model = loader.load(out)
     for image in x:
-        got = model.run_list(image=image)[0]
+        got = model(image)
         h = ref.relu(ref.conv2d(image, w["conv1.weight"], w["conv1.bias"], pads=(2, 2, 2, 2)))
         h = ref.maxpool2d(h, (2, 2), (2, 2))
         h = ref.relu(ref.conv2d(h, w["conv2.weight"], w["conv2.bias"]))
