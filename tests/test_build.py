@@ -1,4 +1,4 @@
-"""The build pipeline (packager/build.py): manifest -> one .so, checked without libdpk.
+"""The build pipeline (packager/build.py): manifest -> one .so.
 
 Numerics run through the loader against NumPy;
 structure through loader.open_package and tests/section.py (the section as written)."""
