@@ -162,7 +162,11 @@ def _random_input(info, rng: np.random.Generator) -> np.ndarray:
 def _preview(array: np.ndarray, count: int = 6) -> str:
     flat = array.reshape(-1)[:count]
     text = np.array2string(flat, precision=5, separator=", ", max_line_width=1 << 20)
-    return text[:-1] + ", ...]" if array.size > count else text
+    text = text[:-1] + ", ...]" if array.size > count else text
+    if array.dtype.kind == "f" and array.ndim == 2 and array.shape[0] == 1 and array.shape[1] > 1:
+        top = int(array[0].argmax())  # one row of scores: say which wins
+        text += f"  argmax {top} ({array[0, top]:.5g})"
+    return text
 
 
 def cmd_run(args) -> int:

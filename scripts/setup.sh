@@ -32,8 +32,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 step "installing dsopack (compiles the C runtime into the Python loader)"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+log=$(mktemp)
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  cat "$log"; echo "setup: pip install failed (output above)" >&2; exit 1
+fi
+rm -f "$log"
 
 step "building the C runtime: runtime_c/build/{libdpk.so,libdpk.a,dpk-run}"
 make -s -C runtime_c

@@ -178,6 +178,8 @@ def test_run_prints_outputs_and_timings(tmp_path, built, capsys):
     h = x @ w["w"].T + w["b"]
     ref = np.exp(h - h.max()) / np.exp(h - h.max()).sum()
     np.testing.assert_allclose(np.load(out)["y"], ref, rtol=1e-5, atol=1e-6)
+    top = int(ref.argmax())
+    assert f"argmax {top} ({ref[0, top]:.5g})" in text.splitlines()[0]
 
 
 def test_run_random_and_input_errors(tmp_path, built, capsys):
