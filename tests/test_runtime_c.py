@@ -705,23 +705,30 @@ static int scale_get(void *state, const char *name, dpk_packed_fn *out_fn, void 
 }
 static void scale_free(void *state) { free(state); }
 static const dpk_kind scale_kind = {"scale", SCALE_ABI, scale_load, scale_get, scale_free};
+"""
+SCALE_TABLE = """
 static const dpk_kind *const kinds[] = {&scale_kind};
 DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, 1, kinds};
 """
 
 
-def scaled_model(directory, abi="DPK_ABI_VERSION", name="s"):
+def scaled_model(directory, abi="DPK_ABI_VERSION", name="s", table=SCALE_TABLE, carried=("scale",), kind="scale",
+                 edit=None):
+    """A model whose module ext0 has kind `kind` (`scale`), which the file carries (`table` is the
+    C that exports __dpk_kinds; `carried` what the manifest declares in kinds.carried)."""
     graph = graph_payload()
     graph["arena_bytes"] = 128
     graph["tensors"].append({"name": "r", "dtype": "float32", "shape": [1, N], "storage": "arena", "offset": 64})
     graph["calls"] = [graph["calls"][0], {"func": "host_relu_1", "args": [3, 5]}, {"func": "scale_fn", "args": [5, 4]}]
 
     def add(writer, manifest):
-        manifest["modules"].insert(2, {"name": "ext0", "kind": "scale", "functions": ["scale_fn"],
+        manifest["modules"].insert(2, {"name": "ext0", "kind": kind, "functions": ["scale_fn"],
                                        "payload": writer.add(b"2.5")})
         manifest["modules"][3]["imports"].append("ext0")
-    return build_model(directory, name=name, graph=graph, add=add,
-                       kernels=KERNELS + f"#define SCALE_ABI {abi}\n" + SCALE_KIND)
+        if carried is not None:
+            manifest["kinds"] = {"carried": list(carried)}
+    return build_model(directory, name=name, graph=graph, add=add, edit=edit,
+                       kernels=KERNELS + f"#define SCALE_ABI {abi}\n" + SCALE_KIND + table)
 
 
 def test_a_kind_carried_by_the_file(dpk_run, tmp_path):

@@ -101,13 +101,18 @@ typedef struct dpk_load_options {
 } dpk_load_options_t;
 
 /* Open and validate `path` (as dpk_package_open), check the file's machine
- * against the host's, look up every kind the manifest names, dlopen the
- * file (RTLD_LOCAL), resolve every symbol the manifest lists, and rebuild
- * the modules in import order. `options` may be NULL (defaults: no checksum
+ * against the host's, check that every module's kind is registered in the
+ * process or declared carried by the file (manifest `kinds.carried`) --
+ * all BEFORE dlopen, so a file with an unknown kind runs none of its code --
+ * then dlopen the file (RTLD_LOCAL), check its __dpk_kinds table (see
+ * dpk_abi.h), resolve every symbol the manifest lists, and rebuild the
+ * modules in import order. `options` may be NULL (defaults: no checksum
  * pass, no populate). After this, runs do no lookups or parsing.
  * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
- * lists the registered kinds; missing symbol; missing shared library),
- * UNIMPLEMENTED (other machine), FAILED_PRECONDITION (import cycle). */
+ * lists the registered kinds and the carried ones; a declared carried kind
+ * the table lacks; missing symbol; missing shared library), UNIMPLEMENTED
+ * (other machine; a carried table or kind of another ABI version),
+ * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds). */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
@@ -149,14 +154,24 @@ dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, 
 
 /* ---- Kinds ------------------------------------------------------------- */
 
-/* Register a kind for every later load in this process. The table is
- * borrowed for the life of the process. ALREADY_EXISTS if the name is
- * taken and `replace` is zero; UNIMPLEMENTED if kind->abi_version is not
- * DPK_ABI_VERSION. Thread-safe. */
+/* Register a kind (dpk_abi.h: {name, abi_version, load, get_function,
+ * free}) for every later dpk_model_load in this process; call it before
+ * loading the models that use the kind. Models already loaded keep the kind
+ * they were bound to. The table is borrowed, never copied: it must stay
+ * valid for the life of the process (make it static const); there is no
+ * unregister. A kind a model file carries (manifest `kinds.carried`) serves
+ * that file only and is never registered.
+ * Returns DPK_OK; ALREADY_EXISTS if the name is taken (a built-in or an
+ * earlier registration) and `replace` is zero -- with `replace` non-zero
+ * the new table takes the name for later loads; UNIMPLEMENTED if
+ * kind->abi_version is not DPK_ABI_VERSION (the message names both
+ * versions); INVALID_ARGUMENT if kind, its name, load, get_function or
+ * free is NULL; RESOURCE_EXHAUSTED. Thread-safe. */
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace);
 
-/* Registered kind names, comma-separated, e.g. "dso, graph, json, params".
- * Borrowed, valid until the next registration. */
+/* Registered kind names, sorted, comma-separated, e.g. "dso, graph, json,
+ * params" (the built-ins are always there). Borrowed, valid until the next
+ * registration in any thread; copy it if registrations may race. */
 const char *dpk_registered_kinds(void);
 
 #ifdef __cplusplus

@@ -134,10 +134,21 @@ typedef struct dpk_kind {
 
 /* A model file may carry kind implementations: it exports
  *     DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, n, kinds};
- * and the runtime registers them for that model only, after dlopen. */
+ * and its manifest names them (`kinds: {carried: [name, ...]}`), so the
+ * runtime knows before dlopen that the file provides them. After dlopen the
+ * runtime checks the table: abi_version equal to its own (else
+ * UNIMPLEMENTED naming both), count <= DPK_KIND_TABLE_MAX, `kinds` and every
+ * entry non-NULL with a non-empty name and load/get_function/free set, each
+ * entry's abi_version equal to its own, no name twice, and every kind the
+ * manifest declares present (else NOT_FOUND naming it). Kinds in the table
+ * that the manifest does not declare are never used. The kinds serve that
+ * model only (they are not registered in the process) and, for its modules,
+ * take precedence over registered kinds of the same name. */
+#define DPK_KIND_TABLE_MAX 64
+
 typedef struct dpk_kind_table {
-  uint32_t abi_version;
-  uint32_t count;
+  uint32_t abi_version; /* DPK_ABI_VERSION the table was compiled against */
+  uint32_t count;       /* entries in `kinds`, at most DPK_KIND_TABLE_MAX */
   const dpk_kind *const *kinds;
 } dpk_kind_table;
 

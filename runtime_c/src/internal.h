@@ -161,6 +161,8 @@ struct dpk_package {
   dpk_tensor_decl_t *inputs, *outputs;
   size_t num_modules;
   dpk_module_decl_t *modules;
+  size_t num_carried;        /* kinds.carried: kinds the file's own code provides */
+  const char **carried;      /* NULL-terminated */
 };
 
 /* Parse and check the manifest of an opened package (manifest.c). */
@@ -184,6 +186,14 @@ extern const dpk_kind dpk_kind_dso;    /* dso.c */
 extern const dpk_kind dpk_kind_params; /* params.c */
 extern const dpk_kind dpk_kind_graph;  /* graph.c */
 extern const dpk_kind dpk_kind_json;   /* json.c */
+
+/* The kinds of a model's modules (model_kinds.c). Before dlopen: every
+ * module's kind is registered or declared carried by the manifest, else
+ * NOT_FOUND listing the registered kinds; no code of the file runs. */
+dpk_status_t dpk_model_check_kinds(struct dpk_model *model);
+/* After dlopen: validate the file's __dpk_kinds against the manifest's
+ * kinds.carried (as dpk_abi.h describes) and bind every module to its kind. */
+dpk_status_t dpk_model_bind_kinds(struct dpk_model *model);
 
 /* A registered kind by name, or NULL. Thread-safe. */
 const dpk_kind *dpk_registry_find(const char *name);

@@ -236,6 +236,27 @@ static dpk_status_t parse_header_fields(dpk_package_t *pkg, yaml_node_t *root) {
   return DPK_OK;
 }
 
+/* kinds: {carried: [name, ...]}: the kinds the file's own code provides
+ * (optional; unknown keys are ignored). */
+static dpk_status_t parse_kinds(dpk_package_t *pkg, yaml_node_t *root) {
+  yaml_node_t *kinds = dpk_yaml_get(&pkg->yaml, root, "kinds");
+  if (kinds && !dpk_yaml_is_map(kinds))
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "field 'kinds' must be a mapping {carried: [names]}");
+  dpk_status_t status = parse_names(pkg, dpk_yaml_get(&pkg->yaml, kinds, "carried"), "field 'kinds.carried'",
+                                    &pkg->num_carried, &pkg->carried);
+  if (status) return status;
+  if (pkg->num_carried > DPK_KIND_TABLE_MAX)
+    return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "field 'kinds.carried' names %zu kinds (at most %d)",
+                    pkg->num_carried, DPK_KIND_TABLE_MAX);
+  for (size_t i = 0; i < pkg->num_carried; i++) {
+    if (!pkg->carried[i][0]) return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "field 'kinds.carried' has an empty name");
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(pkg->carried[i], pkg->carried[j]) == 0)
+        return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "field 'kinds.carried' names '%s' twice", pkg->carried[i]);
+  }
+  return DPK_OK;
+}
+
 static dpk_status_t parse(dpk_package_t *pkg) {
   const dpk_blob_header_t *h = &pkg->header;
   const uint8_t *section = pkg->file.section;
@@ -262,6 +283,7 @@ static dpk_status_t parse(dpk_package_t *pkg) {
   }
   if ((status = resolve_imports(pkg, modules))) return status;
   if ((status = parse_header_fields(pkg, root))) return status;
+  if ((status = parse_kinds(pkg, root))) return status;
   if ((status = parse_signature(pkg, root, "inputs", "input", &pkg->num_inputs, &pkg->inputs))) return status;
   return parse_signature(pkg, root, "outputs", "output", &pkg->num_outputs, &pkg->outputs);
 }

@@ -2,12 +2,13 @@
  * order), run its entry function, free it.
  *
  * Load order: open and validate the package; check the ELF machine; order
- * the modules by their imports (a cycle fails); optionally verify every
- * checksum; dlopen (RTLD_NOW | RTLD_LOCAL); fill __dpk_api; check that
- * __dpk_blob is the section that was mapped; take the kinds the file
- * carries; look up every module's kind before any module loads; load each
- * module and resolve every function its manifest entry lists. The accessors
- * and dpk_model_run are in model_run.c. */
+ * the modules by their imports (a cycle fails); check that every module's
+ * kind is registered or declared carried (no code of the file has run
+ * yet); optionally verify every checksum; dlopen (RTLD_NOW | RTLD_LOCAL);
+ * fill __dpk_api; check that __dpk_blob is the section that was mapped;
+ * check the file's __dpk_kinds and bind every module to its kind
+ * (model_kinds.c); load each module and resolve every function its manifest
+ * entry lists. The accessors and dpk_model_run are in model_run.c. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,47 +95,6 @@ static dpk_status_t open_library(dpk_model_t *m) {
                     "'%s': the loaded __dpk_blob differs from the file's .dpk section (was the file replaced, or "
                     "another library with the same name loaded?)",
                     path);
-  const dpk_kind_table *table = dlsym(m->dl, "__dpk_kinds");
-  if (!table) return DPK_OK;
-  if (table->abi_version != DPK_ABI_VERSION)
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "'%s': __dpk_kinds was built for ABI version %u but this runtime has %d",
-                    path, (unsigned)table->abi_version, DPK_ABI_VERSION);
-  for (uint32_t i = 0; i < table->count; i++) {
-    const dpk_kind *k = table->kinds[i];
-    if (!k || !k->name || !k->load || !k->get_function || !k->free)
-      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "'%s': __dpk_kinds entry %u is incomplete", path, (unsigned)i);
-    if (k->abi_version != DPK_ABI_VERSION)
-      return dpk_fail(DPK_STATUS_UNIMPLEMENTED,
-                      "'%s': kind '%s' was built for ABI version %u but this runtime has ABI version %d", path, k->name,
-                      (unsigned)k->abi_version, DPK_ABI_VERSION);
-  }
-  m->carried = table;
-  return DPK_OK;
-}
-
-static const dpk_kind *find_kind(const dpk_model_t *m, const char *name) {
-  for (uint32_t i = 0; m->carried && i < m->carried->count; i++)
-    if (strcmp(m->carried->kinds[i]->name, name) == 0) return m->carried->kinds[i];
-  return dpk_registry_find(name);
-}
-
-static dpk_status_t find_kinds(dpk_model_t *m) {
-  for (size_t i = 0; i < m->package->num_modules; i++) {
-    const dpk_module_decl_t *decl = &m->package->modules[i];
-    m->modules[i].kind = find_kind(m, decl->kind);
-    m->modules[i].ctx.model = m;
-    m->modules[i].ctx.module = i;
-    if (m->modules[i].kind) continue;
-    char names[512], carried[256] = "";
-    dpk_registry_names(names, sizeof names);
-    for (uint32_t k = 0; m->carried && k < m->carried->count; k++) {
-      size_t used = strlen(carried);
-      snprintf(carried + used, sizeof carried - used, "%s%s", k ? ", " : "; carried by the file: ",
-               m->carried->kinds[k]->name);
-    }
-    return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': module '%s' has kind '%s', which is not registered (registered: %s%s)",
-                    PATH(m), decl->name, decl->kind, names, carried);
-  }
   return DPK_OK;
 }
 
@@ -189,9 +149,10 @@ static void populate(const dpk_model_t *m) {
 static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
   dpk_status_t status = check_machine(m);
   if (!status) status = import_order(m);
+  if (!status) status = dpk_model_check_kinds(m); /* before any code of the file runs */
   if (!status && options && options->verify_checksums) status = dpk_package_verify(m->package);
   if (!status) status = open_library(m);
-  if (!status) status = find_kinds(m);
+  if (!status) status = dpk_model_bind_kinds(m);
   for (size_t k = 0; k < m->package->num_modules && !status; k++) status = load_module(m, m->order[k]);
   if (status) return status;
   const dpk_module_rt_t *entry = &m->modules[m->package->entry];

@@ -59,7 +59,7 @@ static void register_builtins(void) {
 }
 
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace) {
-  if (!kind || !kind->name || !kind->load || !kind->get_function || !kind->free)
+  if (!kind || !kind->name || !kind->name[0] || !kind->load || !kind->get_function || !kind->free)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_register_kind: the kind needs a name, load, get_function and free");
   if (kind->abi_version != DPK_ABI_VERSION)
     return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "kind '%s' was built for ABI version %u but this runtime has ABI version %d",
