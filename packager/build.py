@@ -188,6 +188,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     lib_functions: list[str] = []
     libraries: list[str] = []
     requires: list[str] = []
+    install_hints: list[str] = []
     payload_modules: list[tuple[str, Payload, list[str]]] = []  # (name, payload, weights it reads)
     calls: list[_Call] = []
     host_weights: list[str] = []
@@ -201,8 +202,11 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             raise BuildError(f"backend '{backend.name}' failed on region '{region.name}' (nodes {nodes}): "
                              f"{type(e).__name__}: {e}") from e
         if isinstance(lowered, CSource):
-            if lowered.prelude and lowered.prelude not in preludes:
-                preludes.append(lowered.prelude)
+            for prelude in [lowered.prelude] if isinstance(lowered.prelude, str) else lowered.prelude:
+                if prelude and prelude not in preludes:
+                    preludes.append(prelude)
+            if lowered.install_hint and lowered.install_hint not in install_hints:
+                install_hints.append(lowered.install_hint)
             sources.append(lowered.source)
             lib_functions.extend(lowered.functions)
             libraries.extend(lowered.libraries)
@@ -337,9 +341,15 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             for path in (c_path, blob_path):
                 shutil.copy(path, save_temps)
             write_incbin_stub(os.path.join(save_temps, "blob.s"), os.path.join(save_temps, "model.blob"))
-        stats = toolchain.compile_shared([c_path], [stub_path], output, cc=cc_argv, cflags=cflags,
-                                         ldflags=s.target.ldflags, libraries=list(dict.fromkeys(libraries)),
-                                         use_cache=use_cache)
+        try:
+            stats = toolchain.compile_shared([c_path], [stub_path], output, cc=cc_argv, cflags=cflags,
+                                             ldflags=s.target.ldflags, libraries=list(dict.fromkeys(libraries)),
+                                             use_cache=use_cache)
+        except BuildError as e:
+            missing = toolchain.missing_dependency(str(e))
+            if missing and install_hints:
+                raise BuildError(f"{missing} is missing: {' '.join(install_hints)}\n{e}") from None
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     file_bytes = os.path.getsize(output)

@@ -6,9 +6,18 @@ a BuildError naming the node, the backend and its reason). Host regions hold
 one node each; nodes of a payload backend (one that serializes a module, e.g.
 json) form regions from maximal runs of consecutive nodes, named ext0, ext1...
 
+A backend that declares fusions (`Backend.fuses`) also takes the elementwise
+node that follows one of its nodes when the graph allows it: the follower is
+the only consumer of the node's output, reads nothing else, that output is not a
+graph output, and the follower has no `backend:` override naming another
+backend. The follower then joins its anchor's region (whatever lies between
+them in node order: it reads only the anchor's output, so running it with the
+anchor is safe).
+
 Every decision keeps its reason, for `dsopack build --explain`:
     dense_0 -> json (first in [json, host] that supports dense)
     conv_1 -> host (json: op conv2d is not in the json kernel set)
+    relu_2 -> cblas (fused into dense_0)
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ class Assignment:
     node: Node
     backend: str
     reason: str  # why this backend, or why the earlier ones declined
+    fused_into: str | None = None  # the anchor node's name when the node is fused into it
 
     def explain(self) -> str:
         return f"{self.node.name} -> {self.backend} ({self.reason})"
@@ -79,7 +89,13 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
             backends[name] = get_backend(name)
     listing = f"[{', '.join(priority)}]"
     assignments = []
+    consumers = graph.consumers()
+    pending: dict[str, tuple[Node, str]] = {}  # follower name -> (anchor, backend)
     for node in graph.nodes:
+        if node.name in pending:
+            anchor, bname = pending.pop(node.name)
+            assignments.append(Assignment(node, bname, f"fused into {anchor.name}", fused_into=anchor.name))
+            continue
         if node.backend is not None:
             if node.backend not in backends:
                 backends[node.backend] = get_backend(node.backend, f"{node.describe()}: backend")
@@ -88,6 +104,7 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
                 raise BuildError(f"{node.describe()} asks for backend '{node.backend}', which does not take it: "
                                  f"{reason}")
             assignments.append(Assignment(node, node.backend, f"backend: {node.backend} set on the node"))
+            _fuse_follower(node, node.backend, graph, backends, consumers, pending)
             continue
         declined = []
         for name in priority:
@@ -96,6 +113,7 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
                 why = (f"first in {listing} that supports {node.op}" if not declined
                        else "; ".join(f"{b}: {r}" for b, r in declined))
                 assignments.append(Assignment(node, name, why))
+                _fuse_follower(node, name, graph, backends, consumers, pending)
                 break
             declined.append((name, reason))
         else:
@@ -103,6 +121,22 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
             lines = "; ".join(f"{b}: {r}" for b, r in declined)
             raise BuildError(f"{node.describe()} with inputs ({shapes}): no backend in {listing} takes it ({lines})")
     return assignments
+
+
+def _fuse_follower(node: Node, bname: str, graph: Graph, backends: dict[str, Backend],
+                   consumers: dict[str, list[Node]], pending: dict[str, tuple[Node, str]]) -> None:
+    """If backend `bname` may fold the node after `node` into it, remember that follower."""
+    backend = backends[bname]
+    if not backend.fuses.get(node.op) or node.output in graph.outputs:
+        return
+    users = consumers.get(node.output, [])
+    if len(users) != 1:
+        return
+    follower = users[0]
+    if follower.inputs != [node.output] or follower.backend not in (None, bname):
+        return
+    if backend.can_fuse(node, follower, graph):
+        pending[follower.name] = (node, bname)
 
 
 def _make_region(name: str, nodes: list[Node], graph: Graph, used_later, unused: set[str]) -> Region:
@@ -121,13 +155,18 @@ def _make_region(name: str, nodes: list[Node], graph: Graph, used_later, unused:
 
 
 def group(graph: Graph, assignments: list[Assignment], backends: dict[str, Backend]) -> list[tuple[Backend, Region]]:
-    """Host-like backends: one region per node; payload backends: maximal consecutive runs."""
+    """Host-like backends: one region per node (plus its fused follower); payload backends: maximal
+    consecutive runs."""
     runs: list[tuple[str, list[Node]]] = []
+    run_of: dict[str, int] = {}  # node name -> index of its run
     for a in assignments:
-        if runs and runs[-1][0] == a.backend and is_payload_backend(backends[a.backend]):
+        if a.fused_into is not None:  # joins its anchor's run, wherever that is
+            runs[run_of[a.fused_into]][1].append(a.node)
+        elif runs and runs[-1][0] == a.backend and is_payload_backend(backends[a.backend]):
             runs[-1][1].append(a.node)
         else:
             runs.append((a.backend, [a.node]))
+        run_of[a.node.name] = run_of[a.fused_into] if a.fused_into is not None else len(runs) - 1
     last_read: dict[str, int] = {}  # tensor -> index of the last run that reads it
     for i, (_, nodes) in enumerate(runs):
         for node in nodes:

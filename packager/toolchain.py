@@ -203,6 +203,18 @@ def _umask() -> int:
     return mask
 
 
+def missing_dependency(compiler_output: str) -> str | None:
+    """What a failed compile or link could not find, from its output: "header cblas.h",
+    "library -lopenblas", or None when the failure is something else."""
+    match = re.search(r"fatal error: ([^\s:]+): No such file or directory", compiler_output)
+    if match:
+        return f"header {match.group(1)}"
+    match = re.search(r"cannot find -l(\S+?)(?::|\s|$)", compiler_output)
+    if match:
+        return f"library -l{match.group(1)}"
+    return None
+
+
 def elf_machine(path: str) -> str | None:
     """The ELF e_machine of a file as a machine name (None if not ELF)."""
     with open(path, "rb") as f:

@@ -35,15 +35,19 @@ class CSource:
     The region's function takes all `region.inputs` (weights included), then
     `region.outputs`, then a uint8 workspace tensor if `workspace_bytes` > 0.
     `prelude` (static helpers, #includes) is emitted once per file however many
-    regions share it; `source` must not define non-static symbols other than
-    `functions`."""
+    regions share it; it is one text or a list of texts, each emitted once (so a
+    backend can reuse another's helpers by listing that backend's prelude before
+    its own); `source` must not define non-static symbols other than
+    `functions`. `install_hint` is said when the compiler or linker cannot find
+    a header or library the source needs ("on Debian: apt-get install ...")."""
 
     source: str
     functions: list[str]
-    prelude: str = ""
+    prelude: str | list[str] = ""
     workspace_bytes: int = 0
     libraries: list[str] = field(default_factory=list)  # linker -l names, e.g. ["openblas"]
     requires: list[str] = field(default_factory=list)  # sonames needed at run time
+    install_hint: str = ""
 
 
 @dataclass
@@ -64,6 +68,16 @@ class Payload:
 
 class Backend:
     name = "base"
+    # Fusion: op -> the elementwise ops this backend can fold into it when they
+    # follow it, e.g. {"dense": ("relu", "sigmoid", "tanh")}. The partitioner
+    # decides when the graph allows it (the follower is the op's only consumer,
+    # reads nothing else, and the op's result is not a graph output); the region
+    # then holds both nodes and its output is the follower's.
+    fuses: dict[str, tuple[str, ...]] = {}
+
+    def can_fuse(self, node: Node, follower: Node, graph: Graph) -> bool:
+        """Whether `follower` (reading only `node`'s output) may be folded into `node`."""
+        return follower.op in self.fuses.get(node.op, ())
 
     def supports(self, node: Node, graph: Graph) -> str | None:
         """None if this backend takes the node, else the reason it does not."""

@@ -1,0 +1,340 @@
+"""The cblas backend (OpenBLAS through CBLAS): every op against NumPy, the
+fusion rules of the partitioner, --explain, the link (DT_NEEDED, manifest
+`requires`), and what a missing OpenBLAS gives at build and at load."""
+
+import os
+import stat
+import struct
+
+import numpy as np
+import pytest
+
+import loader
+import reference as ref
+from packager import partition
+from packager.build import build
+from packager.ir import BuildError, Graph, Node, TensorType
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+F32 = "float32"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSOPACK_CACHE", str(tmp_path / "cache"))
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def spec(inputs, weights_path, nodes, outputs, backends=("cblas", "host")):
+    return {"name": "cblas_test", "backends": list(backends),
+            "model": {"graph": {"inputs": {k: {"shape": list(v), "dtype": F32} for k, v in inputs.items()},
+                                "weights": weights_path, "nodes": nodes, "outputs": outputs}}}
+
+
+def build_and_run(tmp_path, inputs, weights, nodes, outputs, feed, backends=("cblas", "host"), name="m"):
+    np.savez(tmp_path / f"{name}.npz", **weights)
+    out = str(tmp_path / f"{name}.so")
+    report = build(spec(inputs, f"{name}.npz", nodes, outputs, backends), out, base_dir=str(tmp_path), quiet=True)
+    with loader.load(out) as model:
+        return report, model.run(**feed), out
+
+
+# ---------------------------------------------------------------- numerics
+
+ACTS = {"relu": ref.relu, "sigmoid": ref.sigmoid, "tanh": ref.tanh, None: lambda v: v}
+
+
+def test_dense_and_matmul_match_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    w = {"w1": rand(rng, 24, 40), "b1": rand(rng, 24), "w2": rand(rng, 7, 3), "b2": rand(rng, 7)}
+    inputs = {"x1": (1, 40), "x5": (5, 40), "x3d": (2, 3, 3), "a": (2, 1, 3, 4), "b": (5, 4, 6), "v": (4,),
+              "m": (3, 4)}
+    feed = {k: rand(rng, *s) for k, s in inputs.items()}
+    cases = [  # (output, node, fused activation, reference)
+        ("d1", {"op": "dense", "inputs": ["x1", "w1", "b1"]}, "relu", ref.dense(feed["x1"], w["w1"], w["b1"])),
+        ("d2", {"op": "dense", "inputs": ["x1", "w1"]}, None, ref.dense(feed["x1"], w["w1"])),
+        ("d3", {"op": "dense", "inputs": ["x5", "w1", "b1"]}, "sigmoid", ref.dense(feed["x5"], w["w1"], w["b1"])),
+        ("d4", {"op": "dense", "inputs": ["x5", "w1"]}, "tanh", ref.dense(feed["x5"], w["w1"])),
+        ("d5", {"op": "dense", "inputs": ["x3d", "w2", "b2"]}, "relu", ref.dense(feed["x3d"], w["w2"], w["b2"])),
+        ("m1", {"op": "matmul", "inputs": ["a", "b"]}, "tanh", ref.matmul(feed["a"], feed["b"])),
+        ("m2", {"op": "matmul", "inputs": ["v", "b"]}, None, ref.matmul(feed["v"], feed["b"])),
+        ("m3", {"op": "matmul", "inputs": ["m", "v"]}, "relu", ref.matmul(feed["m"], feed["v"])),
+        ("m4", {"op": "matmul", "inputs": ["m", "b"]}, "sigmoid", ref.matmul(feed["m"], feed["b"])),
+    ]
+    nodes, outputs = [], []
+    for out, node, act, _ in cases:
+        if act is None:
+            nodes.append(dict(node, output=out))
+        else:
+            nodes += [dict(node, output=f"{out}_pre"), {"op": act, "inputs": [f"{out}_pre"], "output": out}]
+        outputs.append(out)
+    report, got, _ = build_and_run(tmp_path, inputs, w, nodes, outputs, feed)
+    assert all(line.split(" -> ")[1].startswith("cblas") for line in report.explain), report.explain
+    for out, _, act, expected in cases:
+        np.testing.assert_allclose(got[out], ACTS[act](expected), rtol=1e-4, atol=1e-4, err_msg=out)
+
+
+CONVS = [  # (name, x shape, w shape, attrs, bias, activation)
+    ("plain", (1, 3, 8, 8), (4, 3, 3, 3), {}, True, "relu"),
+    ("padded", (2, 3, 7, 9), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False, None),
+    ("asym_pads_stride", (1, 2, 11, 10), (3, 2, 3, 2), {"pads": [0, 2, 1, 0], "strides": [2, 3]}, True, "tanh"),
+    ("dilated", (1, 2, 12, 12), (4, 2, 3, 3), {"dilations": [2, 3], "pads": [2, 1, 2, 1]}, True, "sigmoid"),
+    ("groups", (2, 6, 8, 8), (9, 2, 3, 3), {"groups": 3, "pads": [1, 1, 1, 1], "strides": [2, 2]}, True, "relu"),
+    ("depthwise", (1, 4, 6, 6), (4, 1, 3, 3), {"groups": 4, "pads": [1, 1, 1, 1]}, False, "relu"),
+    ("pointwise", (2, 8, 5, 5), (6, 8, 1, 1), {}, True, "tanh"),
+    ("pointwise_groups", (1, 8, 4, 4), (4, 4, 1, 1), {"groups": 2}, False, None),
+    ("1x1_strided", (1, 3, 7, 7), (2, 3, 1, 1), {"strides": [2, 2]}, True, None),
+    ("1x1_padded", (1, 3, 4, 4), (2, 3, 1, 1), {"pads": [1, 0, 0, 1]}, True, "relu"),
+    ("kernel_wider_than_pad", (1, 1, 3, 3), (2, 1, 5, 5), {"pads": [2, 2, 2, 2]}, True, None),
+]
+
+
+def test_conv2d_matches_numpy(tmp_path):
+    rng = np.random.default_rng(1)
+    inputs, weights, nodes, outputs, feed, expected = {}, {}, [], [], {}, {}
+    for name, xs, ws, attrs, bias, act in CONVS:
+        inputs[f"x_{name}"] = xs
+        feed[f"x_{name}"] = rand(rng, *xs)
+        weights[f"w_{name}"] = rand(rng, *ws)
+        ins = [f"x_{name}", f"w_{name}"]
+        if bias:
+            weights[f"b_{name}"] = rand(rng, ws[0])
+            ins.append(f"b_{name}")
+        node = {"op": "conv2d", "inputs": ins, **attrs}
+        if act is None:
+            nodes.append(dict(node, output=name))
+        else:
+            nodes += [dict(node, output=f"{name}_pre"), {"op": act, "inputs": [f"{name}_pre"], "output": name}]
+        outputs.append(name)
+        expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
+                                              **attrs))
+    report, got, _ = build_and_run(tmp_path, inputs, weights, nodes, outputs, feed)
+    assert all(line.split(" -> ")[1].startswith("cblas") for line in report.explain), report.explain
+    for name in outputs:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_pointwise_conv_needs_no_workspace_and_im2col_does(tmp_path):
+    from packager.backends.cblas import CblasBackend
+
+    g = Graph(name="g", inputs={"x": TensorType((1, 8, 5, 5), F32)},
+              weights={"w1": np.zeros((4, 8, 1, 1), np.float32), "w3": np.zeros((4, 8, 3, 3), np.float32)},
+              nodes=[Node("conv2d", ["x", "w1"], "a", name="c1"), Node("conv2d", ["x", "w3"], "b", name="c3")],
+              outputs=["a", "b"]).infer()
+    p = partition.partition(g, ["cblas"])
+    (_, r1), (_, r3) = p.regions
+    assert CblasBackend().lower(r1, g).workspace_bytes == 0
+    lowered = CblasBackend().lower(r3, g)
+    # im2col: (8 channels * 3 * 3 taps) rows x (3 * 3 outputs) floats = 2592 bytes, rounded up to 64
+    assert lowered.workspace_bytes == 2624 and "dpk_cblas_im2col" in lowered.source
+    assert "malloc" not in lowered.source
+
+
+def test_unsupported_shapes_and_dtypes_fall_back_with_a_reason():
+    g = Graph(name="g", inputs={"x": TensorType((2, 4), "float64"), "e": TensorType((0, 4), F32)},
+              weights={"w": np.zeros((3, 4), np.float64), "w32": np.zeros((3, 4), np.float32)},
+              nodes=[Node("dense", ["x", "w"], "y", name="d"), Node("dense", ["e", "w32"], "z", name="d_empty"),
+                     Node("softmax", ["z"], "s", name="sm")],
+              outputs=["y", "s"]).infer()
+    from packager.backends.cblas import CblasBackend
+
+    backend = CblasBackend()
+    assert "float32 only" in backend.supports(g.nodes[0], g)
+    assert "non-empty" in backend.supports(g.nodes[1], g)
+    assert backend.supports(g.nodes[2], g) == "op softmax has no cblas kernel (cblas takes dense, matmul, conv2d)"
+
+
+# ---------------------------------------------------------------- fusion rules
+
+def fusion_graph(nodes, outputs):
+    return Graph(name="g", inputs={"x": TensorType((2, 4), F32)},
+                 weights={"w": np.zeros((4, 4), np.float32), "b": np.zeros(4, np.float32)},
+                 nodes=[Node(op=n[0], inputs=list(n[1]), output=n[2], name=f"{n[0]}_{i}",
+                             backend=n[3] if len(n) > 3 else None) for i, n in enumerate(nodes)],
+                 outputs=outputs).infer()
+
+
+def regions(p):
+    return [(b.name, r.name, [n.name for n in r.nodes], r.outputs) for b, r in p.regions]
+
+
+def test_activation_is_fused_into_its_op_and_explained():
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y")], ["y"])
+    p = partition.partition(g, ["cblas", "host"])
+    assert p.explain() == ["dense_0 -> cblas (first in [cblas, host] that supports dense)",
+                           "relu_1 -> cblas (fused into dense_0)"]
+    assert regions(p) == [("cblas", "cblas_dense_0", ["dense_0", "relu_1"], ["y"])]
+
+
+def test_no_fusion_when_the_op_output_is_a_graph_output():
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y")], ["h", "y"])
+    p = partition.partition(g, ["cblas", "host"])
+    assert p.explain()[1] == ("relu_1 -> host (cblas: cblas takes relu only fused into the dense, matmul or "
+                              "conv2d whose sole consumer it is)")
+    assert regions(p) == [("cblas", "cblas_dense_0", ["dense_0"], ["h"]), ("host", "host_relu_1", ["relu_1"], ["y"])]
+
+
+def test_no_fusion_when_the_op_output_has_another_consumer():
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "a"), ("add", ["a", "h"], "y")], ["y"])
+    p = partition.partition(g, ["cblas", "host"])
+    assert [a.backend for a in p.assignments] == ["cblas", "host", "host"]
+    assert all(a.fused_into is None for a in p.assignments)
+
+
+def test_no_fusion_when_the_activation_reads_twice_or_is_not_elementwise():
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("mul", ["h", "h"], "y")], ["y"])
+    assert [a.backend for a in partition.partition(g, ["cblas", "host"]).assignments] == ["cblas", "host"]
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("softmax", ["h"], "y")], ["y"])
+    assert [a.backend for a in partition.partition(g, ["cblas", "host"]).assignments] == ["cblas", "host"]
+
+
+def test_the_activation_override_decides():
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y", "host")], ["y"])
+    p = partition.partition(g, ["cblas", "host"])
+    assert p.explain()[1] == "relu_1 -> host (backend: host set on the node)"
+    g = fusion_graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y", "cblas")], ["y"])
+    assert partition.partition(g, ["cblas", "host"]).explain()[1] == "relu_1 -> cblas (fused into dense_0)"
+    g = fusion_graph([("relu", ["x"], "y", "cblas")], ["y"])
+    with pytest.raises(BuildError, match=r"node 'relu_0' \(op relu\) asks for backend 'cblas', which does not "
+                                         r"take it: cblas takes relu only fused"):
+        partition.partition(g, ["host"])
+
+
+def test_an_overridden_anchor_still_fuses_and_a_later_follower_joins_its_region():
+    # dense_0 (cblas by override) ... relu_2 reads only h: it runs with dense_0
+    g = fusion_graph([("dense", ["x", "w", "b"], "h", "cblas"), ("relu", ["x"], "other"), ("relu", ["h"], "y"),
+                      ("add", ["y", "other"], "z")], ["z"])
+    p = partition.partition(g, ["host"])
+    assert p.explain()[2] == "relu_2 -> cblas (fused into dense_0)"
+    assert regions(p) == [("cblas", "cblas_dense_0", ["dense_0", "relu_2"], ["y"]),
+                          ("host", "host_relu_1", ["relu_1"], ["other"]), ("host", "host_add_3", ["add_3"], ["z"])]
+
+
+def test_unfused_activation_on_host_matches_numpy(tmp_path):
+    rng = np.random.default_rng(2)
+    w = {"w": rand(rng, 6, 5), "b": rand(rng, 6)}
+    x = rand(rng, 3, 5)
+    nodes = [{"op": "dense", "inputs": ["x", "w", "b"], "output": "h"}, {"op": "sigmoid", "inputs": ["h"], "output": "y"}]
+    report, got, _ = build_and_run(tmp_path, {"x": (3, 5)}, w, nodes, ["h", "y"], {"x": x})
+    assert report.explain[1].startswith("sigmoid_1 -> host")
+    np.testing.assert_allclose(got["h"], ref.dense(x, w["w"], w["b"]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["y"], ref.sigmoid(ref.dense(x, w["w"], w["b"])), rtol=1e-4, atol=1e-5)
+
+
+def test_explain_in_the_cli(tmp_path, capsys):
+    from packager.cli import main
+
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "w.npz", w=rand(rng, 4, 4), b=rand(rng, 4))
+    import yaml
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(spec({"x": (1, 4)}, "w.npz", [
+        {"op": "dense", "inputs": ["x", "w", "b"], "output": "h"}, {"op": "tanh", "inputs": ["h"], "output": "y"}],
+        ["y"])))
+    assert main(["build", str(path), "-o", str(tmp_path / "m.so"), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "dense_0 -> cblas (first in [cblas, host] that supports dense)" in out
+    assert "tanh_1 -> cblas (fused into dense_0)" in out
+
+
+# ---------------------------------------------------------------- linking and requires
+
+def elf_sections(data: bytes) -> dict[str, tuple[int, int]]:
+    """name -> (file offset, size) of an ELF64 little-endian file's sections."""
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+
+    def name(offset):
+        end = data.index(b"\0", names_at + offset)
+        return data[names_at + offset:end].decode()
+    return {name(h[0]): (h[4], h[5]) for h in headers}
+
+
+def dt_needed(path: str) -> list[str]:
+    """The DT_NEEDED entries of an ELF64 little-endian shared object (no readelf)."""
+    data = open(path, "rb").read()
+    sections = elf_sections(data)
+    dyn_off, dyn_size = sections[".dynamic"]
+    str_off, _ = sections[".dynstr"]
+    needed = []
+    for k in range(dyn_off, dyn_off + dyn_size, 16):
+        tag, value = struct.unpack_from("<qQ", data, k)
+        if tag == 0:
+            break
+        if tag == 1:  # DT_NEEDED
+            needed.append(data[str_off + value:data.index(b"\0", str_off + value)].decode())
+    return needed
+
+
+@pytest.fixture(scope="module")
+def blas_model(tmp_path_factory):
+    """A dense + relu on cblas, its weights and an input."""
+    work = tmp_path_factory.mktemp("blas_model")
+    rng = np.random.default_rng(4)
+    w = {"w": rand(rng, 8, 16), "b": rand(rng, 8)}
+    np.savez(work / "w.npz", **w)
+    out = str(work / "m.so")
+    nodes = [{"op": "dense", "inputs": ["x", "w", "b"], "output": "h"}, {"op": "relu", "inputs": ["h"], "output": "y"}]
+    report = build(spec({"x": (1, 16)}, "w.npz", nodes, ["y"]), out, base_dir=str(work), quiet=True,
+                   use_cache=False)
+    x = rand(rng, 1, 16)
+    return out, report, x, ref.relu(ref.dense(x, w["w"], w["b"]))
+
+
+def test_dt_needed_and_manifest_requires(blas_model):
+    out, report, x, expected = blas_model
+    assert "libopenblas.so.0" in dt_needed(out)
+    assert report.manifest["requires"] == ["libopenblas.so.0"]
+    with loader.load(out) as model:
+        assert model.manifest["requires"] == ["libopenblas.so.0"]
+        np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_host_only_model_requires_nothing(tmp_path):
+    rng = np.random.default_rng(5)
+    nodes = [{"op": "dense", "inputs": ["x", "w"], "output": "y"}]
+    report, _, out = build_and_run(tmp_path, {"x": (1, 4)}, {"w": rand(rng, 3, 4)}, nodes, ["y"],
+                                   {"x": rand(rng, 1, 4)}, backends=["host"])
+    assert report.manifest["requires"] == [] and "libopenblas.so.0" not in dt_needed(out)
+
+
+def write_cc_wrapper(path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_missing_library_at_build_says_how_to_get_it(tmp_path):
+    # a compiler that cannot find libopenblas: -lopenblas becomes a library that does not exist
+    cc = write_cc_wrapper(tmp_path / "cc", 'for a; do shift; [ "$a" = -lopenblas ] && a=-lopenblas_not_here; '
+                                           'set -- "$@" "$a"; done\nexec cc "$@"\n')
+    np.savez(tmp_path / "w.npz", w=np.ones((3, 4), np.float32))
+    out = tmp_path / "m.so"
+    with pytest.raises(BuildError) as info:
+        build(spec({"x": (2, 4)}, "w.npz", [{"op": "dense", "inputs": ["x", "w"], "output": "y"}], ["y"]),
+              str(out), base_dir=str(tmp_path), quiet=True, cc=cc)
+    message = str(info.value)
+    assert message.startswith("library -lopenblas_not_here is missing: the cblas backend needs the OpenBLAS "
+                              "headers (cblas.h) and library (libopenblas.so)"), message
+    assert "apt-get install libopenblas-dev" in message
+    assert not out.exists()
+
+
+def test_missing_header_at_build_says_how_to_get_it(tmp_path, monkeypatch):
+    from packager.backends import cblas
+
+    monkeypatch.setattr(cblas, "CBLAS_PRELUDE", cblas.CBLAS_PRELUDE.replace("<cblas.h>", "<cblas_not_here.h>"))
+    np.savez(tmp_path / "w.npz", w=np.ones((3, 4), np.float32))
+    with pytest.raises(BuildError) as info:
+        build(spec({"x": (2, 4)}, "w.npz", [{"op": "dense", "inputs": ["x", "w"], "output": "y"}], ["y"]),
+              str(tmp_path / "m.so"), base_dir=str(tmp_path), quiet=True)
+    message = str(info.value)
+    assert message.startswith("header cblas_not_here.h is missing: the cblas backend needs"), message
+    assert "apt-get install libopenblas-dev" in message
