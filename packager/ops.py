@@ -2,7 +2,9 @@
 
 Every op of the YAML graph (DESIGN.md, "Input: the deployment manifest") has an
 `OpSpec` in `OPS`: its input roles, its attributes (kind and default) and its
-inference rule. Frontends and `ir` use two entry points:
+inference rule. A few ops extend that vocabulary (leaky_relu, clip,
+log_softmax, argmax, cast; avgpool2d's count_include_pad): the ONNX frontend
+emits them, and a YAML graph may use them too. Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
     infer(node, in_types)      -> the output TensorType
@@ -26,11 +28,12 @@ from packager.ir import BuildError, Node, TensorType
 REQUIRED = object()  # an attribute default meaning "the node must give it"
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
+CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 @dataclass(frozen=True)
 class Attr:
-    kind: str  # int | float | ints | pair | pads | perm
+    kind: str  # int | float | ints | pair | pads | perm | dtype
     default: object = REQUIRED
     doc: str = ""
 
@@ -183,6 +186,20 @@ def _same(c: _Ctx) -> TensorType:
     return c.out(c.shape(0))
 
 
+def _cast(c: _Ctx) -> TensorType:
+    return c.out(c.shape(0), c.attrs["to"])
+
+
+def _argmax(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    axis = c.axis("axis", len(x))
+    if x[axis] == 0:
+        raise c.fail(f"argmax over an empty axis ({axis})", 0)
+    shape = x[:axis] + ((1,) if c.attrs["keepdims"] else ()) + x[axis + 1:]
+    return c.out(shape, "int64")
+
+
 def _softmax(c: _Ctx) -> TensorType:
     c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
     c.axis("axis", len(c.shape(0)))
@@ -315,13 +332,26 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     _unary("sigmoid", "1 / (1 + exp(-x))"),
     _unary("tanh", "tanh(x)"),
     OpSpec("softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "softmax along axis"),
+    # extensions (the ONNX frontend emits them; the YAML graph may use them too)
+    OpSpec("leaky_relu", (_X,), {"alpha": Attr("float", 0.01)}, _same, "x if x >= 0 else alpha * x"),
+    OpSpec("clip", (_X,), {"min": Attr("float", -math.inf), "max": Attr("float", math.inf)}, _same,
+           "min(max(x, min), max); NaN stays NaN"),
+    OpSpec("log_softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "log(softmax(x)) along axis"),
+    OpSpec("argmax", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1),
+                             "select_last_index": Attr("int", 0)}, _argmax,
+           "int64 index of the largest value along axis (first, or last if select_last_index); "
+           "NaN counts as largest"),
+    OpSpec("cast", (_X,), {"to": Attr("dtype")}, _cast,
+           "convert elements to dtype `to` (float -> int truncates toward zero; -> bool is x != 0)",
+           float_only=False),
     OpSpec("conv2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),
            {"strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1, "groups": Attr("int", 1)},
            _conv2d, "2-D convolution, NCHW input, OIHW weight"),
     OpSpec("maxpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
            _pool, "max over windows; padding never wins"),
-    OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
-           _pool, "mean over windows, padding excluded from the count"),
+    OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0,
+                                "count_include_pad": Attr("int", 0)},
+           _pool, "mean over windows; padding counts in the divisor only if count_include_pad"),
     OpSpec("global_avgpool", (_X,), {}, _global_avgpool, "mean over H, W -> [N, C, 1, 1]"),
     OpSpec("flatten", (_X,), {"axis": Attr("int", 1)}, _flatten,
            "-> [prod(shape[:axis]), prod(shape[axis:])]", float_only=False),
@@ -367,6 +397,8 @@ def _coerce(kind: str, value):
     if kind == "pair":
         v = [int(value)] * 2 if _is_int(value) else _ints(value)
         return v if v is not None and len(v) == 2 and min(v) >= 1 else None
+    if kind == "dtype":
+        return value if isinstance(value, str) and value in CAST_DTYPES else None
     if kind == "pads":
         v = [int(value)] * 4 if _is_int(value) else _ints(value)
         if v is not None and len(v) == 2:
@@ -382,6 +414,7 @@ _KIND_TEXT = {
     "perm": "a list of integers",
     "pair": "a positive integer or a list of two",
     "pads": "a non-negative integer or a list of 2 or 4 ([top, left, bottom, right])",
+    "dtype": "a dtype name (" + ", ".join(CAST_DTYPES) + ")",
 }
 
 
@@ -421,6 +454,11 @@ def normalize(node: Node) -> None:
         out[name] = value
     if node.op == "conv2d" and out["groups"] < 1:
         raise BuildError(f"{node.describe()}: attribute 'groups' must be >= 1, got {out['groups']}")
+    for flag in ("keepdims", "select_last_index", "count_include_pad"):
+        if flag in out and out[flag] not in (0, 1):
+            raise BuildError(f"{node.describe()}: attribute '{flag}' must be 0 or 1, got {out[flag]}")
+    if node.op == "clip" and any(math.isnan(out[k]) for k in ("min", "max")):
+        raise BuildError(f"{node.describe()}: attributes 'min' and 'max' must be numbers, not NaN")
     if node.op == "batchnorm" and not out["epsilon"] >= 0:
         raise BuildError(f"{node.describe()}: attribute 'epsilon' must be >= 0, got {out['epsilon']}")
     node.attrs.clear()

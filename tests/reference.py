@@ -134,3 +134,45 @@ def batchnorm(x, scale, bias, mean, var, epsilon=1e-5):
     x = x.astype(np.float64)
     return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape).astype(np.float64) + epsilon)
             * scale.reshape(shape) + bias.reshape(shape))
+
+
+# ---- extensions (the ONNX frontend's ops) -------------------------------------------
+
+
+def leaky_relu(x, alpha=0.01):
+    x = x.astype(np.float64)
+    return np.where(x >= 0, x, alpha * x)
+
+
+def clip(x, min=-np.inf, max=np.inf):
+    return np.minimum(np.maximum(x.astype(np.float64), min), max)
+
+
+def log_softmax(x, axis=-1):
+    x = x.astype(np.float64)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def argmax(x, axis=0, keepdims=1, select_last_index=0):
+    """NaN counts as the largest value (NumPy's rule); ties go to the first (or last) index."""
+    if select_last_index:
+        flipped = np.flip(x, axis=axis)
+        index = x.shape[axis] - 1 - np.argmax(flipped, axis=axis)
+    else:
+        index = np.argmax(x, axis=axis)
+    index = index.astype(np.int64)
+    return np.expand_dims(index, axis) if keepdims else index
+
+
+def cast(x, to):
+    if to == "bool":
+        return x != 0
+    return x.astype(to)
+
+
+def avgpool2d_include_pad(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)):
+    """count_include_pad=1: zero padding counts in the average."""
+    top, left, bottom, right = _pads(pads)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    return _pool(xp, kernel, strides, (0, 0, 0, 0), lambda v: v.mean(axis=-1))

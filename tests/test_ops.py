@@ -379,7 +379,7 @@ def test_normalize_fills_defaults_and_canonical_forms():
     assert node.attrs == {"strides": [2, 2], "pads": [1, 2, 1, 2], "dilations": [1, 1], "groups": 1}
     node = Node("avgpool2d", ["x"], "y", {"kernel": 3}, "p")
     ops.normalize(node)
-    assert node.attrs == {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0]}
+    assert node.attrs == {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0], "count_include_pad": 0}
     for op, attrs in [("softmax", {"axis": -1}), ("flatten", {"axis": 1}), ("batchnorm", {"epsilon": 1e-5}),
                       ("transpose", {"perm": None}), ("relu", {})]:
         node = Node(op, ["x"] * (5 if op == "batchnorm" else 1), "y", {}, "n")
@@ -432,8 +432,9 @@ def test_every_op_has_a_spec_and_a_host_kernel():
     vocabulary = {"dense", "matmul", "add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "softmax", "conv2d",
                   "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "transpose", "concat",
                   "batchnorm"}
-    assert set(ops.OPS) == vocabulary
-    assert set(EMITTERS) == vocabulary
+    extensions = {"leaky_relu", "clip", "log_softmax", "argmax", "cast"}
+    assert set(ops.OPS) == vocabulary | extensions
+    assert set(EMITTERS) == vocabulary | extensions
 
 
 def test_strided_tensor_is_refused(relu_lib):
@@ -452,3 +453,108 @@ def test_strided_tensor_is_refused(relu_lib):
         else:
             with pytest.raises(KernelError, match=r"argument 0 \(x0\) must be compact float32\[2, 3\], got .* strided"):
                 relu_lib.call_values("host_relu_0", [v0, v1], [7, 7])
+
+
+# ---- extensions: leaky_relu, clip, log_softmax, argmax, cast, count_include_pad ----------
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.2, 1.5, 0.0])
+def test_leaky_relu(kdir, alpha):
+    x = rand(3, 17, lo=-4, hi=4)
+    check(kdir, "leaky_relu", [x], ref.leaky_relu(x, alpha), atol=1e-7, alpha=alpha)
+
+
+@pytest.mark.parametrize("attrs", [{"min": 0.0, "max": 6.0}, {"min": -0.5}, {"max": 0.25}, {}, {"min": 1, "max": 1}])
+def test_clip(kdir, attrs):
+    x = rand(2, 3, 8, lo=-8, hi=8)
+    check(kdir, "clip", [x], ref.clip(x, **attrs), atol=0, **attrs)
+
+
+def test_clip_keeps_nan_and_infinities(kdir):
+    x = np.array([np.nan, -np.inf, np.inf, 3.0, -3.0], np.float32)
+    y = run_node("clip", [x], kdir, min=-1.0, max=1.0)
+    np.testing.assert_array_equal(y, [np.nan, -1.0, 1.0, 1.0, -1.0])
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 10), -1), ((2, 3, 4), 0), ((2, 3, 4), 1), ((5,), 0), ((2, 2, 3, 3), 1)])
+def test_log_softmax(kdir, shape, axis):
+    x = rand(*shape, lo=-30, hi=30)
+    check(kdir, "log_softmax", [x], ref.log_softmax(x, axis), rtol=1e-5, atol=1e-5, axis=axis)
+
+
+@pytest.mark.parametrize("shape,axis,keepdims", [
+    ((1, 10), 1, 1), ((1, 10), -1, 0), ((2, 3, 4), 0, 1), ((2, 3, 4), 1, 0), ((2, 3, 4), 2, 1), ((7,), 0, 0),
+    ((3, 1), 1, 1),
+])
+@pytest.mark.parametrize("last", [0, 1])
+def test_argmax(kdir, shape, axis, keepdims, last):
+    x = np.round(rand(*shape, lo=-3, hi=3))  # rounding makes ties
+    got = run_node("argmax", [x], kdir, axis=axis, keepdims=keepdims, select_last_index=last)
+    expected = ref.argmax(x, axis, keepdims, last)
+    assert got.dtype == np.int64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_argmax_nan_counts_as_largest(kdir):
+    x = np.array([[1.0, np.nan, 5.0, np.nan], [np.nan, 2.0, 3.0, 0.0]], np.float32)
+    for last in (0, 1):
+        got = run_node("argmax", [x], kdir, axis=1, keepdims=0, select_last_index=last)
+        np.testing.assert_array_equal(got, ref.argmax(x, 1, 0, last))
+        np.testing.assert_array_equal(got, [3, 0] if last else [1, 0])
+
+
+@pytest.mark.parametrize("src,to", [
+    ("float32", "int64"), ("float32", "int32"), ("float32", "uint8"), ("float32", "bool"), ("float32", "float64"),
+    ("int64", "float32"), ("int32", "int64"), ("uint8", "float32"), ("bool", "float32"), ("float64", "float32"),
+    ("int64", "bool"),
+])
+def test_cast(kdir, src, to):
+    if src == "bool":
+        x = RNG.integers(0, 2, size=(3, 5)).astype(bool)
+    elif src.startswith("float"):
+        x = (rand(3, 5, lo=-100, hi=100) * np.where(rand(3, 5) < -0.5, 0, 1)).astype(src)  # some zeros
+        if to == "uint8":
+            x = np.abs(x)
+    else:
+        x = RNG.integers(-50 if src != "uint8" else 0, 100, size=(3, 5)).astype(src)
+    got = run_node("cast", [x], kdir, to=to)
+    assert got.dtype == np.dtype(to)
+    np.testing.assert_array_equal(got, ref.cast(x, to))
+
+
+def test_cast_refuses_float16_on_host():
+    _, region, graph = lower_node("cast", [rand(2, 3)], to="float16")
+    assert "cast converts between" in HostBackend().supports(region.nodes[0], graph)
+
+
+@pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
+def test_avgpool_count_include_pad(kdir, x_shape, attrs):
+    x = rand(*x_shape)
+    norm = {k: ([v] * (4 if k == "pads" else 2) if isinstance(v, int) else v) for k, v in attrs.items()}
+    check(kdir, "avgpool2d", [x], ref.avgpool2d_include_pad(x, **norm), count_include_pad=1, **attrs)
+
+
+def test_avgpool_include_pad_counts_padding(kdir):
+    y = run_node("avgpool2d", [np.ones((1, 1, 2, 2), np.float32)], kdir, kernel=2, pads=1, count_include_pad=1)
+    np.testing.assert_array_equal(y[0, 0], [[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+
+
+def test_extension_inference_and_errors():
+    assert infer("argmax", [(2, 3, 4)], axis=1).shape == (2, 1, 4)
+    assert infer("argmax", [(2, 3, 4)], axis=-1, keepdims=0).dtype == "int64"
+    assert infer("cast", [(2, 3)], dtype="int64", to="float32").dtype == "float32"
+    assert infer("log_softmax", [(2, 3)]).shape == (2, 3)
+    with pytest.raises(BuildError, match=r"attribute 'to' must be a dtype name"):
+        infer("cast", [(2,)], to="complex64")
+    with pytest.raises(BuildError, match=r"attribute 'keepdims' must be 0 or 1, got 2"):
+        infer("argmax", [(2,)], keepdims=2)
+    with pytest.raises(BuildError, match=r"attribute 'count_include_pad' must be 0 or 1"):
+        infer("avgpool2d", [(1, 1, 4, 4)], kernel=2, count_include_pad=3)
+    with pytest.raises(BuildError, match=r"axis 2 is out of range for 2 dimensions"):
+        infer("argmax", [(2, 3)], axis=2)
+    with pytest.raises(BuildError, match=r"argmax over an empty axis"):
+        infer("argmax", [(2, 0)], axis=1)
+    with pytest.raises(BuildError, match=r"op leaky_relu needs floating-point inputs"):
+        infer("leaky_relu", [(2,)], dtype="int64")
+    with pytest.raises(BuildError, match=r"'min' and 'max' must be numbers, not NaN"):
+        infer("clip", [(2,)], min=float("nan"))

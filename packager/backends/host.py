@@ -139,10 +139,12 @@ $blocks
 CHECK = Template('  if (dpk_host_check_tensor("$fn", args, $i, "$tensor", $code, $bits, $ndim, '
                  '(const int64_t[]){$dims}, "$want") != 0) return -1;')
 
-UNARY_EXPR = {
+UNARY_EXPR = {  # $-fields are the node's attributes, as C floats
     "relu": "v > 0.0f ? v : 0.0f",
     "sigmoid": "1.0f / (1.0f + expf(-v))",
     "tanh": "tanhf(v)",
+    "leaky_relu": "v >= 0.0f ? v : $alpha * v",
+    "clip": "$clip",  # built from min/max by _clip_expr (an infinite bound is no compare)
 }
 BINARY_OP = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
@@ -181,8 +183,7 @@ for (int64_t r = 0; r < $outer; ++r) {
     yr[l] = e;
     sum += e;
   }
-  const float inv = 1.0f / sum;
-  for (int64_t l = 0; l < $L; ++l) yr[l] *= inv;
+  $finish_rows
 }"""),
     "softmax_cols": Template("""\
 for (int64_t r = 0; r < $outer; ++r) {
@@ -197,10 +198,25 @@ for (int64_t r = 0; r < $outer; ++r) {
       yr[l * $inner] = e;
       sum += e;
     }
-    const float inv = 1.0f / sum;
-    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] *= inv;
+    $finish_cols
   }
 }"""),
+    # Index of the largest value along the axis; NaN counts as largest (NumPy's rule).
+    "argmax": Template("""\
+for (int64_t r = 0; r < $outer; ++r) {
+  for (int64_t j = 0; j < $inner; ++j) {
+    const float *restrict xr = in0 + r * $L * $inner + j;
+    float best = xr[0];
+    int64_t at = 0;
+    for (int64_t l = 1; l < $L; ++l) {
+      const float v = xr[l * $inner];
+      if ($better) { best = v; at = l; }
+    }
+    out0[r * $inner + j] = at;
+  }
+}"""),
+    "cast": Template("""\
+for (int64_t i = 0; i < $n; ++i) out0[i] = $expr;"""),
     # Direct convolution: each output plane starts at the bias, then every
     # (input channel, kh, kw) tap adds w * (shifted input) over the outputs whose
     # tap lands inside the input (so padding costs nothing): an axpy along ow.
@@ -282,6 +298,19 @@ POOL = {
     "maxpool2d": {"init": "-INFINITY", "accumulate": "acc = v > acc ? v : acc;", "finish": "acc"},
     "avgpool2d": {"init": "0.0f", "accumulate": "acc += v;",
                   "finish": "acc / (float)((h1 - h0) * (w1 - w0))"},
+    # count_include_pad: windows never leave the padded input, so the divisor is the kernel's size
+    "avgpool2d_include_pad": {"init": "0.0f", "accumulate": "acc += v;", "finish": "acc / (float)($KH * $KW)"},
+}
+SOFTMAX_FINISH = {  # (rows, cols): after the loop that left exp(x - max) in y and its sum in `sum`
+    "softmax": ("const float inv = 1.0f / sum;\n  for (int64_t l = 0; l < $L; ++l) yr[l] *= inv;",
+                "const float inv = 1.0f / sum;\n    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] *= inv;"),
+    "log_softmax": ("const float lse = mx + logf(sum);\n  for (int64_t l = 0; l < $L; ++l) yr[l] = xr[l] - lse;",
+                    "const float lse = mx + logf(sum);\n"
+                    "    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] = xr[l * $inner] - lse;"),
+}
+ARGMAX_BETTER = {  # select_last_index -> when v replaces the best so far
+    0: "v > best || (v != v && best == best)",
+    1: "v >= best || v != v",
 }
 
 # ---------------------------------------------------------------------------
@@ -363,8 +392,21 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
+def _clip_expr(lo: float, hi: float) -> str:
+    expr = "v"
+    if hi != math.inf:
+        expr = f"v > {_c_float(hi)} ? {_c_float(hi)} : {expr}"
+    if lo != -math.inf:
+        expr = f"v < {_c_float(lo)} ? {_c_float(lo)} : ({expr})"
+    return expr
+
+
 def _unary(k: _K) -> str:
-    return TEMPLATES["unary"].substitute(n=math.prod(k.out.shape), expr=UNARY_EXPR[k.node.op])
+    fields = {name: _c_float(value) for name, value in k.attrs.items()}
+    if k.node.op == "clip":
+        fields = {"clip": _clip_expr(k.attrs["min"], k.attrs["max"])}
+    expr = Template(UNARY_EXPR[k.node.op]).substitute(fields)
+    return TEMPLATES["unary"].substitute(n=math.prod(k.out.shape), expr=expr)
 
 
 def _binary(k: _K) -> str:
@@ -400,7 +442,28 @@ def _softmax(k: _K) -> str:
     if outer * L * inner == 0:
         return "/* empty */"
     name = "softmax_rows" if inner == 1 else "softmax_cols"
-    return TEMPLATES[name].substitute(outer=outer, L=L, inner=inner)
+    fields = dict(outer=outer, L=L, inner=inner)
+    rows, cols = (Template(t).substitute(fields) for t in SOFTMAX_FINISH[k.node.op])
+    return TEMPLATES[name].substitute(fields, finish_rows=rows, finish_cols=cols)
+
+
+def _argmax(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
+    if outer * inner == 0:
+        return "/* empty */"
+    return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
+                                          better=ARGMAX_BETTER[k.attrs["select_last_index"]])
+
+
+def _cast(k: _K) -> str:
+    n = math.prod(k.out.shape)
+    if n == 0:
+        return "/* empty */"
+    to = k.attrs["to"]
+    expr = "(uint8_t)(in0[i] != 0)" if to == "bool" else f"({_C_TYPES[to]})in0[i]"
+    return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
 def _conv2d(k: _K) -> str:
@@ -415,8 +478,10 @@ def _conv2d(k: _K) -> str:
 def _pool(k: _K) -> str:
     x, out = k.shape(0), k.out.shape
     (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
+    pool = POOL["avgpool2d_include_pad" if k.attrs.get("count_include_pad") else k.node.op]
+    pool = {key: Template(text).substitute(KH=kh, KW=kw) for key, text in pool.items()}
     return TEMPLATES["pool"].substitute(
-        POOL[k.node.op], NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2], OW=out[3],
+        pool, NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2], OW=out[3],
         KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
 
 
@@ -464,7 +529,8 @@ EMITTERS = {
     "dense": _dense, "matmul": _matmul,
     **{op: _binary for op in BINARY_OP},
     **{op: _unary for op in UNARY_EXPR},
-    "softmax": _softmax, "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
+    "softmax": _softmax, "log_softmax": _softmax, "argmax": _argmax, "cast": _cast,
+    "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
 }
@@ -475,17 +541,22 @@ MOVE_OPS = {name for name, spec in ops.OPS.items() if not spec.float_only}
 
 _DL_CODE = {"f": 2, "i": 0, "u": 1, "b": 6}
 _MOVE_CTYPE = {1: "uint8_t", 2: "uint16_t", 4: "uint32_t", 8: "uint64_t"}
+_C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
+            "int64": "int64_t", "uint8": "uint8_t", "bool": "uint8_t"}  # what cast converts between
 
 
 def _c_float(value: float) -> str:
-    text = repr(float(value))
+    value = float(value)
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "(-INFINITY)"
+    text = repr(value)
     return text + ("f" if ("." in text or "e" in text) else ".0f")
 
 
 def _ctype(op: str, dtype: str) -> str:
-    if op in MOVE_OPS:
+    if op in MOVE_OPS and op != "cast":
         return _MOVE_CTYPE[np.dtype(dtype).itemsize]
-    return "float"
+    return _C_TYPES[dtype]
 
 
 def _check(fn: str, index: int, tensor: str, t: TensorType) -> str:
@@ -527,6 +598,11 @@ class HostBackend(Backend):
         if node.op not in EMITTERS:
             return f"op {node.op} has no host kernel"
         types = [_type(graph, name) for name in node.inputs]
+        if node.op == "cast":
+            for name, t in [(node.inputs[0], types[0]), (node.output, _type(graph, node.output))]:
+                if t.dtype not in _C_TYPES:
+                    return f"cast converts between {', '.join(_C_TYPES)}; {name} is {t}"
+            return None
         if node.op in MOVE_OPS:
             for name, t in zip(node.inputs, types):
                 if np.dtype(t.dtype).itemsize not in MOVE_ITEMSIZES:
