@@ -338,3 +338,60 @@ def test_missing_header_at_build_says_how_to_get_it(tmp_path, monkeypatch):
     message = str(info.value)
     assert message.startswith("header cblas_not_here.h is missing: the cblas backend needs"), message
     assert "apt-get install libopenblas-dev" in message
+
+
+# ---------------------------------------------------------------- a missing library at load
+
+def patched_copy(src: str, dst, old: bytes, new: bytes, where: str) -> str:
+    """Copy `src` with `old` replaced by `new` (same length) in the manifest (checksums fixed) or in .dynstr."""
+    import xxhash
+
+    from packager.blob import HEADER, read_header
+
+    assert len(old) == len(new)
+    data = bytearray(open(src, "rb").read())
+    if where == "manifest":
+        start = data.find(b"DSOPACK\0")
+        h = read_header(bytes(data[start:start + 64]))
+        begin, end = start + h["manifest_offset"], start + h["manifest_offset"] + h["manifest_size"]
+        manifest = bytes(data[begin:end])
+        assert manifest.count(old) == 1
+        data[begin:end] = manifest.replace(old, new)
+        header = HEADER.pack(b"DSOPACK\0", h["major"], h["minor"], h["flags"], h["manifest_offset"],
+                             h["manifest_size"], h["payload_offset"], h["payload_size"],
+                             xxhash.xxh3_64_intdigest(bytes(data[begin:end])))
+        data[start:start + 64] = header + struct.pack("<Q", xxhash.xxh3_64_intdigest(header))
+    else:
+        offset, size = elf_sections(bytes(data))[".dynstr"]
+        k = data.find(old, offset, offset + size)
+        assert k >= 0
+        data[k:k + len(old)] = new
+    dst.write_bytes(bytes(data))
+    return str(dst)
+
+
+def test_a_required_library_that_cannot_be_loaded_is_named(blas_model, tmp_path, dpk_run):
+    import subprocess
+
+    src, _, x, _ = blas_model
+    bad = patched_copy(src, tmp_path / "m_requires.so", b"libopenblas.so.0", b"libopenblaz.so.0", "manifest")
+    with loader.open_package(bad) as package:  # a well-formed file: only the library is missing
+        package.verify()
+    with pytest.raises(loader.NotFoundError) as info:
+        loader.load(bad)
+    message = str(info.value)
+    assert message.startswith(f"'{bad}' needs libopenblaz.so.0 (manifest 'requires'), which this machine cannot "
+                              f"load: libopenblaz.so.0: cannot open shared object file"), message
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run([dpk_run, bad, f"x={tmp_path / 'x.npy'}"], capture_output=True, text=True)
+    assert result.returncode != 0 and "needs libopenblaz.so.0 (manifest 'requires')" in result.stderr
+
+
+def test_a_missing_dt_needed_library_is_named(blas_model, tmp_path):
+    src, _, _, _ = blas_model
+    bad = patched_copy(src, tmp_path / "m_needed.so", b"libopenblas.so.0", b"libopenblaz.so.0", "dynstr")
+    assert "libopenblaz.so.0" in dt_needed(bad)
+    with pytest.raises(loader.NotFoundError) as info:
+        loader.load(bad)
+    message = str(info.value)
+    assert message.startswith(f"cannot load '{bad}': libopenblaz.so.0: cannot open shared object file"), message

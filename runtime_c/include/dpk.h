@@ -104,14 +104,18 @@ typedef struct dpk_load_options {
  * against the host's, check that every module's kind is registered in the
  * process or declared carried by the file (manifest `kinds.carried`) --
  * all BEFORE dlopen, so a file with an unknown kind runs none of its code --
- * then dlopen the file (RTLD_LOCAL), check its __dpk_kinds table (see
- * dpk_abi.h), resolve every symbol the manifest lists, and rebuild the
- * modules in import order. `options` may be NULL (defaults: no checksum
+ * then dlopen each library the manifest `requires` (kept open until
+ * dpk_model_free), then dlopen the file (RTLD_LOCAL), check its
+ * __dpk_kinds table (see dpk_abi.h), resolve every symbol the manifest
+ * lists, and rebuild the modules in import order. `options` may be NULL (defaults: no checksum
  * pass, no populate). After this, runs do no lookups or parsing.
  * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
  * lists the registered kinds and the carried ones; a declared carried kind
- * the table lacks; missing symbol; missing shared library), UNIMPLEMENTED
- * (other machine; a carried table or kind of another ABI version),
+ * the table lacks; missing symbol; a `requires` library that cannot be
+ * loaded: "'m.so' needs libopenblas.so.0 (manifest 'requires'), which this
+ * machine cannot load: <dlerror>"; another missing shared library: the
+ * dlerror text names it), UNIMPLEMENTED (other machine; a carried table
+ * or kind of another ABI version),
  * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds). */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);

@@ -163,6 +163,8 @@ struct dpk_package {
   dpk_module_decl_t *modules;
   size_t num_carried;        /* kinds.carried: kinds the file's own code provides */
   const char **carried;      /* NULL-terminated */
+  size_t num_requires;       /* requires: shared libraries the file needs (sonames) */
+  const char **requires;     /* NULL-terminated */
 };
 
 /* Parse and check the manifest of an opened package (manifest.c). */
@@ -218,6 +220,7 @@ typedef struct dpk_module_rt {
 struct dpk_model {
   dpk_package_t *package;
   void *dl;                       /* dlopen handle of the file */
+  void **required;                /* dlopen handles of package->requires, closed after `dl` */
   dpk_module_rt_t *modules;
   size_t *order;                  /* import order, imports first */
   const dpk_kind_table *carried;  /* kinds the file carries (__dpk_kinds), or NULL */

@@ -225,10 +225,11 @@ static dpk_status_t parse_header_fields(dpk_package_t *pkg, yaml_node_t *root) {
   if (dpk_yaml_get(y, target, "machine") &&
       (status = dpk_yaml_str(dpk_yaml_get(y, target, "machine"), "field 'target.machine'", &pkg->machine)))
     return status;
-  size_t n;
-  const char **requires;
-  if ((status = parse_names(pkg, dpk_yaml_get(y, root, "requires"), "field 'requires'", &n, &requires)))
+  if ((status = parse_names(pkg, dpk_yaml_get(y, root, "requires"), "field 'requires'", &pkg->num_requires,
+                            &pkg->requires)))
     return status;
+  for (size_t i = 0; i < pkg->num_requires; i++)
+    if (!pkg->requires[i][0]) return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "field 'requires' has an empty name");
   if ((status = dpk_yaml_str(dpk_yaml_get(y, root, "entry"), "field 'entry'", &entry))) return status;
   pkg->entry = dpk_package_find_module(pkg, entry);
   if (pkg->entry == (size_t)-1)

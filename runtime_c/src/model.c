@@ -4,7 +4,8 @@
  * Load order: open and validate the package; check the ELF machine; order
  * the modules by their imports (a cycle fails); check that every module's
  * kind is registered or declared carried (no code of the file has run
- * yet); optionally verify every checksum; dlopen (RTLD_NOW | RTLD_LOCAL);
+ * yet); optionally verify every checksum; dlopen each library the manifest
+ * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL);
  * fill __dpk_api; check that __dpk_blob is the section that was mapped;
  * check the file's __dpk_kinds and bind every module to its kind
  * (model_kinds.c); load each module and resolve every function its manifest
@@ -68,6 +69,26 @@ static dpk_status_t import_order(dpk_model_t *m) {
   free(mark);
   free(stack);
   return status;
+}
+
+/* dlopen every `requires` entry first: a missing one is then named with the
+ * manifest field, instead of surfacing as the file's own dlopen failure. The
+ * handles are kept until the model is freed (the file's DT_NEEDED holds them too). */
+static dpk_status_t open_requires(dpk_model_t *m) {
+  const dpk_package_t *pkg = m->package;
+  if (pkg->num_requires == 0) return DPK_OK;
+  m->required = calloc(pkg->num_requires, sizeof *m->required);
+  if (!m->required) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", PATH(m));
+  for (size_t i = 0; i < pkg->num_requires; i++) {
+    dlerror();
+    m->required[i] = dlopen(pkg->requires[i], RTLD_NOW | RTLD_LOCAL);
+    if (!m->required[i]) {
+      const char *why = dlerror();
+      return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s' needs %s (manifest 'requires'), which this machine cannot load: %s",
+                      PATH(m), pkg->requires[i], why ? why : "dlopen failed");
+    }
+  }
+  return DPK_OK;
 }
 
 static dpk_status_t open_library(dpk_model_t *m) {
@@ -151,6 +172,7 @@ static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
   if (!status) status = import_order(m);
   if (!status) status = dpk_model_check_kinds(m); /* before any code of the file runs */
   if (!status && options && options->verify_checksums) status = dpk_package_verify(m->package);
+  if (!status) status = open_requires(m);
   if (!status) status = open_library(m);
   if (!status) status = dpk_model_bind_kinds(m);
   for (size_t k = 0; k < m->package->num_modules && !status; k++) status = load_module(m, m->order[k]);
@@ -193,6 +215,9 @@ void dpk_model_free(dpk_model_t *model) {
   if (model->modules)
     for (size_t i = 0; i < model->package->num_modules; i++) free(model->modules[i].decoded);
   if (model->dl) dlclose(model->dl);
+  for (size_t i = 0; model->required && i < model->package->num_requires; i++)
+    if (model->required[i]) dlclose(model->required[i]);
+  free(model->required);
   free(model->modules);
   free(model->order);
   dpk_package_free(model->package);
