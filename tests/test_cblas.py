@@ -395,3 +395,42 @@ def test_a_missing_dt_needed_library_is_named(blas_model, tmp_path):
         loader.load(bad)
     message = str(info.value)
     assert message.startswith(f"cannot load '{bad}': libopenblaz.so.0: cannot open shared object file"), message
+
+
+# ---------------------------------------------------------------- the mixed example
+
+def test_mixed_example_matches_numpy_and_inspect_lists_the_kinds(tmp_path, capsys):
+    from packager.cli import main
+
+    out = str(tmp_path / "mixed.so")
+    report = build(os.path.join(ROOT, "manifests", "mixed.yaml"), out, quiet=True)
+    taken = [line.split(" -> ")[1].split(" ")[0] for line in report.explain]
+    assert taken == ["cblas", "cblas", "host", "cblas", "cblas", "cblas", "host", "json", "cblas", "cblas", "json",
+                     "json"], report.explain
+    assert "relu_1 -> cblas (fused into conv2d_0)" in report.explain
+    assert "tanh_9 -> cblas (fused into dense_8)" in report.explain
+    assert "libopenblas.so.0" in dt_needed(out)
+
+    w = np.load(os.path.join(ROOT, "manifests", "mixed.npz"))
+    rng = np.random.default_rng(6)
+    with loader.load(out) as model:
+        for _ in range(2):
+            x = rng.random((1, 3, 16, 16)).astype(np.float32)
+            h = ref.relu(ref.conv2d(x, w["conv1.weight"], w["conv1.bias"], pads=(1, 1, 1, 1)))
+            h = ref.maxpool2d(h, (2, 2), (2, 2))
+            h = ref.relu(ref.conv2d(h, w["conv2.weight"], w["conv2.bias"], pads=(1, 1, 1, 1), groups=2))
+            h = ref.conv2d(h, w["conv3.weight"], w["conv3.bias"])
+            h = ref.global_avgpool(h).reshape(1, -1)
+            h = ref.tanh(ref.dense(h, w["fc1.weight"], w["fc1.bias"]))
+            expected = ref.softmax(ref.dense(h, w["fc2.weight"], w["fc2.bias"]), 1)
+            np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-6)
+
+    assert main(["inspect", out]) == 0
+    text = capsys.readouterr().out
+    assert "requires: [libopenblas.so.0]" in text
+    table = text[text.index("\nmodule "):].split("\n")[2:]  # the rows under the header
+    rows = {line.split()[0]: line.split() for line in table if line.strip()}
+    assert {name: row[1] for name, row in rows.items()} == {
+        "lib": "dso", "ext0": "json", "ext1": "json", "weights": "params", "main": "graph"}
+    assert rows["main"][-4:] == ["lib,", "ext0,", "ext1,", "weights"] and rows["ext0"][-1] == "weights"
+    assert "(6 functions)" in text and "(10 tensors)" in text
