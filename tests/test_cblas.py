@@ -434,3 +434,17 @@ def test_mixed_example_matches_numpy_and_inspect_lists_the_kinds(tmp_path, capsy
         "lib": "dso", "ext0": "json", "ext1": "json", "weights": "params", "main": "graph"}
     assert rows["main"][-4:] == ["lib,", "ext0,", "ext1,", "weights"] and rows["ext0"][-1] == "weights"
     assert "(6 functions)" in text and "(10 tensors)" in text
+
+
+def test_eight_threads_share_one_cblas_model(blas_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out, _, _, _ = blas_model
+    rng = np.random.default_rng(7)
+    xs = [rand(rng, 1, 16) for _ in range(32)]
+    with loader.load(out) as model:
+        want = [model(x) for x in xs]
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(10):
+                for got, expected in zip(pool.map(model, xs), want):
+                    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
