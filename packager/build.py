@@ -139,8 +139,9 @@ def _output_plan(graph: Graph) -> list[tuple[str, str, bool]]:
 
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
-          save_temps: str | None = None, use_cache: bool = True) -> BuildReport:
-    """Build `spec` (a manifest path, a dict or a frontends.yaml_graph.Spec) into the shared library `output`."""
+          save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None) -> BuildReport:
+    """Build `spec` (a manifest path, a dict, a frontends.yaml_graph.Spec or an .onnx path) into the
+    shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims."""
     output = os.fspath(output)
     stages = _Stages(quiet, log)
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -153,7 +154,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     if isinstance(spec, yaml_graph.Spec):
         s = spec
     else:
-        s = yaml_graph.load(spec, base_dir)
+        s = yaml_graph.load(spec, base_dir, shapes=shapes)
     graph = s.graph
     cc_argv = toolchain.resolve_cc(cc, s.target.cc)
     cc_name = toolchain.cc_version(cc_argv)

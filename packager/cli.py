@@ -24,6 +24,7 @@ EPILOG = """\
 examples:
   dsopack build manifests/digits_mlp.yaml -o digits.so       build a model file
   dsopack build manifests/lenet.yaml -o lenet.so --explain    ... and say which backend took each node
+  dsopack build model.onnx -o model.so --shape x=1,3,32,32   an ONNX model (fix its dynamic dims)
   dsopack inspect digits.so                                   the embedded manifest and its modules
   dsopack verify digits.so                                    check the structure and every checksum
   dsopack run digits.so x=sample.npy                          run it (Python loader), print the outputs
@@ -41,6 +42,8 @@ a deployment manifest (YAML) says what to build:
       outputs: [y]
   backends: [json, host]                   # priority; default [host]
   target: {triple: native, cflags: [-O3]}  # also cc: (or --cc, or $CC)
+or, for an ONNX model (needs pip install 'dsopack[onnx]'; see docs/onnx.md):
+  model: {onnx: model.onnx, shapes: {x: [1, 3, 32, 32]}}
 
 environment: CC (the compiler when neither --cc nor target.cc says),
 DSOPACK_CACHE (object cache directory, default ~/.cache/dsopack)."""
@@ -67,10 +70,19 @@ def _count(n: int, word: str) -> str:
 def cmd_build(args) -> int:
     from packager.build import build
 
+    from packager.frontends.onnx import parse_shape_option
+
     if not os.path.exists(args.spec):
-        raise UserError(f"manifest '{args.spec}' not found")
+        what = "ONNX file" if args.spec.lower().endswith(".onnx") else "manifest"
+        raise UserError(f"{what} '{args.spec}' not found")
+    shapes: dict[str, list[int]] = {}
+    for item in args.shape:
+        name, shape = parse_shape_option(item)
+        if name in shapes:
+            raise UserError(f"--shape given twice for input '{name}'")
+        shapes[name] = list(shape)
     report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
-                   save_temps=args.save_temps, use_cache=not args.no_cache)
+                   save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None)
     if not args.quiet:
         print(f"wrote {report.output} ({_size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
               f"arena {_size(report.arena_bytes)}")
@@ -242,17 +254,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dsopack {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    b = sub.add_parser("build", help="build a model file from a deployment manifest",
-                       description="Build ONE shared library from a deployment manifest (YAML).",
-                       epilog="example:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain",
+    b = sub.add_parser("build", help="build a model file from a deployment manifest or an ONNX file",
+                       description="Build ONE shared library from a deployment manifest (YAML) or an ONNX "
+                                   "file (backends [host], target native -O3).",
+                       epilog="examples:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain\n"
+                              "  dsopack build model.onnx -o model.so --shape x=1,3,32,32",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml)")
+    b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml) or an ONNX model (.onnx)")
     b.add_argument("-o", "--output", required=True, metavar="OUT.so", help="the model file to write")
     b.add_argument("--cc", help="C compiler (default: the manifest's target.cc, then $CC, then cc)")
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     b.add_argument("--explain", action="store_true", help="say which backend took each node, and why")
     b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")
     b.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+    b.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="fix an ONNX input's shape (its dynamic dims, e.g. the batch); repeat per input; "
+                        "overrides the manifest's model.shapes")
     b.set_defaults(func=cmd_build)
 
     i = sub.add_parser("inspect", help="print the embedded manifest and a table of modules",

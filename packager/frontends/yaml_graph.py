@@ -2,6 +2,10 @@
 
     spec = load("manifests/digits_mlp.yaml")           # a path
     spec = load({"name": ..., "model": ...}, base_dir)  # an already-loaded dict
+    spec = load("model.onnx", shapes={"x": [1, 64]})   # an ONNX file: frontends/onnx.py, defaults
+
+`shapes` (the CLI's --shape) fixes ONNX input dimensions; it overrides the
+manifest's `model.shapes` input by input, and is an error for a YAML graph.
 
 A Spec is what to build: the ir.Graph (not yet inferred), the backend priority
 list and the target. Every problem is a BuildError that names the file and the
@@ -88,8 +92,12 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def load(source, base_dir: str | os.PathLike | None = None) -> Spec:
-    """Parse a deployment manifest: a YAML file path, or a dict (paths relative to base_dir)."""
+def load(source, base_dir: str | os.PathLike | None = None, shapes: dict | None = None) -> Spec:
+    """Parse a deployment manifest: a YAML file path, or a dict (paths relative to base_dir); or an .onnx path."""
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".onnx"):
+        from packager.frontends import onnx as onnx_frontend
+
+        return onnx_frontend.load_spec(source, shapes)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -103,9 +111,10 @@ def load(source, base_dir: str | os.PathLike | None = None) -> Spec:
             raise BuildError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
         base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
         default_name = os.path.splitext(os.path.basename(path))[0]
-        return parse(doc, base, where=path, default_name=default_name, path=path)
+        return parse(doc, base, where=path, default_name=default_name, path=path, shapes=shapes)
     if isinstance(source, dict):
-        return parse(source, os.fspath(base_dir) if base_dir is not None else os.getcwd(), where="<manifest>")
+        return parse(source, os.fspath(base_dir) if base_dir is not None else os.getcwd(), where="<manifest>",
+                     shapes=shapes)
     raise BuildError(f"a manifest is a YAML file path or a dict, got {_typename(source)}")
 
 
@@ -116,7 +125,7 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = "model",
-          path: str | None = None) -> Spec:
+          path: str | None = None, shapes: dict | None = None) -> Spec:
     ctx = _Ctx(where)
     if doc is None:
         raise ctx.error("", "the manifest is empty")
@@ -125,13 +134,19 @@ def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = 
     if "model" not in doc:
         raise ctx.error("model", "missing (a model is `model: {graph: ...}` or `model: {onnx: FILE}`)")
     model = ctx.mapping(doc["model"], "model", ("graph", "onnx", "shapes"))
+    if "onnx" in model and "graph" in model:
+        raise ctx.error("model", "give `graph` or `onnx`, not both")
     if "onnx" in model:
-        raise ctx.error("model.onnx", "ONNX input is not supported yet (write the model as `model: {graph: ...}`)")
-    if "graph" not in model:
+        graph = _parse_onnx(ctx, model, name, base_dir, shapes)
+    elif "graph" not in model:
         raise ctx.error("model", "missing `graph` (or `onnx`)")
-    if "shapes" in model:
+    elif "shapes" in model:
         raise ctx.error("model.shapes", "only used with model.onnx")
-    graph = _parse_graph(ctx, model["graph"], "model.graph", name, base_dir)
+    elif shapes:
+        raise ctx.error("model", "input shapes (--shape) apply to ONNX models only; "
+                                 "a YAML graph gives them in model.graph.inputs")
+    else:
+        graph = _parse_graph(ctx, model["graph"], "model.graph", name, base_dir)
 
     backends = ["host"]
     if "backends" in doc:
@@ -143,6 +158,21 @@ def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = 
             raise ctx.error("backends", f"lists {', '.join(dupes)} more than once")
     target = _parse_target(ctx, doc.get("target"), "target") if "target" in doc else Target()
     return Spec(name=name, graph=graph, backends=backends, target=target, path=path, base_dir=base_dir)
+
+
+def _parse_onnx(ctx: _Ctx, model: dict, name: str, base_dir: str, override: dict | None) -> Graph:
+    from packager.frontends import onnx as onnx_frontend
+
+    rel = ctx.string(model["onnx"], "model.onnx")
+    path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
+    shapes = {}
+    if "shapes" in model:
+        for iname, shape in ctx.mapping(model["shapes"], "model.shapes").items():
+            shapes[iname] = list(_shape(ctx, shape, f"model.shapes.{iname}"))
+    shapes.update(override or {})
+    if not os.path.isfile(path):
+        raise ctx.error("model.onnx", f"ONNX file '{rel}' not found (looked at {os.path.abspath(path)})")
+    return onnx_frontend.load_graph(path, shapes, name=name, where=f"{ctx.where}: model.onnx '{rel}'")
 
 
 def _parse_target(ctx: _Ctx, value, fp: str) -> Target:

@@ -1,0 +1,311 @@
+"""ONNX models -> a Spec (docs/onnx.md).
+
+    spec = load_spec("model.onnx", shapes={"x": [1, 3, 32, 32]})   # backends [host], target native -O3
+    graph = load_graph("model.onnx")                                 # the ir.Graph only
+
+The deployment manifest's `model: {onnx: FILE, shapes: {...}}` comes here too
+(frontends/yaml_graph.py). Before any conversion the file is parsed, checked
+with onnx.checker, its external data found, its opset checked, and every op
+type looked up, so that ONE error lists all unsupported ops with their nodes:
+
+    model.onnx: unsupported ONNX ops (opset 17): NonMaxSuppression (nms_1), TopK (topk_3, topk_9)
+
+Graph inputs that are initializers are weights, not inputs. A dimension with
+no fixed size (a symbolic batch) takes its value from `shapes` (the CLI's
+`--shape NAME=1,3,32,32` or the manifest's `model.shapes`); a missing one is an
+error that names the input and the dimension. The operators themselves are in
+onnx_ops.py (IR nodes) and onnx_fold.py (constant folding with NumPy).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
+from packager.frontends.yaml_graph import Spec, Target
+from packager.ir import BuildError, Graph, Node, TensorType
+
+OPSETS = (13, 21)  # the default-domain opsets whose operator semantics the converters follow
+INSTALL_HINT = "pip install 'dsopack[onnx]'"
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise BuildError(f"reading ONNX models needs the onnx package: {INSTALL_HINT}") from None
+    return onnx
+
+
+def load_spec(path, shapes: dict | None = None, *, name: str | None = None, backends: list[str] | None = None,
+              target: Target | None = None) -> Spec:
+    """A Spec for an ONNX file with the defaults of `dsopack build model.onnx`: backends [host], native -O3."""
+    path = os.fspath(path)
+    name = name or os.path.splitext(os.path.basename(path))[0]
+    graph = load_graph(path, shapes, name=name)
+    return Spec(name=name, graph=graph, backends=list(backends or ["host"]), target=target or Target(),
+                path=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def load_graph(path, shapes: dict | None = None, *, name: str | None = None, where: str | None = None) -> Graph:
+    """The IR graph of an ONNX file, with every dimension fixed (`shapes`: input name -> list of ints)."""
+    onnx = _onnx()
+    path = os.fspath(path)
+    where = where or path
+    model = _read(onnx, path, where)
+    opset = _opset(model, where)
+    nodes = _nodes(onnx, model.graph, opset, where)
+    unsupported: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.op_type not in SUPPORTED:
+            unsupported.setdefault(node.op_type, []).append(node.name)
+    if unsupported:
+        listing = ", ".join(f"{op} ({', '.join(names)})" for op, names in sorted(unsupported.items()))
+        raise BuildError(f"{where}: unsupported ONNX ops (opset {opset}): {listing}")
+
+    constants = {t.name: _array(onnx, t, where) for t in model.graph.initializer}
+    inputs = _inputs(onnx, model.graph, constants, shapes or {}, where)
+    outputs = [o.name for o in model.graph.output]
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for i in node.inputs:
+            if i:
+                uses[i] = uses.get(i, 0) + 1
+    for o in outputs:
+        uses[o] = uses.get(o, 0) + 1
+    taken = set(inputs) | set(constants) | {o for n in nodes for o in n.outputs} | {n.name for n in nodes}
+    cv = Converter(where, inputs, constants, uses, taken)
+    cv.run(nodes)
+    graph_nodes, weights = _finish(cv, model.graph, outputs, where)
+    return Graph(name=name or os.path.splitext(os.path.basename(path))[0], inputs=inputs, weights=weights,
+                 nodes=graph_nodes, outputs=outputs)
+
+
+# ---------------------------------------------------------------------------
+# Reading and checking the file
+
+
+def _read(onnx, path: str, where: str):
+    if not os.path.isfile(path):
+        raise BuildError(f"{where}: ONNX file not found")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise BuildError(f"{where}: not a valid ONNX file (cannot parse it: {type(e).__name__}: {e})") from None
+    base = os.path.dirname(os.path.abspath(path))
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            location = info.get("location", "")
+            full = os.path.join(base, location)
+            if not location or not os.path.isfile(full):
+                raise BuildError(f"{where}: initializer '{tensor.name}' keeps its data in external file "
+                                 f"'{location}', which is not found (looked at {full}); keep the data file "
+                                 f"next to the model")
+            end = int(info.get("offset", 0)) + int(info.get("length", 0))
+            if end > os.path.getsize(full):
+                raise BuildError(f"{where}: initializer '{tensor.name}': external file '{location}' has "
+                                 f"{os.path.getsize(full)} bytes, the model reads up to byte {end}")
+    try:
+        onnx.checker.check_model(path)
+    except Exception as e:
+        message = str(e).strip().splitlines()
+        raise BuildError(f"{where}: not a valid ONNX model (onnx.checker: {message[0] if message else e})") from None
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, base)
+    except Exception as e:
+        raise BuildError(f"{where}: cannot read the external data: {type(e).__name__}: {e}") from None
+    return model
+
+
+def _opset(model, where: str) -> int:
+    versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
+    if not versions:
+        raise BuildError(f"{where}: the model imports no default-domain (ai.onnx) opset")
+    opset = max(versions)
+    lo, hi = OPSETS
+    if not lo <= opset <= hi:
+        raise BuildError(f"{where}: opset {opset} is not supported (dsopack reads opsets {lo} to {hi}); "
+                         f"export with an opset in that range, e.g. torch.onnx.export(..., opset_version=17) "
+                         f"or skl2onnx.to_onnx(..., target_opset={hi}), or convert it with "
+                         f"onnx.version_converter.convert_version(model, {hi})")
+    return opset
+
+
+def _attrs(onnx, proto, where: str, node_name: str) -> dict:
+    attrs = {}
+    for a in proto.attribute:
+        value = onnx.helper.get_attribute_value(a)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, onnx.TensorProto):
+            value = _array(onnx, value, where)
+        elif isinstance(value, (list, tuple)):
+            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+        attrs[a.name] = value
+    return attrs
+
+
+def _nodes(onnx, graph, opset: int, where: str) -> list[OnnxNode]:
+    nodes, names = [], set()
+    for index, proto in enumerate(graph.node):
+        name = proto.name or f"{proto.op_type}_{index}"
+        base, k = name, 1
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.add(name)
+        attrs = _attrs(onnx, proto, where, name)
+        if proto.op_type == "Cast" and proto.domain in DEFAULT_DOMAINS and "to" in attrs:
+            attrs["to"] = _np_dtype(onnx, attrs["to"], f"{where}: node '{name}' (Cast): to")
+        nodes.append(OnnxNode(proto.op_type, proto.domain, name, list(proto.input), list(proto.output), attrs, opset))
+    return nodes
+
+
+def _np_dtype(onnx, elem_type: int, what: str) -> str:
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        dtype = None
+    if dtype is None or dtype.kind not in "fiub" or dtype.name not in (
+            "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"):
+        type_name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() \
+            else str(elem_type)
+        raise BuildError(f"{what}: element type {type_name} is not supported")
+    return dtype.name
+
+
+def _array(onnx, tensor, where: str) -> np.ndarray:
+    try:
+        array = onnx.numpy_helper.to_array(tensor)
+    except Exception as e:
+        raise BuildError(f"{where}: cannot read tensor '{tensor.name}': {type(e).__name__}: {e}") from None
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.require(array, requirements="C")
+
+
+# ---------------------------------------------------------------------------
+# Inputs and their shapes
+
+
+def _example(dims: list) -> str:
+    return ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+
+
+def _inputs(onnx, graph, constants: dict, shapes: dict, where: str) -> dict[str, TensorType]:
+    inputs: dict[str, TensorType] = {}
+    declared = [vi for vi in graph.input if vi.name not in constants]
+    names = [vi.name for vi in declared]
+    for given in shapes:
+        if given not in names:
+            raise BuildError(f"{where}: shape given for '{given}', which is not an input of the model "
+                             f"(inputs: {', '.join(names) or 'none'})")
+    for vi in declared:
+        if not vi.type.HasField("tensor_type"):
+            raise BuildError(f"{where}: input '{vi.name}' is not a tensor (sequences and maps are not supported)")
+        tt = vi.type.tensor_type
+        dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input '{vi.name}'")
+        dims: list = None if not tt.HasField("shape") else [
+            int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in tt.shape.dim]
+        given = shapes.get(vi.name)
+        if given is not None:
+            given = _given_shape(given, vi.name, where)
+            if dims is not None:
+                if len(given) != len(dims):
+                    raise BuildError(f"{where}: input '{vi.name}' has {len(dims)} dimensions "
+                                     f"[{', '.join(map(str, dims))}], the shape given has {len(given)}: {list(given)}")
+                for k, (d, g) in enumerate(zip(dims, given)):
+                    if isinstance(d, int) and d != g:
+                        raise BuildError(f"{where}: input '{vi.name}' dimension {k} is {d} in the model, "
+                                         f"the shape given says {g}")
+            inputs[vi.name] = TensorType(tuple(given), dtype)
+            continue
+        if dims is None:
+            raise BuildError(f"{where}: input '{vi.name}' has no shape in the model: give it one with "
+                             f"--shape {vi.name}=D0,D1,... (or model.shapes in the manifest)")
+        for k, d in enumerate(dims):
+            if not isinstance(d, int):
+                label = f" ('{d}')" if d != "?" else ""
+                raise BuildError(f"{where}: input '{vi.name}' dimension {k}{label} has no fixed size: give it "
+                                 f"one with --shape {vi.name}={_example(dims)} (or in the manifest, "
+                                 f"model: {{shapes: {{{vi.name}: [{_example(dims).replace(',', ', ')}]}}}})")
+        inputs[vi.name] = TensorType(tuple(dims), dtype)
+    if not inputs:
+        raise BuildError(f"{where}: the model has no inputs (every graph input is an initializer)")
+    return inputs
+
+
+def _given_shape(value, name: str, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in value):
+        raise BuildError(f"{where}: shape for input '{name}' must be a list of positive integers, got {value!r}")
+    return tuple(int(d) for d in value)
+
+
+def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
+    """'x=1,3,32,32' -> ('x', (1, 3, 32, 32)) (the CLI's --shape)."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",")) if sep and name else ()
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise BuildError(f"--shape '{text}': expected NAME=D0,D1,... with positive integers, e.g. x=1,3,32,32")
+    return name, shape
+
+
+# ---------------------------------------------------------------------------
+# Outputs, dead nodes, weights
+
+
+def _finish(cv: Converter, graph, outputs: list[str], where: str) -> tuple[list[Node], dict[str, np.ndarray]]:
+    declared = {o.name: o for o in graph.output}
+    renamed: set[str] = set()
+    for out in outputs:
+        src = cv.resolve(out)
+        if src == out:
+            continue
+        if src in cv.consts:  # a constant output: a weight under the output's name
+            cv.consts[out] = cv.consts[src]
+            cv.tensor(out)
+            continue
+        if src in cv.producer and src not in outputs and src not in renamed:
+            _rename_everywhere(cv, src, out)
+            renamed.add(src)
+        else:  # a graph input, or a tensor another output already took: copy it
+            node = OnnxNode("Identity", "", cv.fresh_node(f"{out}/copy"), [src], [out], {}, 0)
+            cv.emit(node, "reshape", [src], out, shape=list(cv.type_of(src).shape))
+        cv.alias.pop(out, None)
+    for out in outputs:
+        if out not in cv.types and out not in cv.consts:
+            raise BuildError(f"{where}: graph output '{out}' is not computed by any node")
+        vi = declared[out]
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            want = _np_dtype(_onnx(), vi.type.tensor_type.elem_type, f"{where}: output '{out}'")
+            got = cv.type_of(out).dtype
+            if want != got:
+                raise BuildError(f"{where}: graph output '{out}' is declared {want} but computes as {got}")
+    # dead nodes (their results reach no output), then the weights the rest read
+    live = set(outputs)
+    kept = []
+    for node in reversed(cv.nodes):
+        if node.output in live:
+            kept.append(node)
+            live.update(node.inputs)
+    kept.reverse()
+    weights = {name: cv.weights[name] for name in dict.fromkeys(
+        [i for n in kept for i in n.inputs] + outputs) if name in cv.weights}
+    for out in outputs:
+        if out in cv.consts and out not in weights:
+            weights[out] = np.require(cv.consts[out], requirements="C")
+    return kept, weights
+
+
+def _rename_everywhere(cv: Converter, old: str, new: str) -> None:
+    cv.rename(old, new)
+    for node in cv.nodes:
+        node.inputs = [new if i == old else i for i in node.inputs]

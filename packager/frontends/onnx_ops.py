@@ -1,0 +1,471 @@
+"""ONNX operators -> IR nodes (frontends/onnx.py drives it).
+
+`Converter.run(nodes)` walks the ONNX nodes in order. A node whose inputs are
+all known at build time is computed with NumPy (onnx_fold.FOLDERS) and becomes
+a constant; any other node goes to its entry in `CONVERTERS`, which emits IR
+nodes (packager/ops.py) through `Converter.emit`: each emitted node is
+normalized and its type inferred at once, so later converters see every
+shape (Reshape's 0 and -1, auto_pad, ceil_mode and Squeeze axes are resolved
+here, at build time). Constants that IR nodes read become weights, under their
+ONNX names when they have one.
+
+Rewrites (each exact up to float32 rounding; docs/onnx.md):
+  Gemm / MatMul with a constant 2-D B  -> dense (W = B.T, times alpha)
+  Add(dense without bias, constant [N]) -> the dense's bias
+  BatchNormalization after Conv        -> folded into the conv's weight and bias
+  Identity, Dropout, Cast to the same dtype -> no node
+  Squeeze, Unsqueeze                    -> reshape
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from packager import ops
+from packager.frontends.onnx_fold import (FOLDERS, TYPE_ONLY, axes_of, reshaped_shape, squeezed_shape,
+                                          unsqueezed_shape)
+from packager.ir import BuildError, Node, TensorType
+
+
+class OnnxNode:
+    """An ONNX node as the converters see it: op, name, inputs ('' = absent), outputs, attrs, opset."""
+
+    def __init__(self, op: str, domain: str, name: str, inputs: list[str], outputs: list[str], attrs: dict,
+                 opset: int):
+        self.op, self.domain, self.name = op, domain, name
+        self.inputs, self.outputs, self.attrs, self.opset = inputs, outputs, attrs, opset
+
+    @property
+    def op_type(self) -> str:
+        """'Conv', or 'ai.onnx.ml.ArrayFeatureExtractor' outside the default domain."""
+        return self.op if self.domain in ("", "ai.onnx") else f"{self.domain}.{self.op}"
+
+    def describe(self) -> str:
+        return f"node '{self.name}' ({self.op_type})"
+
+
+class Converter:
+    def __init__(self, where: str, inputs: dict[str, TensorType], constants: dict[str, np.ndarray],
+                 uses: dict[str, int], taken: set[str]):
+        self.where = where
+        self.types: dict[str, TensorType] = dict(inputs)  # run-time tensors: graph inputs, node outputs
+        self.consts: dict[str, np.ndarray] = dict(constants)  # build-time tensors
+        self.alias: dict[str, str] = {}  # ONNX name -> the tensor that holds it (Identity & co.)
+        self.uses = uses  # ONNX name -> number of readers (nodes and graph outputs)
+        self.taken = set(taken)  # every name in the model: fresh names avoid them
+        self.nodes: list[Node] = []
+        self.producer: dict[str, Node] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        self.node_names: set[str] = set()
+
+    # ---- errors and names
+
+    def error(self, node: OnnxNode, message: str) -> BuildError:
+        return BuildError(f"{self.where}: {node.describe()}: {message}")
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    # ---- what a tensor is
+
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The build-time value of ONNX tensor `name`, or None if it is computed at run time."""
+        return self.consts.get(self.resolve(name)) if name else None
+
+    def type_of(self, name: str) -> TensorType:
+        name = self.resolve(name)
+        if name in self.consts:
+            a = self.consts[name]
+            return TensorType(tuple(int(d) for d in a.shape), a.dtype.name)
+        return self.types[name]
+
+    def tensor(self, ref) -> str:
+        """The IR name for an ONNX tensor name or a new constant (np.ndarray): constants become weights."""
+        if isinstance(ref, np.ndarray):
+            name = self.fresh("const")
+            self.weights[name] = np.require(ref, requirements="C")
+            return name
+        name = self.resolve(ref)
+        if name in self.consts and name not in self.weights:
+            self.weights[name] = np.require(self.consts[name], requirements="C")
+        return name
+
+    def weight(self, array: np.ndarray, base: str, dtype) -> str:
+        name = self.fresh(base)
+        self.weights[name] = np.require(np.asarray(array).astype(dtype), requirements="C")
+        self.consts[name] = self.weights[name]
+        return name
+
+    # ---- emitting IR
+
+    def emit(self, node: OnnxNode, op: str, inputs: list, output: str | None = None, **attrs) -> str:
+        """Append an IR node reading `inputs` (ONNX names, IR names or arrays); returns its output's name."""
+        output = output or self.fresh(f"{node.outputs[0]}/{op}")
+        name = node.name if node.name not in self.node_names else self.fresh_node(f"{node.name}/{op}")
+        ir = Node(op, [self.tensor(i) for i in inputs], output, attrs, name)
+        self.node_names.add(name)
+        try:
+            ops.normalize(ir)
+            t = ops.infer(ir, [self.type_of(i) for i in ir.inputs])
+        except BuildError as e:
+            raise self.error(node, f"as IR {e}") from None
+        self.nodes.append(ir)
+        self.types[output] = t
+        self.producer[output] = ir
+        self.taken.add(output)
+        return output
+
+    def fresh_node(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.node_names:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def rename(self, old: str, new: str) -> None:
+        """Give the run-time tensor `old` (written by an IR node, read by nobody yet) the name `new`."""
+        ir = self.producer.pop(old)
+        ir.output = new
+        self.producer[new] = ir
+        self.types[new] = self.types.pop(old)
+
+    def single_use(self, name: str) -> Node | None:
+        """The IR node writing ONNX tensor `name` if this node is its only reader and no alias hides it."""
+        if name in self.alias or self.uses.get(name, 0) != 1:
+            return None
+        return self.producer.get(name)
+
+    # ---- the walk
+
+    def run(self, nodes: list[OnnxNode]) -> None:
+        for node in nodes:
+            present = [i for i in node.inputs if i]
+            if node.op_type in FOLDERS and (node.op_type in TYPE_ONLY or all(self.const(i) is not None for i in present)):
+                self._fold(node)
+            elif node.op_type in CONVERTERS:
+                CONVERTERS[node.op_type](self, node)
+            else:
+                dynamic = [i for i in present if self.const(i) is None]
+                raise self.error(node, f"dsopack computes {node.op} only at build time (constant folding), "
+                                       f"but input '{dynamic[0]}' is computed at run time")
+            for out in node.outputs[1:]:
+                if out and self.uses.get(out) and out not in self.consts and out not in self.types:
+                    raise self.error(node, f"output '{out}' is not supported (only the first output is computed)")
+
+    def _fold(self, node: OnnxNode) -> None:
+        if node.op_type in TYPE_ONLY:
+            t = self.type_of(node.inputs[0])
+            values = [np.zeros(t.shape, np.uint8)]  # only the shape matters
+        else:
+            values = [None if not i else self.const(i) for i in node.inputs]
+        try:
+            results = FOLDERS[node.op_type](node, values)
+        except Exception as e:  # NumPy's message says what did not fit
+            raise self.error(node, f"cannot compute it at build time: {e}") from None
+        for out, value in zip(node.outputs, results):
+            if out:
+                self.consts[out] = np.asarray(value)
+
+
+# ---------------------------------------------------------------------------
+# Converters: one per ONNX op type
+
+
+def _unary(op: str, **defaults):
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        attrs = {k: node.attrs.get(onnx_name, v) for k, (onnx_name, v) in defaults.items()}
+        cv.emit(node, op, [node.inputs[0]], node.outputs[0], **attrs)
+    return convert
+
+
+def _binary(op: str):
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        a, b = node.inputs[:2]
+        if op == "add" and _fuse_bias(cv, node, a, b):
+            return
+        cv.emit(node, op, [a, b], node.outputs[0])
+    return convert
+
+
+def _fuse_bias(cv: Converter, node: OnnxNode, a: str, b: str) -> bool:
+    """Add(dense without bias, constant broadcast along the last axis only) -> the dense's bias."""
+    for x, c in ((a, b), (b, a)):
+        dense, bias = cv.single_use(x), cv.const(c)
+        if dense is None or bias is None or dense.op != "dense" or len(dense.inputs) != 2:
+            continue
+        out = cv.types[x].shape
+        n = out[-1]
+        if bias.dtype != np.float32 or bias.size != n or bias.ndim > len(out) or (bias.ndim and bias.shape[-1] != n):
+            continue  # not one value per output column, or it would broadcast the output to a larger shape
+        dense.inputs.append(cv.tensor(c) if bias.shape == (n,) else cv.weight(bias.reshape(n), f"{c}/bias", bias.dtype))
+        cv.rename(x, node.outputs[0])
+        return True
+    return False
+
+
+def _matmul(cv: Converter, node: OnnxNode) -> None:
+    a, b = node.inputs[:2]
+    bv = cv.const(b)
+    if bv is not None and bv.ndim == 2 and len(cv.type_of(a).shape) >= 2:
+        w = cv.weight(bv.T, f"{b}/T", bv.dtype)  # dense wants W [out, in]
+        cv.emit(node, "dense", [a, w], node.outputs[0])
+    else:
+        cv.emit(node, "matmul", [a, b], node.outputs[0])
+
+
+def _gemm(cv: Converter, node: OnnxNode) -> None:
+    """Y = alpha * A' @ B' + beta * C; with a constant B, a dense whose W is B' (times alpha)."""
+    a, b = node.inputs[:2]
+    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    trans_b = node.attrs.get("transB", 0)
+    if node.attrs.get("transA", 0):
+        a = cv.emit(node, "transpose", [a], perm=[1, 0])
+    out = node.outputs[0]
+    bv, cval = cv.const(b), (cv.const(c) if c else None)
+    if bv is not None:
+        n = bv.shape[0] if trans_b else bv.shape[1]
+        bias = None
+        if cval is not None and cval.size in (1, n) and cval.ndim <= 2 and (cval.ndim == 0 or cval.shape[-1] == cval.size):
+            # a scalar, [N] or [1, N]: one value per output column -> the dense's bias
+            if cval.shape == (n,) and beta == 1.0:
+                bias = cv.tensor(c)
+            else:
+                vec = np.broadcast_to(cval.reshape(-1), (n,)).astype(np.float64) * beta
+                bias = cv.weight(vec, f"{c}/bias", cval.dtype)
+            c = None
+        if trans_b and alpha == 1.0:
+            w = cv.tensor(b)
+        else:
+            wv = bv if trans_b else bv.T
+            w = cv.weight(wv.astype(np.float64) * alpha if alpha != 1.0 else wv, f"{b}/W", bv.dtype)
+        y = cv.emit(node, "dense", [a, w] + ([bias] if bias else []), None if c else out)
+    else:
+        if trans_b:
+            b = cv.emit(node, "transpose", [b], perm=[1, 0])
+        y = cv.emit(node, "matmul", [a, b], None if (c or alpha != 1.0) else out)
+        if alpha != 1.0:
+            y = cv.emit(node, "mul", [y, np.asarray(alpha, np.float32)], None if c else out)
+    if c:
+        if beta != 1.0:
+            c = (cv.weight(cval.astype(np.float64) * beta, f"{c}/beta", cval.dtype) if cval is not None
+                 else cv.emit(node, "mul", [c, np.asarray(beta, np.float32)]))
+        cv.emit(node, "add", [y, c], out)
+
+
+def _pads(cv: Converter, node: OnnxNode, in_hw, kernel, strides, dilations) -> list[int]:
+    """[top, left, bottom, right] from pads or auto_pad (ONNX pads are [x1_begin, x2_begin, x1_end, x2_end])."""
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if auto == "NOTSET":
+        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+        if len(pads) != 4:
+            raise cv.error(node, f"pads {pads} must have 4 values for a 2-D window")
+        return pads
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise cv.error(node, f"auto_pad '{auto}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")
+    begin, end = [], []
+    for size, k, s, d in zip(in_hw, kernel, strides, dilations):
+        total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _window_attrs(cv: Converter, node: OnnxNode, kernel=None):
+    x = cv.type_of(node.inputs[0])
+    if len(x.shape) != 4:
+        raise cv.error(node, f"only 2-D windows (4-D NCHW input) are supported; input '{node.inputs[0]}' is {x}")
+    kernel = list(node.attrs.get("kernel_shape", kernel or []))
+    strides = list(node.attrs.get("strides", [1, 1]))
+    dilations = list(node.attrs.get("dilations", [1, 1]))
+    pads = _pads(cv, node, x.shape[2:], kernel, strides, dilations)
+    return x, kernel, strides, dilations, pads
+
+
+def _conv(cv: Converter, node: OnnxNode) -> None:
+    w = cv.type_of(node.inputs[1])
+    if len(w.shape) != 4:
+        raise cv.error(node, f"only 2-D convolution is supported; weight '{node.inputs[1]}' is {w}")
+    _, kernel, strides, dilations, pads = _window_attrs(cv, node, w.shape[2:])
+    inputs = [i for i in node.inputs[:3] if i]
+    cv.emit(node, "conv2d", inputs, node.outputs[0], strides=strides, pads=pads, dilations=dilations,
+            groups=node.attrs.get("group", 1))
+
+
+def _pool(op: str):
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        x, kernel, strides, dilations, pads = _window_attrs(cv, node)
+        if dilations != [1, 1]:
+            raise cv.error(node, f"dilations {dilations} are not supported for pooling (only [1, 1])")
+        attrs = {}
+        if op == "avgpool2d":
+            attrs["count_include_pad"] = node.attrs.get("count_include_pad", 0)
+        if node.attrs.get("ceil_mode", 0):
+            for d in range(2):
+                size, k, s = x.shape[2 + d], kernel[d], strides[d]
+                span = size + pads[d] + pads[d + 2] - k
+                out = -(-span // s) + 1
+                if (out - 1) * s >= size + pads[d]:  # the last window must start inside the input
+                    out -= 1
+                extra = max(0, (out - 1) * s + k - (size + pads[d] + pads[d + 2]))
+                if extra and attrs.get("count_include_pad"):
+                    raise cv.error(node, "ceil_mode=1 with count_include_pad=1 is not supported when the "
+                                         "last window runs past the padding")
+                pads[d + 2] += extra
+        cv.emit(node, op, [node.inputs[0]], node.outputs[0], kernel=kernel, strides=strides, pads=pads, **attrs)
+    return convert
+
+
+def _global_pool(op: str):
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        x = cv.type_of(node.inputs[0])
+        if len(x.shape) != 4:
+            raise cv.error(node, f"only 4-D NCHW input is supported; input '{node.inputs[0]}' is {x}")
+        if op == "global_avgpool":
+            cv.emit(node, op, [node.inputs[0]], node.outputs[0])
+        else:
+            cv.emit(node, "maxpool2d", [node.inputs[0]], node.outputs[0], kernel=list(x.shape[2:]))
+    return convert
+
+
+def _batchnorm(cv: Converter, node: OnnxNode) -> None:
+    if node.attrs.get("training_mode", 0):
+        raise cv.error(node, "training_mode=1 is not supported (export the model in eval mode)")
+    x, scale, bias, mean, var = node.inputs[:5]
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    params = [cv.const(t) for t in (scale, bias, mean, var)]
+    conv = cv.single_use(x)
+    if conv is not None and conv.op == "conv2d" and all(p is not None for p in params) \
+            and all(cv.const(t) is not None for t in conv.inputs[1:]):
+        s, b, m, v = (p.astype(np.float64) for p in params)
+        k = s / np.sqrt(v + eps)
+        w = cv.const(conv.inputs[1])
+        cb = cv.const(conv.inputs[2]).astype(np.float64) if len(conv.inputs) > 2 else np.zeros(w.shape[0])
+        conv.inputs[1:] = [cv.weight(w.astype(np.float64) * k[:, None, None, None], f"{conv.inputs[1]}/bn", w.dtype),
+                           cv.weight((cb - m) * k + b, f"{node.outputs[0]}/bias", w.dtype)]
+        cv.rename(x, node.outputs[0])
+        return
+    cv.emit(node, "batchnorm", [x, scale, bias, mean, var], node.outputs[0], epsilon=eps)
+
+
+def _clip(cv: Converter, node: OnnxNode) -> None:
+    bounds = {}
+    for i, key in ((1, "min"), (2, "max")):
+        if len(node.inputs) > i and node.inputs[i]:
+            value = cv.const(node.inputs[i])
+            if value is None:
+                raise cv.error(node, f"{key} ('{node.inputs[i]}') must be known at build time")
+            bounds[key] = float(np.asarray(value).reshape(-1)[0])
+        elif key in node.attrs:
+            bounds[key] = float(node.attrs[key])
+    cv.emit(node, "clip", [node.inputs[0]], node.outputs[0], **bounds)
+
+
+def _reshape_to(cv: Converter, node: OnnxNode, shape) -> None:
+    cv.emit(node, "reshape", [node.inputs[0]], node.outputs[0], shape=[int(d) for d in shape])
+
+
+def _shape_error(cv: Converter, node: OnnxNode, fn, *args):
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise cv.error(node, str(e)) from None
+
+
+def _reshape(cv: Converter, node: OnnxNode) -> None:
+    target = cv.const(node.inputs[1])
+    if target is None:
+        raise cv.error(node, f"the shape ('{node.inputs[1]}') must be known at build time")
+    x = cv.type_of(node.inputs[0])
+    _reshape_to(cv, node, _shape_error(cv, node, reshaped_shape, x.shape, target.reshape(-1),
+                                       node.attrs.get("allowzero", 0)))
+
+
+def _axes(cv: Converter, node: OnnxNode) -> list[int] | None:
+    if len(node.inputs) > 1 and node.inputs[1] and cv.const(node.inputs[1]) is None:
+        raise cv.error(node, f"axes ('{node.inputs[1]}') must be known at build time")
+    return axes_of(node, [None] + [cv.const(i) for i in node.inputs[1:]])
+
+
+def _squeeze(cv: Converter, node: OnnxNode) -> None:
+    shape = cv.type_of(node.inputs[0]).shape
+    _reshape_to(cv, node, _shape_error(cv, node, squeezed_shape, shape, _axes(cv, node)))
+
+
+def _unsqueeze(cv: Converter, node: OnnxNode) -> None:
+    axes = _axes(cv, node)
+    if axes is None:
+        raise cv.error(node, "axes are missing")
+    shape = cv.type_of(node.inputs[0]).shape
+    _reshape_to(cv, node, _shape_error(cv, node, unsqueezed_shape, shape, axes))
+
+
+def _identity(cv: Converter, node: OnnxNode) -> None:
+    cv.alias[node.outputs[0]] = cv.resolve(node.inputs[0])
+
+
+def _cast(cv: Converter, node: OnnxNode) -> None:
+    if cv.type_of(node.inputs[0]).dtype == node.attrs["to"]:
+        _identity(cv, node)
+    else:
+        cv.emit(node, "cast", [node.inputs[0]], node.outputs[0], to=node.attrs["to"])
+
+
+def _concat(cv: Converter, node: OnnxNode) -> None:
+    inputs = [i for i in node.inputs if i]
+    if len(inputs) == 1:
+        _identity(cv, node)
+    else:
+        cv.emit(node, "concat", inputs, node.outputs[0], axis=node.attrs["axis"])
+
+
+def _transpose(cv: Converter, node: OnnxNode) -> None:
+    perm = node.attrs.get("perm")
+    cv.emit(node, "transpose", [node.inputs[0]], node.outputs[0], perm=None if perm is None else list(perm))
+
+
+def _array_feature_extractor(cv: Converter, node: OnnxNode) -> None:
+    """skl2onnx's label lookup classes[argmax]: supported when the classes are 0..n-1 (then it is the index)."""
+    table = cv.const(node.inputs[0])
+    if table is None or table.ndim != 1 or not np.array_equal(table, np.arange(table.size)):
+        raise cv.error(node, "only a constant 1-D table holding 0, 1, ..., n-1 is supported "
+                             "(train the classifier on labels 0..n-1)")
+    index = cv.type_of(node.inputs[1])
+    if index.dtype != "int64":
+        raise cv.error(node, f"indices must be int64, '{node.inputs[1]}' is {index}")
+    _reshape_to(cv, node, [1, math.prod(index.shape)])  # onnxruntime's shape for a 1-D table
+
+
+CONVERTERS = {
+    "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
+    "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
+    "LeakyRelu": _unary("leaky_relu", alpha=("alpha", 0.01)),
+    "Clip": _clip,
+    "Softmax": _unary("softmax", axis=("axis", -1)),
+    "LogSoftmax": _unary("log_softmax", axis=("axis", -1)),
+    "ArgMax": _unary("argmax", axis=("axis", 0), keepdims=("keepdims", 1), select_last_index=("select_last_index", 0)),
+    "MatMul": _matmul, "Gemm": _gemm,
+    "Conv": _conv,
+    "MaxPool": _pool("maxpool2d"), "AveragePool": _pool("avgpool2d"),
+    "GlobalAveragePool": _global_pool("global_avgpool"), "GlobalMaxPool": _global_pool("global_maxpool"),
+    "BatchNormalization": _batchnorm,
+    "Flatten": _unary("flatten", axis=("axis", 1)),
+    "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+    "Transpose": _transpose, "Concat": _concat,
+    "Identity": _identity, "Dropout": _identity, "Cast": _cast,
+    "ai.onnx.ml.ArrayFeatureExtractor": _array_feature_extractor,
+}
+SUPPORTED = set(CONVERTERS) | set(FOLDERS)
