@@ -20,11 +20,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from packager import lower_check
 from packager import partition as partition_mod
 from packager import plan as plan_mod
 from packager import toolchain
 from packager.backends.base import CSource, Payload
 from packager.blob import BlobWriter, write_incbin_stub
+from packager.carried_kinds import CarriedKinds
 from packager.frontends import yaml_graph
 from packager.ir import BuildError, Graph
 
@@ -193,6 +195,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     payload_modules: list[tuple[str, Payload, list[str]]] = []  # (name, payload, weights it reads)
     calls: list[_Call] = []
     host_weights: list[str] = []
+    carried = CarriedKinds()  # kinds whose C the file carries (Payload.kind_source)
     for backend, region in part.regions:
         try:
             lowered = backend.lower(region, graph)
@@ -202,6 +205,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             nodes = ", ".join(n.name for n in region.nodes)
             raise BuildError(f"backend '{backend.name}' failed on region '{region.name}' (nodes {nodes}): "
                              f"{type(e).__name__}: {e}") from e
+        lowered = lower_check.check(backend.name, region, lowered)  # a BuildError naming backend and region
         if isinstance(lowered, CSource):
             for prelude in [lowered.prelude] if isinstance(lowered.prelude, str) else lowered.prelude:
                 if prelude and prelude not in preludes:
@@ -215,13 +219,11 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             func = region.name if region.name in lowered.functions else lowered.functions[0]
             calls.append(_Call(func, [*region.inputs, *region.outputs], len(region.outputs), lowered.workspace_bytes))
             host_weights.extend(region.weights)
-        elif isinstance(lowered, Payload):
+        else:
             payload_modules.append((region.name, lowered, region.weights if lowered.imports_weights else []))
             calls.append(_Call(lowered.function, [*region.activations, *region.outputs], len(region.outputs),
                                lowered.workspace_bytes))
-        else:
-            raise BuildError(f"backend '{backend.name}' returned {type(lowered).__name__} for region "
-                             f"'{region.name}' (expected CSource or Payload)")
+            carried.add(backend.name, region.name, lowered.kind_source)
     for k, (tid, source, copy) in enumerate(outputs):
         if copy:
             func = f"dpk_copy_output_{k}"
@@ -323,6 +325,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                     for k, (tid, _, _) in enumerate(outputs)],
         "modules": modules,
     }
+    if carried.names:
+        manifest["kinds"] = {"carried": carried.names}
 
     work = tempfile.mkdtemp(prefix="dsopack-build-")
     try:
@@ -331,6 +335,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         stub_path = os.path.join(work, "blob.s")
         with open(c_path, "w", encoding="utf-8") as f:
             f.write(c_text)
+        c_paths = [c_path, *carried.write_sources(work)]
         blob_bytes = writer.write(blob_path, manifest)
         write_incbin_stub(stub_path, blob_path)
         stages.done("package", f"{_plural(len(modules), 'module')}, {_plural(len(used_weights), 'weight')}, "
@@ -339,11 +344,11 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         # [6/6] compile
         if save_temps:
             os.makedirs(save_temps, exist_ok=True)
-            for path in (c_path, blob_path):
+            for path in (*c_paths, blob_path):
                 shutil.copy(path, save_temps)
             write_incbin_stub(os.path.join(save_temps, "blob.s"), os.path.join(save_temps, "model.blob"))
         try:
-            stats = toolchain.compile_shared([c_path], [stub_path], output, cc=cc_argv, cflags=cflags,
+            stats = toolchain.compile_shared(c_paths, [stub_path], output, cc=cc_argv, cflags=cflags,
                                              ldflags=s.target.ldflags, libraries=list(dict.fromkeys(libraries)),
                                              use_cache=use_cache)
         except BuildError as e:

@@ -26,6 +26,7 @@ import importlib
 import re
 from dataclasses import dataclass, field
 
+from packager import plugins
 from packager.backends.base import Backend, Region
 from packager.ir import BuildError, Graph, Node
 
@@ -40,16 +41,24 @@ PAYLOAD_BACKENDS = {"json"}
 
 
 def get_backend(name: str, where: str = "backends") -> Backend:
-    if name not in BACKENDS:
-        raise BuildError(f"{where}: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
-    cls = BACKENDS[name]
+    """The backend called `name`: a built-in (BACKENDS) or an installed `dsopack.backends` entry point."""
+    known = {**plugins.entry_point_backends(), **BACKENDS}  # a built-in name wins
+    if name not in known:
+        raise BuildError(f"{where}: unknown backend '{name}' (known: {', '.join(sorted(known))})")
+    cls = known[name]
+    origin = "built in" if name in BACKENDS else f"entry point {name} = {cls}"
     if isinstance(cls, str):
-        module_name, class_name = cls.split(":")
+        module_name, _, class_name = cls.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as e:
-            raise BuildError(f"{where}: backend '{name}' is not available in this installation ({e})") from None
-    return cls()
+        except (ImportError, AttributeError, ValueError) as e:
+            raise BuildError(f"{where}: backend '{name}' is not available in this installation ({origin}: "
+                             f"{type(e).__name__}: {e})") from None
+    try:
+        backend = cls()
+    except Exception as e:
+        raise BuildError(f"{where}: backend '{name}' ({origin}) failed to start: {type(e).__name__}: {e}") from None
+    return backend if name in BACKENDS else plugins.check_backend(backend, name, origin)
 
 
 def is_payload_backend(backend: Backend) -> bool:

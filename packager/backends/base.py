@@ -51,12 +51,34 @@ class CSource:
 
 
 @dataclass
+class KindSource:
+    """The C implementation of a module kind, carried inside the model file.
+
+    `source` includes only dpk_abi.h (and the C library) and defines, with
+    external linkage, `const dpk_kind <symbol> = {"<name>", DPK_ABI_VERSION,
+    load, get_function, free};` (everything else static). The build compiles it
+    as its own translation unit, lists every carried kind in the exported
+    `__dpk_kinds` table and in the manifest's `kinds: {carried: [...]}`, so the
+    stock runtime runs the file without knowing the kind beforehand."""
+
+    name: str  # the kind name, equal to Payload.kind
+    source: str
+    symbol: str = ""  # default: dpk_kind_<name>
+
+    @property
+    def c_symbol(self) -> str:
+        return self.symbol or f"dpk_kind_{self.name}"
+
+
+@dataclass
 class Payload:
     """A serialized module: rebuilt at load by the runtime kind `kind`.
 
     Its one function `function` takes `region.activations`, then
     `region.outputs`, then a uint8 workspace tensor of `workspace_bytes` if that
-    is > 0; it finds weights by name through its imports."""
+    is > 0; it finds weights by name through its imports. `kind_source`, if
+    given, carries the kind's C inside the file; without it the kind must be
+    built in or registered by the application that loads the file."""
 
     kind: str
     data: bytes
@@ -64,9 +86,19 @@ class Payload:
     workspace_bytes: int = 0
     imports_weights: bool = True  # the module imports the params module
     codec: str = "zstd"
+    kind_source: KindSource | None = None
 
 
 class Backend:
+    """What a backend implements (docs/backends.md walks through it).
+
+    `name` is the name manifests use. `supports(node, graph)` returns None if
+    the backend takes the node, else a short reason (shown by --explain).
+    `lower(region, graph)` returns a CSource or a Payload for the region. Set
+    `payload = True` when lower() returns Payloads: consecutive nodes then form
+    one region (ext0, ext1...); otherwise each node is its own region. Plugins
+    register through the `dsopack.backends` entry point group (plugins.py)."""
+
     name = "base"
     # Fusion: op -> the elementwise ops this backend can fold into it when they
     # follow it, e.g. {"dense": ("relu", "sigmoid", "tanh")}. The partitioner
