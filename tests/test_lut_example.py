@@ -1,0 +1,108 @@
+"""The plugin APIs end to end: examples/dsopack_lut, a separately installed package.
+
+It is installed with pip into a temporary target (no change to the venv), and
+found by `dsopack build` through its `dsopack.backends` entry point on
+PYTHONPATH. The file it makes carries the `lut` kind's C, and the stock
+dpk-run and loader run it; outputs match NumPy within the tables' accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import loader
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "dsopack_lut")
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="module")
+def lut_site(tmp_path_factory):
+    """A directory holding the installed dsopack-lut (package + .dist-info with its entry point)."""
+    work = tmp_path_factory.mktemp("lut")
+    source = work / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = work / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                             "--no-index", "--target", str(site), str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(site)
+
+
+def env_with(site):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([site, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def demo_reference(x):
+    spec = yaml.safe_load(open(os.path.join(EXAMPLE, "demo", "lut_demo.yaml")))["model"]["graph"]["weights"]
+    w = np.array(spec["w"]["data"], np.float64).reshape(spec["w"]["shape"])
+    b = np.array(spec["b"], np.float64)
+    h = x.astype(np.float64) @ w.T + b
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    return {"y": sigmoid(np.tanh(h)) * h, "z": sigmoid(h)}
+
+
+@pytest.fixture(scope="module")
+def demo(lut_site, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo") / "demo.so")
+    result = subprocess.run([os.path.join(BIN, "dsopack"), "build", os.path.join(EXAMPLE, "demo", "lut_demo.yaml"),
+                             "-o", out, "--explain"], capture_output=True, text=True, env=env_with(lut_site))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tanh_1 -> lut (first in [lut, host] that supports tanh)" in result.stdout
+    return out
+
+
+def test_the_file_declares_and_carries_the_kind(demo):
+    with loader.open_package(demo) as package:
+        manifest = package.manifest
+    assert manifest["kinds"] == {"carried": ["lut"]}
+    assert [(m["name"], m["kind"]) for m in manifest["modules"]] == [
+        ("lib", "dso"), ("ext0", "lut"), ("ext1", "lut"), ("weights", "params"), ("main", "graph")]
+    symbols = subprocess.run(["nm", "-D", "--defined-only", demo], capture_output=True, text=True).stdout
+    assert "__dpk_kinds" in symbols and "dpk_kind_lut" not in symbols  # the table is exported, the kind hidden
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_loader_matches_numpy_within_the_table_accuracy(demo, lut_site, scale):
+    x = (np.random.default_rng(7).standard_normal((2, 4)) * scale).astype(np.float32)
+    with loader.load(demo) as model:
+        assert {m.kind for m in model.modules} == {"dso", "lut", "params", "graph"}
+        got = model.run(x=x)
+    for name, ref in demo_reference(x).items():
+        np.testing.assert_allclose(got[name], ref, rtol=0, atol=max_error(lut_site) * max(1.0, np.abs(ref).max()))
+
+
+def test_dpk_run_matches_the_loader(demo, dpk_run, tmp_path):
+    x = np.random.default_rng(8).standard_normal((2, 4)).astype(np.float32) * 4
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run([dpk_run, demo, f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "out"), "--verify"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with loader.load(demo) as model:
+        expected = model.run(x=x)
+    for name in ("y", "z"):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{name}.npy"), expected[name])
+
+
+def test_without_the_plugin_the_backend_is_unknown(tmp_path):
+    result = subprocess.run([os.path.join(BIN, "dsopack"), "build", os.path.join(EXAMPLE, "demo", "lut_demo.yaml"),
+                             "-o", str(tmp_path / "m.so")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "unknown backend 'lut'" in result.stderr and not (tmp_path / "m.so").exists()
+
+
+def max_error(site) -> float:
+    """MAX_ERROR as the installed package states it."""
+    code = "import dsopack_lut; print(dsopack_lut.MAX_ERROR)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with(site), check=True)
+    return float(out.stdout)
