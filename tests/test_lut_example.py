@@ -106,3 +106,62 @@ def max_error(site) -> float:
     code = "import dsopack_lut; print(dsopack_lut.MAX_ERROR)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with(site), check=True)
     return float(out.stdout)
+
+
+# ---- the same kind registered by an application instead of carried ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app(dpk_build, tmp_path_factory):
+    """tests/c/app_registers_kind.c linked with libdpk.a and the example's lut_kind.c."""
+    out = str(tmp_path_factory.mktemp("app") / "app_registers_kind")
+    include = os.path.join(ROOT, "runtime_c", "include")
+    subprocess.run([os.environ.get("CC", "gcc"), "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-I", include,
+                    os.path.join(ROOT, "tests", "c", "app_registers_kind.c"),
+                    os.path.join(EXAMPLE, "dsopack_lut", "lut_kind.c"), os.path.join(dpk_build, "libdpk.a"),
+                    "-lzstd", "-lyaml", "-lxxhash", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uncarried(lut_site, tmp_path_factory):
+    """The demo built by a LutBackend whose payloads do not carry the kind's C."""
+    from packager import partition
+    from packager.build import build
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(lut_site)
+    try:
+        from dsopack_lut.backend import LutBackend
+
+        class Uncarried(LutBackend):
+            def lower(self, region, graph):
+                lowered = super().lower(region, graph)
+                lowered.kind_source = None
+                return lowered
+        mp.setitem(partition.BACKENDS, "lut", Uncarried)
+        out = str(tmp_path_factory.mktemp("uncarried") / "demo.so")
+        report = build(os.path.join(EXAMPLE, "demo", "lut_demo.yaml"), out, quiet=True)
+    finally:
+        mp.undo()
+        for name in [m for m in sys.modules if m.startswith("dsopack_lut")]:
+            del sys.modules[name]
+    assert "kinds" not in report.manifest
+    return out
+
+
+def test_an_application_registers_the_kind_and_runs_the_file(app, uncarried, dpk_run, lut_site):
+    result = subprocess.run([app, uncarried], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got: dict[str, list[float]] = {}
+    for line in result.stdout.splitlines():
+        name, value = line.split()
+        got.setdefault(name, []).append(float(value))
+    x = ((np.arange(8) - 4.0) * 0.75).reshape(2, 4)
+    for name, ref in demo_reference(x).items():
+        np.testing.assert_allclose(np.array(got[name]).reshape(2, 4), ref, rtol=0,
+                                   atol=max_error(lut_site) * max(1.0, np.abs(ref).max()))
+    # the stock runner has no `lut`: refused before dlopen, naming the registered kinds
+    result = subprocess.run([dpk_run, uncarried, "--random"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert (f"'{uncarried}': module 'ext0' has kind 'lut', which is not registered "
+            "(registered: dso, graph, json, params)") in result.stderr
