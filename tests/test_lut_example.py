@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import loader
+from test_runtime_c import api, load_error, test_api  # noqa: F401  (test_api is a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "dsopack_lut")
@@ -165,3 +166,63 @@ def test_an_application_registers_the_kind_and_runs_the_file(app, uncarried, dpk
     assert result.returncode == 1
     assert (f"'{uncarried}': module 'ext0' has kind 'lut', which is not registered "
             "(registered: dso, graph, json, params)") in result.stderr
+
+
+# ---- the kind's own checks: bad payloads, leaks -------------------------------------------------------
+
+
+def lut_model(directory, name, data: bytes):
+    """A hand-made file (test_runtime_c's model) with one extra module ext0 of the carried kind lut."""
+    from test_runtime_c import KERNELS, build_model
+    with open(os.path.join(EXAMPLE, "dsopack_lut", "lut_kind.c")) as f:
+        kind_c = f.read()
+    table = ("\nstatic const dpk_kind *const carried[] = {&dpk_kind_lut};\n"
+             "DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, 1, carried};\n")
+
+    def add(writer, manifest):
+        manifest["modules"].insert(2, {"name": "ext0", "kind": "lut", "functions": ["ext0"],
+                                       "payload": writer.add(data)})
+        manifest["kinds"] = {"carried": ["lut"]}
+    return build_model(directory, name=name, add=add, kernels=KERNELS + kind_c.replace('#include "dpk_abi.h"', "")
+                       + table)
+
+
+def good_payload():
+    sys.path.insert(0, os.path.join(EXAMPLE))
+    try:
+        from dsopack_lut import payload
+    finally:
+        sys.path.pop(0)
+        for name in [m for m in sys.modules if m.startswith("dsopack_lut")]:
+            del sys.modules[name]
+    return payload.pack("ext0", 1, 1, 2, 8, [(0, 1, "tanh")])
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d[:50], "DATA_LOSS: '{}': cannot load module 'ext0' (kind lut): module 'ext0': not a lut payload (50 bytes)"),
+    (lambda d: d[:-4], "DATA_LOSS: '{}': cannot load module 'ext0' (kind lut): module 'ext0': lut stage 0 has 4097 points "
+                       "but only 16384 bytes are left"),
+    (lambda d: d[:7] + b"2" + d[8:], "UNIMPLEMENTED: '{}': cannot load module 'ext0' (kind lut): module 'ext0': lut "
+                                     "payload version 2 is newer than this kind (1)"),
+    (lambda d: d[:96] + (5).to_bytes(4, "little") + d[100:],
+     "DATA_LOSS: '{}': cannot load module 'ext0' (kind lut): module 'ext0': lut stage 0 maps tensor 5 to 1, which the "
+     "stages before it do not allow (1 inputs, 2 tensors)"),
+    (lambda d: d + b"\0\0\0\0", "DATA_LOSS: '{}': cannot load module 'ext0' (kind lut): module 'ext0': 4 bytes follow "
+                                "the last lut stage"),
+])
+def test_the_kind_refuses_a_bad_payload(test_api, tmp_path, edit, expected):
+    path = lut_model(tmp_path, "bad", edit(good_payload()))
+    assert load_error(test_api, path) == expected.format(path)
+
+
+def test_a_good_hand_made_payload_loads(test_api, tmp_path):
+    assert api(test_api, "load", lut_model(tmp_path, "good", good_payload())) == "OK\n"
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_load_run_free_of_a_carried_kind_is_leak_free(demo, dpk_run, tmp_path):
+    result = subprocess.run(["valgrind", "--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+                             "--error-exitcode=3", dpk_run, demo, "--random", "--repeat", "3", "-o", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lost" not in result.stderr and "Invalid" not in result.stderr, result.stderr
