@@ -269,6 +269,7 @@ def _finish(cv: Converter, graph, outputs: list[str], where: str) -> tuple[list[
         src = cv.resolve(out)
         if src == out:
             continue
+        cv.alias.pop(out)
         if src in cv.consts:  # a constant output: a weight under the output's name
             cv.consts[out] = cv.consts[src]
             cv.tensor(out)
@@ -279,7 +280,6 @@ def _finish(cv: Converter, graph, outputs: list[str], where: str) -> tuple[list[
         else:  # a graph input, or a tensor another output already took: copy it
             node = OnnxNode("Identity", "", cv.fresh_node(f"{out}/copy"), [src], [out], {}, 0)
             cv.emit(node, "reshape", [src], out, shape=list(cv.type_of(src).shape))
-        cv.alias.pop(out, None)
     for out in outputs:
         if out not in cv.types and out not in cv.consts:
             raise BuildError(f"{where}: graph output '{out}' is not computed by any node")
@@ -307,5 +307,6 @@ def _finish(cv: Converter, graph, outputs: list[str], where: str) -> tuple[list[
 
 def _rename_everywhere(cv: Converter, old: str, new: str) -> None:
     cv.rename(old, new)
+    cv.alias[old] = new  # other names of `old` now reach `new`
     for node in cv.nodes:
         node.inputs = [new if i == old else i for i in node.inputs]

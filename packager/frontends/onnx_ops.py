@@ -93,9 +93,7 @@ class Converter:
     def tensor(self, ref) -> str:
         """The IR name for an ONNX tensor name or a new constant (np.ndarray): constants become weights."""
         if isinstance(ref, np.ndarray):
-            name = self.fresh("const")
-            self.weights[name] = np.require(ref, requirements="C")
-            return name
+            return self.weight(ref, "const", ref.dtype)
         name = self.resolve(ref)
         if name in self.consts and name not in self.weights:
             self.weights[name] = np.require(self.consts[name], requirements="C")
@@ -446,7 +444,12 @@ def _array_feature_extractor(cv: Converter, node: OnnxNode) -> None:
     index = cv.type_of(node.inputs[1])
     if index.dtype != "int64":
         raise cv.error(node, f"indices must be int64, '{node.inputs[1]}' is {index}")
-    _reshape_to(cv, node, [1, math.prod(index.shape)])  # onnxruntime's shape for a 1-D table
+    shape = [1, math.prod(index.shape)]  # onnxruntime's shape for a 1-D table
+    if table.dtype.name == "int64":
+        cv.emit(node, "reshape", [node.inputs[1]], node.outputs[0], shape=shape)
+    else:  # the labels' dtype (skl2onnx writes int32 classes)
+        flat = cv.emit(node, "reshape", [node.inputs[1]], shape=shape)
+        cv.emit(node, "cast", [flat], node.outputs[0], to=table.dtype.name)
 
 
 CONVERTERS = {
