@@ -188,7 +188,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     # [4/6] lower
     preludes: list[str] = []
     sources: list[str] = []
-    lib_functions: list[str] = []
+    dso_functions: dict[str, list[str]] = {}  # backend name -> its compiled functions: one dso module each
     libraries: list[str] = []
     requires: list[str] = []
     install_hints: list[str] = []
@@ -213,7 +213,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             if lowered.install_hint and lowered.install_hint not in install_hints:
                 install_hints.append(lowered.install_hint)
             sources.append(lowered.source)
-            lib_functions.extend(lowered.functions)
+            dso_functions.setdefault(backend.name, []).extend(lowered.functions)
             libraries.extend(lowered.libraries)
             requires.extend(lowered.requires)
             func = region.name if region.name in lowered.functions else lowered.functions[0]
@@ -229,10 +229,11 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             func = f"dpk_copy_output_{k}"
             sources.append(COPY_KERNEL.format(func=func, output=graph.outputs[k], source=source,
                                               nbytes=types[source].nbytes))
-            lib_functions.append(func)
+            dso_functions.setdefault("host", []).append(func)
             calls.append(_Call(func, [source, tid], 1))
             if source in graph.weights:
                 host_weights.append(source)
+    lib_functions = [f for functions in dso_functions.values() for f in functions]
     dupes = sorted({f for f in lib_functions if lib_functions.count(f) > 1})
     if dupes:
         raise BuildError(f"generated code defines {', '.join(dupes)} more than once (a backend bug)")
@@ -294,8 +295,14 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     graph_bytes = json.dumps(graph_json, separators=(",", ":")).encode()
 
     used_weights = list(dict.fromkeys([*host_weights, *(w for _, _, ws in payload_modules for w in ws)]))
-    modules: list[dict] = [{"name": "lib", "kind": "dso", "functions": list(lib_functions)}]
-    main = {"name": "main", "kind": "graph", "imports": ["lib"], "payload": writer.add(graph_bytes, "zstd")}
+    taken = {"main", "weights", *(name for name, _, _ in payload_modules)}
+    if taken & set(dso_functions):
+        raise BuildError(f"backend name '{sorted(taken & set(dso_functions))[0]}' is also the name of a module "
+                         "this build makes; rename the backend")
+    modules: list[dict] = [{"name": name, "kind": "dso", "functions": functions}
+                           for name, functions in dso_functions.items()]
+    main = {"name": "main", "kind": "graph", "imports": list(dso_functions),
+            "payload": writer.add(graph_bytes, "zstd")}
     weights_module = None
     if used_weights:
         weights_module = {"name": "weights", "kind": "params"}

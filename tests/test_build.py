@@ -89,11 +89,11 @@ def test_manifest_content(tmp_path):
     assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": [2, 4]}]
     assert m["outputs"] == [{"name": "probs", "dtype": "float32", "shape": [2, 3]}]
     kinds = {mod["name"]: mod["kind"] for mod in m["modules"]}
-    assert kinds == {"lib": "dso", "weights": "params", "main": "graph"}
+    assert kinds == {"host": "dso", "weights": "params", "main": "graph"}
     lib, params, main = m["modules"]
     assert lib["functions"] == ["host_dense_0", "host_relu_1", "host_dense_2", "host_softmax_3"]
     assert list(params["tensors"]) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]  # not "unused"
-    assert main["imports"] == ["lib", "weights"] and main["payload"]["codec"] == "zstd"
+    assert main["imports"] == ["host", "weights"] and main["payload"]["codec"] == "zstd"
     stored = np.frombuffer(section.payload(out, params["tensors"]["fc2.weight"]), np.float32).reshape(3, 8)
     np.testing.assert_array_equal(stored, weights(np.random.default_rng(0))["fc2.weight"])
 
@@ -245,11 +245,11 @@ def test_json_regions_become_payload_modules(tmp_path):
                               "softmax_3 -> json (first in [json, host] that supports softmax)"]
     package = loader.open_package(out)
     mods = {m["name"]: m for m in package.manifest["modules"]}
-    assert [m["name"] for m in package.manifest["modules"]] == ["lib", "ext0", "ext1", "weights", "main"]
+    assert [m["name"] for m in package.manifest["modules"]] == ["host", "ext0", "ext1", "weights", "main"]
     assert mods["ext0"]["kind"] == "json" and mods["ext0"]["imports"] == ["weights"]
     assert mods["ext0"]["functions"] == ["ext0"] and mods["ext0"]["payload"]["codec"] == "zstd"
-    assert mods["main"]["imports"] == ["lib", "ext0", "ext1", "weights"]
-    assert mods["lib"]["functions"] == ["host_dense_2"]
+    assert mods["main"]["imports"] == ["host", "ext0", "ext1", "weights"]
+    assert mods["host"]["functions"] == ["host_dense_2"]
     sub = json.loads(section.payload(out, mods["ext0"]["payload"]))
     assert sub["function"] == "ext0" and [n["op"] for n in sub["nodes"]] == ["dense", "relu"]
     g = graph_payload(out)
@@ -269,8 +269,8 @@ def test_model_without_weights_has_no_params_module(tmp_path):
     out = str(tmp_path / "nw.so")
     build(mlp(tmp_path, nodes=nodes), out, quiet=True)
     m = loader.open_package(out).manifest
-    assert [(mod["name"], mod["kind"]) for mod in m["modules"]] == [("lib", "dso"), ("main", "graph")]
-    assert m["modules"][1]["imports"] == ["lib"]
+    assert [(mod["name"], mod["kind"]) for mod in m["modules"]] == [("host", "dso"), ("main", "graph")]
+    assert m["modules"][1]["imports"] == ["host"]
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_allclose(loader.load(out).run(x=x)["probs"], np.maximum(x, 0) + x)
 

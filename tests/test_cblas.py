@@ -431,9 +431,9 @@ def test_mixed_example_matches_numpy_and_inspect_lists_the_kinds(tmp_path, capsy
     table = text[text.index("\nmodule "):].split("\n")[2:]  # the rows under the header
     rows = {line.split()[0]: line.split() for line in table if line.strip()}
     assert {name: row[1] for name, row in rows.items()} == {
-        "lib": "dso", "ext0": "json", "ext1": "json", "weights": "params", "main": "graph"}
-    assert rows["main"][-4:] == ["lib,", "ext0,", "ext1,", "weights"] and rows["ext0"][-1] == "weights"
-    assert "(6 functions)" in text and "(10 tensors)" in text
+        "cblas": "dso", "host": "dso", "ext0": "json", "ext1": "json", "weights": "params", "main": "graph"}
+    assert rows["main"][-5:] == ["cblas,", "host,", "ext0,", "ext1,", "weights"] and rows["ext0"][-1] == "weights"
+    assert "(10 tensors)" in text
 
 
 def test_eight_threads_share_one_cblas_model(blas_model):

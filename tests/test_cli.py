@@ -114,9 +114,9 @@ def test_inspect_prints_manifest_and_module_table(built, capsys):
     table = text[text.index("module "):].splitlines()
     assert table[0].split() == ["module", "kind", "codec", "stored", "raw", "imports"]
     rows = {line.split()[0]: line for line in table[1:]}
-    assert set(rows) == {"lib", "weights", "main"}
-    assert rows["main"].split()[1:3] == ["graph", "zstd"] and rows["main"].rstrip().endswith("lib, weights")
-    assert "(2 tensors)" in rows["weights"] and "(2 functions)" in rows["lib"]
+    assert set(rows) == {"host", "weights", "main"}
+    assert rows["main"].split()[1:3] == ["graph", "zstd"] and rows["main"].rstrip().endswith("host, weights")
+    assert "(2 tensors)" in rows["weights"] and "(2 functions)" in rows["host"]
 
 
 def test_inspect_rejects_non_dsopack_files(tmp_path, capsys):

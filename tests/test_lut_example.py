@@ -68,7 +68,7 @@ def test_the_file_declares_and_carries_the_kind(demo):
         manifest = package.manifest
     assert manifest["kinds"] == {"carried": ["lut"]}
     assert [(m["name"], m["kind"]) for m in manifest["modules"]] == [
-        ("lib", "dso"), ("ext0", "lut"), ("ext1", "lut"), ("weights", "params"), ("main", "graph")]
+        ("host", "dso"), ("ext0", "lut"), ("ext1", "lut"), ("weights", "params"), ("main", "graph")]
     symbols = subprocess.run(["nm", "-D", "--defined-only", demo], capture_output=True, text=True).stdout
     assert "__dpk_kinds" in symbols and "dpk_kind_lut" not in symbols  # the table is exported, the kind hidden
 
