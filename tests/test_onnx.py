@@ -480,3 +480,32 @@ def test_manifest_onnx_shapes_and_cli_override(tmp_path, cache):
     manifest.write_text(yaml.safe_dump(doc))
     with pytest.raises(BuildError, match=r"deploy.yaml: model.onnx '.*lenet.onnx': input 'x' has 4 dimensions"):
         build(str(manifest), out, quiet=True)
+
+
+@pytest.mark.parametrize("node,inputs,inits,needle", [
+    (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
+                      count_include_pad=1), {"x": ("float32", (1, 1, 5, 5))}, {},
+     "node 'p' (AveragePool): ceil_mode=1 with count_include_pad=1 is not supported"),
+    (helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2], dilations=[2, 2]),
+     {"x": ("float32", (1, 1, 5, 5))}, {}, "dilations [2, 2] are not supported for pooling"),
+    (helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn", training_mode=1),
+     {"x": ("float32", (1, 2, 3, 3))}, {k: rand(2, lo=0.5) for k in "sbmv"}, "training_mode=1 is not supported"),
+    (helper.make_node("Conv", ["x", "w"], ["y"], name="c"), {"x": ("float32", (1, 2, 5))},
+     {"w": rand(3, 2, 3)}, "only 2-D convolution is supported; weight 'w' is float32[3, 2, 3]"),
+    (helper.make_node("Clip", ["x", "lo"], ["y"], name="c"), {"x": ("float32", (2,)), "lo": ("float32", ())}, {},
+     "node 'c' (Clip): min ('lo') must be known at build time"),
+    (helper.make_node("Squeeze", ["x", "a"], ["y"], name="s"), {"x": ("float32", (2, 3))},
+     {"a": np.array([0], np.int64)}, "cannot squeeze axis 0 of shape [2, 3]"),
+])
+def test_conversion_errors(tmp_path, node, inputs, inits, needle):
+    model = make_model([node], inputs, inits, {"y": "float32"}, 17)
+    assert needle in error_of(save(model, tmp_path / "m.onnx"))
+
+
+def test_shape_option_is_for_onnx_only(tmp_path):
+    doc = {"model": {"graph": {"inputs": {"x": {"shape": [1, 2]}}, "nodes": [
+        {"op": "relu", "inputs": ["x"], "output": "y"}], "outputs": ["y"]}}}
+    manifest = tmp_path / "g.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    with pytest.raises(BuildError, match=r"g.yaml: model: input shapes \(--shape\) apply to ONNX models only"):
+        build(str(manifest), str(tmp_path / "g.so"), quiet=True, shapes={"x": [1, 2]})
