@@ -139,7 +139,7 @@ dpk_status_t dpk_file_open(const char *path, dpk_file_t *out_file) {
   int e = errno;
   close(fd); /* the mapping keeps the file */
   if (map == MAP_FAILED) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "cannot map '%s': %s", path, strerror(e));
-  dpk_file_t file = {map, size, NULL, 0, 0};
+  dpk_file_t file = {map, size, NULL, 0, 0, false};
   dpk_status_t status = check_elf(path, map, size, &file);
   if (status) {
     munmap(map, size);
@@ -149,7 +149,16 @@ dpk_status_t dpk_file_open(const char *path, dpk_file_t *out_file) {
   return DPK_OK;
 }
 
+dpk_status_t dpk_file_from_memory(const char *source, const uint8_t *bytes, size_t size, dpk_file_t *out_file) {
+  memset(out_file, 0, sizeof *out_file);
+  dpk_file_t file = {bytes, size, NULL, 0, 0, true};
+  dpk_status_t status = check_elf(source, bytes, size, &file);
+  if (status) return status;
+  *out_file = file;
+  return DPK_OK;
+}
+
 void dpk_file_close(dpk_file_t *file) {
-  if (file && file->map) munmap((void *)file->map, file->map_size);
+  if (file && file->map && !file->borrowed) munmap((void *)file->map, file->map_size);
   if (file) memset(file, 0, sizeof *file);
 }

@@ -68,6 +68,7 @@ typedef struct dpk_file {
   const uint8_t *section;  /* the `.dpk` section inside `map` */
   uint64_t section_size;
   uint16_t machine;        /* ELF e_machine */
+  bool borrowed;           /* `map` is the caller's memory (dpk_file_from_memory): not unmapped */
 } dpk_file_t;
 
 /* Map `path` and find its `.dpk` section from the ELF section headers; every
@@ -75,6 +76,9 @@ typedef struct dpk_file {
  * section), DATA_LOSS (not ELF, bad headers), UNIMPLEMENTED (ELF32, big-endian).
  * Close with dpk_file_close (accepts a zeroed struct). */
 dpk_status_t dpk_file_open(const char *path, dpk_file_t *out_file);
+/* The same checks on `size` bytes the caller owns and keeps alive until
+ * dpk_file_close (for fuzzing and tools; `source` names them in messages). */
+dpk_status_t dpk_file_from_memory(const char *source, const uint8_t *bytes, size_t size, dpk_file_t *out_file);
 void dpk_file_close(dpk_file_t *file);
 /* "x86_64", "aarch64"..., or "ELF machine 243" written into `buffer`. */
 const char *dpk_machine_name(uint16_t machine, char *buffer, size_t capacity);
@@ -167,6 +171,11 @@ struct dpk_package {
   const char **requires;     /* NULL-terminated */
 };
 
+/* dpk_package_open over `size` bytes of a whole model file in memory, which
+ * the caller keeps alive until dpk_package_free; `source` stands for the
+ * path in messages. Nothing is mapped or dlopened (the fuzzer's entry). */
+dpk_status_t dpk_package_open_memory(const char *source, const void *bytes, size_t size,
+                                     dpk_package_t **out_package);
 /* Parse and check the manifest of an opened package (manifest.c). */
 dpk_status_t dpk_manifest_parse(dpk_package_t *package);
 /* Zeroed memory owned by the package, freed with it; NULL if out of memory. */

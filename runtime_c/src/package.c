@@ -10,7 +10,8 @@
 
 const char *dpk_version(void) { return "0.1.0"; }
 
-dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package) {
+/* A package for `path`, read from `bytes` if not NULL, else mapped from the file. */
+static dpk_status_t package_new(const char *path, const uint8_t *bytes, size_t size, dpk_package_t **out_package) {
   *out_package = NULL;
   if (!path) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open: path is NULL");
   dpk_package_t *pkg = calloc(1, sizeof *pkg);
@@ -21,7 +22,8 @@ dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package) {
     return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory opening '%s'", path);
   }
   pkg->path = copy;
-  dpk_status_t status = dpk_file_open(path, &pkg->file);
+  dpk_status_t status =
+      bytes ? dpk_file_from_memory(path, bytes, size, &pkg->file) : dpk_file_open(path, &pkg->file);
   if (!status) status = dpk_blob_read_header(pkg->file.section, pkg->file.section_size, path, &pkg->header);
   if (!status) status = dpk_manifest_parse(pkg);
   if (status) {
@@ -30,6 +32,19 @@ dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package) {
   }
   *out_package = pkg;
   return DPK_OK;
+}
+
+dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package) {
+  return package_new(path, NULL, 0, out_package);
+}
+
+dpk_status_t dpk_package_open_memory(const char *source, const void *bytes, size_t size,
+                                     dpk_package_t **out_package) {
+  if (!bytes) {
+    *out_package = NULL;
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open_memory: bytes is NULL");
+  }
+  return package_new(source, bytes, size, out_package);
 }
 
 void dpk_package_free(dpk_package_t *package) {
