@@ -141,9 +141,11 @@ def _output_plan(graph: Graph) -> list[tuple[str, str, bool]]:
 
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
-          save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None) -> BuildReport:
+          save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
+          target: str | None = None) -> BuildReport:
     """Build `spec` (a manifest path, a dict, a frontends.yaml_graph.Spec or an .onnx path) into the
-    shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims."""
+    shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims.
+    `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple."""
     output = os.fspath(output)
     stages = _Stages(quiet, log)
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -158,10 +160,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     else:
         s = yaml_graph.load(spec, base_dir, shapes=shapes)
     graph = s.graph
-    cc_argv = toolchain.resolve_cc(cc, s.target.cc)
-    cc_name = toolchain.cc_version(cc_argv)
-    triple, machine, target_flags = toolchain.resolve_target(s.target.triple, cc_argv)
-    cflags = [*target_flags, *s.target.cflags]
+    tc = toolchain.configure(s.target, cc=cc, triple=target)
+    cc_argv, cc_name, triple, machine, cflags = tc.cc, tc.cc_name, tc.triple, tc.machine, tc.cflags
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
     stages.done("frontend", f"'{s.name}': {_plural(len(graph.nodes), 'node')}, {_plural(len(graph.inputs), 'input')}, "
                             f"{_plural(len(graph.weights), 'weight')} ({_size(weight_bytes)}), {cc_name}, {triple}")
@@ -322,7 +322,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     manifest = {
         "format": "dsopack/1",
         "name": s.name,
-        "producer": {"dsopack": version(), "cc": cc_name, "cflags": list(s.target.cflags)},
+        "producer": {"dsopack": version(), "cc": cc_name, "cflags": list(cflags)},
         "target": {"triple": triple, "machine": machine},
         "requires": list(dict.fromkeys(requires)),
         "checksum": "xxh3-64",
@@ -355,13 +355,13 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                 shutil.copy(path, save_temps)
             write_incbin_stub(os.path.join(save_temps, "blob.s"), os.path.join(save_temps, "model.blob"))
         try:
-            stats = toolchain.compile_shared(c_paths, [stub_path], output, cc=cc_argv, cflags=cflags,
-                                             ldflags=s.target.ldflags, libraries=list(dict.fromkeys(libraries)),
+            stats = toolchain.compile_shared(c_paths, [stub_path], output, cc=cc_argv, cflags=tc.compile_flags,
+                                             ldflags=tc.link_flags, libraries=list(dict.fromkeys(libraries)),
                                              use_cache=use_cache)
         except BuildError as e:
             missing = toolchain.missing_dependency(str(e))
             if missing and install_hints:
-                raise BuildError(f"{missing} is missing: {' '.join(install_hints)}\n{e}") from None
+                raise BuildError(f"{missing} is missing: {toolchain.install_hint(install_hints, tc)}\n{e}") from None
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

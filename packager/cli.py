@@ -82,7 +82,8 @@ def cmd_build(args) -> int:
             raise UserError(f"--shape given twice for input '{name}'")
         shapes[name] = list(shape)
     report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
-                   save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None)
+                   save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None,
+                   target=args.target)
     if not args.quiet:
         print(f"wrote {report.output} ({_size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
               f"arena {_size(report.arena_bytes)}")
@@ -262,7 +263,11 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml) or an ONNX model (.onnx)")
     b.add_argument("-o", "--output", required=True, metavar="OUT.so", help="the model file to write")
-    b.add_argument("--cc", help="C compiler (default: the manifest's target.cc, then $CC, then cc)")
+    b.add_argument("--cc", help="C compiler (default: the manifest's target.cc, then $CC, then cc; "
+                                "for a cross --target, TRIPLE-gcc)")
+    b.add_argument("--target", metavar="TRIPLE",
+                   help="build for another machine, e.g. aarch64-linux-gnu (default: the manifest's target.triple, "
+                        "native); see docs/edge.md")
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     b.add_argument("--explain", action="store_true", help="say which backend took each node, and why")
     b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")

@@ -5,6 +5,14 @@ manifest's `target.cc`, the CC environment variable, then `cc`. It may carry
 arguments ("ccache gcc", "zig cc"). Every call is an argv list; a failure
 raises BuildError with the command and the compiler's output.
 
+Cross targets (`--target aarch64-linux-gnu` or the manifest's target.triple,
+another machine than this one): without --cc or target.cc the compiler is
+`<triple>-gcc` ($CC only if it targets that triple); `configure` refuses
+-march/-mcpu/-mtune=native (the build machine's CPU, not the board's) and adds
+the target's own library directories (Debian multiarch /usr/include/<triple>,
+/usr/lib/<triple>, where `apt-get install libopenblas-dev:arm64` puts them),
+so a backend's `-lopenblas` links the target's OpenBLAS.
+
 Objects are cached by a hash of (source text, compiler, its version, flags,
 dpk_abi.h) in $DSOPACK_CACHE or ~/.cache/dsopack, so rebuilding an unchanged
 model skips the compile. Assembly stubs (which `.incbin` the blob) are not
@@ -17,29 +25,81 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 
 from packager.ir import BuildError
 
 BASE_CFLAGS = ["-fPIC", "-fvisibility=hidden"]
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
-            "riscv64": "riscv64", "ppc64le": "ppc64", "powerpc64le": "ppc64", "s390x": "s390"}
-ELF_MACHINES = {62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390", 3: "i386", 40: "arm"}
+            "riscv64": "riscv64", "ppc64le": "ppc64", "powerpc64le": "ppc64", "s390x": "s390x"}
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390x", 3: "i386", 40: "arm"}
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64", "ppc64": "ppc64el", "s390x": "s390x"}
+NATIVE_CPU_FLAGS = ("-march=native", "-mcpu=native", "-mtune=native")
 
 
-def resolve_cc(cc: str | None = None, manifest_cc: str | None = None) -> list[str]:
-    """The compiler command as argv: --cc, then the manifest's target.cc, then $CC, then cc."""
-    text = cc or manifest_cc or os.environ.get("CC") or "cc"
+def resolve_cc(cc: str | None = None, manifest_cc: str | None = None, triple: str | None = None) -> list[str]:
+    """The compiler command as argv: --cc, then the manifest's target.cc, then (for a
+    cross `triple`) $CC if it targets that triple, else `<triple>-gcc`; then $CC, then cc."""
+    text = cc or manifest_cc
+    if not text and is_cross(triple):
+        env = os.environ.get("CC")
+        text = env if env and _targets(env, triple) else f"{triple}-gcc"
+        if shutil.which(text) is None:
+            raise BuildError(f"target {triple} needs a cross compiler: '{text}' is not on PATH; "
+                             f"{cross_compiler_hint(triple)}, or name one with --cc or target.cc")
+    text = text or os.environ.get("CC") or "cc"
     argv = shlex.split(text)
     if not argv:
         raise BuildError("the compiler command is empty")
     if shutil.which(argv[0]) is None:
-        raise BuildError(f"compiler '{argv[0]}' not found on PATH (choose one with --cc, target.cc or CC)")
+        hint = f"; {cross_compiler_hint(triple)}" if is_cross(triple) else ""
+        raise BuildError(f"compiler '{argv[0]}' not found on PATH (choose one with --cc, target.cc or CC){hint}")
     return argv
+
+
+def host_machine() -> str:
+    """This machine's ELF machine name (x86_64, aarch64...)."""
+    return MACHINES.get(platform.machine(), platform.machine())
+
+
+def is_cross(triple: str | None) -> bool:
+    """Whether `triple` names another machine than this one ("native" and None do not)."""
+    if triple in (None, "", "native"):
+        return False
+    return MACHINES.get(triple.split("-")[0], triple.split("-")[0]) != host_machine()
+
+
+def multiarch(triple: str) -> str:
+    """The Debian multiarch name of a triple: aarch64-unknown-linux-gnu -> aarch64-linux-gnu."""
+    parts = triple.split("-")
+    if parts[0] == "arm64":
+        parts[0] = "aarch64"
+    if len(parts) == 4:  # drop the vendor
+        del parts[1]
+    return "-".join(parts)
+
+
+def cross_compiler_hint(triple: str) -> str:
+    text = f"on Debian/Ubuntu: apt-get install gcc-{multiarch(triple)}"
+    if multiarch(triple) == "aarch64-linux-gnu":
+        text += " (bash scripts/setup.sh --cross installs it)"
+    return text
+
+
+def _targets(cc: str, triple: str) -> bool:
+    argv = shlex.split(cc)
+    if not argv or shutil.which(argv[0]) is None:
+        return False
+    try:
+        return _same_target(triple, _dumpmachine(tuple(argv)))
+    except BuildError:
+        return False
 
 
 def _run(argv: list[str], what: str) -> str:
@@ -103,6 +163,74 @@ def _same_target(a: str, b: str) -> bool:
         parts = t.split("-")
         return MACHINES.get(parts[0], parts[0]), parts[-1] if len(parts) > 1 else ""
     return norm(a) == norm(b)
+
+
+@dataclass
+class Toolchain:
+    """What a build compiles with, resolved from the manifest's target and --cc/--target."""
+
+    cc: list[str]
+    cc_name: str  # "gcc 12.2.0", for producer.cc
+    triple: str
+    machine: str  # ELF machine name, for target.machine
+    cross: bool  # another machine than this one
+    cflags: list[str]  # recorded as producer.cflags
+    ldflags: list[str]
+    include_dirs: list[str] = field(default_factory=list)  # the cross target's libraries
+    library_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def compile_flags(self) -> list[str]:
+        return [*self.cflags, *(f"-I{d}" for d in self.include_dirs)]
+
+    @property
+    def link_flags(self) -> list[str]:
+        return [*(f"-L{d}" for d in self.library_dirs), *self.ldflags]
+
+
+def configure(target, cc: str | None = None, triple: str | None = None) -> Toolchain:
+    """Resolve a manifest `target` (triple, cflags, cc, ldflags); `cc` (--cc) and `triple`
+    (--target) override it. A cross target refuses -march/-mcpu/-mtune=native and gets
+    the target's library directories (`target_dirs`)."""
+    argv = resolve_cc(cc, target.cc, triple or target.triple)
+    triple, machine, extra = resolve_target(triple or target.triple, argv)
+    cross = machine != host_machine()
+    cflags = [*extra, *target.cflags]
+    native = [f for f in cflags if f in NATIVE_CPU_FLAGS]
+    if cross and native:
+        raise BuildError(f"target {triple}: {native[0]} means this build machine's CPU ({host_machine()}), not "
+                         f"the {machine} board's; name the board's CPU (e.g. -mcpu=cortex-a72) or leave it out")
+    includes, libs = target_dirs(triple) if cross else ([], [])
+    return Toolchain(argv, cc_version(argv), triple, machine, cross, cflags, list(target.ldflags), includes, libs)
+
+
+def target_dirs(triple: str) -> tuple[list[str], list[str]]:
+    """(include dirs, library dirs) of a cross target's own libraries: Debian/Ubuntu
+    multiarch /usr/include/<triple> and /usr/lib/<triple>, those that exist. Debian's
+    cross gcc searches them already; other compilers (clang --target, vendor
+    toolchains) may not. Anything else: -I/-L/--sysroot in target.cflags/ldflags."""
+    name = multiarch(triple)
+    found = [d for d in (f"/usr/include/{name}", f"/usr/lib/{name}") if os.path.isdir(d)]
+    return [d for d in found if "/include/" in d], [d for d in found if "/lib/" in d]
+
+
+def install_hint(hints: list[str], tc: Toolchain) -> str:
+    """The backends' install hints, for a cross target also naming the target's packages
+    ("apt-get install libopenblas-dev" -> "... apt-get install libopenblas-dev:arm64")."""
+    text = " ".join(hints)
+    if not tc.cross:
+        return text
+    arch = DEBIAN_ARCH.get(tc.machine, tc.machine)
+    where = ", ".join([*tc.include_dirs, *tc.library_dirs]) or "the compiler's default paths"
+    text += f"; for target {tc.triple} they must be the {tc.machine} build (searched: {where})"
+    match = re.search(r"apt-get install((?: [a-z0-9][a-z0-9.+-]*)+)", text)
+    if match:
+        packages = " ".join(f"{p}:{arch}" for p in match.group(1).split())
+        text += (f": on Debian/Ubuntu: dpkg --add-architecture {arch} && apt-get update && "
+                 f"apt-get install {packages}")
+        if tc.machine == "aarch64":
+            text += " (bash scripts/setup.sh --cross installs the arm64 packages dsopack uses)"
+    return text
 
 
 def abi_include_dir() -> str:
