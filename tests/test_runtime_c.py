@@ -370,9 +370,32 @@ def test_elf32_and_big_endian_are_unimplemented(test_api, model, tmp_path):
     assert "UNIMPLEMENTED: " in load_error(test_api, path) and "big-endian" in load_error(test_api, path)
 
 
+def with_machine(manifest_machine: bytes | None, e_machine: int | None):
+    """A corrupt_copy callback: the manifest's target.machine and/or the ELF e_machine changed."""
+    def patch(data, off):
+        if e_machine is not None:
+            struct.pack_into("<H", data, 0x12, e_machine)
+        if manifest_machine is not None:
+            def edit(blob):
+                h = HEADER.unpack_from(blob)
+                manifest = blob[h[4]:h[4] + h[5]].replace(b"machine: x86_64", b"machine: " + manifest_machine)
+                return reseal(blob, manifest=manifest)
+            patch_section(edit)(data, off)
+    return patch
+
+
 def test_other_machine(test_api, model, tmp_path):
-    path = corrupt_copy(model, tmp_path, "arm.so", lambda d, off: struct.pack_into("<H", d, 0x12, 183))
+    path = corrupt_copy(model, tmp_path, "arm.so", with_machine(b"aarch64", 183))
     assert load_error(test_api, path) == f"UNIMPLEMENTED: '{path}' is built for aarch64 but this machine is x86_64"
+
+
+def test_manifest_machine_must_match_the_elf_header(test_api, model, tmp_path):
+    """A file whose manifest and code disagree on the machine is corrupt, on any host (open, not only load)."""
+    for name, patch, manifest, elf in [("elf_arm.so", with_machine(None, 183), "x86_64", "aarch64"),
+                                       ("manifest_arm.so", with_machine(b"aarch64", None), "aarch64", "x86_64")]:
+        path = corrupt_copy(model, tmp_path, name, patch)
+        assert load_error(test_api, path) == (f"DATA_LOSS: '{path}': the manifest says target.machine {manifest} "
+                                              f"but the ELF header says {elf}: the file is corrupt")
 
 
 def test_wrong_magic(test_api, model, tmp_path):

@@ -10,6 +10,18 @@
 
 const char *dpk_version(void) { return "0.1.0"; }
 
+/* target.machine, when the manifest has it, must name the ELF e_machine: a
+ * file whose manifest and code disagree is corrupt (DATA_LOSS), whatever the
+ * host. */
+static dpk_status_t check_target(const dpk_package_t *pkg) {
+  char buffer[32];
+  const char *elf = dpk_machine_name(pkg->file.machine, buffer, sizeof buffer);
+  if (!pkg->machine || strcmp(pkg->machine, elf) == 0) return DPK_OK;
+  return dpk_fail(DPK_STATUS_DATA_LOSS,
+                  "'%s': the manifest says target.machine %s but the ELF header says %s: the file is corrupt",
+                  pkg->path, pkg->machine, elf);
+}
+
 /* A package for `path`, read from `bytes` if not NULL, else mapped from the file. */
 static dpk_status_t package_new(const char *path, const uint8_t *bytes, size_t size, dpk_package_t **out_package) {
   *out_package = NULL;
@@ -26,6 +38,7 @@ static dpk_status_t package_new(const char *path, const uint8_t *bytes, size_t s
       bytes ? dpk_file_from_memory(path, bytes, size, &pkg->file) : dpk_file_open(path, &pkg->file);
   if (!status) status = dpk_blob_read_header(pkg->file.section, pkg->file.section_size, path, &pkg->header);
   if (!status) status = dpk_manifest_parse(pkg);
+  if (!status) status = check_target(pkg);
   if (status) {
     dpk_package_free(pkg);
     return status;
