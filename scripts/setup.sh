@@ -4,25 +4,46 @@
 #
 #   bash scripts/setup.sh            # install + demo
 #   bash scripts/setup.sh --no-demo  # install only (CI)
+#   bash scripts/setup.sh --cross    # also the aarch64 cross toolchain, qemu-user and the
+#                                    # arm64 dev libraries (docs/edge.md; tests/test_edge.py)
+# Options combine: bash scripts/setup.sh --no-demo --cross
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential pkg-config python3-dev python3-venv
               libzstd-dev libyaml-dev libxxhash-dev libopenblas-dev)
 VENV=${DSOPACK_VENV:-.venv}
+CROSS_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+                libzstd-dev:arm64 libyaml-dev:arm64 libxxhash-dev:arm64 libsodium-dev:arm64
+                libopenblas-dev:arm64)
 demo=1
-[ "${1:-}" = "--no-demo" ] && demo=0
+cross=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) demo=0 ;;
+    --cross) cross=1 ;;
+    *) echo "setup: unknown option '$arg' (known: --no-demo, --cross)" >&2; exit 2 ;;
+  esac
+done
 
 step() { printf '\n==> %s\n' "$*"; }
 
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+wanted=("${APT_PACKAGES[@]}")
+if [ $cross -eq 1 ]; then
+  wanted+=("${CROSS_PACKAGES[@]}")
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    step "adding the arm64 architecture (Debian multiarch) for the :arm64 dev libraries"
+    $sudo dpkg --add-architecture arm64
+  fi
+fi
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
+for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing system packages: ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -40,6 +61,10 @@ rm -f "$log"
 
 step "building the C runtime: runtime_c/build/{libdpk.so,libdpk.a,dpk-run}"
 make -s -C runtime_c
+if [ $cross -eq 1 ]; then
+  step "cross-building the C runtime for aarch64: runtime_c/build/aarch64/{libdpk.so,libdpk.a,dpk-run}"
+  make -s -C runtime_c CC=aarch64-linux-gnu-gcc
+fi
 
 [ $demo -eq 1 ] || exit 0
 mkdir -p out
