@@ -106,7 +106,7 @@ def miss_notes(targets_: list[dict], startup: dict, latency: dict, overhead: dic
                          + " `perf record` of the dsopack timing loop (Python), top symbols by self time:")
             lines.append("")
             lines.append("  ```")
-            lines.extend(f"  {s}" for s in profiles.get(key, ["(not profiled: --no-profile)"]))
+            lines.extend(f"  {s}" for s in profiles.get(key, ["(not profiled: --quick or --no-profile)"]))
             lines.append("  ```")
             continue
         if not note or note in done:
@@ -313,7 +313,7 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
 
 # ------------------------------------------------------------------ chart
 
-def write_png(path, startup, latency, pss) -> bool:
+def write_png(path, startup, latency, pss, overhead=None) -> bool:
     try:
         import matplotlib
 
@@ -322,7 +322,10 @@ def write_png(path, startup, latency, pss) -> bool:
     except ImportError:
         return False
     colors = {"dsopack": "#1f77b4", "onnxruntime": "#ff7f0e", "numpy": "#2ca02c", "mmap": "#7f7f7f"}
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig = plt.figure(figsize=(14, 12))
+    grid = fig.add_gridspec(3, 2)
+    axes = [[fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])], [fig.add_subplot(grid[1, :]), None],
+            [fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1])]]
 
     ax = axes[0][0]
     names = list(startup)
@@ -334,7 +337,7 @@ def write_png(path, startup, latency, pss) -> bool:
         ax.bar([k + (i - 1.5) * width for k in range(len(names))], vals, width,
                label="mmap (floor)" if rt == "mmap" else rt, color=colors[rt])
     ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     ax.set_ylabel("ms (log)")
     ax.set_title("load to ready, fresh process")
     ax.legend(fontsize=8)
@@ -347,26 +350,44 @@ def write_png(path, startup, latency, pss) -> bool:
         ax.bar([k + (i - 1.5) * width for k in range(len(names))], vals, width,
                label="mmap + read (floor)" if rt == "mmap" else rt, color=colors[rt])
     ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     ax.set_ylabel("ms (log)")
     ax.set_title("load to first result, fresh process")
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
     keys = [k for k in latency if "dsopack" in latency[k]]
-    labels = [f"{n}\nb{b}" for n, b in keys]
-    for i, rt in enumerate(("dsopack", "numpy")):
-        vals = [latency[k][rt]["median"] / latency[k]["onnxruntime"]["median"] if rt in latency[k] else float("nan")
+    labels = [f"{n} b{b}" for n, b in keys]
+    series = (("dsopack", "dsopack (Python)", colors["dsopack"]), ("dsopack-c", "dsopack (C API)", "#aec7e8"),
+              ("onnxruntime-1t", "onnxruntime 1 thread", "#ffbb78"), ("numpy", "numpy", colors["numpy"]))
+    series = [s_ for s_ in series if any(s_[0] in latency[k] for k in keys)]
+    w = 0.8 / max(1, len(series))
+    for i, (key, label, color) in enumerate(series):
+        vals = [latency[k][key]["median"] / latency[k]["onnxruntime"]["median"] if key in latency[k] else float("nan")
                 for k in keys]
-        ax.bar([k + (i - 0.5) * 0.35 for k in range(len(keys))], vals, 0.35, label=rt, color=colors[rt])
-    ax.axhline(1.0, color=colors["onnxruntime"], lw=1.5, label="onnxruntime = 1")
+        ax.bar([k + (i - (len(series) - 1) / 2) * w for k in range(len(keys))], vals, w, label=label, color=color)
+    ax.axhline(1.0, color=colors["onnxruntime"], lw=1.5, label="onnxruntime = 1 (batch-1 target)")
     ax.axhline(1.2, color="k", lw=0.8, ls="--", label="batch-64 target 1.2")
-    ax.set_xticks(range(len(keys)), labels, fontsize=7)
-    ax.set_ylabel("median latency / onnxruntime")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(keys)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("median latency / onnxruntime (log)")
     ax.set_title("steady-state latency relative to onnxruntime (lower is better)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=3)
 
-    ax = axes[1][1]
+    ax = axes[2][0]
+    if overhead:
+        items = [("model.run", overhead["run"]), ("model(a)", overhead["call"]),
+                 ("dpk_model_run (C)", overhead["c_run"]), ("onnxruntime sess.run", overhead["onnxruntime"])]
+        ax.barh([k for k, _ in items], [v * 1e6 for _, v in items],
+                color=[colors["dsopack"], colors["dsopack"], "#aec7e8", colors["onnxruntime"]])
+        ax.axvline(5 + overhead["c_run"] * 1e6, color="k", lw=0.8, ls="--", label="target: C + 5 us")
+        ax.set_xlabel("us per call")
+        ax.set_title("call cost on a tiny add model")
+        ax.legend(fontsize=8)
+    else:
+        ax.axis("off")
+
+    ax = axes[2][1]
     rts = list(pss)
     for i, count in enumerate((1, 4)):
         vals = [pss[rt][f"serve{count}"]["Pss"] / 1024 for rt in rts]

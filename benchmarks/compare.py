@@ -148,6 +148,21 @@ def environment(ort_threads: int) -> dict:
     return env
 
 
+def wait_quiet(limit_s: float, share: float = 0.25, window_s: float = 3.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        m = CpuMeter()
+        time.sleep(window_s)
+        busy = m.others()
+        if busy < share:
+            log(f"other processes use {busy:.0%} of the CPUs: starting")
+            return
+        if time.monotonic() >= deadline:
+            log(f"other processes still use {busy:.0%} of the CPUs after {limit_s:.0f} s: starting anyway")
+            return
+        log(f"other processes use {busy:.0%} of the CPUs: waiting (--wait-quiet)")
+
+
 def blas_threads(so_path: str | None) -> list[str]:
     """The BLAS libraries in a process that loaded a dsopack model and numpy, with their thread counts."""
     code = ("import json, numpy, loader, sys\n"
@@ -556,12 +571,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="onnxruntime intra_op_num_threads (default: the CPU count)")
     p.add_argument("--backends", default="cblas,host", help="dsopack backend priority (default cblas,host; "
                    "falls back to host when cblas does not build)")
-    p.add_argument("--no-profile", action="store_true", help="skip the perf profiles of misses")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                   help="first wait up to S seconds for other processes to use under 25%% of the CPUs")
+    p.add_argument("--no-profile", action="store_true", help="skip the perf profiles of misses (--quick skips them)")
     args = p.parse_args(argv)
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
     started = time.monotonic()
     meter = CpuMeter()
     quick = args.quick
-    reps = 2 if quick else 5
+    reps = 1 if quick else 5
     rounds = 1 if quick else 3
     warm_s, measure_s, max_n = (0.2, 0.3, 2000) if quick else (0.2, 0.4, 20000)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -642,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         # ---------------------------------------------------------- targets + profiles
         targets = bench_report.targets(startup, latency, overhead, pss)
         profiles: dict[str, list[str]] = {}
-        if not args.no_profile:
+        if not args.no_profile and not quick:
             for t in targets:
                 if t["status"] != "MISS" or not t.get("profile"):
                     continue
@@ -666,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         md = os.path.join(args.out, "results.md")
         png = os.path.join(args.out, "results.png")
         bench_report.write_markdown(md, env_info, variants, startup, latency, overhead, pss, targets, profiles)
-        wrote_png = bench_report.write_png(png, startup, latency, pss)
+        wrote_png = bench_report.write_png(png, startup, latency, pss, overhead)
         log(f"\nother processes used {env_info['others_all']:.0%} of the CPUs during the run "
             f"({env_info['others_startup']:.0%} during start-up, {env_info['others_latency']:.0%} during latency)")
         for t in targets:
