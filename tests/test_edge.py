@@ -1,0 +1,277 @@
+"""Edge devices: aarch64 packages cross-built on this machine, run by the aarch64
+dpk-run (and docs/examples/classify.c) under qemu-user, compared with the
+native build; wrong-machine errors both ways; inspect/verify of a foreign file.
+
+Needs gcc-aarch64-linux-gnu, qemu-user and the :arm64 dev packages
+(`bash scripts/setup.sh --cross`; .ci/run does it). Without them the tests that
+need them skip and say what is missing. binfmt_misc is not assumed: qemu is
+called explicitly, with -L for the aarch64 loader and C library.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import loader
+from packager import toolchain
+from packager.backends import cblas
+from packager.build import build
+from packager.ir import BuildError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME = os.path.join(ROOT, "runtime_c")
+MANIFESTS = os.path.join(ROOT, "manifests")
+CLASSIFY = os.path.join(ROOT, "docs", "examples", "classify.c")
+TRIPLE = "aarch64-linux-gnu"
+CROSS_CC = f"{TRIPLE}-gcc"
+QEMU = ["qemu-aarch64", "-L", f"/usr/{TRIPLE}"]
+# OpenBLAS's worker threads hang under qemu-user; one thread is what a test needs.
+QEMU_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+TARGET_LIBS = ["zstd", "yaml", "xxhash"]
+SETUP = "bash scripts/setup.sh --cross"
+
+pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the cross tests assume an x86-64 host")
+
+
+def missing_cross() -> str | None:
+    """What is missing to cross-build and emulate aarch64, or None."""
+    for tool in (CROSS_CC, QEMU[0]):
+        if shutil.which(tool) is None:
+            return f"{tool} not found ({SETUP} installs it)"
+    if not os.path.isdir(QEMU[2]):
+        return f"{QEMU[2]} (the aarch64 C library) not found ({SETUP} installs it)"
+    for lib in TARGET_LIBS:
+        if not os.path.exists(f"/usr/lib/{TRIPLE}/lib{lib}.so"):
+            return f"the arm64 lib{lib} is not installed ({SETUP} installs lib{lib}-dev:arm64)"
+    return None
+
+
+def needs_cross():
+    reason = missing_cross()
+    if reason:
+        pytest.skip(reason)
+
+
+def make(*args) -> None:
+    result = subprocess.run(["make", "-s", "-j4", "-C", RUNTIME, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"make {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="module")
+def arm_runtime():
+    """runtime_c/build/aarch64: libdpk.so, libdpk.a, dpk-run for aarch64."""
+    needs_cross()
+    make(f"CC={CROSS_CC}")
+    return os.path.join(RUNTIME, "build", "aarch64")
+
+
+def qemu(*args, ok=True):
+    result = subprocess.run([*QEMU, *map(str, args)], capture_output=True, text=True, env=QEMU_ENV, timeout=300)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def example(name: str, backends=None) -> dict:
+    with open(os.path.join(MANIFESTS, f"{name}.yaml")) as f:
+        spec = yaml.safe_load(f)
+    if backends:
+        spec["backends"] = backends
+    return spec
+
+
+def has_arm_openblas() -> bool:
+    return os.path.exists(f"/usr/lib/{TRIPLE}/libopenblas.so")
+
+
+# name -> (spec, input name); "digits_cblas" is the digits MLP with its dense layers on OpenBLAS.
+EXAMPLES = {"digits_mlp": (lambda: example("digits_mlp"), "x"),
+            "lenet": (lambda: example("lenet"), "image"),
+            "mixed": (lambda: example("mixed"), "x"),
+            "digits_cblas": (lambda: example("digits_mlp", ["cblas", "host"]), "x")}
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    """Lazily built (host file, aarch64 file) per example name."""
+    directory = tmp_path_factory.mktemp("edge")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            needs_cross()
+            spec, _ = EXAMPLES[name]
+            if "cblas" in (spec().get("backends") or []) and not has_arm_openblas():
+                pytest.skip(f"the arm64 OpenBLAS is not installed ({SETUP} installs libopenblas-dev:arm64)")
+            host = build(spec(), directory / f"{name}.so", base_dir=MANIFESTS, quiet=True)
+            arm = build(spec(), directory / f"{name}.arm.so", base_dir=MANIFESTS, quiet=True, target=TRIPLE)
+            built[name] = (host.output, arm.output, arm.manifest)
+        return built[name]
+    return get
+
+
+def test_cli_cross_build_records_the_target(tmp_path):
+    needs_cross()
+    out = tmp_path / "digits.so"
+    subprocess.run([sys.executable, "-m", "packager", "build", os.path.join(MANIFESTS, "digits_mlp.yaml"),
+                    "--target", TRIPLE, "-o", str(out), "-q"], check=True)
+    assert toolchain.elf_machine(str(out)) == "aarch64"
+    with loader.open_package(str(out)) as package:
+        manifest = package.manifest
+    assert manifest["target"] == {"triple": TRIPLE, "machine": "aarch64"}
+    assert manifest["producer"]["cflags"] == ["-O3"] and manifest["producer"]["cc"].startswith("gcc")
+
+
+def test_manifest_triple_picks_the_cross_compiler(tmp_path):
+    needs_cross()
+    spec = example("digits_mlp")
+    spec["target"] = {"triple": TRIPLE, "cflags": ["-O2", "-mcpu=cortex-a53"]}
+    report = build(spec, tmp_path / "d.so", base_dir=MANIFESTS, quiet=True)
+    assert report.manifest["target"]["machine"] == "aarch64"
+    assert report.manifest["producer"]["cflags"] == ["-O2", "-mcpu=cortex-a53"]
+    assert toolchain.elf_machine(report.output) == "aarch64"
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_aarch64_dpk_run_matches_the_host_build(name, packages, arm_runtime, dpk_run, tmp_path):
+    host_file, arm_file, manifest = packages(name)
+    assert manifest["target"]["machine"] == "aarch64" and toolchain.elf_machine(arm_file) == "aarch64"
+    if name in ("mixed", "digits_cblas"):
+        assert manifest["requires"] == ["libopenblas.so.0"]
+    _, input_name = EXAMPLES[name]
+    with loader.open_package(host_file) as package:
+        shape = package.manifest["inputs"][0]["shape"]
+    x = tmp_path / "x.npy"
+    if name.startswith("digits"):
+        shutil.copy(os.path.join(MANIFESTS, "digits_sample.npy"), x)
+    else:
+        np.save(x, np.random.default_rng(7).standard_normal(shape).astype(np.float32))
+    subprocess.run([dpk_run, host_file, f"{input_name}={x}", "-o", tmp_path / "host.npy"], check=True,
+                   capture_output=True)
+    qemu(os.path.join(arm_runtime, "dpk-run"), arm_file, f"{input_name}={x}", "-o", tmp_path / "arm.npy")
+    host, arm = np.load(tmp_path / "host.npy"), np.load(tmp_path / "arm.npy")
+    assert host.shape == arm.shape and host.dtype == arm.dtype == np.float32
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-5)
+    if name.startswith("digits"):
+        assert int(arm.argmax()) == 7
+
+
+@pytest.mark.parametrize("static", ["1", "libs"])
+def test_static_dpk_run(static, packages, tmp_path):
+    """STATIC=1: no dynamic section at all; STATIC=libs: only the C library is needed."""
+    needs_cross()
+    make(f"CC={CROSS_CC}", f"STATIC={static}")
+    runner = os.path.join(RUNTIME, "build", "aarch64-static" + ("-libs" if static == "libs" else ""), "dpk-run")
+    dynamic = subprocess.run([f"{TRIPLE}-readelf", "-d", runner], capture_output=True, text=True, check=True).stdout
+    needed = sorted(line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line)
+    if static == "1":
+        assert needed == []
+    else:
+        assert needed and all(lib.startswith(("libc.", "libm.", "ld-linux")) for lib in needed), needed
+    _, arm_file, _ = packages("digits_mlp")
+    qemu(runner, arm_file, f"x={os.path.join(MANIFESTS, 'digits_sample.npy')}", "-o", tmp_path / "y.npy")
+    assert int(np.load(tmp_path / "y.npy").argmax()) == 7
+
+
+def test_aarch64_file_on_this_host_is_refused_before_dlopen(packages, dpk_run):
+    _, arm_file, _ = packages("digits_mlp")
+    message = f"'{arm_file}' is built for aarch64 but this machine is x86_64"
+    with pytest.raises(loader.UnimplementedError) as info:
+        loader.load(arm_file)
+    assert str(info.value) == message
+    result = subprocess.run([dpk_run, arm_file, "--random"], capture_output=True, text=True)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_host_file_under_the_aarch64_runtime_is_refused(packages, arm_runtime):
+    host_file, _, _ = packages("digits_mlp")
+    result = qemu(os.path.join(arm_runtime, "dpk-run"), host_file, "--random", ok=False)
+    assert result.returncode == 1
+    assert f"'{host_file}' is built for x86_64 but this machine is aarch64" in result.stderr
+
+
+def test_inspect_and_verify_an_aarch64_file_on_this_host(packages):
+    _, arm_file, _ = packages("lenet")
+    cli = [sys.executable, "-m", "packager"]
+    inspect = subprocess.run([*cli, "inspect", arm_file], capture_output=True, text=True)
+    assert inspect.returncode == 0, inspect.stderr
+    assert "target: {triple: aarch64-linux-gnu, machine: aarch64}" in inspect.stdout
+    verify = subprocess.run([*cli, "verify", arm_file], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.startswith(f"OK {arm_file}"), verify.stderr
+
+
+@pytest.mark.parametrize("machine", ["host", "aarch64"])
+def test_classify_example(machine, packages, arm_runtime, dpk_build, tmp_path):
+    """docs/examples/classify.c, linked against libdpk.so, on a .npy and on a raw float32 file."""
+    host_file, arm_file, _ = packages("digits_mlp")
+    cc, lib, model = ("cc", dpk_build, host_file) if machine == "host" else (CROSS_CC, arm_runtime, arm_file)
+    exe = tmp_path / "classify"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", f"-I{RUNTIME}/include", CLASSIFY,
+                    f"-L{lib}", "-ldpk", f"-Wl,-rpath,{lib}", "-o", exe], check=True)
+    raw = tmp_path / "x.raw"
+    np.load(os.path.join(MANIFESTS, "digits_sample.npy")).astype("<f4").tofile(raw)
+    wrap = [] if machine == "host" else QEMU
+    for data in (os.path.join(MANIFESTS, "digits_sample.npy"), raw):
+        result = subprocess.run([*wrap, exe, model, data], capture_output=True, text=True, env=QEMU_ENV)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("class 7 (score 0.98")
+    np.save(tmp_path / "x64.npy", np.zeros((1, 64)))
+    result = subprocess.run([*wrap, exe, model, tmp_path / "x64.npy"], capture_output=True, text=True, env=QEMU_ENV)
+    assert result.returncode == 1 and "expected float32 ('<f4') in C order" in result.stderr
+    result = subprocess.run([*wrap, exe, model, CLASSIFY], capture_output=True, text=True, env=QEMU_ENV)
+    assert result.returncode == 1 and "input 'x' takes 64 float32 values" in result.stderr
+
+
+# ---- build errors ---------------------------------------------------------------------------------
+
+def test_missing_cross_compiler_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler at all
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(BuildError) as info:
+        build(example("digits_mlp"), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, target=TRIPLE)
+    assert str(info.value) == (f"target {TRIPLE} needs a cross compiler: '{CROSS_CC}' is not on PATH; on "
+                               f"Debian/Ubuntu: apt-get install gcc-{TRIPLE} (bash scripts/setup.sh --cross "
+                               f"installs it), or name one with --cc or target.cc")
+    assert not (tmp_path / "d.so").exists()
+
+
+def test_host_compiler_for_a_cross_triple_is_refused(tmp_path):
+    with pytest.raises(BuildError, match=f"target triple '{TRIPLE}' needs a cross compiler: 'gcc' targets x86_64"):
+        build(example("digits_mlp"), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, target=TRIPLE, cc="gcc")
+
+
+@pytest.mark.parametrize("flag", ["-march=native", "-mcpu=native", "-mtune=native"])
+def test_native_cpu_flags_are_refused_for_a_cross_target(flag, tmp_path):
+    needs_cross()
+    spec = example("digits_mlp")
+    spec["target"]["cflags"] = ["-O3", flag]
+    with pytest.raises(BuildError, match=f"target {TRIPLE}: {flag} means this build machine's CPU"):
+        build(spec, tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, target=TRIPLE)
+
+
+def test_missing_target_library_names_the_target_package(tmp_path, monkeypatch):
+    """A library the cross link cannot find: the hint names the arm64 package (here a
+    renamed OpenBLAS stands in for an uninstalled libopenblas-dev:arm64)."""
+    needs_cross()
+    monkeypatch.setattr(cblas, "LIBRARIES", ["openblas_not_installed"])
+    with pytest.raises(BuildError) as info:
+        build(example("digits_mlp", ["cblas", "host"]), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True,
+              target=TRIPLE)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("library -lopenblas_not_installed is missing: the cblas backend needs")
+    assert (f"for target {TRIPLE} they must be the aarch64 build (searched: /usr/include/{TRIPLE}, /usr/lib/{TRIPLE}): "
+            "on Debian/Ubuntu: dpkg --add-architecture arm64 && apt-get update && apt-get install "
+            "libopenblas-dev:arm64") in first
+
+
+def test_target_names():
+    assert toolchain.multiarch("aarch64-unknown-linux-gnu") == TRIPLE == toolchain.multiarch("arm64-linux-gnu")
+    assert toolchain.is_cross(TRIPLE) and not toolchain.is_cross("native") and not toolchain.is_cross(None)
+    assert not toolchain.is_cross("x86_64-pc-linux-gnu")
