@@ -42,6 +42,7 @@ typedef struct dpk_model dpk_model_t;
 typedef struct dpk_load_options { int verify_checksums; int populate; } dpk_load_options_t;
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
+const dpk_package_t *dpk_model_package(const dpk_model_t *model);
 typedef struct dpk_tensor_info {
   const char *name; DLDataType dtype; int32_t ndim; const int64_t *shape;
 } dpk_tensor_info_t;
@@ -57,6 +58,13 @@ dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource);
 const char *dpk_registered_kinds(void);
+
+typedef struct dpk_public_key { uint8_t bytes[32]; } dpk_public_key_t;
+dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);
+dpk_status_t dpk_package_open_signed(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package);
+dpk_status_t dpk_package_signed_size(const dpk_package_t *package, uint64_t *out_size);
+dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
+                                   dpk_model_t **out_model);
 
 /* A packed call made from Python: a plain C call so cffi releases the GIL. */
 int dpk_py_call(dpk_packed_fn fn, void *resource, const dpk_value *args, const int *codes, int nargs,
@@ -79,7 +87,7 @@ ffibuilder.set_source(
     SOURCE,
     sources=[os.path.relpath(s, ROOT) for s in _sources],
     include_dirs=[os.path.join("runtime_c", "include"), os.path.join("runtime_c", "src")],
-    libraries=["zstd", "yaml", "xxhash", "dl", "pthread", "m"],
+    libraries=["zstd", "yaml", "xxhash", "sodium", "dl", "pthread", "m"],
     extra_compile_args=["-std=c99", "-O2", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-Wno-format-truncation"],
 )
 

@@ -83,7 +83,7 @@ def _compile_harness(out_dir: str) -> str:
         _run(flags + strict + ["-c", source, "-o", obj])
         objects.append(obj)
     lib = os.path.join(out_dir, "libjson_harness.so")
-    _run([CC, "-shared", "-pthread", *SANITIZE, "-o", lib, *objects, "-lzstd", "-lyaml", "-lxxhash", "-ldl", "-lm"])
+    _run([CC, "-shared", "-pthread", *SANITIZE, "-o", lib, *objects, "-lzstd", "-lyaml", "-lxxhash", "-lsodium", "-ldl", "-lm"])
     return lib
 
 

@@ -120,7 +120,7 @@ def app(dpk_build, tmp_path_factory):
     subprocess.run([os.environ.get("CC", "gcc"), "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-I", include,
                     os.path.join(ROOT, "tests", "c", "app_registers_kind.c"),
                     os.path.join(EXAMPLE, "dsopack_lut", "lut_kind.c"), os.path.join(dpk_build, "libdpk.a"),
-                    "-lzstd", "-lyaml", "-lxxhash", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
+                    "-lzstd", "-lyaml", "-lxxhash", "-lsodium", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
     return out
 
 

@@ -17,6 +17,16 @@
  * Every byte of the payload area outside a payload is zero, so `verify`
  * detects a change to any byte of the section.
  *
+ * A signed file (`dsopack sign`) has one 128-byte trailer after its ELF
+ * contents (which the ELF loader and this reader ignore otherwise):
+ *         0  magic "DSOPKSIG"           8  u16 version (1), u16 algorithm (1 = Ed25519ph)
+ *        12  u32 trailer size (128)    16  u64 signed length L (= the trailer's file offset)
+ *        24  8-byte key id (BLAKE2b-256 of the public key, first 8 bytes)
+ *        32  32 bytes reserved, zero   64  64-byte Ed25519ph signature over
+ *                                          file bytes 0..L-1, then trailer bytes 0..63
+ * Only the *_signed calls read it; they check it before any code of the file
+ * runs (see "Signatures" below and docs/format.md).
+ *
  * Conventions (once for the whole API):
  * - Fallible calls return dpk_status_t; DPK_OK is 0. On failure a message
  *   naming the file, module, field and numbers is kept for the calling
@@ -51,7 +61,9 @@ typedef enum {
   DPK_STATUS_RESOURCE_EXHAUSTED = 6, /* out of memory */
   DPK_STATUS_INTERNAL = 7,           /* a kernel or kind failed at run time */
   DPK_STATUS_FAILED_PRECONDITION = 8,/* valid bytes, inconsistent content (wrong field type, cycle) */
-  DPK_STATUS_ALREADY_EXISTS = 9      /* kind registered twice */
+  DPK_STATUS_ALREADY_EXISTS = 9,     /* kind registered twice */
+  DPK_STATUS_UNAUTHENTICATED = 10    /* a key was given and the file is unsigned, signed by another
+                                        key, changed after signing, or its trailer is malformed */
 } dpk_status_t;
 
 /* The calling thread's last error message; "" if none. Borrowed, valid
@@ -155,6 +167,52 @@ dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const
  * *out_resource). NOT_FOUND if absent. */
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource);
+
+/* ---- Signatures ---------------------------------------------------------
+ * A deployment file is untrusted and loading it runs its code, so a caller
+ * that holds the publisher's Ed25519 public key loads with a *_signed call:
+ * the file is opened once and mapped, the signature trailer is checked on
+ * that mapping (every byte of the file: code, .dpk section, trailer fields)
+ * before anything past the ELF headers is parsed, and the model's code is
+ * dlopened from the same open file (/proc/self/fd/N, so /proc must be
+ * mounted), never by path again: swapping the path after the check changes
+ * nothing. A signed load reads the whole file once (SHA-512). The libraries
+ * of the manifest's `requires` are the system's and are not covered. */
+
+#define DPK_PUBLIC_KEY_BYTES 32
+#define DPK_SIGNATURE_VERSION 1
+
+typedef struct dpk_public_key {
+  uint8_t bytes[DPK_PUBLIC_KEY_BYTES]; /* a raw Ed25519 public key */
+} dpk_public_key_t;
+
+/* Read a public key file written by `dsopack keygen` (KEY.pub): one line
+ * "dsopack-ed25519-public <64 hex digits>". NOT_FOUND (cannot open it),
+ * INVALID_ARGUMENT (malformed; a secret key file is named as such). */
+dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);
+
+/* dpk_package_open, after checking that `path` is signed by `key`. Errors:
+ * as dpk_package_open, plus UNAUTHENTICATED (the message names the file:
+ * not signed; signed by key <id>, not by the given key <id>; the signature
+ * does not match the file's bytes; a truncated or malformed trailer; bytes
+ * after the trailer), UNIMPLEMENTED (a newer trailer version or another
+ * algorithm), INVALID_ARGUMENT (path or key NULL). */
+dpk_status_t dpk_package_open_signed(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package);
+
+/* The bytes a signature covers: where the file's ELF contents end (the
+ * furthest header, segment or section), so where a trailer starts. For
+ * signing tools; the file is not required to be signed. UNAUTHENTICATED if
+ * a header points past the end of the file. */
+dpk_status_t dpk_package_signed_size(const dpk_package_t *package, uint64_t *out_size);
+
+/* dpk_model_load for a file that must be signed by `key`: the signature is
+ * checked first, as dpk_package_open_signed, and the code is dlopened
+ * through the descriptor that was checked. With an unsigned, re-signed,
+ * tampered or truncated file, none of its code runs. Errors: as
+ * dpk_model_load and dpk_package_open_signed; NOT_FOUND if /proc/self/fd
+ * cannot be opened. */
+dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
+                                   dpk_model_t **out_model);
 
 /* ---- Kinds ------------------------------------------------------------- */
 

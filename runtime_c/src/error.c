@@ -83,6 +83,7 @@ const char *dpk_status_name(dpk_status_t status) {
     case DPK_STATUS_INTERNAL: return "INTERNAL";
     case DPK_STATUS_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
     case DPK_STATUS_ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case DPK_STATUS_UNAUTHENTICATED: return "UNAUTHENTICATED";
   }
   return "UNKNOWN";
 }

@@ -176,6 +176,11 @@ struct dpk_package {
  * path in messages. Nothing is mapped or dlopened (the fuzzer's entry). */
 dpk_status_t dpk_package_open_memory(const char *source, const void *bytes, size_t size,
                                      dpk_package_t **out_package);
+/* Open `path` once, check its signature trailer against `key` on the
+ * mapping, then build the package over that same mapping (signature.c).
+ * With `out_fd`, the open descriptor is handed to the caller (to dlopen the
+ * very file that was checked; the caller closes it); else it is closed. */
+dpk_status_t dpk_signed_open(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package, int *out_fd);
 /* Parse and check the manifest of an opened package (manifest.c). */
 dpk_status_t dpk_manifest_parse(dpk_package_t *package);
 /* Zeroed memory owned by the package, freed with it; NULL if out of memory. */
@@ -229,6 +234,7 @@ typedef struct dpk_module_rt {
 struct dpk_model {
   dpk_package_t *package;
   void *dl;                       /* dlopen handle of the file */
+  int fd;                         /* signed load: the checked file, dlopened as /proc/self/fd/N; else -1 */
   void **required;                /* dlopen handles of package->requires, closed after `dl` */
   dpk_module_rt_t *modules;
   size_t *order;                  /* import order, imports first */
@@ -240,7 +246,7 @@ struct dpk_model {
 /* A kind's or packed function's non-zero return as a status: a known status
  * code as is, anything else INTERNAL. */
 static inline dpk_status_t dpk_status_from_rc(int rc) {
-  return rc > 0 && rc <= DPK_STATUS_ALREADY_EXISTS ? (dpk_status_t)rc : DPK_STATUS_INTERNAL;
+  return rc > 0 && rc <= DPK_STATUS_UNAUTHENTICATED ? (dpk_status_t)rc : DPK_STATUS_INTERNAL;
 }
 
 /* Look `name` up in module `index` (if `self`), then its imports depth-first

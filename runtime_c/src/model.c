@@ -1,20 +1,24 @@
 /* model.c: load a model (package + dlopen + modules rebuilt in import
  * order), run its entry function, free it.
  *
- * Load order: open and validate the package; check the ELF machine; order
+ * Load order: open and validate the package (a signed load checks the
+ * signature first and keeps the descriptor: signature.c); check the ELF machine; order
  * the modules by their imports (a cycle fails); check that every module's
  * kind is registered or declared carried (no code of the file has run
  * yet); optionally verify every checksum; dlopen each library the manifest
- * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL);
+ * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL; a
+ * signed load through /proc/self/fd/N of the checked descriptor);
  * fill __dpk_api; check that __dpk_blob is the section that was mapped;
  * check the file's __dpk_kinds and bind every module to its kind
- * (model_kinds.c); load each module and resolve every function its manifest
+ * (model_kinds.c); load each module (its payload checksum checked, then
+ * decoded) and resolve every function its manifest
  * entry lists. The accessors and dpk_model_run are in model_run.c. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -93,15 +97,20 @@ static dpk_status_t open_requires(dpk_model_t *m) {
 
 static dpk_status_t open_library(dpk_model_t *m) {
   const char *path = PATH(m);
-  char *local = NULL;
-  if (!strchr(path, '/')) { /* dlopen would search the library path */
+  char *local = NULL, by_fd[64];
+  if (m->fd >= 0) { /* signed: the very file whose signature was checked, not the path again */
+    snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", m->fd);
+    if (access(by_fd, R_OK) != 0)
+      return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot load '%s': a signed load dlopens %s, which is not readable "
+                      "(is /proc mounted?)", path, by_fd);
+  } else if (!strchr(path, '/')) { /* dlopen would search the library path */
     local = malloc(strlen(path) + 3);
     if (!local) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
     strcpy(local, "./");
     strcat(local, path);
   }
   dlerror();
-  m->dl = dlopen(local ? local : path, RTLD_NOW | RTLD_LOCAL);
+  m->dl = dlopen(m->fd >= 0 ? by_fd : local ? local : path, RTLD_NOW | RTLD_LOCAL);
   free(local);
   if (!m->dl) {
     const char *why = dlerror();
@@ -126,7 +135,11 @@ static dpk_status_t load_module(dpk_model_t *m, size_t i) {
   char what[256];
   snprintf(what, sizeof what, "'%s': module '%s' payload", PATH(m), decl->name);
   if (decl->has_payload) {
-    dpk_status_t status = dpk_payload_decode(&decl->payload, what, &payload, &rt->decoded);
+    /* A module payload is a plan (graph, json, a kind's state): small, read
+     * whole anyway, and a changed byte could still parse into a different
+     * plan, so its checksum is checked at every load (weights only by verify). */
+    dpk_status_t status = dpk_payload_verify(&decl->payload, what);
+    if (!status) status = dpk_payload_decode(&decl->payload, what, &payload, &rt->decoded);
     if (status) return status;
   }
   dpk_kind_load_args args = {decl->name,        payload, decl->has_payload ? (size_t)decl->payload.raw_size : 0,
@@ -187,11 +200,13 @@ static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
   return DPK_OK;
 }
 
-dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model) {
+static dpk_status_t model_load(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
+                               dpk_model_t **out_model) {
   *out_model = NULL;
   dpk_model_t *m = calloc(1, sizeof *m);
   if (!m) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path ? path : "(null)");
-  dpk_status_t status = dpk_package_open(path, &m->package);
+  m->fd = -1;
+  dpk_status_t status = key ? dpk_signed_open(path, key, &m->package, &m->fd) : dpk_package_open(path, &m->package);
   if (!status) {
     m->modules = calloc(m->package->num_modules, sizeof *m->modules);
     status = m->modules ? load(m, options) : dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
@@ -200,8 +215,23 @@ dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
     dpk_model_free(m);
     return status;
   }
+  if (m->fd >= 0) close(m->fd); /* the file stays mapped by the package and the loader */
+  m->fd = -1;
   *out_model = m;
   return DPK_OK;
+}
+
+dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model) {
+  return model_load(path, NULL, options, out_model);
+}
+
+dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
+                                   dpk_model_t **out_model) {
+  if (!key) {
+    *out_model = NULL;
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_load_signed: key is NULL (use dpk_model_load for unsigned files)");
+  }
+  return model_load(path, key, options, out_model);
 }
 
 void dpk_model_free(dpk_model_t *model) {
@@ -215,6 +245,7 @@ void dpk_model_free(dpk_model_t *model) {
   if (model->modules)
     for (size_t i = 0; i < model->package->num_modules; i++) free(model->modules[i].decoded);
   if (model->dl) dlclose(model->dl);
+  if (model->fd >= 0) close(model->fd);
   for (size_t i = 0; model->required && i < model->package->num_requires; i++)
     if (model->required[i]) dlclose(model->required[i]);
   free(model->required);

@@ -1,7 +1,7 @@
 /* dpk-run: load a dsopack model with libdpk (no Python), run it on .npy
  * inputs, write the outputs as .npy, print them and the timings.
  *
- *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--repeat N] [--random]
+ *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--repeat N] [--random]
  *
  * Exit status 0 on success, 1 on any error (the message on stderr). */
 #include <errno.h>
@@ -16,7 +16,7 @@
 
 static const char usage[] =
     "usage: dpk-run MODEL.so [NAME=FILE.npy ...] [-o OUT.npy | -o OUTDIR] [--verify] [--populate]\n"
-    "               [--repeat N] [--random] [--help]\n"
+    "               [--pubkey KEY.pub] [--repeat N] [--random] [--help]\n"
     "\n"
     "Load a dsopack model, run it once (or N times) and print each output.\n"
     "  NAME=FILE.npy  the model input NAME (every input is needed, unless --random)\n"
@@ -24,6 +24,8 @@ static const char usage[] =
     "                 ends in .npy, else the directory PATH/NAME.npy (created if needed)\n"
     "  --verify       check every checksum of the file before loading\n"
     "  --populate     pre-fault the weights at load\n"
+    "  --pubkey KEY.pub  require the file to be signed by this key (dsopack keygen/sign);\n"
+    "                 checked before any code of the file runs\n"
     "  --repeat N     run N times and report the mean time (default 1)\n"
     "  --random       fill inputs not given with random values (seeded, reproducible)\n";
 
@@ -136,7 +138,7 @@ static int write_output(const slot_t *s, const char *out, int single_file) {
 }
 
 typedef struct {
-  const char *model, *out;
+  const char *model, *out, *pubkey;
   int verify, populate, random;
   long repeat;
   const char **assigns;
@@ -158,9 +160,11 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->populate = 1;
     } else if (strcmp(arg, "--random") == 0) {
       a->random = 1;
-    } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--repeat") == 0) {
+    } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--repeat") == 0 || strcmp(arg, "--pubkey") == 0) {
       if (i + 1 >= argc) return fail("%s needs a value (see --help)", arg);
-      if (arg[1] == 'o') {
+      if (strcmp(arg, "--pubkey") == 0) {
+        a->pubkey = argv[++i];
+      } else if (arg[1] == 'o') {
         a->out = argv[++i];
       } else {
         char *end;
@@ -275,13 +279,16 @@ int main(int argc, char **argv) {
     return rc;
   }
   dpk_load_options_t options = {a.verify, a.populate};
+  dpk_public_key_t key;
   dpk_model_t *model;
   double t0 = now();
-  if (dpk_model_load(a.model, &options, &model)) {
+  if ((a.pubkey && dpk_public_key_read(a.pubkey, &key)) ||
+      (a.pubkey ? dpk_model_load_signed(a.model, &key, &options, &model) : dpk_model_load(a.model, &options, &model))) {
     free(a.assigns);
     return fail("%s", dpk_last_error());
   }
-  printf("load: %.3f ms%s\n", (now() - t0) * 1e3, a.verify ? " (with checksums)" : "");
+  printf("load: %.3f ms%s%s\n", (now() - t0) * 1e3, a.verify ? " (with checksums)" : "",
+         a.pubkey ? " (signature checked)" : "");
   size_t ni = dpk_model_num_inputs(model), no = dpk_model_num_outputs(model);
   slot_t *in = calloc(ni + 1, sizeof *in), *out = calloc(no + 1, sizeof *out);
   if (!in || !out) {
