@@ -7,7 +7,7 @@
 
 from loader.errors import (AlreadyExistsError, DataLossError, DpkError, FailedPreconditionError, InternalError,
                            InvalidArgumentError, NotFoundError, OutOfRangeError, ResourceExhaustedError,
-                           UnimplementedError)
+                           UnauthenticatedError, UnimplementedError)
 from loader.model import Model, ModuleInfo, PackedFunction, TensorInfo, load
 from loader.package import Package, open_package
 
@@ -15,4 +15,5 @@ __all__ = [
     "load", "open_package", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo", "DpkError",
     "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "DataLossError", "UnimplementedError",
     "ResourceExhaustedError", "InternalError", "FailedPreconditionError", "AlreadyExistsError",
+    "UnauthenticatedError",
 ]

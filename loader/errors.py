@@ -48,6 +48,13 @@ class AlreadyExistsError(DpkError):
     status = "ALREADY_EXISTS"
 
 
+class UnauthenticatedError(DpkError):
+    """A public key was given and the file is unsigned, signed by another key,
+    changed after signing, or its signature trailer is malformed."""
+
+    status = "UNAUTHENTICATED"
+
+
 BY_CODE = {
     1: InvalidArgumentError,
     2: NotFoundError,
@@ -58,4 +65,5 @@ BY_CODE = {
     7: InternalError,
     8: FailedPreconditionError,
     9: AlreadyExistsError,
+    10: UnauthenticatedError,
 }

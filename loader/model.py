@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import yaml
 
 from loader import errors
 from loader._native import (DPK_TYPE_FLOAT, DPK_TYPE_INT, DPK_TYPE_NULL, DPK_TYPE_STR, DPK_TYPE_TENSOR,
                             TensorRef, check, dtype_from_dl, ffi, lib)
-from loader.package import Package
+from loader.signature import public_key
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,15 @@ class Model:
     Safe to share between threads: each concurrent `run` uses its own arena in
     the C runtime, and the GIL is released while C runs."""
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = False, populate: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False, populate: bool = False,
+                 pubkey=None) -> None:
         self.path = os.fspath(path)
         options = ffi.new("dpk_load_options_t *", {"verify_checksums": int(verify), "populate": int(populate)})
         out = ffi.new("dpk_model_t **")
-        check(lib.dpk_model_load(self.path.encode(), options, out))
+        if pubkey is None:
+            check(lib.dpk_model_load(self.path.encode(), options, out))
+        else:
+            check(lib.dpk_model_load_signed(self.path.encode(), public_key(pubkey), options, out))
         self._handle = ffi.gc(out[0], lib.dpk_model_free)
         self.inputs = _infos(self._handle, lib.dpk_model_num_inputs, lib.dpk_model_input_info)
         self.outputs = _infos(self._handle, lib.dpk_model_num_outputs, lib.dpk_model_output_info)
@@ -64,9 +69,10 @@ class Model:
     @property
     def manifest(self) -> dict:
         """The embedded manifest, as a dict."""
-        if self._manifest is None:
-            with Package(self.path) as package:
-                self._manifest = package.manifest
+        if self._manifest is None:  # from the bytes that were loaded, not the path again
+            size = ffi.new("size_t *")
+            text = lib.dpk_package_manifest(lib.dpk_model_package(self._live()), size)
+            self._manifest = yaml.safe_load(ffi.unpack(text, size[0]).decode("utf-8"))
         return self._manifest
 
     def _live(self):
@@ -181,6 +187,10 @@ class PackedFunction:
         return None
 
 
-def load(path: str | os.PathLike, *, verify: bool = False, populate: bool = False) -> Model:
-    """Load a dsopack model file. `verify` checks every checksum first (O(file size))."""
-    return Model(path, verify=verify, populate=populate)
+def load(path: str | os.PathLike, *, verify: bool = False, populate: bool = False, pubkey=None) -> Model:
+    """Load a dsopack model file. `verify` checks every checksum first (O(file size)).
+
+    `pubkey` (a KEY.pub path, or 32 raw Ed25519 public key bytes) requires the
+    file to be signed by that key (`dsopack sign`): checked on the bytes that
+    get loaded, before any code of the file runs; UnauthenticatedError if not."""
+    return Model(path, verify=verify, populate=populate, pubkey=pubkey)

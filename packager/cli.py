@@ -27,6 +27,9 @@ examples:
   dsopack build model.onnx -o model.so --shape x=1,3,32,32   an ONNX model (fix its dynamic dims)
   dsopack inspect digits.so                                   the embedded manifest and its modules
   dsopack verify digits.so                                    check the structure and every checksum
+  dsopack keygen -o release.key                               an Ed25519 key pair: release.key, release.key.pub
+  dsopack sign digits.so --key release.key                    append a signature over the whole file
+  dsopack verify digits.so --pubkey release.key.pub           ... and check it (so do run/loader/dpk-run --pubkey)
   dsopack run digits.so x=sample.npy                          run it (Python loader), print the outputs
   dsopack run digits.so --random --repeat 1000 -o out.npz     random inputs, timings, save the outputs
 
@@ -92,13 +95,14 @@ def cmd_build(args) -> int:
 
 # ---------------------------------------------------------------- inspect / verify
 
-def _open(path: str):
-    """The file mapped and checked by libdpk (header, manifest, bounds); no code runs."""
+def _open(path: str, pubkey: str | None = None):
+    """The file mapped and checked by libdpk (header, manifest, bounds; with
+    `pubkey`, its signature first); no code runs."""
     loader = _import_loader()
     if not os.path.isfile(path):
         raise UserError(f"'{path}' not found")
     try:
-        return loader.open_package(path)
+        return loader.open_package(path, pubkey=pubkey)
     except loader.DpkError as e:
         raise UserError(str(e)) from None
 
@@ -141,15 +145,40 @@ def cmd_inspect(args) -> int:
 
 def cmd_verify(args) -> int:
     loader = _import_loader()
-    with _open(args.file) as package:
+    with _open(args.file, args.pubkey) as package:
         try:
             package.verify()  # every payload checksum, zero padding
         except loader.DpkError as e:
             raise UserError(f"{args.file}: {e}") from None
         modules = package.manifest.get("modules", [])
         payloads = sum(1 for m in modules if "payload" in m) + sum(len(m.get("tensors", {})) for m in modules)
+        signed = f", signed by the key in {args.pubkey}" if args.pubkey else ""
         print(f"OK {args.file}: format {package.format_version[0]}.{package.format_version[1]}, "
-              f"{len(modules)} modules, {payloads} payloads, {_size(package.section_size)} checked")
+              f"{len(modules)} modules, {payloads} payloads, {_size(package.section_size)} checked{signed}")
+    return 0
+
+
+# ---------------------------------------------------------------- keygen / sign
+
+def cmd_keygen(args) -> int:
+    from packager import signing
+
+    try:
+        public = signing.keygen(args.output, force=args.force)
+    except signing.SigningError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {args.output} (secret, mode 0600) and {args.output}.pub (public): key {signing.key_id(public).hex()}")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from packager import signing
+
+    try:
+        kid, covered = signing.sign(args.file, args.key, args.output)
+    except signing.SigningError as e:
+        raise UserError(str(e)) from None
+    print(f"signed {args.output or args.file} with key {kid.hex()} ({_size(covered)} covered)")
     return 0
 
 
@@ -197,7 +226,7 @@ def cmd_run(args) -> int:
             raise UserError(f"input '{name}': cannot read '{path}': {e}") from None
     start = time.perf_counter()
     try:
-        model = loader.load(args.file)
+        model = loader.load(args.file, pubkey=args.pubkey)
     except loader.DpkError as e:
         raise UserError(str(e)) from None
     load_s = time.perf_counter() - start
@@ -294,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     r.add_argument("-o", "--output", metavar="OUT.npz", help="save the outputs")
     r.add_argument("--repeat", type=int, default=0, metavar="N", help="run N more times and print the median time")
+    r.add_argument("--pubkey", metavar="KEY.pub", help="require a signature by this key, checked before any code runs")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("verify", help="check a model file's structure and every checksum",
@@ -301,7 +331,26 @@ def parser() -> argparse.ArgumentParser:
                                    "Exit 0 and print OK, or exit 1 naming what failed.",
                        epilog="example:\n  dsopack verify digits.so", formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("file", metavar="FILE.so")
+    v.add_argument("--pubkey", metavar="KEY.pub", help="also check the file's signature (dsopack sign) against this key")
     v.set_defaults(func=cmd_verify)
+
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing model files",
+                       description="Write a secret key to KEY (mode 0600) and its public key to KEY.pub.",
+                       epilog="example:\n  dsopack keygen -o release.key", formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("-o", "--output", required=True, metavar="KEY", help="the secret key file (KEY.pub is written too)")
+    k.add_argument("--force", action="store_true", help="replace existing key files")
+    k.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("sign", help="sign a model file (a trailer after its ELF contents)",
+                       description="Append an Ed25519 signature over every byte of a model file; re-signing "
+                                   "replaces the signature. Unsigned readers see the same file.",
+                       epilog="example:\n  dsopack sign digits.so --key release.key\n"
+                              "  dsopack verify digits.so --pubkey release.key.pub",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("file", metavar="FILE.so")
+    s.add_argument("--key", required=True, metavar="KEY", help="the secret key file (dsopack keygen)")
+    s.add_argument("-o", "--output", metavar="OUT.so", help="write the signed file here (default: in place)")
+    s.set_defaults(func=cmd_sign)
     return p
 
 
