@@ -84,8 +84,10 @@ typedef struct dpk_package dpk_package_t;
  * validate the header (magic, major version, header and manifest
  * checksums), the manifest (YAML, field types) and every payload offset and
  * size against the payload area. Runs none of the file's code.
+ * Works for a file of any machine (a cross-built package too).
  * Returns NOT_FOUND (missing file or section), DATA_LOSS (not ELF, bad
- * magic, bad YAML, checksum), UNIMPLEMENTED (newer major), OUT_OF_RANGE
+ * magic, bad YAML, checksum, a manifest target.machine other than the ELF
+ * header's machine), UNIMPLEMENTED (newer major), OUT_OF_RANGE
  * (truncated section, payload past the end), FAILED_PRECONDITION (field of
  * the wrong type or missing). */
 dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package);
