@@ -247,7 +247,7 @@ TAMPER = {
                  ": byte 40 of the signature trailer is reserved but not zero"),
     "truncated": (lambda d: d[:-10], "UNAUTHENTICATED",
                   ": the signature trailer at offset {end} is truncated: 118 of 128 bytes"),
-    "appended": (lambda d: d + b"\0", "UNAUTHENTICATED", ": 1 bytes follow the signature trailer at offset {end}"),
+    "appended": (lambda d: d + b"\0", "UNAUTHENTICATED", ": the signature trailer at offset {end} is followed by 1 more byte"),
 }
 
 
@@ -356,7 +356,8 @@ def test_missing_key_files(signed, unsigned, dpk_run, capsys, tmp_path):
 
 @pytest.mark.parametrize("text", ["", "hello\n", "dsopack-ed25519-public 1234\n",
                                   "dsopack-ed25519-public " + "g" * 64 + "\n",
-                                  "dsopack-ed25519-public " + "ab" * 32 + " extra\n"])
+                                  "dsopack-ed25519-public " + "ab" * 32 + " extra\n",
+                                  "dsopack-ed25519-public " + "ab" * 32 + "\n" * 100 + "x"])
 def test_malformed_public_key_files(signed, dpk_run, capsys, tmp_path, text):
     pub = tmp_path / "bad.pub"
     pub.write_text(text)

@@ -88,8 +88,8 @@ static dpk_status_t check_trailer(const char *path, const uint8_t *map, size_t s
     return dpk_fail(DPK_STATUS_UNAUTHENTICATED, "'%s': the signature trailer at offset %llu is truncated: %llu of %d bytes",
                     path, U(end), U(tail), TRAILER_SIZE);
   if (tail > TRAILER_SIZE)
-    return dpk_fail(DPK_STATUS_UNAUTHENTICATED, "'%s': %llu bytes follow the signature trailer at offset %llu", path,
-                    U(tail - TRAILER_SIZE), U(end));
+    return dpk_fail(DPK_STATUS_UNAUTHENTICATED, "'%s': the signature trailer at offset %llu is followed by %llu more "
+                    "byte%s", path, U(end), U(tail - TRAILER_SIZE), tail - TRAILER_SIZE == 1 ? "" : "s");
   uint16_t version = rd16(t + 8), algorithm = rd16(t + 10);
   if (version != DPK_SIGNATURE_VERSION)
     return dpk_fail(version > DPK_SIGNATURE_VERSION ? DPK_STATUS_UNIMPLEMENTED : DPK_STATUS_UNAUTHENTICATED,
@@ -168,6 +168,7 @@ dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key) {
   if (!f) return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot open the public key file '%s': %s", path, strerror(errno));
   char text[160];
   size_t n = fread(text, 1, sizeof text - 1, f);
+  bool more = fgetc(f) != EOF; /* a key file is one short line: longer is malformed */
   fclose(f);
   text[n] = '\0';
   size_t p = sizeof public_prefix - 1, used = n;
@@ -177,7 +178,7 @@ dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key) {
   uint8_t key[DPK_PUBLIC_KEY_BYTES];
   size_t got = 0;
   const char *hex_end = NULL;
-  if (used != p + 2 * DPK_PUBLIC_KEY_BYTES || memcmp(text, public_prefix, p) != 0 ||
+  if (more || used != p + 2 * DPK_PUBLIC_KEY_BYTES || memcmp(text, public_prefix, p) != 0 ||
       sodium_hex2bin(key, sizeof key, text + p, 2 * DPK_PUBLIC_KEY_BYTES, NULL, &got, &hex_end) != 0 ||
       got != DPK_PUBLIC_KEY_BYTES)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "'%s' is not a dsopack public key file: expected one line "
