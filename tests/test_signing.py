@@ -11,6 +11,7 @@ helpers; signatures are made in Python (PyNaCl) and checked in C (libsodium).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import struct
@@ -24,13 +25,18 @@ from packager import cli, signing
 from test_runtime_c import CC, KERNELS, K, ROOT, build_model, reference, weights
 
 MARKER_KERNELS = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
-/* runs at dlopen: proves whether any code of the file ran */
+/* runs at dlopen: proves whether any code of the file ran, and says which name it was loaded by */
 __attribute__((constructor)) static void touch_marker(void) {
   const char *path = getenv("DSOPACK_TEST_MARKER");
   FILE *f = path ? fopen(path, "w") : NULL;
-  if (f) { fputs("ran\n", f); fclose(f); }
+  Dl_info info;
+  if (!f) return;
+  fprintf(f, "ran from %s\n", dladdr((void *)touch_marker, &info) && info.dli_fname ? info.dli_fname : "?");
+  fclose(f);
 }
 """
 TRAILER = signing.TRAILER_SIZE
@@ -52,7 +58,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unsigned(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("unsigned"), kernels=KERNELS + MARKER_KERNELS)
+    return build_model(tmp_path_factory.mktemp("unsigned"), kernels=MARKER_KERNELS + KERNELS)
 
 
 @pytest.fixture(scope="module")
@@ -141,17 +147,21 @@ def test_a_signed_file_loads_everywhere_and_its_code_runs(signed, keys, marker, 
     assert result.returncode == 0, result.stderr
     assert "(signature checked)" in result.stdout
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference(x, *weights()), rtol=1e-6)
-    assert marker.read_text() == "ran\n"
+    from_fd = re.compile(r"ran from /proc/self/fd/\d+\n")  # dlopened through the checked descriptor
+    assert from_fd.fullmatch(marker.read_text())
     marker.unlink()
     assert c_load(sign_load, "load", signed, pub) == "OK"
     assert c_load(sign_load, "open", signed, pub) == "OK"
-    assert marker.read_text() == "ran\n"
+    assert from_fd.fullmatch(marker.read_text())
     marker.unlink()
     fresh = shutil.copy(signed, tmp_path / "fresh.so")  # a new inode: its constructor runs in this process
     with loader.load(fresh, pubkey=pub) as model:
         np.testing.assert_allclose(model.run(x=x)["y"], reference(x, *weights()), rtol=1e-6)
         assert model.manifest["name"] == "m"
-    assert marker.read_text() == "ran\n"
+    assert from_fd.fullmatch(marker.read_text())
+    marker.unlink()
+    result = subprocess.run([dpk_run, signed, "--random"], capture_output=True, text=True)  # no key: by path
+    assert result.returncode == 0 and marker.read_text() == f"ran from {signed}\n"
 
 
 def test_the_signature_covers_exactly_the_unsigned_file(unsigned, signed):
