@@ -121,8 +121,9 @@ typedef struct dpk_load_options {
  * then dlopen each library the manifest `requires` (kept open until
  * dpk_model_free), then dlopen the file (RTLD_LOCAL), check its
  * __dpk_kinds table (see dpk_abi.h), resolve every symbol the manifest
- * lists, and rebuild the modules in import order. `options` may be NULL (defaults: no checksum
- * pass, no populate). After this, runs do no lookups or parsing.
+ * lists, and rebuild the modules in import order (each module payload's
+ * checksum is checked before it is decoded: DATA_LOSS). `options` may be
+ * NULL (defaults: no checksum pass over the weights, no populate). After this, runs do no lookups or parsing.
  * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
  * lists the registered kinds and the carried ones; a declared carried kind
  * the table lacks; missing symbol; a `requires` library that cannot be
