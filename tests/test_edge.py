@@ -33,7 +33,16 @@ CROSS_CC = f"{TRIPLE}-gcc"
 QEMU = ["qemu-aarch64", "-L", f"/usr/{TRIPLE}"]
 # OpenBLAS's worker threads hang under qemu-user; one thread is what a test needs.
 QEMU_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-TARGET_LIBS = ["zstd", "yaml", "xxhash"]
+SYSTEM_LIBS = ("dl", "pthread", "m", "c")
+
+
+def target_libs() -> list[str]:
+    """The libraries the runtime links (the Makefile's LIBS) that the target must provide."""
+    with open(os.path.join(RUNTIME, "Makefile")) as f:
+        line = next(line for line in f if line.startswith("LIBS :="))
+    return [w[2:] for w in line.split()[2:] if w.startswith("-l") and w[2:] not in SYSTEM_LIBS]
+
+
 SETUP = "bash scripts/setup.sh --cross"
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the cross tests assume an x86-64 host")
@@ -46,7 +55,7 @@ def missing_cross() -> str | None:
             return f"{tool} not found ({SETUP} installs it)"
     if not os.path.isdir(QEMU[2]):
         return f"{QEMU[2]} (the aarch64 C library) not found ({SETUP} installs it)"
-    for lib in TARGET_LIBS:
+    for lib in target_libs():
         if not os.path.exists(f"/usr/lib/{TRIPLE}/lib{lib}.so"):
             return f"the arm64 lib{lib} is not installed ({SETUP} installs lib{lib}-dev:arm64)"
     return None
