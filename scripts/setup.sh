@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential pkg-config python3-dev python3-venv
-              libzstd-dev libyaml-dev libxxhash-dev libsodium-dev libopenblas-dev)
+              libzstd-dev libyaml-dev libxxhash-dev libsodium-dev libopenblas-dev
+              clang-14 libclang-rt-14-dev)   # clang: libFuzzer and sanitizers (tests/test_fuzz.py)
 VENV=${DSOPACK_VENV:-.venv}
 CROSS_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
                 libzstd-dev:arm64 libyaml-dev:arm64 libxxhash-dev:arm64 libsodium-dev:arm64

@@ -16,6 +16,7 @@ static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 #define U(x) ((unsigned long long)(x))
+#define ZSTD_MAX_EXPANSION 32768 /* ZSTD_BLOCKSIZE_MAX (128 KiB) / 4 bytes of an RLE block */
 
 uint64_t dpk_checksum(const void *bytes, size_t size) { return XXH3_64bits(bytes, size); }
 
@@ -140,6 +141,13 @@ dpk_status_t dpk_payload_decode(const dpk_payload_t *p, const char *what, const 
   if (n != p->raw_size)
     return dpk_fail(DPK_STATUS_DATA_LOSS, "%s: the zstd frame holds %llu bytes but raw_size is %llu", what, n,
                     U(p->raw_size));
+  /* A zstd block yields at most 128 KiB and takes at least 4 bytes (an RLE
+   * block), so no frame expands more than 32768 times: a larger claim is
+   * corrupt, and is refused before it is allocated. */
+  if (p->raw_size / ZSTD_MAX_EXPANSION > p->size)
+    return dpk_fail(DPK_STATUS_DATA_LOSS,
+                    "%s: the zstd frame claims %llu bytes, more than its %llu stored bytes can hold (at most %d times)",
+                    what, U(p->raw_size), U(p->size), ZSTD_MAX_EXPANSION);
   if (p->raw_size > SIZE_MAX - 1)
     return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "%s: raw_size %llu is too large", what, U(p->raw_size));
   void *buffer = malloc(p->raw_size ? (size_t)p->raw_size : 1);
