@@ -5,7 +5,8 @@ over everything libdpk reads from a file before dlopen (runtime_c/fuzz/README.md
   hand-made edge cases) replays through the harness and through dpk-run built
   with ASan + UBSan, cleanly;
 - a bounded campaign from the bundled examples (runtime_c/fuzz/make_seeds.py)
-  finds nothing: 60 s by default, DSOPACK_FUZZ_SECONDS=N to change it (0 skips).
+  finds nothing: 60 s by default, DSOPACK_FUZZ_SECONDS=N to change it (0 skips);
+  then half as long for fuzz_payload (the graph and json parsers fed directly).
 
 Skipped, with the reason, without clang and libFuzzer (Debian: clang-14
 libclang-rt-14-dev; scripts/setup.sh installs them).
@@ -93,22 +94,41 @@ def test_regression_inputs_are_refused_cleanly_by_dpk_run_under_asan(tmp_path):
         assert result.returncode == 1 and result.stderr.startswith("dpk-run: "), (path, result.stderr[-3000:])
 
 
-@pytest.mark.skipif(SECONDS <= 0, reason="DSOPACK_FUZZ_SECONDS=0")
-def test_a_bounded_fuzzing_campaign_finds_nothing(fuzzer, tmp_path):
-    seeds, corpus, findings = tmp_path / "seeds", tmp_path / "corpus", tmp_path / "findings"
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    """(package seeds, payload seeds): the bundled examples built by make_seeds.py."""
+    out = tmp_path_factory.mktemp("seeds")
+    made = subprocess.run([sys.executable, os.path.join(RUNTIME, "fuzz", "make_seeds.py"), str(out / "package"),
+                           "--payloads", str(out / "payload")], capture_output=True, text=True)
+    assert made.returncode == 0 and os.listdir(out / "package") and os.listdir(out / "payload"), made.stdout + made.stderr
+    return out / "package", out / "payload"
+
+
+def campaign(binary, seconds, seed_dir, tmp_path, env=None):
+    corpus, findings = tmp_path / "corpus", tmp_path / "findings"
     corpus.mkdir()
     findings.mkdir()
-    made = subprocess.run([sys.executable, os.path.join(RUNTIME, "fuzz", "make_seeds.py"), str(seeds)],
-                          capture_output=True, text=True)
-    assert made.returncode == 0 and os.listdir(seeds), made.stdout + made.stderr
-    result = subprocess.run([fuzzer, f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=3000",
-                             "-print_final_stats=1", f"-artifact_prefix={findings}/", str(corpus), str(seeds)],
-                            capture_output=True, text=True, env=ENV, timeout=SECONDS + 600)
+    result = subprocess.run([binary, f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=3000",
+                             "-print_final_stats=1", f"-artifact_prefix={findings}/", str(corpus), str(seed_dir)],
+                            capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=seconds + 600)
     stats = [line for line in result.stderr.splitlines() if line.startswith("stat::")]
     print("\n".join(stats))
     assert result.returncode == 0 and not os.listdir(findings), (os.listdir(findings), result.stderr[-6000:])
     executed = next(int(line.split()[-1]) for line in stats if line.startswith("stat::number_of_executed_units"))
     assert executed > 1000, stats
+
+
+@pytest.mark.skipif(SECONDS <= 0, reason="DSOPACK_FUZZ_SECONDS=0")
+def test_a_bounded_fuzzing_campaign_finds_nothing(fuzzer, seeds, tmp_path):
+    campaign(fuzzer, SECONDS, seeds[0], tmp_path)
+
+
+@pytest.mark.skipif(SECONDS <= 0, reason="DSOPACK_FUZZ_SECONDS=0")
+def test_a_bounded_payload_fuzzing_campaign_finds_nothing(fuzzer, seeds, tmp_path):
+    """fuzz_payload: graph and json payload bytes fed to their parsers (half the time)."""
+    payload_fuzzer = os.path.join(os.path.dirname(fuzzer), "fuzz_payload")
+    campaign(payload_fuzzer, max(SECONDS // 2, 5), seeds[1], tmp_path,
+             env={"DPK_FUZZ_CONTEXT": str(seeds[0] / "lenet.raw.elf")})
 
 
 # ---- what the regressions guard, with the runtime's message -----------------------------------------

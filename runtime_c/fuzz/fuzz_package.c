@@ -23,7 +23,10 @@
  * in the file). No kernel runs.
  *
  * Payload checksums are not checked on the module path (dpk_model_load
- * checks module payloads; here the fuzzer should reach the parsers). */
+ * checks module payloads; here the fuzzer should reach the parsers).
+ *
+ * Built with -DDPK_FUZZ_PAYLOAD it is fuzz_payload: the graph and json
+ * payload parsers fed directly (see the end of this file). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +68,10 @@ static bool visit(const dpk_package_t *pkg, size_t i, unsigned char *mark, size_
   return true;
 }
 
-/* Rebuild every module as dpk_model_load does after dlopen; free them. */
-static void load_modules(dpk_package_t *pkg) {
+/* Rebuild every module as dpk_model_load does after dlopen; free them.
+ * Module `override` (if < num_modules) gets `bytes` as its decoded payload,
+ * and the modules after it in import order are not loaded. */
+static void load_modules(dpk_package_t *pkg, size_t override, const uint8_t *bytes, size_t size) {
   dpk_model_t m;
   memset(&m, 0, sizeof m);
   m.package = pkg;
@@ -88,15 +93,24 @@ static void load_modules(dpk_package_t *pkg) {
     dpk_module_rt_t *rt = &m.modules[i];
     const dpk_module_decl_t *decl = &pkg->modules[i];
     const uint8_t *payload = NULL;
-    if (decl->has_payload && dpk_payload_decode(&decl->payload, "payload", &payload, &rt->decoded)) break;
-    dpk_kind_load_args args = {decl->name, payload, decl->has_payload ? (size_t)decl->payload.raw_size : 0,
-                               decl->functions, &rt->ctx, &dpk_services};
+    size_t payload_size = decl->has_payload ? (size_t)decl->payload.raw_size : 0;
+    if (i == override) {
+      payload = bytes;
+      payload_size = size;
+    } else if (decl->has_payload && dpk_payload_decode(&decl->payload, "payload", &payload, &rt->decoded)) {
+      break;
+    }
+    dpk_kind_load_args args = {decl->name, payload, payload_size, decl->functions, &rt->ctx, &dpk_services};
     if (rt->kind->load(&args, &rt->state)) break;
     rt->loaded = true;
     for (size_t f = 0; f < decl->num_functions; f++) {
       dpk_packed_fn fn;
       void *resource;
       rt->kind->get_function(rt->state, decl->functions[f], &fn, &resource);
+    }
+    if (i == override) { /* the modules after it would load as in every other run */
+      loaded++;
+      break;
     }
   }
   if (ok && loaded == count) {
@@ -115,6 +129,9 @@ static void load_modules(dpk_package_t *pkg) {
   free(mark);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#ifndef DPK_FUZZ_PAYLOAD
 static void read_package(const uint8_t *bytes, size_t size) {
   dpk_package_t *pkg;
   if (dpk_package_open_memory("fuzz.so", bytes, size, &pkg) != DPK_OK) return;
@@ -125,7 +142,7 @@ static void read_package(const uint8_t *bytes, size_t size) {
   uint64_t section_size;
   dpk_package_format(pkg, &major, &minor, &section_size);
   dpk_package_verify(pkg);
-  load_modules(pkg);
+  load_modules(pkg, (size_t)-1, NULL, 0);
   dpk_package_free(pkg);
 }
 
@@ -154,8 +171,6 @@ static bool reseal(uint8_t *bytes, size_t size) {
   return true;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   read_package(data, size);
   uint8_t *copy = malloc(size ? size : 1);
@@ -165,3 +180,48 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(copy);
   return 0;
 }
+#else
+/* fuzz_payload: the graph and json parsers on payload bytes directly.
+ * DPK_FUZZ_CONTEXT names a model file (make_seeds.py: lenet.raw.elf) that
+ * gives the signature, weights and functions; an input is one selector byte
+ * then the bytes that replace the decoded payload of the context's module
+ * with a payload number (selector % count): its graph or one of its json
+ * modules. The modules it imports load as they are in the context. */
+static uint8_t *context_bytes;
+static dpk_package_t *context;
+static size_t payload_modules[64], num_payload_modules;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc, (void)argv;
+  const char *path = getenv("DPK_FUZZ_CONTEXT");
+  FILE *f = path ? fopen(path, "rb") : NULL;
+  if (!f) {
+    fprintf(stderr, "fuzz_payload: set DPK_FUZZ_CONTEXT to a model file (make_seeds.py writes lenet.raw.elf)\n");
+    exit(2);
+  }
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  context_bytes = malloc(n > 0 ? (size_t)n : 1);
+  if (!context_bytes || fread(context_bytes, 1, (size_t)n, f) != (size_t)n ||
+      dpk_package_open_memory(path, context_bytes, (size_t)n, &context) != DPK_OK) {
+    fprintf(stderr, "fuzz_payload: cannot read %s: %s\n", path, dpk_last_error());
+    exit(2);
+  }
+  fclose(f);
+  for (size_t i = 0; i < context->num_modules && num_payload_modules < 64; i++)
+    if (context->modules[i].has_payload) payload_modules[num_payload_modules++] = i;
+  if (!num_payload_modules) {
+    fprintf(stderr, "fuzz_payload: %s has no module with a payload\n", path);
+    exit(2);
+  }
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1) return 0;
+  load_modules(context, payload_modules[data[0] % num_payload_modules], data + 1, size - 1);
+  return 0;
+}
+#endif

@@ -1,6 +1,6 @@
 """Seed corpus for fuzz_package: the bundled examples, built, in three forms.
 
-    python runtime_c/fuzz/make_seeds.py OUT_DIR [MANIFEST.yaml ...]
+    python runtime_c/fuzz/make_seeds.py OUT_DIR [--payloads PAYLOAD_DIR] [MANIFEST.yaml ...]
 
 For each manifest (default: every manifests/*.yaml) it writes to OUT_DIR:
   NAME.so            the file `dsopack build` makes (the whole ELF)
@@ -10,6 +10,10 @@ For each manifest (default: every manifests/*.yaml) it writes to OUT_DIR:
   NAME.raw.elf       the same with every module payload stored raw, so the
                      graph and json payloads are JSON text the fuzzer can
                      mutate in place (zstd bytes rarely decode)
+With --payloads, PAYLOAD_DIR gets the seeds of fuzz_payload (the graph and json
+parsers fed directly, against the context DPK_FUZZ_CONTEXT=OUT_DIR/lenet.raw.elf):
+for every module payload of lenet, NAME.payloadK (K its number among the
+modules with a payload): the byte K then the decoded payload.
 Needs the dsopack environment (`source .venv/bin/activate`).
 """
 
@@ -62,6 +66,20 @@ def minimal_elf(section: bytes, machine: int = 62) -> bytes:
     return out + bytes(sh_off - len(out)) + table
 
 
+def module_payloads(section: bytes) -> list[bytes]:
+    """The decoded payload of every module that has one, in manifest order."""
+    h = read_header(section[:64])
+    manifest = yaml.safe_load(section[h["manifest_offset"]:h["manifest_offset"] + h["manifest_size"]])
+    area = section[h["payload_offset"]:h["payload_offset"] + h["payload_size"]]
+    out = []
+    for module in manifest["modules"]:
+        if "payload" in module:
+            d = module["payload"]
+            data = area[d["offset"]:d["offset"] + d["size"]]
+            out.append(zstandard.ZstdDecompressor().decompress(data) if d.get("codec") == "zstd" else data)
+    return out
+
+
 def raw_payloads(section: bytes) -> bytes:
     """The blob rewritten with every module payload stored raw (tensors as they were)."""
     h = read_header(section[:64])
@@ -90,8 +108,11 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    out = argv[0]
-    manifests = argv[1:] or sorted(glob.glob(os.path.join(ROOT, "manifests", "*.yaml")))
+    out, rest, payloads = argv[0], argv[1:], None
+    if rest[:1] == ["--payloads"]:
+        payloads, rest = rest[1], rest[2:]
+        os.makedirs(payloads, exist_ok=True)
+    manifests = rest or sorted(glob.glob(os.path.join(ROOT, "manifests", "*.yaml")))
     os.makedirs(out, exist_ok=True)
     for manifest in manifests:
         name = os.path.splitext(os.path.basename(manifest))[0]
@@ -106,6 +127,10 @@ def main(argv: list[str]) -> int:
             f.write(minimal_elf(section))
         with open(os.path.join(out, f"{name}.raw.elf"), "wb") as f:
             f.write(minimal_elf(raw_payloads(section)))
+        if payloads and name == "lenet":
+            for k, data in enumerate(module_payloads(section)):
+                with open(os.path.join(payloads, f"{name}.payload{k}"), "wb") as f:
+                    f.write(bytes([k]) + data)
         print(f"{name}: {os.path.getsize(so)} / {len(section) + 300} bytes")
     return 0
 
