@@ -55,7 +55,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 step "installing dsopack (compiles the C runtime into the Python loader)"
 log=$(mktemp)
-if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel && "$VENV/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
   cat "$log"; echo "setup: pip install failed (output above)" >&2; exit 1
 fi
 rm -f "$log"
