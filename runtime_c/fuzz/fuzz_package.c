@@ -22,14 +22,20 @@
  * and a manifest with carried kinds stops before its modules (their code is
  * in the file). No kernel runs.
  *
+ * A file with a signature trailer ("DSOPKSIG") is also opened through the
+ * signed reader (dpk_package_open_signed, from a memfd).
+ *
  * Payload checksums are not checked on the module path (dpk_model_load
  * checks module payloads; here the fuzzer should reach the parsers).
  *
  * Built with -DDPK_FUZZ_PAYLOAD it is fuzz_payload: the graph and json
  * payload parsers fed directly (see the end of this file). */
+#define _GNU_SOURCE /* memfd_create, memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -146,6 +152,34 @@ static void read_package(const uint8_t *bytes, size_t size) {
   dpk_package_free(pkg);
 }
 
+/* A file carrying a signature trailer also goes through the signed reader
+ * (signature.c: where the ELF contents end, the trailer's fields), from a
+ * memfd since that reader takes a path. The key is DPK_FUZZ_PUBKEY's (a
+ * KEY.pub; make_seeds.py signs a seed with it), else all zeros. */
+static void read_signed(const uint8_t *bytes, size_t size) {
+  static dpk_public_key_t key;
+  static int key_read;
+  if (!key_read) {
+    const char *path = getenv("DPK_FUZZ_PUBKEY");
+    if (path && dpk_public_key_read(path, &key) != DPK_OK) memset(&key, 0, sizeof key);
+    key_read = 1;
+  }
+  if (size < 8 || !memmem(bytes, size, "DSOPKSIG", 8)) return;
+  int fd = memfd_create("fuzz.so", MFD_CLOEXEC);
+  if (fd < 0) return;
+  size_t done = 0;
+  while (done < size) {
+    ssize_t w = write(fd, bytes + done, size - done);
+    if (w <= 0) break;
+    done += (size_t)w;
+  }
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  dpk_package_t *pkg;
+  if (done == size && dpk_package_open_signed(path, &key, &pkg) == DPK_OK) dpk_package_free(pkg);
+  close(fd);
+}
+
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -173,6 +207,7 @@ static bool reseal(uint8_t *bytes, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   read_package(data, size);
+  read_signed(data, size);
   uint8_t *copy = malloc(size ? size : 1);
   if (!copy) return 0;
   memcpy(copy, data, size);

@@ -10,6 +10,8 @@ For each manifest (default: every manifests/*.yaml) it writes to OUT_DIR:
   NAME.raw.elf       the same with every module payload stored raw, so the
                      graph and json payloads are JSON text the fuzzer can
                      mutate in place (zstd bytes rarely decode)
+  digits_mlp.signed.so  digits_mlp signed (`dsopack sign`) with a fresh key,
+                     OUT_DIR-key and OUT_DIR-key.pub (DPK_FUZZ_PUBKEY)
 With --payloads, PAYLOAD_DIR gets the seeds of fuzz_payload (the graph and json
 parsers fed directly, against the context DPK_FUZZ_CONTEXT=OUT_DIR/lenet.raw.elf):
 for every module payload of lenet, NAME.payloadK (K its number among the
@@ -104,6 +106,15 @@ def raw_payloads(section: bytes) -> bytes:
     return blob
 
 
+def sign_seed(so: str, signed: str, key: str) -> None:
+    """`dsopack sign` the file with a fresh key KEY (KEY.pub next to it: DPK_FUZZ_PUBKEY)."""
+    for argv in (["keygen", "-o", key, "--force"], ["sign", "--key", key, "-o", signed, so]):
+        result = subprocess.run([sys.executable, "-m", "packager.cli", *argv], capture_output=True, text=True, cwd=ROOT)
+        if result.returncode != 0:
+            print(f"make_seeds: no signed seed: {result.stderr.strip()}", file=sys.stderr)
+            return
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
@@ -127,6 +138,8 @@ def main(argv: list[str]) -> int:
             f.write(minimal_elf(section))
         with open(os.path.join(out, f"{name}.raw.elf"), "wb") as f:
             f.write(minimal_elf(raw_payloads(section)))
+        if name == "digits_mlp":
+            sign_seed(so, os.path.join(out, f"{name}.signed.so"), f"{out}-key")
         if payloads and name == "lenet":
             for k, data in enumerate(module_payloads(section)):
                 with open(os.path.join(payloads, f"{name}.payload{k}"), "wb") as f:
