@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from packager import lower_check
 from packager import partition as partition_mod
 from packager import plan as plan_mod
-from packager import toolchain
+from packager import toolchain, wording
 from packager.backends.base import CSource, Payload
 from packager.blob import BlobWriter, write_incbin_stub
 from packager.carried_kinds import CarriedKinds
@@ -89,20 +89,6 @@ class _Call:
     workspace_bytes: int = 0
 
 
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
-
-
 class _Stages:
     def __init__(self, quiet: bool, log) -> None:
         self.quiet, self.log = quiet, log
@@ -163,15 +149,15 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     tc = toolchain.configure(s.target, cc=cc, triple=target)
     cc_argv, cc_name, triple, machine, cflags = tc.cc, tc.cc_name, tc.triple, tc.machine, tc.cflags
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
-    stages.done("frontend", f"'{s.name}': {_plural(len(graph.nodes), 'node')}, {_plural(len(graph.inputs), 'input')}, "
-                            f"{_plural(len(graph.weights), 'weight')} ({_size(weight_bytes)}), {cc_name}, {triple}")
+    stages.done("frontend", f"'{s.name}': {wording.plural(len(graph.nodes), 'node')}, {wording.plural(len(graph.inputs), 'input')}, "
+                            f"{wording.plural(len(graph.weights), 'weight')} ({wording.size(weight_bytes)}), {cc_name}, {triple}")
 
     # [2/6] infer
     graph.infer()
     types = graph.types
     outputs = _output_plan(graph)
-    stages.done("infer", f"{_plural(len(types), 'tensor')} typed, {_plural(len(graph.outputs), 'output')}"
-                + (f", {_plural(sum(c for _, _, c in outputs), 'output copy')}" if any(c for _, _, c in outputs) else ""))
+    stages.done("infer", f"{wording.plural(len(types), 'tensor')} typed, {wording.plural(len(graph.outputs), 'output')}"
+                + (f", {wording.plural(sum(c for _, _, c in outputs), 'output copy')}" if any(c for _, _, c in outputs) else ""))
 
     # [3/6] partition
     part = partition_mod.partition(graph, s.backends)
@@ -179,7 +165,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     counts: dict[str, int] = {}
     for backend, _ in part.regions:
         counts[backend.name] = counts.get(backend.name, 0) + 1
-    stages.done("partition", _plural(len(part.regions), "region")
+    stages.done("partition", wording.plural(len(part.regions), "region")
                 + (" (" + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")" if counts else ""))
     if explain:
         for line in explain_lines:
@@ -250,9 +236,9 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                        c.workspace_bytes) for c in calls], arena_sizes)
     c_text = C_HEADER.format(version=version(), name=s.name.replace("*/", "* /")) + "".join(
         "\n" + p.rstrip("\n") + "\n" for p in preludes) + "".join("\n" + src.rstrip("\n") + "\n" for src in sources)
-    stages.done("lower", f"{_plural(len(lib_functions), 'function')} in C ({len(c_text.splitlines())} lines), "
-                         f"{_plural(len(payload_modules), 'payload module')}, {_plural(len(calls), 'call')}, "
-                         f"arena {_size(arena.size)}")
+    stages.done("lower", f"{wording.plural(len(lib_functions), 'function')} in C ({len(c_text.splitlines())} lines), "
+                         f"{wording.plural(len(payload_modules), 'payload module')}, {wording.plural(len(calls), 'call')}, "
+                         f"arena {wording.size(arena.size)}")
 
     # [5/6] package
     writer = BlobWriter()
@@ -345,8 +331,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         c_paths = [c_path, *carried.write_sources(work)]
         blob_bytes = writer.write(blob_path, manifest)
         write_incbin_stub(stub_path, blob_path)
-        stages.done("package", f"{_plural(len(modules), 'module')}, {_plural(len(used_weights), 'weight')}, "
-                               f"blob {_size(blob_bytes)}")
+        stages.done("package", f"{wording.plural(len(modules), 'module')}, {wording.plural(len(used_weights), 'weight')}, "
+                               f"blob {wording.size(blob_bytes)}")
 
         # [6/6] compile
         if save_temps:
@@ -367,7 +353,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         shutil.rmtree(work, ignore_errors=True)
     file_bytes = os.path.getsize(output)
     cache_note = "from the cache" if stats["cached"] and not stats["compiled"] else "compiled"
-    stages.done("compile", f"{cc_name} {' '.join(cflags)}, C {cache_note} -> {output} ({_size(file_bytes)})")
+    stages.done("compile", f"{cc_name} {' '.join(cflags)}, C {cache_note} -> {output} ({wording.size(file_bytes)})")
     return BuildReport(output=output, name=s.name, manifest=manifest, explain=explain_lines,
                        functions=lib_functions, arena_bytes=arena.size, blob_bytes=blob_bytes,
                        file_bytes=file_bytes, compiled=stats["compiled"], cached=stats["cached"],

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from packager import wording
 from packager.ir import BuildError
 
 DESCRIPTION = """\
@@ -56,18 +57,6 @@ class UserError(Exception):
     """A problem with what the user asked; printed as one line."""
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 # ---------------------------------------------------------------- build
 
 def cmd_build(args) -> int:
@@ -88,8 +77,8 @@ def cmd_build(args) -> int:
                    save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None,
                    target=args.target)
     if not args.quiet:
-        print(f"wrote {report.output} ({_size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
-              f"arena {_size(report.arena_bytes)}")
+        print(f"wrote {report.output} ({wording.size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
+              f"arena {wording.size(report.arena_bytes)}")
     return 0
 
 
@@ -114,17 +103,17 @@ def module_rows(manifest: dict) -> list[tuple[str, ...]]:
         if "payload" in m:
             p = m["payload"]
             raw = p.get("raw_size", p["size"])
-            rows.append((m["name"], m["kind"], p["codec"], _size(p["size"]), _size(raw), imports))
+            rows.append((m["name"], m["kind"], p["codec"], wording.size(p["size"]), wording.size(raw), imports))
         elif m.get("tensors"):
             tensors = m["tensors"].values()
             codecs = sorted({t.get("codec", "raw") for t in tensors})
             stored = sum(t["size"] for t in tensors)
             raw = sum(t.get("raw_size", t["size"]) for t in tensors)
-            rows.append((m["name"], m["kind"], "/".join(codecs), _size(stored), f"{_size(raw)} ({_count(len(m['tensors']), 'tensor')})",
+            rows.append((m["name"], m["kind"], "/".join(codecs), wording.size(stored), f"{wording.size(raw)} ({wording.plural(len(m['tensors']), 'tensor')})",
                          imports))
         else:
             functions = len(m.get("functions", []))
-            rows.append((m["name"], m["kind"], "-", "-", f"({_count(functions, 'function')})" if functions else "-", imports))
+            rows.append((m["name"], m["kind"], "-", "-", f"({wording.plural(functions, 'function')})" if functions else "-", imports))
     return rows
 
 
@@ -136,7 +125,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def cmd_inspect(args) -> int:
     f = _open(args.file)
     print(f"# {args.file}: dsopack format {f.format_version[0]}.{f.format_version[1]}, "
-          f".dpk section {_size(f.section_size)}")
+          f".dpk section {wording.size(f.section_size)}")
     print(f.manifest_text.rstrip("\n"))
     print()
     print(_table(("module", "kind", "codec", "stored", "raw", "imports"), module_rows(f.manifest)))
@@ -154,7 +143,7 @@ def cmd_verify(args) -> int:
         payloads = sum(1 for m in modules if "payload" in m) + sum(len(m.get("tensors", {})) for m in modules)
         signed = f", signed by the key in {args.pubkey}" if args.pubkey else ""
         print(f"OK {args.file}: format {package.format_version[0]}.{package.format_version[1]}, "
-              f"{len(modules)} modules, {payloads} payloads, {_size(package.section_size)} checked{signed}")
+              f"{len(modules)} modules, {payloads} payloads, {wording.size(package.section_size)} checked{signed}")
     return 0
 
 
@@ -178,7 +167,7 @@ def cmd_sign(args) -> int:
         kid, covered = signing.sign(args.file, args.key, args.output)
     except signing.SigningError as e:
         raise UserError(str(e)) from None
-    print(f"signed {args.output or args.file} with key {kid.hex()} ({_size(covered)} covered)")
+    print(f"signed {args.output or args.file} with key {kid.hex()} ({wording.size(covered)} covered)")
     return 0
 
 
