@@ -214,7 +214,8 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
     L.append("")
     L.append("## Start-up: a fresh process from nothing loaded to ready and to the first result")
     L.append("")
-    L.append("Times in ms (median). *interpreter*: spawn to the first line of the child script; *imports*: "
+    L.append("Times in ms, each column its own median over the rounds (so *load to first* need not equal the sum "
+             "of the two medians before it). *interpreter*: spawn to the first line of the child script; *imports*: "
              "`import numpy` + the runtime module (+ reading the small input .npy); *load*: `loader.load(f)` / "
              "`InferenceSession(f)` / `np.load(npz)` into memory / `mmap` of the raw weight file; *first run*: the "
              "first call; *load to first*: load + first run. Peak RSS is the process's high-water mark "
@@ -251,8 +252,8 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
     if has1t:
         head += " ort 1t median |"
         sep += "---:|"
-    head += " NumPy median | dsopack / onnxruntime | dsopack / NumPy |"
-    sep += "---:|---:|---:|"
+    head += " NumPy median | dsopack / onnxruntime | dsopack C API / onnxruntime | dsopack / NumPy |"
+    sep += "---:|---:|---:|---:|"
     L.append("Microseconds per call. dsopack and onnxruntime are timed around their Python calls (`model.run(x=a)`, "
              "`sess.run(None, {'x': a})`); *dsopack C API* is `dpk_model_run` timed from C (benchmarks/bench_crun.c, "
              "same input, median of the rounds' medians): the executor and kernels without Python. Ratios use the "
@@ -268,6 +269,7 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
         if has1t:
             line += f" {_us(row['onnxruntime-1t']['median']) if 'onnxruntime-1t' in row else '-'} |"
         line += (f" {_us(n['median']) if n else '-'} | {d['median'] / o['median']:.2f}x |" if d else " - | - |")
+        line += f" {c['median'] / o['median']:.2f}x |" if c else " - |"
         line += f" {d['median'] / n['median']:.2f}x |" if d and n else " - |"
         L.append(line)
     L.append("")

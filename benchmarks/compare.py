@@ -166,7 +166,7 @@ def wait_quiet(limit_s: float, share: float = 0.25, window_s: float = 3.0) -> No
 def blas_threads(so_path: str | None) -> list[str]:
     """The BLAS libraries in a process that loaded a dsopack model and numpy, with their thread counts."""
     code = ("import json, numpy, loader, sys\n"
-            "if sys.argv[1] != '-': loader.load(sys.argv[1])\n"
+            "model = loader.load(sys.argv[1]) if sys.argv[1] != '-' else None\n"
             "from threadpoolctl import threadpool_info\n"
             "print(json.dumps(threadpool_info()))")
     try:
