@@ -67,12 +67,36 @@ dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key
                                    dpk_model_t **out_model);
 
 /* A packed call made from Python: a plain C call so cffi releases the GIL. */
+int dpk_py_run(const dpk_model_t *model, void **inputs, size_t num_inputs, void **outputs, size_t num_outputs);
 int dpk_py_call(dpk_packed_fn fn, void *resource, const dpk_value *args, const int *codes, int nargs,
                 dpk_value *ret, int *ret_code);
 """
 
 SOURCE = """
+#include <stdbool.h>
 #include "dpk.h"
+
+/* Run the entry function on bare data pointers, describing each buffer with
+ * the model's own signature (Python has checked shape, dtype and layout), so a
+ * call from Python builds no structs of its own. */
+int dpk_py_run(const dpk_model_t *model, void **inputs, size_t num_inputs, void **outputs, size_t num_outputs) {
+  DLTensor tensors[num_inputs + num_outputs + 1];
+  const DLTensor *in[num_inputs + 1];
+  DLTensor *out[num_outputs + 1];
+  dpk_tensor_info_t info;
+  for (size_t i = 0; i < num_inputs + num_outputs; i++) {
+    bool is_input = i < num_inputs;
+    dpk_status_t status = is_input ? dpk_model_input_info(model, i, &info)
+                                   : dpk_model_output_info(model, i - num_inputs, &info);
+    if (status) return status;
+    DLTensor t = {is_input ? inputs[i] : outputs[i - num_inputs], {kDLCPU, 0}, info.ndim, info.dtype,
+                  (int64_t *)info.shape, NULL, 0};
+    tensors[i] = t;
+    if (is_input) in[i] = &tensors[i]; else out[i - num_inputs] = &tensors[i];
+  }
+  return dpk_model_run(model, in, num_inputs, out, num_outputs);
+}
+
 int dpk_py_call(dpk_packed_fn fn, void *resource, const dpk_value *args, const int *codes, int nargs,
                 dpk_value *ret, int *ret_code) {
   return fn(args, codes, nargs, ret, ret_code, resource);

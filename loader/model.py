@@ -59,6 +59,8 @@ class Model:
         self.inputs = _infos(self._handle, lib.dpk_model_num_inputs, lib.dpk_model_input_info)
         self.outputs = _infos(self._handle, lib.dpk_model_num_outputs, lib.dpk_model_output_info)
         self._input_index = {info.name: i for i, info in enumerate(self.inputs)}
+        self._output_names = [info.name for info in self.outputs]
+        self._output_specs = [(info.shape, info.dtype) for info in self.outputs]
         name, kind = ffi.new("const char **"), ffi.new("const char **")
         self.modules = []
         for i in range(lib.dpk_model_num_modules(self._handle)):
@@ -88,30 +90,48 @@ class Model:
                 f"{info.dtype}{list(info.shape)}")
         return np.ascontiguousarray(array)
 
+    def _run(self, arrays: list) -> list[np.ndarray]:
+        """Run on one value per input, in signature order; outputs in order.
+
+        The hot path of every call: checks are inlined for the common case (a
+        matching contiguous array), and only data pointers cross into C."""
+        handle = self._handle if self._handle is not None else self._live()
+        buffers = []
+        for info, value in zip(self.inputs, arrays):
+            if not (type(value) is np.ndarray and value.dtype == info.dtype and value.shape == info.shape
+                    and value.flags.c_contiguous):
+                value = self._prepare(info, value)
+            buffers.append(ffi.from_buffer(value))  # keeps `value` alive during the call
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+        status = lib.dpk_py_run(handle, buffers, len(buffers), [ffi.from_buffer(o) for o in outputs], len(outputs))
+        if status:
+            check(status)
+        return outputs
+
     def run(self, **inputs) -> dict[str, np.ndarray]:
         """Run the entry function on named inputs; returns outputs by name."""
-        handle = self._live()
-        unknown = [name for name in inputs if name not in self._input_index]
-        missing = [info.name for info in self.inputs if info.name not in inputs]
-        if unknown or missing:
+        try:
+            arrays = [inputs[info.name] for info in self.inputs]
+        except KeyError:
+            arrays = None
+        if arrays is None or len(inputs) != len(self.inputs):
+            unknown = [name for name in inputs if name not in self._input_index]
+            missing = [info.name for info in self.inputs if info.name not in inputs]
             expected = ", ".join(str(info) for info in self.inputs)
             problem = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
             raise errors.InvalidArgumentError(f"{problem}; the model takes {expected}")
-        in_refs = [TensorRef(self._prepare(info, inputs[info.name])) for info in self.inputs]
-        outputs = {info.name: np.empty(info.shape, info.dtype) for info in self.outputs}
-        out_refs = [TensorRef(array) for array in outputs.values()]
-        in_ptrs = ffi.new("DLTensor *[]", [ref.struct for ref in in_refs] or [ffi.NULL])
-        out_ptrs = ffi.new("DLTensor *[]", [ref.struct for ref in out_refs] or [ffi.NULL])
-        check(lib.dpk_model_run(handle, in_ptrs, len(in_refs), out_ptrs, len(out_refs)))
-        return outputs
+        return dict(zip(self._output_names, self._run(arrays)))
 
     def __call__(self, *args, **kwargs):
         """Positional inputs in signature order; one output -> an array, several -> a tuple."""
-        if len(args) > len(self.inputs):
-            raise errors.InvalidArgumentError(f"the model takes {len(self.inputs)} inputs, got {len(args)}")
-        kwargs.update({info.name: value for info, value in zip(self.inputs, args)})
-        result = tuple(self.run(**kwargs).values())
-        return result[0] if len(result) == 1 else result
+        if kwargs or len(args) != len(self.inputs):
+            if len(args) > len(self.inputs):
+                raise errors.InvalidArgumentError(f"the model takes {len(self.inputs)} inputs, got {len(args)}")
+            kwargs.update({info.name: value for info, value in zip(self.inputs, args)})
+            result = tuple(self.run(**kwargs).values())
+        else:
+            result = self._run(list(args))
+        return result[0] if len(result) == 1 else tuple(result)
 
     def get_function(self, name: str) -> "PackedFunction":
         """A function of the model by name (entry module first, then its imports)."""
