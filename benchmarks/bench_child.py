@@ -177,29 +177,23 @@ def overhead(path: str, input_path: str, measure_s: float) -> dict:
             per_call.append((clock() - t0) / inner)
         per_call.sort()
         results[key] = per_call[len(per_call) // 2]
-    # what a call is made of (medians of `inner` repetitions each), for the profile note
-    from loader.model import TensorRef, ffi  # the pieces Model.run uses
+    # what a call is made of: cProfile of model.run (its own overhead inflates every entry; the split is the point)
+    import cProfile
+    import pstats
 
-    info = model.inputs[0]
-    outs = model.outputs
-    pieces = {
-        "check names (dict/list comps)": lambda: ([n for n in {name: x} if n not in model._input_index],
-                                                  [i.name for i in model.inputs if i.name not in {name: x}]),
-        "validate + ascontiguousarray": lambda: model._prepare(info, x),
-        "TensorRef(input)": lambda: TensorRef(x),
-        "np.empty(outputs)": lambda: {o.name: np.empty(o.shape, o.dtype) for o in outs},
-        "ffi.new DLTensor*[] x2": lambda: (ffi.new("DLTensor *[]", 1), ffi.new("DLTensor *[]", 1)),
-    }
-    breakdown = {}
-    for key, fn in pieces.items():
-        vals = []
-        for _ in range(30):
-            t0 = clock()
-            for _ in range(inner):
-                fn()
-            vals.append((clock() - t0) / inner)
-        vals.sort()
-        breakdown[key] = vals[len(vals) // 2]
+    calls_n = 20000
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls_n):
+        model.run(**{name: x})
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, callers) in stats.items():
+        label = func if file == "~" else f"{os.path.basename(file)}:{line} {func}"
+        rows.append((tt / calls_n, label))
+    rows.sort(reverse=True)
+    breakdown = {label: per_call for per_call, label in rows[:6]}
     results["breakdown"] = breakdown
     return results
 

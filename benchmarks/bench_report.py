@@ -130,8 +130,8 @@ def miss_notes(targets_: list[dict], startup: dict, latency: dict, overhead: dic
             parts = ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in overhead.get("breakdown", {}).items())
             lines.append(f"- **Python call overhead**: `model.run(x=a)` {_us(overhead['run'])} us, `model(a)` "
                          f"{_us(overhead['call'])} us, of which the C call `dpk_model_run` (graph executor + kernel, "
-                         f"timed from C by benchmarks/bench_crun.c) is {overhead['c_run'] * 1e6:.3f} us. The Python side, piece by "
-                         f"piece (each timed alone): {parts}. onnxruntime's `sess.run` on the same model: "
+                         f"timed from C by benchmarks/bench_crun.c) is {overhead['c_run'] * 1e6:.3f} us. Under cProfile (which "
+                         f"inflates each entry), the self time per `model.run` call: {parts}. onnxruntime's `sess.run` on the same model: "
                          f"{_us(overhead['onnxruntime'])} us.")
         elif kind == "pss":
             dp = pss.get("dsopack", {})
