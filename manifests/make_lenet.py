@@ -20,15 +20,20 @@ SHAPES = {
 }
 
 
-def main() -> None:
+def write_seeded_weights(filename: str, shapes: dict) -> None:
+    """He-scaled normals (biases 0.1 * normal) from seed 0, in `shapes` order, to manifests/FILENAME."""
     rng = np.random.default_rng(0)
     weights = {}
-    for name, shape in SHAPES.items():
+    for name, shape in shapes.items():
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         scale = np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1
         weights[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    np.savez(os.path.join(HERE, "lenet.npz"), **weights)
-    print(f"wrote lenet.npz ({sum(w.nbytes for w in weights.values())} bytes of weights)")
+    np.savez(os.path.join(HERE, filename), **weights)
+    print(f"wrote {filename} ({sum(w.nbytes for w in weights.values())} bytes of weights)")
+
+
+def main() -> None:
+    write_seeded_weights("lenet.npz", SHAPES)
 
 
 if __name__ == "__main__":

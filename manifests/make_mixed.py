@@ -6,11 +6,8 @@ are random but fixed: He-scaled normals from seed 0.
     python manifests/make_mixed.py
 """
 
-import os
+from make_lenet import write_seeded_weights
 
-import numpy as np
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = {
     "conv1.weight": (8, 3, 3, 3), "conv1.bias": (8,),
     "conv2.weight": (16, 4, 3, 3), "conv2.bias": (16,),  # groups 2
@@ -21,14 +18,7 @@ SHAPES = {
 
 
 def main() -> None:
-    rng = np.random.default_rng(0)
-    weights = {}
-    for name, shape in SHAPES.items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        scale = np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1
-        weights[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    np.savez(os.path.join(HERE, "mixed.npz"), **weights)
-    print(f"wrote mixed.npz ({sum(w.nbytes for w in weights.values())} bytes of weights)")
+    write_seeded_weights("mixed.npz", SHAPES)
 
 
 if __name__ == "__main__":
