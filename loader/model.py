@@ -23,6 +23,8 @@ class TensorInfo:
     def __str__(self) -> str:
         return f"{self.name}: {self.dtype}{list(self.shape)}"
 
+    __repr__ = __str__  # so print(model.inputs) reads [x: float32[1, 64]]
+
 
 @dataclass(frozen=True)
 class ModuleInfo:
