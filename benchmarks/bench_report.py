@@ -96,17 +96,25 @@ def miss_notes(targets_: list[dict], startup: dict, latency: dict, overhead: dic
             done.add(key)
             row = latency[(name, b)]
             c = row.get("dsopack-c", {}).get("median")
-            lines.append(f"- **{key} latency** (dsopack {_us(row['dsopack']['median'])} us vs onnxruntime "
-                         f"{_us(row['onnxruntime']['median'])} us; NumPy {_us(row.get('numpy', {}).get('median'))} us)."
-                         + (f" The same model run from C (`dpk_model_run`, no Python) takes {_us(c)} us "
-                            f"({c / row['onnxruntime']['median']:.2f}x onnxruntime through its Python binding), "
-                            + (f"so {_us(row['dsopack']['median'] - c)} us of the call is the Python side."
-                               if row['dsopack']['median'] > c else "no faster than through Python: noise.")
-                            if c else "")
-                         + " `perf record` of the dsopack timing loop (Python), top symbols by self time:")
+            o = row["onnxruntime"]["median"]
+            top, cats = profiles.get(key, (["(not profiled: --quick or --no-profile)"], {}))
+            why = ""
+            if c:
+                if c <= o:
+                    why = (f" From C the executor and kernels take {_us(c)} us ({c / o:.2f}x onnxruntime through its "
+                           f"Python binding): they are not the problem; the Python call path "
+                           f"({_us(max(0.0, row['dsopack']['median'] - c))} us here) is.")
+                else:
+                    why = (f" From C the executor and kernels alone take {_us(c)} us ({c / o:.2f}x onnxruntime "
+                           f"through its Python binding): the kernels are slower, not only the Python call.")
+            split = ", ".join(f"{n} {p:.0f}%" for n, p in sorted(cats.items(), key=lambda kv: -kv[1]) if p >= 3)
+            lines.append(f"- **{key} latency**: dsopack {_us(row['dsopack']['median'])} us vs onnxruntime {_us(o)} us"
+                         f" (NumPy {_us(row.get('numpy', {}).get('median'))} us).{why}"
+                         + (f" perf samples of the dsopack timing loop by category: {split}." if split else "")
+                         + " Top symbols by self time:")
             lines.append("")
             lines.append("  ```")
-            lines.extend(f"  {s}" for s in profiles.get(key, ["(not profiled: --quick or --no-profile)"]))
+            lines.extend(f"  {s_}" for s_ in top)
             lines.append("  ```")
             continue
         if not note or note in done:
@@ -174,8 +182,9 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
     L.append(f"- Same input array for every runtime (seeded); outputs compared before any timing. Start-up: "
              f"fresh processes, median of {env['reps']} (runtimes interleaved in each round, one unmeasured warm-up "
              f"round first, so every file is in the page cache). Latency: one process per runtime and model, "
-             f"{env['rounds']} round(s) of dsopack and onnxruntime interleaved, samples pooled (onnxruntime on 1 thread "
-             f"and NumPy: the first round only); in each, "
+             f"{env['rounds']} round(s) of dsopack, onnxruntime and the C API interleaved, each reported by its best round "
+             f"(lowest median; load from other processes only adds time, and this treats every runtime alike), "
+             f"onnxruntime on 1 thread and NumPy in the first round only; in each round, "
              f"{env['warm_s']} s of warm-up runs excluded, then up to {env['measure_s']} s of timed runs "
              f"(`time.perf_counter` around each Python call, so dsopack and onnxruntime both include their Python "
              f"binding).")
@@ -256,7 +265,7 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
     sep += "---:|---:|---:|---:|"
     L.append("Microseconds per call. dsopack and onnxruntime are timed around their Python calls (`model.run(x=a)`, "
              "`sess.run(None, {'x': a})`); *dsopack C API* is `dpk_model_run` timed from C (benchmarks/bench_crun.c, "
-             "same input, median of the rounds' medians): the executor and kernels without Python. Ratios use the "
+             "same input): the executor and kernels without Python. Ratios use the "
              "Python medians.")
     L.append("")
     L.append(head)
