@@ -109,8 +109,9 @@ def miss_notes(targets_: list[dict], startup: dict, latency: dict, overhead: dic
                            f"through its Python binding): the kernels are slower, not only the Python call.")
             split = ", ".join(f"{n} {p:.0f}%" for n, p in sorted(cats.items(), key=lambda kv: -kv[1]) if p >= 3)
             lines.append(f"- **{key} latency**: dsopack {_us(row['dsopack']['median'])} us vs onnxruntime {_us(o)} us"
-                         f" (NumPy {_us(row.get('numpy', {}).get('median'))} us).{why}"
-                         + (f" perf samples of the dsopack timing loop by category: {split}." if split else "")
+                         + (f" (NumPy {_us(row['numpy']['median'])} us)." if "numpy" in row else ".") + why
+                         + (f" perf samples of the dsopack child (imports, warm-up, 1 s of runs) by category: {split}."
+                            if split else "")
                          + " Top symbols by self time:")
             lines.append("")
             lines.append("  ```")
@@ -290,7 +291,8 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
         L.append("|---|---:|")
         L.append(f"| `model.run(x=a)` (loader) | {overhead['run'] * 1e6:.2f} |")
         L.append(f"| `model(a)` (loader) | {overhead['call'] * 1e6:.2f} |")
-        L.append(f"| `dpk_model_run` from C (benchmarks/bench_crun.c, median) | {overhead['c_run'] * 1e6:.3f} |")
+        L.append(f"| `dpk_model_run` from C (benchmarks/bench_crun.c; best of 3 runs' medians) | "
+                 f"{overhead['c_run'] * 1e6:.3f} |")
         L.append(f"| **overhead** = model.run - dpk_model_run | **{overhead['overhead'] * 1e6:.2f}** |")
         L.append(f"| onnxruntime `sess.run` on the same model | {overhead['onnxruntime'] * 1e6:.2f} |")
         L.append("")
@@ -314,6 +316,12 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
     L.append("## Notes on misses")
     L.append("")
     if notes:
+        if any("by category" in n for n in notes):
+            L.append("How to read the perf categories: *OpenBLAS compute* is time in sgemm/sgemv and their packing "
+                     "(`*copy*`); *generated cblas wrappers* is the wrapper code around those calls, mostly im2col for "
+                     "convolutions; *threads waiting* is thread-pool threads spinning in `sched_yield`/futex and the "
+                     "scheduler switching them, i.e. cores not doing model work.")
+            L.append("")
         L.extend(notes)
     else:
         L.append("Every target passed.")
