@@ -132,7 +132,9 @@ def miss_notes(targets_: list[dict], startup: dict, latency: dict, overhead: dic
                          f"({d.get('faults_ready', 0):.0f} minor page faults), first run {_ms(d.get('first_run'))} ms "
                          f"({d.get('faults_first', 0):.0f} faults); the mmap floor maps in {_ms(f.get('ready'))} ms and "
                          f"reads in {_ms(f.get('first_run'))} ms ({f.get('faults_first', 0):.0f} faults); the 1 MB "
-                         f"model loads in {_ms(s.get('ready'))} ms ({s.get('faults_ready', 0):.0f} faults). C-only load (dpk-run): "
+                         f"model loads in {_ms(s.get('ready'))} ms ({s.get('faults_ready', 0):.0f} faults). Load to first result in "
+                         f"each fresh process: dsopack {', '.join(_ms(t) for t in d.get('to_first_all', []))} ms; mmap "
+                         f"floor {', '.join(_ms(t) for t in f.get('to_first_all', []))} ms. C-only load (dpk-run): "
                          f"{_ms(big.get('dpk-run', {}).get('load'))} ms. The model's manifest requires "
                          f"{', '.join(dlopen) or 'no library'}" + (f"; {dl} in a fresh process after the same imports." if dl else "."))
         elif kind == "overhead" and overhead:

@@ -410,6 +410,9 @@ def measure_startup(variants: dict, floors: dict, reps: int, env: dict) -> dict:
                 if rep and c:
                     c_rows.append(c)
         summary = {rt: {k: median([p[k] for p in ps]) for k in ps[0]} for rt, ps in rows.items() if ps}
+        for rt, ps in rows.items():
+            if ps:
+                summary[rt]["to_first_all"] = sorted(p["to_first"] for p in ps)
         if c_rows:
             summary["dpk-run"] = {k: median([c[k] for c in c_rows]) for k in c_rows[0]}
         results[name] = summary
