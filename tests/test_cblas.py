@@ -11,6 +11,7 @@ import pytest
 
 import loader
 import reference as ref
+from section import elf_sections
 from packager import partition
 from packager.build import build
 from packager.ir import BuildError, Graph, Node, TensorType
@@ -243,26 +244,12 @@ def test_explain_in_the_cli(tmp_path, capsys):
 
 # ---------------------------------------------------------------- linking and requires
 
-def elf_sections(data: bytes) -> dict[str, tuple[int, int]]:
-    """name -> (file offset, size) of an ELF64 little-endian file's sections."""
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
-
-    def name(offset):
-        end = data.index(b"\0", names_at + offset)
-        return data[names_at + offset:end].decode()
-    return {name(h[0]): (h[4], h[5]) for h in headers}
-
-
 def dt_needed(path: str) -> list[str]:
     """The DT_NEEDED entries of an ELF64 little-endian shared object (no readelf)."""
     data = open(path, "rb").read()
     sections = elf_sections(data)
-    dyn_off, dyn_size = sections[".dynamic"]
-    str_off, _ = sections[".dynstr"]
+    dyn_off, dyn_size = sections[".dynamic"].offset, sections[".dynamic"].size
+    str_off = sections[".dynstr"].offset
     needed = []
     for k in range(dyn_off, dyn_off + dyn_size, 16):
         tag, value = struct.unpack_from("<qQ", data, k)
@@ -362,7 +349,7 @@ def patched_copy(src: str, dst, old: bytes, new: bytes, where: str) -> str:
                              xxhash.xxh3_64_intdigest(bytes(data[begin:end])))
         data[start:start + 64] = header + struct.pack("<Q", xxhash.xxh3_64_intdigest(header))
     else:
-        offset, size = elf_sections(bytes(data))[".dynstr"]
+        _, offset, size = elf_sections(bytes(data))[".dynstr"]
         k = data.find(old, offset, offset + size)
         assert k >= 0
         data[k:k + len(old)] = new

@@ -23,6 +23,7 @@ import pytest
 import xxhash
 
 from packager.blob import BlobWriter, write_incbin_stub
+from section import elf_sections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INCLUDE = os.path.join(ROOT, "runtime_c", "include")
@@ -196,19 +197,6 @@ def corrupt_copy(path, tmp_path, name, fn):
     with open(out, "wb") as f:
         f.write(data)
     return out
-
-
-def dpk_section_header(data: bytes) -> int:
-    """File offset of the .dpk entry in the ELF section header table."""
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    names_off, = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 24)
-    for i in range(shnum):
-        entry = shoff + i * shentsize
-        name, = struct.unpack_from("<I", data, entry)
-        if data[names_off + name:names_off + name + 5] == b".dpk\0":
-            return entry
-    raise AssertionError("no .dpk section")
 
 
 # ---- fixtures --------------------------------------------------------------------------------------
@@ -436,7 +424,7 @@ def test_header_and_manifest_checksums(test_api, model, tmp_path):
 def test_truncated_section(test_api, model, tmp_path):
     def shrink(size):
         def fn(d, off):
-            struct.pack_into("<Q", d, dpk_section_header(d) + 32, size)
+            struct.pack_into("<Q", d, elf_sections(bytes(d))[".dpk"].entry + 32, size)
         return fn
     path = corrupt_copy(model, tmp_path, "short.so", shrink(4096 + 100))
     message = load_error(test_api, path)

@@ -22,6 +22,7 @@ import pytest
 
 import loader
 from packager import cli, signing
+from section import elf_sections
 from test_runtime_c import CC, KERNELS, K, ROOT, build_model, reference, weights
 
 MARKER_KERNELS = r"""
@@ -89,15 +90,8 @@ def marker(tmp_path, monkeypatch):
 
 def section(data: bytes, name: bytes) -> tuple[int, int]:
     """(file offset, size) of an ELF section."""
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    names, = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 24)
-    for i in range(shnum):
-        entry = shoff + i * shentsize
-        n, = struct.unpack_from("<I", data, entry)
-        if data[names + n:names + n + len(name) + 1] == name + b"\0":
-            return struct.unpack_from("<QQ", data, entry + 24)
-    raise AssertionError(f"no {name} section")
+    found = elf_sections(bytes(data))[name.decode()]
+    return found.offset, found.size
 
 
 def edited(path, tmp_path, name, fn) -> str:
