@@ -53,3 +53,21 @@ class TensorRef:
         t.dtype.lanes = 1
         t.shape = self.shape
         t.strides = ffi.NULL
+
+
+class Handle:
+    """Owns one C object (an ffi.gc pointer in `_handle`): close() and a context manager."""
+
+    _handle = None
+
+    def close(self) -> None:
+        """Release the C object now; later calls raise ValueError. Closing twice is fine."""
+        if self._handle is not None:
+            ffi.release(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -10,7 +10,7 @@ import yaml
 
 from loader import errors
 from loader._native import (DPK_TYPE_FLOAT, DPK_TYPE_INT, DPK_TYPE_NULL, DPK_TYPE_STR, DPK_TYPE_TENSOR,
-                            TensorRef, check, dtype_from_dl, ffi, lib)
+                            Handle, TensorRef, check, dtype_from_dl, ffi, lib)
 from loader.signature import public_key
 
 
@@ -42,7 +42,7 @@ def _infos(model, count, getter) -> list[TensorInfo]:
     return infos
 
 
-class Model:
+class Model(Handle):
     """`loader.load(path)`: a model file with its code loaded and modules rebuilt.
 
     Safe to share between threads: each concurrent `run` uses its own arena in
@@ -141,17 +141,6 @@ class Model:
         check(lib.dpk_model_get_function(self._live(), name.encode(), fn, resource))
         return PackedFunction(self, name, fn[0], resource[0])
 
-    def close(self) -> None:
-        """Release the model; later calls raise ValueError."""
-        if self._handle is not None:
-            ffi.release(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))

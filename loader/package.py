@@ -6,11 +6,11 @@ import os
 
 import yaml
 
-from loader._native import check, ffi, lib
+from loader._native import Handle, check, ffi, lib
 from loader.signature import public_key
 
 
-class Package:
+class Package(Handle):
     """`loader.open_package(path)`: the manifest and format of a file, and `verify()`.
 
     With `pubkey` (a KEY.pub path or 32 raw bytes), the file must be signed by
@@ -44,16 +44,6 @@ class Package:
         """Check every checksum; raises DataLossError naming the failing module."""
         check(lib.dpk_package_verify(self._handle))
 
-    def close(self) -> None:
-        if self._handle is not None:
-            ffi.release(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Package":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open_package(path: str | os.PathLike, pubkey=None) -> Package:
