@@ -348,33 +348,24 @@ def write_png(path, startup, latency, pss, overhead=None) -> bool:
     axes = [[fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])], [fig.add_subplot(grid[1, :]), None],
             [fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1])]]
 
-    ax = axes[0][0]
     names = list(startup)
     width = 0.2
-    for i, rt in enumerate(("dsopack", "onnxruntime", "numpy", "mmap")):
-        vals = [startup[n].get(rt, {}).get("ready", float("nan")) * 1e3 for n in names]
-        if all(math.isnan(v) for v in vals):
-            continue
-        ax.bar([k + (i - 1.5) * width for k in range(len(names))], vals, width,
-               label="mmap (floor)" if rt == "mmap" else rt, color=colors[rt])
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-    ax.set_ylabel("ms (log)")
-    ax.set_title("load to ready, fresh process")
-    ax.legend(fontsize=8)
 
-    ax = axes[0][1]
-    for i, rt in enumerate(("dsopack", "onnxruntime", "numpy", "mmap")):
-        vals = [startup[n].get(rt, {}).get("to_first", float("nan")) * 1e3 for n in names]
-        if all(math.isnan(v) for v in vals):
-            continue
-        ax.bar([k + (i - 1.5) * width for k in range(len(names))], vals, width,
-               label="mmap + read (floor)" if rt == "mmap" else rt, color=colors[rt])
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-    ax.set_ylabel("ms (log)")
-    ax.set_title("load to first result, fresh process")
-    ax.legend(fontsize=8)
+    def startup_panel(ax, key: str, floor_label: str, title: str) -> None:
+        for i, rt in enumerate(("dsopack", "onnxruntime", "numpy", "mmap")):
+            vals = [startup[n].get(rt, {}).get(key, float("nan")) * 1e3 for n in names]
+            if all(math.isnan(v) for v in vals):
+                continue
+            ax.bar([k + (i - 1.5) * width for k in range(len(names))], vals, width,
+                   label=floor_label if rt == "mmap" else rt, color=colors[rt])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel("ms (log)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+
+    startup_panel(axes[0][0], "ready", "mmap (floor)", "load to ready, fresh process")
+    startup_panel(axes[0][1], "to_first", "mmap + read (floor)", "load to first result, fresh process")
 
     ax = axes[1][0]
     keys = [k for k in latency if "dsopack" in latency[k]]
