@@ -230,12 +230,16 @@ def test_unchanged_model_skips_the_compile(tmp_path):
     assert third.compiled == 1  # flags are part of the key
 
 
+# dense/relu/softmax to json, the second dense to host: two json regions around a host call
+JSON_AND_HOST_NODES = [
+    {"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
+    {"op": "relu", "inputs": ["h"], "output": "a"},
+    {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits", "backend": "host"},
+    {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1}]
+
+
 def test_json_regions_become_payload_modules(tmp_path):
-    pytest.importorskip("packager.backends.json")
-    nodes = [{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
-             {"op": "relu", "inputs": ["h"], "output": "a"},
-             {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits", "backend": "host"},
-             {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1}]
+    nodes = JSON_AND_HOST_NODES
     out = str(tmp_path / "j.so")
     lines = []
     report = build(mlp(tmp_path, nodes=nodes, backends=["json", "host"]), out, explain=True, log=lines.append)
@@ -276,13 +280,8 @@ def test_model_without_weights_has_no_params_module(tmp_path):
 
 
 def test_the_runtime_agrees(tmp_path):
-    """The same files through libdpk (the loader), when it is built: copies, json regions, arena."""
-    loader = pytest.importorskip("loader", exc_type=ImportError)
-    pytest.importorskip("packager.backends.json")
-    nodes = [{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
-             {"op": "relu", "inputs": ["h"], "output": "a"},
-             {"op": "dense", "inputs": ["a", "fc2.weight", "fc2.bias"], "output": "logits", "backend": "host"},
-             {"op": "softmax", "inputs": ["logits"], "output": "probs", "axis": -1}]
+    """The same files through libdpk (the loader): copies, json regions, arena."""
+    nodes = JSON_AND_HOST_NODES
     out = str(tmp_path / "rt.so")
     build(mlp(tmp_path, nodes=nodes, outputs=["probs", "h", "x", "fc2.bias"], backends=["json", "host"]), out,
           quiet=True)
