@@ -87,6 +87,33 @@ typedef struct dpk_backend_api {
  * and the runtime stores its table there right after dlopen. */
 #define DPK_EXPORT __attribute__((visibility("default")))
 
+/* ---- Parallel loops for code inside a model file --------------------------
+ * A model file that wants to split a loop over threads declares
+ *     DPK_EXPORT const dpk_parallel_api *__dpk_parallel = 0;
+ * and the runtime stores its table there after dlopen (a runtime that
+ * predates it leaves the pointer NULL: the code then runs the loop itself,
+ * serially, which must always be correct).
+ *
+ * parallel_for(n, fn, ctx, scratch_bytes, own_scratch) calls fn over the
+ * index range [0, n), split into at most T contiguous, non-empty
+ * [begin, end) ranges, T being the thread count of the model being run
+ * (dpk_load_options_t.num_threads, DPK_NUM_THREADS, or the default). It
+ * returns when every range is done. The calling thread runs one range with
+ * `own_scratch` (which the caller provides, at least scratch_bytes); every
+ * other range gets a private, 64-byte-aligned scratch buffer of at least
+ * scratch_bytes from the runtime. If the model runs on 1 thread, n < 2, or
+ * the process's worker threads are busy with another run, fn is called once
+ * with [0, n) and own_scratch on the calling thread. Ranges must not depend
+ * on each other; fn must not call parallel_for. Returns 0, or
+ * DPK_STATUS_RESOURCE_EXHAUSTED (6) with the error set if scratch could not
+ * be allocated (nothing was run). */
+typedef void (*dpk_task_fn)(void *ctx, int64_t begin, int64_t end, void *scratch);
+
+typedef struct dpk_parallel_api {
+  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime */
+  int (*parallel_for)(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_bytes, void *own_scratch);
+} dpk_parallel_api;
+
 /* ---- Module kinds (the plugin ABI) ---------------------------------------
  * A kind turns a module's payload into callable functions. The runtime
  * registers the built-in kinds (dso, params, graph, json); applications may
