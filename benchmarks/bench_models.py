@@ -168,7 +168,7 @@ def batched(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
 
 # ------------------------------------------------------------------ writers
 
-def write_manifest(model: Model, batch: int, folder: str, backends: list[str]) -> str:
+def write_manifest(model: Model, batch: int, folder: str, backends: list[str], cflags: list[str]) -> str:
     """A YAML graph manifest + .npz of the model at `batch`; returns the manifest path."""
     import yaml
 
@@ -184,7 +184,7 @@ def write_manifest(model: Model, batch: int, folder: str, backends: list[str]) -
             "outputs": [model.output],
         }},
         "backends": backends,
-        "target": {"triple": "native", "cflags": ["-O3"]},
+        "target": {"triple": "native", "cflags": cflags},
     }
     path = os.path.join(folder, f"{model.name}_b{batch}.yaml")
     with open(path, "w") as f:
@@ -192,12 +192,13 @@ def write_manifest(model: Model, batch: int, folder: str, backends: list[str]) -
     return path
 
 
-def write_onnx_manifest(onnx_path: str, name: str, folder: str, batch: int, backends: list[str]) -> str:
+def write_onnx_manifest(onnx_path: str, name: str, folder: str, batch: int, backends: list[str],
+                        cflags: list[str]) -> str:
     """A deployment manifest whose model is the ONNX file (DESIGN.md: model: {onnx: ...})."""
     import yaml
 
     spec = {"name": name, "model": {"onnx": os.path.basename(onnx_path)}, "backends": backends,
-            "target": {"triple": "native", "cflags": ["-O3"]}}
+            "target": {"triple": "native", "cflags": cflags}}
     path = os.path.join(folder, f"{name}_b{batch}.onnx.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(spec, f, sort_keys=False, default_flow_style=None)

@@ -172,14 +172,16 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
              f"**{env['others_all']:.0%} of the CPUs** during the run ({env['others_startup']:.0%} during the start-up "
              f"measurements, {env['others_latency']:.0%} during the latency ones; from /proc/stat minus this run's own "
              f"CPU time); load average {env['load_before'][0]:.2f} before, {env['load_after'][0]:.2f} after. That "
-             "load is noise in every figure, worst for the multi-threaded runs (OpenBLAS and onnxruntime use 2 threads).")
+             "load is noise in every figure, worst for the multi-threaded runs.")
     L.append(f"- Versions: dsopack `{env['git']}`, Python {env['python']}, NumPy {env['numpy']}, onnx {env['onnx']}, "
              f"onnxruntime {env['onnxruntime']}, {env['cc']}.")
-    L.append(f"- Threads: onnxruntime `intra_op_num_threads={env['ort_threads']}`, `inter_op_num_threads=1`, "
-             "sequential execution, default graph optimizations, CPU provider"
-             + (" (latency also with 1 intra-op thread, column `ort 1t`)" if not env["quick"] and env["ort_threads"] != 1
-                else "") + ". dsopack as it is: the graph executor runs calls in order on the calling thread; "
-             f"backends `{'/'.join(env['backends'])}` (cblas kernels call OpenBLAS with its own threads). "
+    L.append(f"- Threads: {env['threads']} for both. onnxruntime `intra_op_num_threads={env['threads']}`, "
+             "`inter_op_num_threads=1`, sequential execution, default graph optimizations, CPU provider"
+             + (" (latency also with 1 intra-op thread, column `ort 1t`)" if not env["quick"] and env["threads"] != 1
+                else "") + f". dsopack `DPK_NUM_THREADS={env['threads']}`: the executor runs calls in order on the "
+             "calling thread and kernels split large loops over the runtime's worker threads; backends "
+             f"`{'/'.join(env['backends'])}`, built with `-O3 -march={env['march']}` (recorded in each file's "
+             "manifest); the runtime sets OpenBLAS to 1 thread (its kernels are split by dsopack instead). "
              f"NumPy's matmul uses its bundled OpenBLAS. OPENBLAS_NUM_THREADS={env['openblas_env']}; BLAS "
              f"libraries in a process with a dsopack model and NumPy: {'; '.join(env['blas'])}.")
     L.append(f"- Same input array for every runtime (seeded); outputs compared before any timing. Start-up: "

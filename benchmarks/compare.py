@@ -113,7 +113,7 @@ class CpuMeter:
         return max(0.0, busy - (now[2] - self.start[2])) / wall if wall > 0 else float("nan")
 
 
-def environment(ort_threads: int) -> dict:
+def environment(threads: int, march: str) -> dict:
     import onnx
     import onnxruntime
 
@@ -124,7 +124,8 @@ def environment(ort_threads: int) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "cpus": os.cpu_count(),
         "cpu": "unknown",
-        "ort_threads": ort_threads,
+        "threads": threads,
+        "march": march,
         "openblas_env": os.environ.get("OPENBLAS_NUM_THREADS", "(unset)"),
         "load_before": os.getloadavg(),
     }
@@ -208,7 +209,7 @@ def onnx_frontend_present() -> bool:
     return os.path.exists(os.path.join(ROOT, "packager", "frontends", "onnx.py"))
 
 
-def make_variant(model: bm.Model, batch: int, work: str, backends: list[str]) -> Variant:
+def make_variant(model: bm.Model, batch: int, work: str, backends: list[str], cflags: list[str]) -> Variant:
     v = Variant(model, batch)
     stem = os.path.join(work, f"{model.name}_b{batch}")
     if model.onnx_path:  # an ONNX-only model from tests/models
@@ -251,13 +252,13 @@ def make_variant(model: bm.Model, batch: int, work: str, backends: list[str]) ->
     attempts = []
     if onnx_frontend_present():
         attempts.append(("ONNX file, manifest " + "/".join(backends),
-                         lambda: bm.write_onnx_manifest(v.onnx, model.name, work, batch, backends)))
+                         lambda: bm.write_onnx_manifest(v.onnx, model.name, work, batch, backends, cflags)))
         attempts.append(("ONNX file (dsopack build model.onnx)", lambda: v.onnx))
     if not model.onnx_path:
         attempts.append(("YAML graph + .npz, backends " + "/".join(backends),
-                         lambda: bm.write_manifest(model, batch, work, backends)))
+                         lambda: bm.write_manifest(model, batch, work, backends, cflags)))
         if backends != ["host"]:
-            attempts.append(("YAML graph + .npz, backends host", lambda: bm.write_manifest(model, batch, work, ["host"])))
+            attempts.append(("YAML graph + .npz, backends host", lambda: bm.write_manifest(model, batch, work, ["host"], cflags)))
     failures = []
     for route, spec in attempts:
         ok, took, message = _dsopack_build(spec(), so)
@@ -303,9 +304,9 @@ def check_outputs(v: Variant, ort_threads: int) -> None:
 
 # ------------------------------------------------------------------ child processes
 
-def child_env(ort_threads: int) -> dict:
+def child_env(threads: int) -> dict:
     env = dict(os.environ)
-    env["BENCH_ORT_THREADS"] = str(ort_threads)
+    env["BENCH_ORT_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -582,8 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (fewer repetitions)")
     p.add_argument("--out", default=HERE, help="where results.md and results.png go (default benchmarks/)")
     p.add_argument("--work", help="work directory for the built models (default: a temporary one, removed)")
-    p.add_argument("--ort-threads", type=int, default=os.cpu_count() or 1,
-                   help="onnxruntime intra_op_num_threads (default: the CPU count)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="threads for both runtimes: onnxruntime intra_op_num_threads and dsopack DPK_NUM_THREADS "
+                   "(default: the CPUs this process may use)")
+    p.add_argument("--march", default="native",
+                   help="the -march the dsopack models are built with (default native: they run on this machine "
+                   "only; recorded in each manifest's producer.cflags)")
     p.add_argument("--backends", default="cblas,host", help="dsopack backend priority (default cblas,host; "
                    "falls back to host when cblas does not build)")
     p.add_argument("--models", metavar="A,B", help="only these models (names as in results.md; default: all)")
@@ -601,9 +606,13 @@ def main(argv: list[str] | None = None) -> int:
     warm_s, measure_s, max_n = (0.2, 0.3, 2000) if quick else (0.2, 0.4, 20000)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
-    env_info = environment(args.ort_threads)
-    log(f"dsopack {env_info['git']} vs onnxruntime {env_info['onnxruntime']} (intra_op_num_threads="
-        f"{args.ort_threads}), numpy {env_info['numpy']}; {env_info['cpus']} CPUs ({env_info['cpu']}); "
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
+    cflags = ["-O3", f"-march={args.march}"]
+    os.environ["DPK_NUM_THREADS"] = str(args.threads)  # every dsopack process below: Python children, bench_crun, dpk-run
+    env_info = environment(args.threads, args.march)
+    log(f"dsopack {env_info['git']} vs onnxruntime {env_info['onnxruntime']} (threads "
+        f"{args.threads}, -march={args.march}), numpy {env_info['numpy']}; {env_info['cpus']} CPUs ({env_info['cpu']}); "
         f"load average {env_info['load_before'][0]:.2f}")
 
     work = args.work or tempfile.mkdtemp(prefix="dsopack-bench-")
@@ -623,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in models:
             batches = (1,) if m.roles <= {"startup", "overhead"} else (1, 64)
             for b in batches:
-                v = make_variant(m, b, work, backends)
+                v = make_variant(m, b, work, backends, cflags)
                 variants[(m.name, b)] = v
                 size = f"{os.path.getsize(v.so) / 2**20:.2f} MiB" if v.so else "-"
                 log(f"  {m.name:12s} batch {b:2d}: {v.route or 'NOT BUILT'}; build {v.build_s:.2f} s, {size}"
@@ -635,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             if not v.onnx or not v.input:
                 continue
             try:
-                check_outputs(v, args.ort_threads)
+                check_outputs(v, args.threads)
             except Exception as e:
                 v.notes.append(f"output check failed: {type(e).__name__}: {e}")
                 v.ok = False
@@ -643,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ("" if v.ok else "  -> excluded from timing"))
         ok = {k: v for k, v in variants.items() if v.ok and v.so}
 
-        env = child_env(args.ort_threads)
+        env = child_env(args.threads)
         crun_exe = compile_crun(work)
         big = ok.get(("mlp_100mb", 1))
         floors = {}
@@ -664,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         # ---------------------------------------------------------- latency
         log(f"[4/6] steady-state latency ({rounds} interleaved round{'s' if rounds > 1 else ''} of: warm-up {warm_s} s "
             f"excluded, then up to {measure_s} s of timed runs)")
-        env1 = None if quick or args.ort_threads == 1 else child_env(1)
+        env1 = None if quick or args.threads == 1 else child_env(1)
         phase = CpuMeter()
         latency = measure_latency([v for v in ok.values() if "latency" in v.model.roles], rounds, warm_s, measure_s,
                                   max_n, env, env1, crun_exe)
