@@ -112,7 +112,24 @@ typedef struct dpk_model dpk_model_t;
 typedef struct dpk_load_options {
   int verify_checksums; /* non-zero: dpk_package_verify before dlopen */
   int populate;         /* non-zero: pre-fault the weights (one bulk read) */
+  int num_threads;      /* threads a run may use; 0: the default (below) */
 } dpk_load_options_t;
+
+/* Threads. A run splits the loops of generated code over a process-wide
+ * pool of worker threads (dpk_abi.h, __dpk_parallel), started by the first
+ * model that wants more than one thread, grown to the largest count a loaded
+ * model wants (a loop uses at most 64 threads), joined by the last
+ * dpk_model_free; idle workers sleep. A model's thread count is, in order:
+ * num_threads if > 0 (< 0 fails with INVALID_ARGUMENT); else the environment
+ * variable DPK_NUM_THREADS, an integer from 1 to 1024 (any other value fails
+ * the load with INVALID_ARGUMENT naming the variable and its value); else
+ * the number of CPUs in the process's affinity mask (sched_getaffinity).
+ * Concurrent runs share the pool: a loop that finds it busy runs on its own
+ * thread. OpenBLAS: if a `requires` library exports
+ * openblas_set_num_threads, the load sets it to 1 (dsopack splits BLAS
+ * calls over its own threads; OpenBLAS's would oversubscribe the cores),
+ * unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set in the environment.
+ * The setting is process-wide, as OpenBLAS's own is. */
 
 /* Open and validate `path` (as dpk_package_open), check the file's machine
  * against the host's, check that every module's kind is registered in the
@@ -131,10 +148,17 @@ typedef struct dpk_load_options {
  * machine cannot load: <dlerror>"; another missing shared library: the
  * dlerror text names it), UNIMPLEMENTED (other machine; a carried table
  * or kind of another ABI version),
- * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds). */
+ * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds), INVALID_ARGUMENT
+ * (a bad thread count: see "Threads"), RESOURCE_EXHAUSTED (a worker thread
+ * could not be started). */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
+
+/* The model's thread count, resolved at load (see "Threads" above): runs
+ * through dpk_model_run use up to that many; functions called through
+ * dpk_model_get_function outside a run use 1. */
+int dpk_model_num_threads(const dpk_model_t *model);
 
 /* The package the model was loaded from (borrowed). */
 const dpk_package_t *dpk_model_package(const dpk_model_t *model);

@@ -241,6 +241,8 @@ struct dpk_model {
   const dpk_kind_table *carried;  /* kinds the file carries (__dpk_kinds), or NULL */
   dpk_packed_fn entry_fn;         /* the entry module's `main` */
   void *entry_resource;
+  int num_threads;                /* resolved at load: dpk_model_num_threads */
+  bool pool_held;                 /* dpk_pool_retain succeeded: release at free */
 };
 
 /* A kind's or packed function's non-zero return as a status: a known status
@@ -261,6 +263,30 @@ extern const dpk_kind_services dpk_services;
 
 /* A params module's tensor by name (params.c); NOT_FOUND without a message. */
 int dpk_params_find(void *state, const char *name, const DLTensor **out_tensor);
+
+/* ---- worker threads (pool.c, threads.c) -----------------------------------
+ * One process-wide pool serves every model's parallel_for (dpk_abi.h). */
+#define DPK_POOL_MAX_THREADS 64 /* threads one loop uses at most, the caller included */
+/* What dlopen'ed model code finds in __dpk_parallel. */
+extern const dpk_parallel_api dpk_parallel;
+/* A loaded model's hold on the pool: grows it to `threads` - 1 workers (at
+ * most DPK_POOL_MAX_THREADS - 1) and counts the model; each successful retain
+ * is paired with one release, and the last release joins the workers and
+ * frees their scratch. RESOURCE_EXHAUSTED if a thread cannot be started
+ * (then nothing is held). Thread-safe. */
+dpk_status_t dpk_pool_retain(int threads);
+void dpk_pool_release(void);
+/* Set the calling thread's thread count for parallel_for (1 outside a run);
+ * returns the previous value, to restore it. */
+int dpk_pool_set_thread_count(int threads);
+/* A model's thread count at load (threads.c): `requested` > 0, else
+ * DPK_NUM_THREADS, else the CPUs in the affinity mask. INVALID_ARGUMENT if
+ * `requested` < 0 or the variable is not an integer in 1..1024. */
+dpk_status_t dpk_threads_resolve(int requested, int *out_threads);
+/* After the `requires` libraries are open: one that exports
+ * openblas_set_num_threads is set to 1 thread, unless OPENBLAS_NUM_THREADS or
+ * OMP_NUM_THREADS is set. */
+void dpk_threads_tame_openblas(void *const *handles, size_t count);
 
 /* ---- .npy files (npy.c) -------------------------------------------------
  * Version 1/2/3, little-endian, C order, the dtypes of dtype.c. */

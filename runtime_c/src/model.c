@@ -8,7 +8,7 @@
  * yet); optionally verify every checksum; dlopen each library the manifest
  * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL; a
  * signed load through /proc/self/fd/N of the checked descriptor);
- * fill __dpk_api; check that __dpk_blob is the section that was mapped;
+ * fill __dpk_api and __dpk_parallel; check that __dpk_blob is the section that was mapped;
  * check the file's __dpk_kinds and bind every module to its kind
  * (model_kinds.c); load each module (its payload checksum checked, then
  * decoded) and resolve every function its manifest
@@ -118,6 +118,8 @@ static dpk_status_t open_library(dpk_model_t *m) {
   }
   void *api = dlsym(m->dl, "__dpk_api");
   if (api) *(const dpk_backend_api **)api = &backend_api;
+  void *parallel = dlsym(m->dl, "__dpk_parallel");
+  if (parallel) *(const dpk_parallel_api **)parallel = &dpk_parallel;
   const uint8_t *blob = dlsym(m->dl, "__dpk_blob");
   if (!blob) return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s' does not export __dpk_blob", path);
   if (memcmp(blob, m->package->file.section, DPK_BLOB_HEADER_SIZE) != 0)
@@ -181,11 +183,13 @@ static void populate(const dpk_model_t *m) {
 }
 
 static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
-  dpk_status_t status = check_machine(m);
+  dpk_status_t status = dpk_threads_resolve(options ? options->num_threads : 0, &m->num_threads);
+  if (!status) status = check_machine(m);
   if (!status) status = import_order(m);
   if (!status) status = dpk_model_check_kinds(m); /* before any code of the file runs */
   if (!status && options && options->verify_checksums) status = dpk_package_verify(m->package);
   if (!status) status = open_requires(m);
+  if (!status) dpk_threads_tame_openblas(m->required, m->package->num_requires);
   if (!status) status = open_library(m);
   if (!status) status = dpk_model_bind_kinds(m);
   for (size_t k = 0; k < m->package->num_modules && !status; k++) status = load_module(m, m->order[k]);
@@ -197,7 +201,9 @@ static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
                     m->package->modules[m->package->entry].name, m->package->modules[m->package->entry].kind);
   if (rc) return dpk_status_from_rc(rc);
   if (options && options->populate) populate(m);
-  return DPK_OK;
+  status = dpk_pool_retain(m->num_threads);
+  m->pool_held = !status;
+  return status;
 }
 
 static dpk_status_t model_load(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
@@ -252,5 +258,6 @@ void dpk_model_free(dpk_model_t *model) {
   free(model->modules);
   free(model->order);
   dpk_package_free(model->package);
+  if (model->pool_held) dpk_pool_release(); /* the last model joins the workers */
   free(model);
 }

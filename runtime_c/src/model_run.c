@@ -13,6 +13,7 @@ const dpk_package_t *dpk_model_package(const dpk_model_t *model) { return model-
 size_t dpk_model_num_inputs(const dpk_model_t *model) { return model->package->num_inputs; }
 size_t dpk_model_num_outputs(const dpk_model_t *model) { return model->package->num_outputs; }
 size_t dpk_model_num_modules(const dpk_model_t *model) { return model->package->num_modules; }
+int dpk_model_num_threads(const dpk_model_t *model) { return model->num_threads; }
 
 static dpk_status_t info(const dpk_tensor_decl_t *decls, size_t n, size_t index, const char *role,
                          dpk_tensor_info_t *out_info) {
@@ -103,7 +104,9 @@ dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inpu
   }
   dpk_value ret;
   int ret_code = DPK_TYPE_NULL;
+  int outer = dpk_pool_set_thread_count(model->num_threads); /* parallel_for reads it */
   int rc = model->entry_fn(values, codes, (int)n, &ret, &ret_code, model->entry_resource);
+  dpk_pool_set_thread_count(outer);
   if (values != stack_values) free(values);
   if (codes != stack_codes) free(codes);
   return rc ? dpk_status_from_rc(rc) : DPK_OK;

@@ -1,7 +1,7 @@
 /* dpk-run: load a dsopack model with libdpk (no Python), run it on .npy
  * inputs, write the outputs as .npy, print them and the timings.
  *
- *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--repeat N] [--random]
+ *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--threads N] [--repeat N] [--random]
  *
  * Exit status 0 on success, 1 on any error (the message on stderr). */
 #include <errno.h>
@@ -16,7 +16,7 @@
 
 static const char usage[] =
     "usage: dpk-run MODEL.so [NAME=FILE.npy ...] [-o OUT.npy | -o OUTDIR] [--verify] [--populate]\n"
-    "               [--pubkey KEY.pub] [--repeat N] [--random] [--help]\n"
+    "               [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--help]\n"
     "\n"
     "Load a dsopack model, run it once (or N times) and print each output.\n"
     "  NAME=FILE.npy  the model input NAME (every input is needed, unless --random)\n"
@@ -26,6 +26,8 @@ static const char usage[] =
     "  --populate     pre-fault the weights at load\n"
     "  --pubkey KEY.pub  require the file to be signed by this key (dsopack keygen/sign);\n"
     "                 checked before any code of the file runs\n"
+    "  --threads N    threads a run may use (default: DPK_NUM_THREADS if set, else the CPUs\n"
+    "                 this process may run on)\n"
     "  --repeat N     run N times and report the mean time (default 1)\n"
     "  --random       fill inputs not given with random values (seeded, reproducible)\n";
 
@@ -140,7 +142,7 @@ static int write_output(const slot_t *s, const char *out, int single_file) {
 typedef struct {
   const char *model, *out, *pubkey;
   int verify, populate, random;
-  long repeat;
+  long repeat, threads;
   const char **assigns;
   int num_assigns;
 } args_t;
@@ -160,12 +162,19 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->populate = 1;
     } else if (strcmp(arg, "--random") == 0) {
       a->random = 1;
-    } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--repeat") == 0 || strcmp(arg, "--pubkey") == 0) {
+    } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--repeat") == 0 || strcmp(arg, "--pubkey") == 0 ||
+               strcmp(arg, "--threads") == 0) {
       if (i + 1 >= argc) return fail("%s needs a value (see --help)", arg);
       if (strcmp(arg, "--pubkey") == 0) {
         a->pubkey = argv[++i];
       } else if (arg[1] == 'o') {
         a->out = argv[++i];
+      } else if (strcmp(arg, "--threads") == 0) {
+        char *end;
+        errno = 0;
+        a->threads = strtol(argv[++i], &end, 10);
+        if (errno || end == argv[i] || *end || a->threads < 1 || a->threads > 1024)
+          return fail("--threads needs an integer from 1 to 1024, not '%s'", argv[i]);
       } else {
         char *end;
         errno = 0;
@@ -278,7 +287,7 @@ int main(int argc, char **argv) {
     free(a.assigns);
     return rc;
   }
-  dpk_load_options_t options = {a.verify, a.populate};
+  dpk_load_options_t options = {a.verify, a.populate, (int)a.threads};
   dpk_public_key_t key;
   dpk_model_t *model;
   double t0 = now();

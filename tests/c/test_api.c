@@ -253,7 +253,7 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1], *path = argv[2];
   if (strcmp(cmd, "load") == 0) {
-    dpk_load_options_t options = {argc > 3 && strcmp(argv[3], "verify") == 0, 1};
+    dpk_load_options_t options = {argc > 3 && strcmp(argv[3], "verify") == 0, 1, 0};
     dpk_model_t *m;
     dpk_status_t status = dpk_model_load(path, &options, &m);
     CHECK((status == DPK_OK) == (m != NULL));

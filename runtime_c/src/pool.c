@@ -1,0 +1,227 @@
+/* pool.c: the process's worker threads and dpk_parallel_api.parallel_for.
+ *
+ * One pool per process, started by the first model that wants more than one
+ * thread, grown to the largest count a loaded model wants, joined by the
+ * last dpk_pool_release. Worker w runs range w + 1 of a loop; the caller runs
+ * range 0. Each worker has its own mailbox (a sequence number), so a loop
+ * wakes only the workers it uses. One loop at a time uses the pool: a caller
+ * that finds it busy runs its whole loop inline instead of waiting. */
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define SPIN_NS 50000 /* a worker spins this long after a loop before it sleeps */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+typedef struct worker {
+  pthread_t thread;
+  pthread_mutex_t lock; /* with `wake`: sleeping only */
+  pthread_cond_t wake;
+  unsigned seq;         /* atomic: bumped to hand this worker a range */
+  int sleeping;         /* atomic */
+  void *scratch;        /* 64-aligned, scratch_size bytes; grown by the caller under `busy` */
+  size_t scratch_size;
+  int index;            /* runs range index + 1 */
+} worker_t;
+
+static struct {
+  pthread_mutex_t admin; /* refs and the worker count change under it (and `busy`) */
+  pthread_mutex_t busy;  /* held by the loop using the workers */
+  int refs, count, stopping;
+  worker_t workers[DPK_POOL_MAX_THREADS - 1];
+  /* The current loop, written before the mailboxes are bumped. */
+  dpk_task_fn fn;
+  void *ctx;
+  int64_t base, rem;
+  int pending; /* atomic: worker ranges not done yet */
+} pool = {.admin = PTHREAD_MUTEX_INITIALIZER, .busy = PTHREAD_MUTEX_INITIALIZER};
+
+static __thread int thread_count = 1; /* of the model this thread is running */
+
+int dpk_pool_set_thread_count(int threads) {
+  int old = thread_count;
+  thread_count = threads;
+  return old;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Range k of the current loop: the first `rem` ranges are one longer. */
+static void run_range(int k, void *scratch) {
+  int64_t begin = k * pool.base + (k < pool.rem ? k : pool.rem);
+  pool.fn(pool.ctx, begin, begin + pool.base + (k < pool.rem), scratch);
+}
+
+/* Spin a little (a loop often follows a loop), then sleep until `seq` moves. */
+static unsigned wait_for_work(worker_t *w, unsigned seen) {
+  unsigned seq;
+  int64_t deadline = now_ns() + SPIN_NS;
+  for (int i = 1;; i++) {
+    if ((seq = __atomic_load_n(&w->seq, __ATOMIC_ACQUIRE)) != seen) return seq;
+    CPU_RELAX();
+    if (i % 64 == 0 && now_ns() > deadline) break;
+  }
+  pthread_mutex_lock(&w->lock);
+  /* Store `sleeping`, then read `seq`; dispatch stores `seq`, then reads
+   * `sleeping` (both seq_cst): one of the two sees the other's store. */
+  __atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+  while ((seq = __atomic_load_n(&w->seq, __ATOMIC_SEQ_CST)) == seen) pthread_cond_wait(&w->wake, &w->lock);
+  __atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&w->lock);
+  return seq;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  unsigned seen = 0;
+  for (;;) {
+    seen = wait_for_work(w, seen);
+    if (pool.stopping) return NULL; /* written before the bump that woke us */
+    run_range(w->index + 1, w->scratch);
+    __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
+  }
+}
+
+static void post(worker_t *w) {
+  __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST)) {
+    pthread_mutex_lock(&w->lock);
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+  }
+}
+
+/* Join every worker and free their scratch. Under admin and busy. */
+static void stop_all(void) {
+  pool.stopping = 1;
+  for (int i = 0; i < pool.count; i++) post(&pool.workers[i]);
+  for (int i = 0; i < pool.count; i++) {
+    worker_t *w = &pool.workers[i];
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    free(w->scratch);
+    memset(w, 0, sizeof *w);
+  }
+  pool.count = 0;
+  pool.stopping = 0;
+}
+
+/* Start workers until there are `want`. Under admin and busy. Workers block
+ * every signal, so signals keep going to the application's threads. */
+static dpk_status_t grow(int want) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = 0;
+  while (pool.count < want && !rc) {
+    worker_t *w = &pool.workers[pool.count];
+    w->index = pool.count;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc) {
+      pthread_cond_destroy(&w->wake);
+      pthread_mutex_destroy(&w->lock);
+    } else {
+      pool.count++;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "cannot start worker thread %d of %d: %s", pool.count + 1, want, strerror(rc));
+  return DPK_OK;
+}
+
+dpk_status_t dpk_pool_retain(int threads) {
+  int want = (threads < DPK_POOL_MAX_THREADS ? threads : DPK_POOL_MAX_THREADS) - 1;
+  dpk_status_t status = DPK_OK;
+  pthread_mutex_lock(&pool.admin);
+  if (pool.count < want) {
+    pthread_mutex_lock(&pool.busy);
+    status = grow(want);
+    if (status && pool.refs == 0) stop_all();
+    pthread_mutex_unlock(&pool.busy);
+  }
+  if (!status) pool.refs++;
+  pthread_mutex_unlock(&pool.admin);
+  return status;
+}
+
+void dpk_pool_release(void) {
+  pthread_mutex_lock(&pool.admin);
+  if (pool.refs > 0 && --pool.refs == 0) {
+    pthread_mutex_lock(&pool.busy);
+    stop_all();
+    pthread_mutex_unlock(&pool.busy);
+  }
+  pthread_mutex_unlock(&pool.admin);
+}
+
+/* Scratch of at least `bytes` (and never NULL) for the first `n` workers;
+ * grown, never shrunk. */
+static dpk_status_t ensure_scratch(int n, size_t bytes) {
+  if (bytes < 64) bytes = 64;
+  for (int i = 0; i < n; i++) {
+    worker_t *w = &pool.workers[i];
+    if (w->scratch_size >= bytes) continue;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0)
+      return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "parallel_for: cannot allocate %zu bytes of scratch for worker %d", bytes, i + 1);
+    free(w->scratch);
+    w->scratch = p;
+    w->scratch_size = bytes;
+  }
+  return DPK_OK;
+}
+
+static int parallel_for(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_bytes, void *own_scratch) {
+  int64_t parts = thread_count;
+  if (parts < 2 || n < 2 || pthread_mutex_trylock(&pool.busy) != 0) {
+    fn(ctx, 0, n, own_scratch);
+    return DPK_OK;
+  }
+  if (parts > n) parts = n;
+  if (parts > pool.count + 1) parts = pool.count + 1;
+  if (parts < 2) { /* no workers (a model on 1 thread loaded them all) */
+    pthread_mutex_unlock(&pool.busy);
+    fn(ctx, 0, n, own_scratch);
+    return DPK_OK;
+  }
+  dpk_status_t status = ensure_scratch((int)parts - 1, scratch_bytes);
+  if (status) {
+    pthread_mutex_unlock(&pool.busy);
+    return status;
+  }
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.base = n / parts;
+  pool.rem = n % parts;
+  __atomic_store_n(&pool.pending, (int)parts - 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < parts - 1; i++) post(&pool.workers[i]);
+  run_range(0, own_scratch);
+  /* The other ranges are as long as ours: wait by spinning, yielding the
+   * core if a worker was descheduled. */
+  for (int i = 1; __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) != 0; i++) {
+    if (i < 4096) CPU_RELAX(); else sched_yield();
+  }
+  pthread_mutex_unlock(&pool.busy);
+  return DPK_OK;
+}
+
+const dpk_parallel_api dpk_parallel = {DPK_ABI_VERSION, parallel_for};
