@@ -32,6 +32,17 @@ class ModuleInfo:
     kind: str
 
 
+def _thread_count(num_threads) -> int:
+    """num_threads for dpk_load_options_t: None -> 0 (the runtime's default), else a positive int."""
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+        raise TypeError(f"num_threads must be an int or None, not {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be a positive count (or None for the default), not {num_threads}")
+    return num_threads
+
+
 def _infos(model, count, getter) -> list[TensorInfo]:
     infos = []
     info = ffi.new("dpk_tensor_info_t *")
@@ -49,9 +60,10 @@ class Model(Handle):
     the C runtime, and the GIL is released while C runs."""
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = False, populate: bool = False,
-                 pubkey=None) -> None:
+                 pubkey=None, num_threads: int | None = None) -> None:
         self.path = os.fspath(path)
-        options = ffi.new("dpk_load_options_t *", {"verify_checksums": int(verify), "populate": int(populate)})
+        options = ffi.new("dpk_load_options_t *", {"verify_checksums": int(verify), "populate": int(populate),
+                                                   "num_threads": _thread_count(num_threads)})
         out = ffi.new("dpk_model_t **")
         if pubkey is None:
             check(lib.dpk_model_load(self.path.encode(), options, out))
@@ -69,6 +81,11 @@ class Model(Handle):
             check(lib.dpk_model_module_info(self._handle, i, name, kind))
             self.modules.append(ModuleInfo(ffi.string(name[0]).decode(), ffi.string(kind[0]).decode()))
         self._manifest = None
+
+    @property
+    def num_threads(self) -> int:
+        """Threads a run may use, as resolved at load (num_threads, DPK_NUM_THREADS, or the CPU count)."""
+        return lib.dpk_model_num_threads(self._live())
 
     @property
     def manifest(self) -> dict:
@@ -198,10 +215,14 @@ class PackedFunction:
         return None
 
 
-def load(path: str | os.PathLike, *, verify: bool = False, populate: bool = False, pubkey=None) -> Model:
+def load(path: str | os.PathLike, *, verify: bool = False, populate: bool = False, pubkey=None,
+         num_threads: int | None = None) -> Model:
     """Load a dsopack model file. `verify` checks every checksum first (O(file size)).
+
+    `num_threads` caps the threads a run uses; None: DPK_NUM_THREADS if set, else
+    the CPUs this process may run on.
 
     `pubkey` (a KEY.pub path, or 32 raw Ed25519 public key bytes) requires the
     file to be signed by that key (`dsopack sign`): checked on the bytes that
     get loaded, before any code of the file runs; UnauthenticatedError if not."""
-    return Model(path, verify=verify, populate=populate, pubkey=pubkey)
+    return Model(path, verify=verify, populate=populate, pubkey=pubkey, num_threads=num_threads)

@@ -200,6 +200,16 @@ def _preview(array: np.ndarray, count: int = 6) -> str:
     return text
 
 
+def _thread_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs a positive integer, not '{text}'")
+    return n
+
+
 def cmd_run(args) -> int:
     loader = _import_loader()
     if not os.path.isfile(args.file):
@@ -215,7 +225,7 @@ def cmd_run(args) -> int:
             raise UserError(f"input '{name}': cannot read '{path}': {e}") from None
     start = time.perf_counter()
     try:
-        model = loader.load(args.file, pubkey=args.pubkey)
+        model = loader.load(args.file, pubkey=args.pubkey, num_threads=args.threads)
     except loader.DpkError as e:
         raise UserError(str(e)) from None
     load_s = time.perf_counter() - start
@@ -313,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", metavar="OUT.npz", help="save the outputs")
     r.add_argument("--repeat", type=int, default=0, metavar="N", help="run N more times and print the median time")
     r.add_argument("--pubkey", metavar="KEY.pub", help="require a signature by this key, checked before any code runs")
+    r.add_argument("--threads", type=_thread_count, metavar="N",
+                   help="threads a run may use (default: DPK_NUM_THREADS, else the CPUs this process may run on)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("verify", help="check a model file's structure and every checksum",
