@@ -65,6 +65,10 @@ def test_last_release_joins_the_workers_and_idle_workers_sleep(plain):
     assert pool("plain", plain, "lifecycle").startswith("lifecycle OK"), "see the harness output"
 
 
+def test_a_forked_child_runs_inline_then_starts_its_own_workers(plain):
+    assert pool("plain", plain, "fork") == "fork OK\n"
+
+
 def test_pool_under_asan_ubsan(tmp_path_factory):
     exe = harness("asan", tmp_path_factory)
     assert pool("asan", exe, "ranges") == "ranges OK\n"

@@ -148,7 +148,21 @@ static dpk_status_t grow(int want) {
   return DPK_OK;
 }
 
+/* A forked child has none of the workers: it forgets them (its loops then
+ * run inline until a load starts new ones). */
+static void forget_workers(void) {
+  pthread_mutex_init(&pool.admin, NULL);
+  pthread_mutex_init(&pool.busy, NULL);
+  for (int i = 0; i < pool.count; i++) free(pool.workers[i].scratch);
+  memset(pool.workers, 0, sizeof pool.workers);
+  pool.count = 0;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_workers); }
+
 dpk_status_t dpk_pool_retain(int threads) {
+  pthread_once(&atfork_once, register_atfork);
   int want = (threads < DPK_POOL_MAX_THREADS ? threads : DPK_POOL_MAX_THREADS) - 1;
   dpk_status_t status = DPK_OK;
   pthread_mutex_lock(&pool.admin);

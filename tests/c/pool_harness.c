@@ -12,6 +12,8 @@
  *                                the others run inline); every sum right
  *   pool_harness lifecycle       the last release joins the workers; idle
  *                                workers use no CPU
+ *   pool_harness fork            a forked child runs loops inline, then can
+ *                                start workers of its own
  *   pool_harness latency T       ns per parallel_for of T ranges, warm
  *
  * Exit 0 if every check passed, 1 otherwise (printed), 2 on usage errors. */
@@ -22,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -221,6 +225,32 @@ static int lifecycle(void) {
   return failures != 0;
 }
 
+/* A forked child has no workers: its loops run inline, then a new retain starts them. */
+static int forked(void) {
+  if (dpk_pool_retain(3)) return 1;
+  int outer = dpk_pool_set_thread_count(3);
+  check_loop(3, 100, 64);
+  pid_t pid = fork();
+  if (pid == 0) {
+    static record_t r;
+    char own[64];
+    r.scratch_bytes = sizeof own;
+    int ok = dpk_parallel.parallel_for(100, record, &r, sizeof own, own) == 0 && r.count == 1 && r.ranges[0].end == 100;
+    ok = ok && dpk_pool_retain(3) == 0;
+    check_loop(3, 100, 64);
+    dpk_pool_release();
+    _exit(ok && !failures ? 0 : 1);
+  }
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0, "the forked child failed (status %d)", wstatus);
+  check_loop(3, 100, 64);
+  dpk_pool_set_thread_count(outer);
+  dpk_pool_release();
+  if (!failures) printf("fork OK\n");
+  return failures != 0;
+}
+
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -250,7 +280,8 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "oom") == 0) return oom();
   if (strcmp(mode, "concurrent") == 0 && argc > 2) return concurrent(atoi(argv[2]));
   if (strcmp(mode, "lifecycle") == 0) return lifecycle();
+  if (strcmp(mode, "fork") == 0) return forked();
   if (strcmp(mode, "latency") == 0 && argc > 2) return latency(atoi(argv[2]));
-  fprintf(stderr, "usage: pool_harness ranges | oom | concurrent K | lifecycle | latency T\n");
+  fprintf(stderr, "usage: pool_harness ranges | oom | concurrent K | lifecycle | fork | latency T\n");
   return 2;
 }
