@@ -40,6 +40,7 @@ C_HEADER = """\
 #include "dpk_abi.h"
 
 DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
+DPK_EXPORT const dpk_parallel_api *__dpk_parallel = 0; /* set by a runtime with threads (dpk_abi.h) */
 """
 COPY_KERNEL = """
 /* graph output '{output}' is '{source}': copy it ({nbytes} bytes) */

@@ -37,6 +37,7 @@ FILE_HEADER = """\
 #include <float.h>
 
 DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
+DPK_EXPORT const dpk_parallel_api *__dpk_parallel = 0;
 """
 
 _API_SOURCE = r"""
@@ -53,6 +54,31 @@ static void harness_set_error(const char *fmt, ...) {
 DPK_EXPORT const dpk_backend_api harness_api = {DPK_ABI_VERSION, harness_set_error};
 DPK_EXPORT const char *harness_last_error(void) { return last_error; }
 DPK_EXPORT void harness_clear_error(void) { last_error[0] = 0; }
+
+/* A stand-in for the runtime's pool: [0, n) split into up to 3 ranges run one
+ * after another, last range first (a task that depends on order shows), each
+ * range but the caller's with its own scratch filled with NaN bytes. */
+#include <stdlib.h>
+#include <string.h>
+static int64_t harness_ranges;
+static int harness_parallel_for(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_bytes, void *own_scratch) {
+  const int64_t parts = n < 3 ? n : 3;
+  for (int64_t p = parts - 1; p >= 0; --p) {
+    const int64_t begin = n * p / parts, end = n * (p + 1) / parts;
+    void *scratch = own_scratch;
+    if (p > 0) {
+      scratch = malloc(scratch_bytes ? scratch_bytes : 1);
+      if (!scratch) return 6;
+      memset(scratch, 0xff, scratch_bytes);
+    }
+    fn(ctx, begin, end, scratch);
+    if (p > 0) free(scratch);
+    ++harness_ranges;
+  }
+  return 0;
+}
+DPK_EXPORT const dpk_parallel_api harness_parallel = {DPK_ABI_VERSION, harness_parallel_for};
+DPK_EXPORT int64_t harness_parallel_ranges(void) { return harness_ranges; }
 """
 
 
@@ -134,21 +160,33 @@ def file_source(csources) -> str:
     """The C file the build would write for these CSources."""
     parts, preludes = [FILE_HEADER], []
     for cs in csources:
-        if cs.prelude and cs.prelude not in preludes:
-            preludes.append(cs.prelude)
+        for prelude in [cs.prelude] if isinstance(cs.prelude, str) else cs.prelude:
+            if prelude and prelude not in preludes:
+                preludes.append(prelude)
     parts.extend(preludes)
     parts.extend(cs.source for cs in csources)
     return "\n".join(parts)
 
 
 class KernelLib:
-    def __init__(self, path: str, functions: list[str]):
+    """`parallel=True` points `__dpk_parallel` at the harness's splitting stand-in
+    (ranges_run() counts the ranges it ran); False leaves it NULL (serial)."""
+
+    def __init__(self, path: str, functions: list[str], parallel: bool = False):
         self.path = path
         self.lib = ctypes.CDLL(path)
         self.functions = functions
         api = _api_lib()
         slot = ctypes.c_void_p.in_dll(self.lib, "__dpk_api")
         slot.value = ctypes.addressof(ctypes.c_char.in_dll(api, "harness_api"))
+        slot = ctypes.c_void_p.in_dll(self.lib, "__dpk_parallel")
+        slot.value = ctypes.addressof(ctypes.c_char.in_dll(api, "harness_parallel")) if parallel else None
+
+    @staticmethod
+    def ranges_run() -> int:
+        api = _api_lib()
+        api.harness_parallel_ranges.restype = ctypes.c_int64
+        return api.harness_parallel_ranges()
 
     def function(self, name: str):
         return PACKED_FN(("%s" % name, self.lib))
@@ -177,10 +215,10 @@ class KernelLib:
         self.call_values(name, values, [DPK_TYPE_TENSOR] * len(values))
 
 
-def compile_sources(csources, out_dir: str) -> KernelLib:
+def compile_sources(csources, out_dir: str, parallel: bool = False) -> KernelLib:
     source = file_source(csources)
     functions = [f for cs in csources for f in cs.functions]
-    return KernelLib(_compile(source, str(out_dir), "kernels"), functions)
+    return KernelLib(_compile(source, str(out_dir), "kernels"), functions, parallel)
 
 
 # ---- one node end to end --------------------------------------------------------

@@ -90,7 +90,22 @@ CONVS = [  # (name, x shape, w shape, attrs, bias, activation)
     ("1x1_strided", (1, 3, 7, 7), (2, 3, 1, 1), {"strides": [2, 2]}, True, None),
     ("1x1_padded", (1, 3, 4, 4), (2, 3, 1, 1), {"pads": [1, 0, 0, 1]}, True, "relu"),
     ("kernel_wider_than_pad", (1, 1, 3, 3), (2, 1, 5, 5), {"pads": [2, 2, 2, 2]}, True, None),
+    ("wide_groups", (2, 16, 6, 6), (16, 8, 3, 3), {"groups": 2, "pads": [1, 1, 1, 1]}, True, "relu"),
+    # above the parallel threshold: units are blocks of output rows (batch 1) or images
+    ("big_b1", (1, 16, 24, 20), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True, "relu"),
+    ("big_b1_stride2_odd_rows", (1, 16, 27, 25), (24, 16, 3, 3), {"pads": [1, 0, 1, 2], "strides": [2, 2]},
+     True, "sigmoid"),
+    ("big_b4_dilated", (4, 8, 16, 16), (16, 8, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, False, "tanh"),
+    ("big_pointwise_b1", (1, 64, 20, 20), (64, 64, 1, 1), {}, True, None),
+    ("big_1x1_strided_b3", (3, 32, 16, 16), (64, 32, 1, 1), {"strides": [2, 2]}, False, "relu"),
+    ("big_groups_b1", (1, 32, 16, 16), (32, 16, 3, 3), {"groups": 2, "pads": [1, 1, 1, 1]}, True, None),
 ]
+
+
+def conv_backend(ws, attrs):
+    """cblas, except for groups of fewer than 4 channels (depthwise...), which it leaves to host."""
+    g = attrs.get("groups", 1)
+    return "host" if g > 1 and min(ws[0] // g, ws[1]) < 4 else "cblas"
 
 
 def test_conv2d_matches_numpy(tmp_path):
@@ -113,7 +128,9 @@ def test_conv2d_matches_numpy(tmp_path):
         expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
                                               **attrs))
     report, got, _ = build_and_run(tmp_path, inputs, weights, nodes, outputs, feed)
-    assert all(line.split(" -> ")[1].startswith("cblas") for line in report.explain), report.explain
+    convs = [line for line in report.explain if line.startswith("conv2d_")]
+    assert [line.split(" -> ")[1].split(" ")[0] for line in convs] == [conv_backend(c[2], c[3]) for c in CONVS]
+    assert any("groups=4 leaves 1 input and 1 output channels per group" in line for line in convs), convs
     for name in outputs:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
 

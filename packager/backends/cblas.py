@@ -46,37 +46,32 @@ CBLAS_PRELUDE = r"""
 /* ---- dsopack cblas backend: OpenBLAS through CBLAS ------------------- */
 #include <cblas.h>
 
-/* y[r, :] = b for each of `rows` rows of `n` floats (the bias the GEMM adds to). */
-static void dpk_cblas_rows(float *restrict y, const float *restrict b, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) memcpy(y + r * n, b, (size_t)n * sizeof(float));
-}
-
-/* col[(c * KH + kh) * KW + kw, oh * OW + ow] = x[c, oh * SH - PT + kh * DH, ow * SW - PL + kw * DW],
- * zero where the tap falls in the padding: the im2col matrix of one image and group. */
-static void dpk_cblas_im2col(const float *restrict x, float *restrict col, int64_t C, int64_t IH, int64_t IW,
-                             int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
-                             int64_t PT, int64_t PL, int64_t OH, int64_t OW) {
+/* col[(c * KH + kh) * KW + kw, r * OW + ow] = x[c, (oh0 + r) * SH - PT + kh * DH, ow * SW - PL + kw * DW]
+ * for the `rows` output rows from oh0, zero where the tap falls in the padding: the
+ * im2col matrix of those rows of one image and group. Always inlined: every conv
+ * calls it with its own constants, so gcc specialises (and vectorises) the loops. */
+static inline __attribute__((always_inline)) void dpk_cblas_im2col(
+    const float *restrict x, float *restrict col, int64_t oh0, int64_t rows, int64_t C, int64_t IH,
+    int64_t IW, int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+    int64_t PL, int64_t OW) {
+  const int64_t cols = rows * OW;
   for (int64_t c = 0; c < C; ++c) {
     const float *restrict xc = x + c * IH * IW;
     for (int64_t kh = 0; kh < KH; ++kh) {
       for (int64_t kw = 0; kw < KW; ++kw) {
-        float *restrict row = col + ((c * KH + kh) * KW + kw) * OH * OW;
+        float *restrict row = col + ((c * KH + kh) * KW + kw) * cols;
         const int64_t shift = kw * DW - PL;
         const int64_t ow0 = dpk_host_first(-shift, SW), ow1 = dpk_host_end(IW - shift, SW, OW);
-        for (int64_t oh = 0; oh < OH; ++oh) {
-          float *restrict out = row + oh * OW;
-          const int64_t ih = oh * SH - PT + kh * DH;
+        for (int64_t r = 0; r < rows; ++r) {
+          float *restrict out = row + r * OW;
+          const int64_t ih = (oh0 + r) * SH - PT + kh * DH;
           if (ih < 0 || ih >= IH || ow0 >= ow1) {
-            memset(out, 0, (size_t)OW * sizeof(float));
+            for (int64_t ow = 0; ow < OW; ++ow) out[ow] = 0.0f;
             continue;
           }
           const float *restrict xr = xc + ih * IW + shift;
           for (int64_t ow = 0; ow < ow0; ++ow) out[ow] = 0.0f;
-          if (SW == 1) {
-            memcpy(out + ow0, xr + ow0, (size_t)(ow1 - ow0) * sizeof(float));
-          } else {
-            for (int64_t ow = ow0; ow < ow1; ++ow) out[ow] = xr[ow * SW];
-          }
+          for (int64_t ow = ow0; ow < ow1; ++ow) out[ow] = xr[ow * SW];
           for (int64_t ow = ow1; ow < OW; ++ow) out[ow] = 0.0f;
         }
       }
@@ -85,60 +80,119 @@ static void dpk_cblas_im2col(const float *restrict x, float *restrict col, int64
 }
 """
 
+# Units of parallel work: a loop is split over threads only if it does at least
+# host.PARALLEL_MIN_WORK multiply-adds; it is then cut into about UNITS pieces
+# (enough for a few threads to share evenly), none smaller than the MIN_* below.
+UNITS = 8
+MIN_CONV_COLS = 32  # output pixels per conv unit: a narrower sgemm wastes its kernel
+MAX_COL_BYTES = 512 * 1024  # im2col block per unit: stays in L2 next to the weights
+MIN_GEMV_ROWS = 64
+MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
+MIN_GEMM_ROWS = 16
+MIN_GEMM_COLS = 64
+
 TEMPLATES = {
     "gemv": Template("""\
+const int64_t n0 = u * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
 $bias
-cblas_sgemv(CblasRowMajor, CblasNoTrans, $N, $K, 1.0f, in1, $K, in0, 1, $beta, out0, 1);
+cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nc, $K, 1.0f, in1 + n0 * $K, $K, in0, 1, $beta, out0 + n0, 1);
 $act"""),
     "dense": Template("""\
+const int64_t m0 = u / $NBLK * $MB, mc = $M - m0 < $MB ? $M - m0 : $MB;
+const int64_t n0 = u % $NBLK * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
+float *restrict y = out0 + m0 * $N + n0;
 $bias
-cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, $M, $N, $K, 1.0f, in0, $K, in1, $K, $beta, out0, $N);
+cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f, in0 + m0 * $K, $K,
+            in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
-    "matmul": Template("cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $M, $N, $K, 1.0f, in0 + $a, $K, "
-                       "in1 + $b, $N, 0.0f, out0 + $o, $N);"),
+    "matmul": Template("""\
+$batch
+const int64_t m0 = u % $MBLK * $MB, mc = $M - m0 < $MB ? $M - m0 : $MB;
+float *restrict y = out0 + $o + m0 * $N;
+cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, $N, $K, 1.0f, in0 + $a + m0 * $K, $K,
+            in1 + $b, $N, 0.0f, y, $N);
+$act"""),
+    # one unit: output rows [oh0, oh0 + rows) of one image and group
     "conv2d": Template("""\
-for (int64_t n = 0; n < $N; ++n) {
-  for (int64_t g = 0; g < $G; ++g) {
-    const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
-    float *restrict y = out0 + (n * $OC + g * $OCG) * ($OH * $OW);
-    $col
-    $bias
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, $P, $R, 1.0f, in1 + g * ($OCG * $R), $R,
-                col, $P, $beta, y, $P);
-    $act
-  }
+const int64_t n = u / ($G * $RB), g = u / $RB % $G, oh0 = u % $RB * $ROWS;
+const int64_t rows = $OH - oh0 < $ROWS ? $OH - oh0 : $ROWS;
+const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
+float *restrict y = out0 + (n * $OC + g * $OCG) * $P + oh0 * $OW;
+$col
+$bias
+cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, (int)(rows * $OW), $R, 1.0f, in1 + g * ($OCG * $R), $R,
+            $colptr, $ldb, $beta, y, $P);
+$act"""),
+    "im2col": Template("float *restrict col = (float *)scratch;\n"
+                       "dpk_cblas_im2col(x, col, oh0, rows, $ICG, $IH, $IW, $KH, $KW, $SH, $SW, $DH, $DW, $PT, $PL, "
+                       "$OW);"),
+    "conv_bias": Template("""\
+for (int64_t oc = 0; oc < $OCG; ++oc) {
+  const float bv = in2[g * $OCG + oc];
+  for (int64_t i = 0; i < rows * $OW; ++i) y[oc * $P + i] = bv;
 }"""),
-    "im2col": Template("float *restrict col = (float *)$workspace;\n"
-                       "dpk_cblas_im2col(x, col, $ICG, $IH, $IW, $KH, $KW, $SH, $SW, $DH, $DW, $PT, $PL, $OH, $OW);"),
     "activation": Template("""\
-for (int64_t i = 0; i < $n; ++i) {
-  const float v = $y[i];
-  $y[i] = $expr;
+for (int64_t r = 0; r < $rows; ++r) {
+  float *restrict yr = $y + r * $ld;
+  for (int64_t i = 0; i < $n; ++i) {
+    const float v = yr[i];
+    yr[i] = $expr;
+  }
 }"""),
 }
 ACTIVATION_EXPR = {op: host.UNARY_EXPR[op] for op in ACTIVATIONS}
 
 
-def _activation(act: Node | None, y: str, n: int) -> str:
+def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str | int) -> str:
+    """The fused activation over `rows` rows of `n` floats, `ld` apart, from `y`."""
     if act is None:
         return ""
-    return TEMPLATES["activation"].substitute(y=y, n=n, expr=ACTIVATION_EXPR[act.op])
+    return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=ACTIVATION_EXPR[act.op])
 
 
-def _dense(node: Node, types: list[TensorType], act: Node | None, workspace: str) -> str:
+def _blocks(total: int, pieces: int, minimum: int) -> tuple[int, int]:
+    """(block size, block count) cutting `total` into at most `pieces` blocks of >= `minimum`."""
+    pieces = max(1, min(pieces, total // max(1, minimum)))
+    size = -(-total // pieces)
+    return size, -(-total // size)
+
+
+def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
     x, w = types[0].shape, types[1].shape
     M, N, K = math.prod(x[:-1]), w[0], w[1]
     has_bias = len(types) == 3
-    act_text = _activation(act, "out0", M * N)
-    if M == 1:
-        bias = f"memcpy(out0, in2, {N} * sizeof(float));" if has_bias else ""
-        return TEMPLATES["gemv"].substitute(N=N, K=K, bias=bias, beta="1.0f" if has_bias else "0.0f", act=act_text)
-    bias = f"dpk_cblas_rows(out0, in2, {M}, {N});" if has_bias else ""
-    return TEMPLATES["dense"].substitute(M=M, N=N, K=K, bias=bias, beta="1.0f" if has_bias else "0.0f",
-                                         act=act_text)
+    beta = "1.0f" if has_bias else "0.0f"
+    parallel = M * N * K >= host.PARALLEL_MIN_WORK
+    if M == 1:  # sgemv, split over blocks of W's rows (memory-bound: each thread streams its share)
+        NB, units = _blocks(N, UNITS if parallel else 1, MIN_GEMV_ROWS)
+        bias = "memcpy(out0 + n0, in2 + n0, (size_t)nc * sizeof(float));" if has_bias else ""
+        return TEMPLATES["gemv"].substitute(N=N, K=K, NB=NB, bias=bias, beta=beta,
+                                            act=_activation(act, "out0 + n0", 1, "nc", 0)), units, parallel
+    if M >= UNITS * MIN_GEMM_ROWS or N < 2 * MIN_GEMM_COLS:  # split the rows of x ...
+        (MB, MBLK), (NB, NBLK) = _blocks(M, UNITS if parallel else 1, MIN_GEMM_ROWS), (N, 1)
+    else:  # ... or, for few rows, W's rows (the output's columns)
+        (MB, MBLK), (NB, NBLK) = (M, 1), _blocks(N, UNITS if parallel else 1, MIN_GEMM_COLS)
+    bias = (f"for (int64_t m = 0; m < mc; ++m) memcpy(y + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
+            if has_bias else "")
+    text = TEMPLATES["dense"].substitute(M=M, N=N, K=K, MB=MB, NB=NB, NBLK=NBLK, bias=bias, beta=beta,
+                                         act=_activation(act, "y", "mc", "nc", N))
+    return text, MBLK * NBLK, parallel
 
 
-def _matmul(node: Node, types: list[TensorType], act: Node | None, workspace: str) -> str:
+def _offset(dims: list[int], strides: list[int], index: str) -> str:
+    """C expression of the element offset of flat batch index `index` over `dims`."""
+    terms, inner = [], math.prod(dims)
+    for d, s in zip(dims, strides):
+        inner //= d
+        if s == 0:
+            continue
+        q = index if inner == 1 else f"{index} / {inner}"
+        q = q if inner * d == math.prod(dims) else f"{q} % {d}"
+        terms.append(q if s == 1 else f"({q}) * {s}")
+    return " + ".join(terms) or "0"
+
+
+def _matmul(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
     a, b = types[0].shape, types[1].shape
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
@@ -148,9 +202,15 @@ def _matmul(node: Node, types: list[TensorType], act: Node | None, workspace: st
                [s * M * K for s in host._broadcast_strides(a2[:-2], batch)],
                [s * K * N for s in host._broadcast_strides(b2[:-2], batch)]]
     dims, strides = host._collapse(batch, strides)
-    text = host._nest(dims, strides, TEMPLATES["matmul"], M=M, N=N, K=K)
-    act_text = _activation(act, "out0", math.prod(batch) * M * N)
-    return text + ("\n" + act_text if act_text else "")
+    nbatch = math.prod(dims)
+    parallel = nbatch * M * N * K >= host.PARALLEL_MIN_WORK
+    # units: batch entries, each cut into row blocks when there are fewer entries than UNITS
+    MB, MBLK = _blocks(M, -(-UNITS // nbatch) if parallel else 1, MIN_GEMM_ROWS)
+    o, oa, ob = (_offset(dims, st, "b") for st in strides)
+    text = TEMPLATES["matmul"].substitute(batch=f"const int64_t b = u / {MBLK};" if nbatch > 1 else "",
+                                          M=M, N=N, K=K, MB=MB, MBLK=MBLK, o=o, a=oa, b=ob,
+                                          act=_activation(act, "y", 1, f"mc * {N}", 0))
+    return text, nbatch * MBLK, parallel
 
 
 def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
@@ -158,34 +218,44 @@ def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
     return (w[2], w[3]) == (1, 1) and list(attrs["strides"]) == [1, 1] and not any(attrs["pads"])
 
 
+def _conv_plan(node: Node, types: list[TensorType], out: TensorType) -> dict:
+    """How a conv is cut into units: ROWS output rows each, RB per image and group."""
+    x, w, y = types[0].shape, types[1].shape, out.shape
+    g = node.attrs["groups"]
+    OH, OW, R = y[2], y[3], w[1] * w[2] * w[3]
+    parallel = x[0] * w[0] * OH * OW * R >= host.PARALLEL_MIN_WORK
+    pieces = -(-UNITS // (x[0] * g)) if parallel else 1  # images and groups already give units
+    rows, _ = _blocks(OH, pieces, -(-MIN_CONV_COLS // OW))
+    if not _is_pointwise(node.attrs, w):
+        rows = max(1, min(rows, MAX_COL_BYTES // (R * OW * 4)))
+    rb = -(-OH // rows)
+    scratch = 0 if _is_pointwise(node.attrs, w) else R * rows * OW * 4
+    return {"rows": rows, "rb": rb, "units": x[0] * g * rb, "parallel": parallel, "scratch": scratch}
+
+
 def _conv_workspace(node: Node, types: list[TensorType], out: TensorType) -> int:
-    w = types[1].shape
-    if _is_pointwise(node.attrs, w):
-        return 0
-    return w[1] * w[2] * w[3] * out.shape[2] * out.shape[3] * 4
+    return _conv_plan(node, types, out)["scratch"]
 
 
-def _conv2d(node: Node, types: list[TensorType], act: Node | None, workspace: str, out: TensorType) -> str:
+def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
     x, w, y = types[0].shape, types[1].shape, out.shape
     (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
     OCG, ICG, KH, KW = w[0] // g, w[1], w[2], w[3]
     P, R = y[2] * y[3], ICG * KH * KW
+    plan = _conv_plan(node, types, out)
     if _is_pointwise(node.attrs, w):
-        col = "const float *restrict col = x;"
+        col, colptr, ldb = "", "x + oh0 * " + str(y[3]), P
     else:
-        col = TEMPLATES["im2col"].substitute(workspace=workspace, ICG=ICG, IH=x[2], IW=x[3], KH=KH, KW=KW,
-                                             SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], OH=y[2], OW=y[3])
+        col = TEMPLATES["im2col"].substitute(ICG=ICG, IH=x[2], IW=x[3], KH=KH, KW=KW, SH=sh, SW=sw, DH=dh,
+                                             DW=dw, PT=pads[0], PL=pads[1], OW=y[3])
+        colptr, ldb = "col", "(int)(rows * " + str(y[3]) + ")"
     has_bias = len(types) == 3
-    bias = ""
-    if has_bias:
-        bias = (f"for (int64_t oc = 0; oc < {OCG}; ++oc) {{\n"
-                f"      const float bv = in2[g * {OCG} + oc];\n"
-                f"      for (int64_t i = 0; i < {P}; ++i) y[oc * {P} + i] = bv;\n"
-                f"    }}")
-    act_text = host._indent(_activation(act, "y", OCG * P), "    ").lstrip()
-    return TEMPLATES["conv2d"].substitute(
-        N=x[0], G=g, IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2], OW=y[3], P=P, R=R,
-        col=host._indent(col, "    ").lstrip(), bias=bias, beta="1.0f" if has_bias else "0.0f", act=act_text)
+    bias = TEMPLATES["conv_bias"].substitute(OCG=OCG, OW=y[3], P=P) if has_bias else ""
+    text = TEMPLATES["conv2d"].substitute(
+        G=g, RB=plan["rb"], ROWS=plan["rows"], IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
+        OW=y[3], P=P, R=R, col=col, colptr=colptr, ldb=ldb, bias=bias, beta="1.0f" if has_bias else "0.0f",
+        act=_activation(act, "y", OCG, f"rows * {y[3]}", P))
+    return text, plan["units"], plan["parallel"]
 
 
 def _type(graph: Graph, name: str) -> TensorType:
@@ -201,6 +271,12 @@ class CblasBackend(Backend):
             return f"cblas takes {node.op} only fused into the dense, matmul or conv2d whose sole consumer it is"
         if node.op not in OPS:
             return f"op {node.op} has no cblas kernel (cblas takes {', '.join(OPS)})"
+        if node.op == "conv2d" and node.attrs.get("groups", 1) > 1:
+            w, g = _type(graph, node.inputs[1]).shape, node.attrs["groups"]
+            if min(w[0] // g, w[1]) < MIN_GROUP_CHANNELS:
+                return (f"groups={g} leaves {w[1]} input and {w[0] // g} output channels per group: one sgemm "
+                        f"per group that small costs more in calls than host's direct loop (cblas takes groups of "
+                        f">= {MIN_GROUP_CHANNELS} channels)")
         for name in [*node.inputs, node.output]:
             t = _type(graph, name)
             if t.dtype != "float32":
@@ -238,24 +314,29 @@ class CblasBackend(Backend):
             workspace = _conv_workspace(node, types, out)
             workspace = (workspace + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
         nargs = len(params)
-        workspace_ptr = f"dpk_host_data(&args[{nargs}])"
+        scratch = "(void *)0"
         if workspace:
             checks.append(host.CHECK.substitute(fn=fn, i=nargs, tensor="workspace", code=1, bits=8, ndim=1,
                                                 dims=workspace, want=f"uint8[{workspace}]"))
+            scratch = f"dpk_host_data(&args[{nargs}])"
             nargs += 1
         if node.op == "conv2d":
-            body = _conv2d(node, types, act, workspace_ptr, out)
+            body, units, parallel = _conv2d(node, types, act, out)
         else:
-            body = {"dense": _dense, "matmul": _matmul}[node.op](node, types, act, workspace_ptr)
+            body, units, parallel = {"dense": _dense, "matmul": _matmul}[node.op](node, types, act)
+        body = "\n".join(line for line in body.splitlines() if line.strip())
+        what = f"{node.name}: {node.op}" + (f" + {act.name}: {act.op}" if act else "")
+        definition, call = host.task(f"{fn}_task", what, ["float"] * (len(types) + 1), units, body, parallel,
+                                     workspace, scratch)
         index = {name: i for i, name in reversed(list(enumerate(params)))}
-        lines = [f"  {{ /* {node.name}: {node.op}" + (f" + {act.name}: {act.op}" if act else "") + f" -> {out} */"]
+        lines = [f"  {{ /* {what} -> {out} */"]
         for i, name in enumerate(node.inputs):
             lines.append(f"    const float *restrict in{i} = (const float *)dpk_host_data(&args[{index[name]}]);")
         lines.append(f"    float *restrict out0 = (float *)dpk_host_data(&args[{index[result]}]);")
-        lines.append(host._indent("\n".join(line for line in body.splitlines() if line.strip()), "    "))
+        lines.append("    " + call)
         lines.append("  }")
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
-        source = host.FUNCTION.substitute(comment=comment.replace("*/", "* /") + " (OpenBLAS)", name=fn, nargs=nargs,
+        source = definition + "\n" + host.FUNCTION.substitute(comment=comment.replace("*/", "* /") + " (OpenBLAS)", name=fn, nargs=nargs,
                                           checks="\n".join(checks), blocks="\n".join(lines))
         return CSource(source=source, functions=[fn], prelude=[host.HOST_PRELUDE, CBLAS_PRELUDE],
                        workspace_bytes=workspace, libraries=list(LIBRARIES), requires=list(REQUIRES),

@@ -98,6 +98,26 @@ static inline int64_t dpk_host_end(int64_t b, int64_t s, int64_t n) {
   return e < n ? e : n;
 }
 
+/* Parallel loops (dpk_abi.h, "Parallel loops for code inside a model file").
+ * A loop body is a static task over units [begin, end) that reads its tensors
+ * from a dpk_host_task (the in0.. / out0 of its block) and its scratch (the
+ * region's workspace on the calling thread, the runtime's buffer on others).
+ * dpk_host_parallel hands the units to the runtime's threads when it offers
+ * them, else (an older runtime, or scratch it could not allocate) runs them
+ * all here: the serial path is always there and always correct. */
+typedef struct dpk_host_task {
+  const void *in[4];
+  void *out;
+} dpk_host_task;
+
+static void dpk_host_parallel(int64_t n, dpk_task_fn fn, dpk_host_task *ctx, size_t scratch_bytes,
+                              void *scratch) {
+  if (__dpk_parallel && __dpk_parallel->parallel_for &&
+      __dpk_parallel->parallel_for(n, fn, ctx, scratch_bytes, scratch) == 0)
+    return;
+  fn(ctx, 0, n, scratch);
+}
+
 /* y[m, n] = sum_k x[m, k] * w[n, k] + (b ? b[n] : 0): x [M, K], w [N, K] (dense).
  * A lane array keeps DPK_HOST_LANES partial sums (an explicit reassociation, so
  * the compiler vectorizes the dot product without -ffast-math). Blocking several
@@ -135,6 +155,43 @@ $blocks
   return 0;
 }
 """)
+
+# A loop body run as a task over units [begin, end) (see dpk_host_parallel):
+# `in0..` and `out0` are bound from the dpk_host_task, `u` is the unit.
+TASK = Template("""\
+/* $comment: $units units */
+static void $name(void *ctx, int64_t begin, int64_t end, void *scratch) {
+  const dpk_host_task *task = (const dpk_host_task *)ctx;
+$bind
+  (void)scratch;
+  for (int64_t u = begin; u < end; ++u) {
+$body
+  }
+}
+""")
+TASK_CALL = {  # parallel?
+    True: Template("dpk_host_parallel($units, $name, &(dpk_host_task){{$ins}, out0}, $scratch_bytes, $scratch);"),
+    False: Template("$name(&(dpk_host_task){{$ins}, out0}, 0, $units, $scratch);"),
+}
+# Work (multiply-adds, or elements touched) below which a loop stays on the
+# calling thread: waking a worker and joining costs about as much as this.
+PARALLEL_MIN_WORK = 1 << 18
+
+
+def task(name: str, comment: str, types: list[str], units: int, body: str, parallel: bool,
+         scratch_bytes: int = 0, scratch: str = "(void *)0") -> tuple[str, str]:
+    """(definition, call) of a task running `body` for each unit u < units.
+    `types` are the C element types of in0.., then out0."""
+    bind = [f"  const {t} *restrict in{i} = (const {t} *)task->in[{i}];" for i, t in enumerate(types[:-1])]
+    bind.append(f"  {types[-1]} *restrict out0 = ({types[-1]} *)task->out;")
+    bind += [f"  (void)in{i};" for i in range(len(types) - 1) if not re.search(rf"\bin{i}\b", body)]
+    definition = TASK.substitute(comment=comment.replace("*/", "* /"), units=units, name=name,
+                                 bind="\n".join(bind), body=_indent(body, "    "))
+    ins = ", ".join(f"in{i}" for i in range(len(types) - 1)) or "0"
+    call = TASK_CALL[parallel and units > 1].substitute(units=units, name=name, ins=ins,
+                                                        scratch_bytes=scratch_bytes, scratch=scratch)
+    return definition, call
+
 
 CHECK = Template('  if (dpk_host_check_tensor("$fn", args, $i, "$tensor", $code, $bits, $ndim, '
                  '(const int64_t[]){$dims}, "$want") != 0) return -1;')
