@@ -127,7 +127,7 @@ def dltensor(array: np.ndarray, keep: list) -> DLTensor:
 # ---- compiling and loading ----------------------------------------------------
 
 
-def _compile(source: str, out_dir: str, stem: str) -> str:
+def _compile(source: str, out_dir: str, stem: str, libraries=()) -> str:
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     path = os.path.join(out_dir, f"{stem}_{digest}.so")
     if os.path.exists(path):
@@ -136,7 +136,7 @@ def _compile(source: str, out_dir: str, stem: str) -> str:
     with open(c_path, "w") as f:
         f.write(source)
     tmp = path + ".tmp"
-    argv = [CC, *CFLAGS, "-I", INCLUDE, c_path, "-o", tmp, "-lm"]
+    argv = [CC, *CFLAGS, "-I", INCLUDE, c_path, "-o", tmp, *[f"-l{lib}" for lib in libraries], "-lm"]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"compiling {c_path} failed: {' '.join(argv)}\n{proc.stdout}")
@@ -218,14 +218,15 @@ class KernelLib:
 def compile_sources(csources, out_dir: str, parallel: bool = False) -> KernelLib:
     source = file_source(csources)
     functions = [f for cs in csources for f in cs.functions]
-    return KernelLib(_compile(source, str(out_dir), "kernels"), functions, parallel)
+    libraries = sorted({lib for cs in csources for lib in cs.libraries})
+    return KernelLib(_compile(source, str(out_dir), "kernels", libraries), functions, parallel)
 
 
 # ---- one node end to end --------------------------------------------------------
 
 
 def lower_node(op: str, inputs: list[np.ndarray], weights: tuple[int, ...] = (), name: str | None = None,
-               **attrs):
+               backend=None, **attrs):
     """(backend, region, graph) for one node reading `inputs` (indices in `weights` become weights)."""
     from packager.backends.base import Region
     from packager.backends.host import HostBackend
@@ -238,7 +239,7 @@ def lower_node(op: str, inputs: list[np.ndarray], weights: tuple[int, ...] = (),
                   weights={n: a for n, a in zip(names, inputs) if n.startswith("w")},
                   nodes=[node], outputs=["y"])
     graph.infer()
-    backend = HostBackend()
+    backend = backend or HostBackend()
     region = Region(name=f"host_{op}_0", nodes=[node], inputs=list(dict.fromkeys(names)), outputs=["y"],
                     weights=[n for n in dict.fromkeys(names) if n.startswith("w")])
     return backend, region, graph

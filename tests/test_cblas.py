@@ -452,3 +452,106 @@ def test_eight_threads_share_one_cblas_model(blas_model):
             for _ in range(10):
                 for got, expected in zip(pool.map(model, xs), want):
                     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------- threads
+
+# (op, input shapes, weights, attrs): each above the parallel threshold, so its
+# units go to __dpk_parallel; the harness's stand-in cuts them into 3 ranges.
+SPLIT_CASES = [
+    ("conv2d", [(1, 16, 19, 17), (24, 16, 3, 3), (24,)], (1, 2), {"pads": [1, 1, 1, 1]}),
+    ("conv2d", [(3, 8, 20, 20), (16, 8, 3, 3)], (1,), {"strides": [2, 2], "pads": [0, 1, 1, 0]}),
+    ("conv2d", [(2, 32, 12, 12), (48, 32, 1, 1), (48,)], (1, 2), {}),
+    ("conv2d", [(4, 32, 16, 16), (48, 32, 1, 1)], (1,), {"strides": [2, 2]}),
+    ("conv2d", [(1, 32, 14, 14), (32, 8, 3, 3), (32,)], (1, 2), {"groups": 4, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ("dense", [(1, 700), (600, 700), (600,)], (1, 2), {}),
+    ("dense", [(3, 700), (600, 700)], (1,), {}),
+    ("dense", [(50, 300), (40, 300), (40,)], (1, 2), {}),
+    ("matmul", [(4, 30, 70), (4, 70, 50)], (), {}),
+    ("matmul", [(200, 70), (70, 50)], (), {}),
+    ("matmul", [(2, 1, 60, 70), (3, 70, 50)], (), {}),
+]
+
+
+@pytest.mark.parametrize("op, shapes, weights, attrs", SPLIT_CASES)
+def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, attrs):
+    import kernel_harness as kh
+    from packager.backends import host
+    from packager.backends.cblas import CblasBackend
+
+    rng = np.random.default_rng(7)
+    inputs = [rand(rng, *s) for s in shapes]
+    _, region, graph = kh.lower_node(op, inputs, weights, backend=CblasBackend(), **attrs)
+    lowered = CblasBackend().lower(region, graph)
+    assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
+    expected = {"conv2d": lambda: ref.conv2d(*inputs, **attrs), "dense": lambda: ref.dense(*inputs),
+                "matmul": lambda: ref.matmul(*inputs)}[op]()
+    for parallel in (False, True):
+        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
+        before = kh.KernelLib.ranges_run()
+        out = np.full(graph.types["y"].shape, np.nan, np.float32)
+        ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
+        lib.call(region.name, *inputs, out, *ws)
+        assert (kh.KernelLib.ranges_run() - before == 3) == parallel
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    assert host.PARALLEL_MIN_WORK > 0
+
+
+def test_small_ops_stay_on_the_calling_thread():
+    import kernel_harness as kh
+    from packager.backends.cblas import CblasBackend
+
+    rng = np.random.default_rng(8)
+    for op, shapes, weights in [("conv2d", [(1, 3, 8, 8), (4, 3, 3, 3)], (1,)), ("dense", [(1, 64), (32, 64)], (1,)),
+                                ("matmul", [(8, 16), (16, 8)], ())]:
+        _, region, graph = kh.lower_node(op, [rand(rng, *s) for s in shapes], weights, backend=CblasBackend())
+        source = CblasBackend().lower(region, graph).source
+        assert "dpk_host_parallel(" not in source and f"{region.name}_task(&(dpk_host_task)" in source, op
+
+
+THREADS_SCRIPT = """
+import sys, numpy as np, loader
+x = np.load(sys.argv[2])
+with loader.load(sys.argv[1]) as model:
+    out = model.run(x=x)
+np.savez(sys.argv[3], **out)
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_one_and_two_threads_give_the_same_results(tmp_path, batch):
+    """The same file under DPK_NUM_THREADS=1 and =2 (the runtime's pool): conv, depthwise
+    conv (host), dense and matmul all above the threshold, so their units are split."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(9)
+    w = {"c1": rand(rng, 32, 8, 3, 3), "b1": rand(rng, 32), "dw": rand(rng, 32, 1, 3, 3),
+         "pw": rand(rng, 48, 32, 1, 1), "fc": rand(rng, 500, 48 * 16 * 16), "fc2": rand(rng, 16, 500)}
+    nodes = [{"op": "conv2d", "inputs": ["x", "c1", "b1"], "output": "h1", "pads": [1, 1, 1, 1]},
+             {"op": "relu", "inputs": ["h1"], "output": "a1"},
+             {"op": "conv2d", "inputs": ["a1", "dw"], "output": "h2", "pads": [1, 1, 1, 1], "groups": 32},
+             {"op": "conv2d", "inputs": ["h2", "pw"], "output": "h3"},
+             {"op": "flatten", "inputs": ["h3"], "output": "f"},
+             {"op": "dense", "inputs": ["f", "fc"], "output": "d"},
+             {"op": "tanh", "inputs": ["d"], "output": "t"},
+             {"op": "dense", "inputs": ["t", "fc2"], "output": "y"}]
+    np.savez(tmp_path / "m.npz", **w)
+    out = str(tmp_path / "m.so")
+    build(spec({"x": (batch, 8, 16, 16)}, "m.npz", nodes, ["y", "h3"]), out, base_dir=str(tmp_path), quiet=True)
+    x = rand(rng, batch, 8, 16, 16)
+    np.save(tmp_path / "x.npy", x)
+    results = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, DPK_NUM_THREADS=threads, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+        dest = str(tmp_path / f"out{threads}.npz")
+        subprocess.run([sys.executable, "-c", THREADS_SCRIPT, out, str(tmp_path / "x.npy"), dest], env=env,
+                       check=True, cwd=ROOT)
+        results.append(np.load(dest))
+    h = ref.conv2d(ref.relu(ref.conv2d(x, w["c1"], w["b1"], pads=(1, 1, 1, 1))), w["dw"], pads=(1, 1, 1, 1),
+                   groups=32)
+    h3 = ref.conv2d(h, w["pw"])
+    for got in results:
+        np.testing.assert_allclose(got["h3"], h3, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0]["y"], results[1]["y"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0]["h3"], results[1]["h3"], rtol=1e-5, atol=1e-5)

@@ -81,50 +81,55 @@ static inline __attribute__((always_inline)) void dpk_cblas_im2col(
 """
 
 # Units of parallel work: a loop is split over threads only if it does at least
-# host.PARALLEL_MIN_WORK multiply-adds; it is then cut into about UNITS pieces
-# (enough for a few threads to share evenly), none smaller than the MIN_* below.
-UNITS = 8
-MIN_CONV_COLS = 32  # output pixels per conv unit: a narrower sgemm wastes its kernel
-MAX_COL_BYTES = 512 * 1024  # im2col block per unit: stays in L2 next to the weights
-MIN_GEMV_ROWS = 64
+# host.PARALLEL_MIN_WORK multiply-adds. Units are small (an output row of a
+# conv, a row of x, GEMV_BLOCK rows of W) and a task does its whole range in
+# as few BLAS calls as it can, so a serial run makes one call, as before.
+MAX_COL_BYTES = 512 * 1024  # im2col block per call: stays in L2 next to the weights
+GEMV_BLOCK = 16
 MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
-MIN_GEMM_ROWS = 16
-MIN_GEMM_COLS = 64
 
 TEMPLATES = {
+    # dense, one sgemm (or sgemv) over the range: rows of x, or blocks of W's rows
     "gemv": Template("""\
-const int64_t n0 = u * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
+const int64_t n0 = $n0, nc = $nc;
 $bias
 cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nc, $K, 1.0f, in1 + n0 * $K, $K, in0, 1, $beta, out0 + n0, 1);
 $act"""),
     "dense": Template("""\
-const int64_t m0 = u / $NBLK * $MB, mc = $M - m0 < $MB ? $M - m0 : $MB;
-const int64_t n0 = u % $NBLK * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
+const int64_t m0 = $m0, mc = $mc, n0 = $n0, nc = $nc;
 float *restrict y = out0 + m0 * $N + n0;
 $bias
 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f, in0 + m0 * $K, $K,
             in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
+    # matmul, units are output rows of all batch entries: one sgemm per entry the range touches
     "matmul": Template("""\
-$batch
-const int64_t m0 = u % $MBLK * $MB, mc = $M - m0 < $MB ? $M - m0 : $MB;
-float *restrict y = out0 + $o + m0 * $N;
-cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, $N, $K, 1.0f, in0 + $a + m0 * $K, $K,
-            in1 + $b, $N, 0.0f, y, $N);
-$act"""),
-    # one unit: output rows [oh0, oh0 + rows) of one image and group
+for (int64_t u = begin; u < end;) {
+  const int64_t b = u / $M, m0 = u % $M, mc = $M - m0 < end - u ? $M - m0 : end - u;
+  float *restrict y = out0 + $o + m0 * $N;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, $N, $K, 1.0f, in0 + $a + m0 * $K, $K,
+              in1 + $b, $N, 0.0f, y, $N);
+$act
+  u += mc;
+}"""),
+    # conv2d, units are output rows (image n, group g, row oh): per image and group
+    # the range touches, im2col of up to ROWS rows at a time into the scratch, then sgemm
     "conv2d": Template("""\
-const int64_t n = u / ($G * $RB), g = u / $RB % $G, oh0 = u % $RB * $ROWS;
-const int64_t rows = $OH - oh0 < $ROWS ? $OH - oh0 : $ROWS;
-const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
-float *restrict y = out0 + (n * $OC + g * $OCG) * $P + oh0 * $OW;
+$colptr_decl
+for (int64_t u = begin; u < end;) {
+  const int64_t n = u / ($G * $OH), g = u / $OH % $G, oh0 = u % $OH;
+  int64_t rows = $OH - oh0 < end - u ? $OH - oh0 : end - u;
+  rows = rows < $ROWS ? rows : $ROWS;
+  const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
+  float *restrict y = out0 + (n * $OC + g * $OCG) * $P + oh0 * $OW;
 $col
 $bias
-cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, (int)(rows * $OW), $R, 1.0f, in1 + g * ($OCG * $R), $R,
-            $colptr, $ldb, $beta, y, $P);
-$act"""),
-    "im2col": Template("float *restrict col = (float *)scratch;\n"
-                       "dpk_cblas_im2col(x, col, oh0, rows, $ICG, $IH, $IW, $KH, $KW, $SH, $SW, $DH, $DW, $PT, $PL, "
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, (int)(rows * $OW), $R, 1.0f, in1 + g * ($OCG * $R),
+              $R, $colptr, $ldb, $beta, y, $P);
+$act
+  u += rows;
+}"""),
+    "im2col": Template("dpk_cblas_im2col(x, col, oh0, rows, $ICG, $IH, $IW, $KH, $KW, $SH, $SW, $DH, $DW, $PT, $PL, "
                        "$OW);"),
     "conv_bias": Template("""\
 for (int64_t oc = 0; oc < $OCG; ++oc) {
@@ -150,33 +155,29 @@ def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str
     return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=ACTIVATION_EXPR[act.op])
 
 
-def _blocks(total: int, pieces: int, minimum: int) -> tuple[int, int]:
-    """(block size, block count) cutting `total` into at most `pieces` blocks of >= `minimum`."""
-    pieces = max(1, min(pieces, total // max(1, minimum)))
-    size = -(-total // pieces)
-    return size, -(-total // size)
-
-
 def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
     x, w = types[0].shape, types[1].shape
     M, N, K = math.prod(x[:-1]), w[0], w[1]
     has_bias = len(types) == 3
     beta = "1.0f" if has_bias else "0.0f"
     parallel = M * N * K >= host.PARALLEL_MIN_WORK
-    if M == 1:  # sgemv, split over blocks of W's rows (memory-bound: each thread streams its share)
-        NB, units = _blocks(N, UNITS if parallel else 1, MIN_GEMV_ROWS)
+    # units: rows of x when there are several per thread, else blocks of W's rows
+    # (batch 1 is a memory-bound sgemv: each thread streams its share of W)
+    by_rows = M >= 8
+    blocks = -(-N // GEMV_BLOCK)
+    n_end = f"end * {GEMV_BLOCK} < {N} ? end * {GEMV_BLOCK} : {N}"
+    fields = dict(m0="begin", mc="end - begin", n0="0", nc=N) if by_rows else \
+        dict(m0="0", mc=M, n0=f"begin * {GEMV_BLOCK}", nc=f"({n_end}) - n0")
+    units = M if by_rows else blocks
+    if M == 1:
         bias = "memcpy(out0 + n0, in2 + n0, (size_t)nc * sizeof(float));" if has_bias else ""
-        return TEMPLATES["gemv"].substitute(N=N, K=K, NB=NB, bias=bias, beta=beta,
+        return TEMPLATES["gemv"].substitute(fields, K=K, bias=bias, beta=beta,
                                             act=_activation(act, "out0 + n0", 1, "nc", 0)), units, parallel
-    if M >= UNITS * MIN_GEMM_ROWS or N < 2 * MIN_GEMM_COLS:  # split the rows of x ...
-        (MB, MBLK), (NB, NBLK) = _blocks(M, UNITS if parallel else 1, MIN_GEMM_ROWS), (N, 1)
-    else:  # ... or, for few rows, W's rows (the output's columns)
-        (MB, MBLK), (NB, NBLK) = (M, 1), _blocks(N, UNITS if parallel else 1, MIN_GEMM_COLS)
     bias = (f"for (int64_t m = 0; m < mc; ++m) memcpy(y + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
             if has_bias else "")
-    text = TEMPLATES["dense"].substitute(M=M, N=N, K=K, MB=MB, NB=NB, NBLK=NBLK, bias=bias, beta=beta,
+    text = TEMPLATES["dense"].substitute(fields, N=N, K=K, bias=bias, beta=beta,
                                          act=_activation(act, "y", "mc", "nc", N))
-    return text, MBLK * NBLK, parallel
+    return text, units, parallel
 
 
 def _offset(dims: list[int], strides: list[int], index: str) -> str:
@@ -204,13 +205,12 @@ def _matmul(node: Node, types: list[TensorType], act: Node | None) -> tuple[str,
     dims, strides = host._collapse(batch, strides)
     nbatch = math.prod(dims)
     parallel = nbatch * M * N * K >= host.PARALLEL_MIN_WORK
-    # units: batch entries, each cut into row blocks when there are fewer entries than UNITS
-    MB, MBLK = _blocks(M, -(-UNITS // nbatch) if parallel else 1, MIN_GEMM_ROWS)
     o, oa, ob = (_offset(dims, st, "b") for st in strides)
-    text = TEMPLATES["matmul"].substitute(batch=f"const int64_t b = u / {MBLK};" if nbatch > 1 else "",
-                                          M=M, N=N, K=K, MB=MB, MBLK=MBLK, o=o, a=oa, b=ob,
-                                          act=_activation(act, "y", 1, f"mc * {N}", 0))
-    return text, nbatch * MBLK, parallel
+    text = TEMPLATES["matmul"].substitute(M=M, N=N, K=K, o=o, a=oa, b=ob,
+                                          act=host._indent(_activation(act, "y", 1, f"mc * {N}", 0), "  "))
+    if nbatch == 1:
+        text = text.replace("const int64_t b = u / " + str(M) + ", ", "const int64_t ")
+    return text, nbatch * M, parallel
 
 
 def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
@@ -218,23 +218,19 @@ def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
     return (w[2], w[3]) == (1, 1) and list(attrs["strides"]) == [1, 1] and not any(attrs["pads"])
 
 
-def _conv_plan(node: Node, types: list[TensorType], out: TensorType) -> dict:
-    """How a conv is cut into units: ROWS output rows each, RB per image and group."""
-    x, w, y = types[0].shape, types[1].shape, out.shape
-    g = node.attrs["groups"]
-    OH, OW, R = y[2], y[3], w[1] * w[2] * w[3]
-    parallel = x[0] * w[0] * OH * OW * R >= host.PARALLEL_MIN_WORK
-    pieces = -(-UNITS // (x[0] * g)) if parallel else 1  # images and groups already give units
-    rows, _ = _blocks(OH, pieces, -(-MIN_CONV_COLS // OW))
-    if not _is_pointwise(node.attrs, w):
-        rows = max(1, min(rows, MAX_COL_BYTES // (R * OW * 4)))
-    rb = -(-OH // rows)
-    scratch = 0 if _is_pointwise(node.attrs, w) else R * rows * OW * 4
-    return {"rows": rows, "rb": rb, "units": x[0] * g * rb, "parallel": parallel, "scratch": scratch}
+def _conv_rows(node: Node, types: list[TensorType], out: TensorType) -> int:
+    """Output rows per im2col block: a whole image, unless its block would not stay in L2."""
+    w, (OH, OW) = types[1].shape, out.shape[2:]
+    if _is_pointwise(node.attrs, w):
+        return OH
+    return max(1, min(OH, MAX_COL_BYTES // (w[1] * w[2] * w[3] * OW * 4)))
 
 
 def _conv_workspace(node: Node, types: list[TensorType], out: TensorType) -> int:
-    return _conv_plan(node, types, out)["scratch"]
+    w = types[1].shape
+    if _is_pointwise(node.attrs, w):
+        return 0
+    return w[1] * w[2] * w[3] * _conv_rows(node, types, out) * out.shape[3] * 4
 
 
 def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
@@ -242,20 +238,22 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
     (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
     OCG, ICG, KH, KW = w[0] // g, w[1], w[2], w[3]
     P, R = y[2] * y[3], ICG * KH * KW
-    plan = _conv_plan(node, types, out)
     if _is_pointwise(node.attrs, w):
-        col, colptr, ldb = "", "x + oh0 * " + str(y[3]), P
+        decl, col, colptr, ldb = "", "", f"x + oh0 * {y[3]}", P
     else:
+        decl = "float *restrict col = (float *)scratch;"
         col = TEMPLATES["im2col"].substitute(ICG=ICG, IH=x[2], IW=x[3], KH=KH, KW=KW, SH=sh, SW=sw, DH=dh,
                                              DW=dw, PT=pads[0], PL=pads[1], OW=y[3])
-        colptr, ldb = "col", "(int)(rows * " + str(y[3]) + ")"
+        colptr, ldb = "col", f"(int)(rows * {y[3]})"
     has_bias = len(types) == 3
     bias = TEMPLATES["conv_bias"].substitute(OCG=OCG, OW=y[3], P=P) if has_bias else ""
     text = TEMPLATES["conv2d"].substitute(
-        G=g, RB=plan["rb"], ROWS=plan["rows"], IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
-        OW=y[3], P=P, R=R, col=col, colptr=colptr, ldb=ldb, bias=bias, beta="1.0f" if has_bias else "0.0f",
-        act=_activation(act, "y", OCG, f"rows * {y[3]}", P))
-    return text, plan["units"], plan["parallel"]
+        G=g, ROWS=_conv_rows(node, types, out), IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
+        OW=y[3], P=P, R=R, colptr_decl=decl, col=host._indent(col, "  "), colptr=colptr, ldb=ldb,
+        bias=host._indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
+        act=host._indent(_activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
+    parallel = x[0] * w[0] * P * R >= host.PARALLEL_MIN_WORK
+    return text, x[0] * g * y[2], parallel
 
 
 def _type(graph: Graph, name: str) -> TensorType:

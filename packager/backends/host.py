@@ -110,8 +110,8 @@ typedef struct dpk_host_task {
   void *out;
 } dpk_host_task;
 
-static void dpk_host_parallel(int64_t n, dpk_task_fn fn, dpk_host_task *ctx, size_t scratch_bytes,
-                              void *scratch) {
+static inline void dpk_host_parallel(int64_t n, dpk_task_fn fn, dpk_host_task *ctx, size_t scratch_bytes,
+                                     void *scratch) {
   if (__dpk_parallel && __dpk_parallel->parallel_for &&
       __dpk_parallel->parallel_for(n, fn, ctx, scratch_bytes, scratch) == 0)
     return;
@@ -157,18 +157,22 @@ $blocks
 """)
 
 # A loop body run as a task over units [begin, end) (see dpk_host_parallel):
-# `in0..` and `out0` are bound from the dpk_host_task, `u` is the unit.
+# `in0..` and `out0` are bound from the dpk_host_task. The body takes the
+# whole range (so a serial run is one big call, not many small ones);
+# EACH_UNIT wraps a body written for one unit `u`.
 TASK = Template("""\
 /* $comment: $units units */
 static void $name(void *ctx, int64_t begin, int64_t end, void *scratch) {
   const dpk_host_task *task = (const dpk_host_task *)ctx;
 $bind
   (void)scratch;
-  for (int64_t u = begin; u < end; ++u) {
 $body
-  }
 }
 """)
+EACH_UNIT = Template("""\
+for (int64_t u = begin; u < end; ++u) {
+$body
+}""")
 TASK_CALL = {  # parallel?
     True: Template("dpk_host_parallel($units, $name, &(dpk_host_task){{$ins}, out0}, $scratch_bytes, $scratch);"),
     False: Template("$name(&(dpk_host_task){{$ins}, out0}, 0, $units, $scratch);"),
@@ -186,7 +190,7 @@ def task(name: str, comment: str, types: list[str], units: int, body: str, paral
     bind.append(f"  {types[-1]} *restrict out0 = ({types[-1]} *)task->out;")
     bind += [f"  (void)in{i};" for i in range(len(types) - 1) if not re.search(rf"\bin{i}\b", body)]
     definition = TASK.substitute(comment=comment.replace("*/", "* /"), units=units, name=name,
-                                 bind="\n".join(bind), body=_indent(body, "    "))
+                                 bind="\n".join(bind), body=_indent(body, "  "))
     ins = ", ".join(f"in{i}" for i in range(len(types) - 1)) or "0"
     call = TASK_CALL[parallel and units > 1].substitute(units=units, name=name, ins=ins,
                                                         scratch_bytes=scratch_bytes, scratch=scratch)
@@ -274,34 +278,72 @@ for (int64_t r = 0; r < $outer; ++r) {
 }"""),
     "cast": Template("""\
 for (int64_t i = 0; i < $n; ++i) out0[i] = $expr;"""),
-    # Direct convolution: each output plane starts at the bias, then every
-    # (input channel, kh, kw) tap adds w * (shifted input) over the outputs whose
-    # tap lands inside the input (so padding costs nothing): an axpy along ow.
+    # Direct convolution, one unit per output plane (image n, channel oc): the
+    # plane starts at the bias, then every (input channel, kh, kw) tap adds
+    # w * (shifted input) over the outputs whose tap lands inside the input (so
+    # padding costs nothing): an axpy along ow.
     "conv2d": Template("""\
-for (int64_t n = 0; n < $N; ++n) {
-  for (int64_t oc = 0; oc < $OC; ++oc) {
-    const int64_t g = oc / $OCG;
-    float *restrict yp = out0 + (n * $OC + oc) * ($OH * $OW);
-    const float bv = $bias;
-    for (int64_t i = 0; i < $OH * $OW; ++i) yp[i] = bv;
-    for (int64_t ic = 0; ic < $ICG; ++ic) {
-      const float *restrict xp = in0 + (n * $IC + g * $ICG + ic) * ($IH * $IW);
-      const float *restrict wp = in1 + (oc * $ICG + ic) * ($KH * $KW);
-      for (int64_t kh = 0; kh < $KH; ++kh) {
-        const int64_t oh0 = dpk_host_first($PT - kh * $DH, $SH);
-        const int64_t oh1 = dpk_host_end($IH + $PT - kh * $DH, $SH, $OH);
-        for (int64_t kw = 0; kw < $KW; ++kw) {
-          const float wv = wp[kh * $KW + kw];
-          const int64_t ow0 = dpk_host_first($PL - kw * $DW, $SW);
-          const int64_t ow1 = dpk_host_end($IW + $PL - kw * $DW, $SW, $OW);
-          const int64_t shift = kw * $DW - $PL;
-          for (int64_t oh = oh0; oh < oh1; ++oh) {
-            float *restrict yr = yp + oh * $OW;
-            const float *restrict xr = xp + (oh * $SH + kh * $DH - $PT) * $IW;
-            for (int64_t ow = ow0; ow < ow1; ++ow) yr[ow] += wv * xr[ow * $SW + shift];
-          }
-        }
+const int64_t n = u / $OC, oc = u % $OC, g = oc / $OCG;
+float *restrict yp = out0 + u * ($OH * $OW);
+const float bv = $bias;
+for (int64_t i = 0; i < $OH * $OW; ++i) yp[i] = bv;
+for (int64_t ic = 0; ic < $ICG; ++ic) {
+  const float *restrict xp = in0 + (n * $IC + g * $ICG + ic) * ($IH * $IW);
+  const float *restrict wp = in1 + (oc * $ICG + ic) * ($KH * $KW);
+  for (int64_t kh = 0; kh < $KH; ++kh) {
+    const int64_t oh0 = dpk_host_first($PT - kh * $DH, $SH);
+    const int64_t oh1 = dpk_host_end($IH + $PT - kh * $DH, $SH, $OH);
+    for (int64_t kw = 0; kw < $KW; ++kw) {
+      const float wv = wp[kh * $KW + kw];
+      const int64_t ow0 = dpk_host_first($PL - kw * $DW, $SW);
+      const int64_t ow1 = dpk_host_end($IW + $PL - kw * $DW, $SW, $OW);
+      const int64_t shift = kw * $DW - $PL;
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        float *restrict yr = yp + oh * $OW;
+        const float *restrict xr = xp + (oh * $SH + kh * $DH - $PT) * $IW;
+        for (int64_t ow = ow0; ow < ow1; ++ow) yr[ow] += wv * xr[ow * $SW + shift];
       }
+    }
+  }
+}"""),
+    # One input channel per group (depthwise): row by row, all taps of a row while
+    # it is in L1; the inner loop is contiguous for stride 1.
+    "conv2d_depthwise": Template("""\
+const int64_t n = u / $OC, oc = u % $OC;
+const float *restrict xp = in0 + (n * $IC + oc / $OCG) * ($IH * $IW);
+const float *restrict wp = in1 + oc * ($KH * $KW);
+float *restrict yp = out0 + u * ($OH * $OW);
+const float bv = $bias;
+for (int64_t oh = 0; oh < $OH; ++oh) {
+  float *restrict yr = yp + oh * $OW;
+  for (int64_t ow = 0; ow < $OW; ++ow) yr[ow] = bv;
+  for (int64_t kh = 0; kh < $KH; ++kh) {
+    const int64_t ih = oh * $SH - $PT + kh * $DH;
+    if (ih < 0 || ih >= $IH) continue;
+    const float *restrict xr = xp + ih * $IW;
+    for (int64_t kw = 0; kw < $KW; ++kw) {
+      const float wv = wp[kh * $KW + kw];
+      const int64_t shift = kw * $DW - $PL;
+      const int64_t ow0 = dpk_host_first(-shift, $SW), ow1 = dpk_host_end($IW - shift, $SW, $OW);
+      for (int64_t ow = ow0; ow < ow1; ++ow) yr[ow] += wv * xr[ow * $SW + shift];
+    }
+  }
+}"""),
+    # A pool whose windows all lie inside the input: constant trip counts, no
+    # clamping, so gcc unrolls the window and vectorises along ow.
+    "pool_inside": Template("""\
+for (int64_t p = 0; p < $NC; ++p) {
+  for (int64_t oh = 0; oh < $OH; ++oh) {
+    const float *restrict xr = in0 + p * ($IH * $IW) + oh * $SH * $IW;
+    float *restrict yr = out0 + p * ($OH * $OW) + oh * $OW;
+    for (int64_t ow = 0; ow < $OW; ++ow) {
+      float acc = $init;
+      for (int64_t kh = 0; kh < $KH; ++kh)
+        for (int64_t kw = 0; kw < $KW; ++kw) {
+          const float v = xr[kh * $IW + ow * $SW + kw];
+          $accumulate
+        }
+      yr[ow] = $finish;
     }
   }
 }"""),
@@ -354,7 +396,7 @@ for (int64_t c = 0; c < $C; ++c) {
 POOL = {
     "maxpool2d": {"init": "-INFINITY", "accumulate": "acc = v > acc ? v : acc;", "finish": "acc"},
     "avgpool2d": {"init": "0.0f", "accumulate": "acc += v;",
-                  "finish": "acc / (float)((h1 - h0) * (w1 - w0))"},
+                  "finish": "acc / (float)((h1 - h0) * (w1 - w0))", "inside": "acc / (float)($KH * $KW)"},
     # count_include_pad: windows never leave the padded input, so the divisor is the kernel's size
     "avgpool2d_include_pad": {"init": "0.0f", "accumulate": "acc += v;", "finish": "acc / (float)($KH * $KW)"},
 }
@@ -442,8 +484,17 @@ def _nest(dims, strides: list[list[int]], body: Template, **fields) -> str:
 class _K:
     """What an emitter sees: the node and its types."""
 
-    def __init__(self, node: Node, ins: list[TensorType], out: TensorType):
+    def __init__(self, node: Node, ins: list[TensorType], out: TensorType, name: str = "task"):
         self.node, self.ins, self.out, self.attrs = node, ins, out, node.attrs
+        self.name = name  # of the task, if the emitter makes one
+        self.tasks: list[str] = []  # task definitions, emitted before the function
+
+    def task(self, body: str, units: int, parallel: bool) -> str:
+        """Run `body` as a task over `units` units (split over threads if `parallel`); returns the call."""
+        types = [_ctype(self.node.op, t.dtype) for t in [*self.ins, self.out]]
+        definition, call = task(self.name, f"{self.node.name}: {self.node.op}", types, units, body, parallel)
+        self.tasks.append(definition)
+        return call
 
     def shape(self, i: int) -> tuple[int, ...]:
         return tuple(self.ins[i].shape)
@@ -527,9 +578,13 @@ def _conv2d(k: _K) -> str:
     x, w, out = k.shape(0), k.shape(1), k.out.shape
     (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
     bias = "in2[oc]" if len(k.ins) == 3 else "0.0f"
-    return TEMPLATES["conv2d"].substitute(
-        N=x[0], IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
+    template = TEMPLATES["conv2d_depthwise" if w[1] == 1 else "conv2d"]
+    body = template.substitute(
+        IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
         OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias)
+    units = x[0] * w[0]
+    body = EACH_UNIT.substitute(body=_indent(body, "  "))
+    return k.task(body, units, units * math.prod(out[2:]) * math.prod(w[1:]) >= PARALLEL_MIN_WORK)
 
 
 def _pool(k: _K) -> str:
@@ -537,6 +592,10 @@ def _pool(k: _K) -> str:
     (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
     pool = POOL["avgpool2d_include_pad" if k.attrs.get("count_include_pad") else k.node.op]
     pool = {key: Template(text).substitute(KH=kh, KW=kw) for key, text in pool.items()}
+    if not any(pads) and (out[2] - 1) * sh + kh <= x[2] and (out[3] - 1) * sw + kw <= x[3]:
+        return TEMPLATES["pool_inside"].substitute(
+            pool, finish=pool.get("inside", pool["finish"]), NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2],
+            OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw)
     return TEMPLATES["pool"].substitute(
         pool, NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2], OW=out[3],
         KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
@@ -693,13 +752,14 @@ class HostBackend(Backend):
             checks.append(CHECK.substitute(fn=fn, i=nargs, tensor="workspace", code=1, bits=8, ndim=1,
                                            dims=workspace, want=f"uint8[{workspace}]"))
             nargs += 1
-        blocks = [self._block(node, graph, where) for node in region.nodes]
+        tasks: list[str] = []
+        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks) for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
-        source = FUNCTION.substitute(comment=comment.replace("*/", "* /"), name=fn, nargs=nargs,
+        source = "".join(t + "\n" for t in tasks) + FUNCTION.substitute(comment=comment.replace("*/", "* /"), name=fn, nargs=nargs,
                                      checks="\n".join(checks), blocks="\n".join(blocks))
         return CSource(source=source, functions=[fn], prelude=HOST_PRELUDE, workspace_bytes=workspace)
 
-    def _block(self, node: Node, graph: Graph, where: dict[str, str]) -> str:
+    def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
         ins = [_type(graph, name) for name in node.inputs]
         out = _type(graph, node.output)
         lines = [f"  {{ /* {node.name}: {node.op} -> {out} */"]
@@ -708,7 +768,9 @@ class HostBackend(Backend):
             lines.append(f"    const {ct} *restrict in{i} = (const {ct} *){where[name]};")
         ct = _ctype(node.op, out.dtype)
         lines.append(f"    {ct} *restrict out0 = ({ct} *){where[node.output]};")
-        body = EMITTERS[node.op](_K(node, ins, out))
+        k = _K(node, ins, out, task_name)
+        body = EMITTERS[node.op](k)
+        tasks.extend(k.tasks)
         unused = [v for v in [f"in{i}" for i in range(len(ins))] + ["out0"]
                   if not re.search(rf"\b{v}\b", body)]
         if unused:
