@@ -199,7 +199,7 @@ dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dp
   if (tensor->device.device_type != kDLCPU)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' is on device type %d; only CPU (1) tensors are accepted", role,
                     decl->name, (int)tensor->device.device_type);
-  dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
+  /* The shape strings are only formatted on failure: this runs on every call. */
   bool same = tensor->ndim == decl->ndim && (decl->ndim == 0 || tensor->shape);
   for (int32_t i = 0; same && i < decl->ndim; i++) same = tensor->shape[i] == decl->shape[i];
   if (!same) {
@@ -207,13 +207,16 @@ dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dp
       dpk_shape_str(tensor->ndim, tensor->shape, got, sizeof got);
     else
       snprintf(got, sizeof got, "(ndim %d)", (int)tensor->ndim);
+    dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has shape %s but the model expects %s%s", role, decl->name,
                     got, dpk_dtype_name(decl->dtype), want);
   }
   DLDataType d = tensor->dtype;
-  if (d.code != decl->dtype.code || d.bits != decl->dtype.bits || d.lanes != 1)
+  if (d.code != decl->dtype.code || d.bits != decl->dtype.bits || d.lanes != 1) {
+    dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has dtype %s but the model expects %s%s", role, decl->name,
                     dpk_dtype_name(d), dpk_dtype_name(decl->dtype), want);
+  }
   if (tensor->strides) {
     int64_t expect = 1;
     for (int32_t i = decl->ndim - 1; i >= 0; i--) {
