@@ -127,6 +127,10 @@ CONV_CASES = [
     ((1, 4, 10, 10), (8, 2, 3, 3), {"groups": 2, "pads": 1}),
     ((1, 6, 8, 8), (6, 1, 3, 3), {"groups": 6, "pads": [1, 1]}),              # depthwise
     ((1, 4, 8, 8), (8, 1, 3, 3), {"groups": 4, "pads": [1, 1, 1, 1]}),        # depthwise x2
+    ((2, 3, 9, 10), (3, 1, 3, 3), {"groups": 3, "strides": 2, "pads": [1, 0, 2, 1]}),  # depthwise, strided
+    ((1, 2, 11, 9), (4, 1, 3, 2), {"groups": 2, "dilations": [2, 3], "pads": [0, 2, 1, 0]}),  # depthwise, dilated
+    ((1, 2, 7, 7), (2, 1, 5, 5), {"groups": 2}),                                # depthwise, tap = input
+    ((1, 1, 140, 130), (1, 1, 3, 3), {"groups": 1, "pads": 1}),               # padded plane > 64 KiB: loop kernel
     ((1, 3, 12, 12), (5, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
     ((1, 3, 12, 13), (5, 3, 3, 2), {"dilations": [3, 2], "strides": [2, 1]}),
     ((1, 2, 7, 9), (3, 2, 3, 3), {"pads": [0, 1, 2, 3]}),                    # asymmetric

@@ -180,6 +180,7 @@ TASK_CALL = {  # parallel?
 # Work (multiply-adds, or elements touched) below which a loop stays on the
 # calling thread: waking a worker and joining costs about as much as this.
 PARALLEL_MIN_WORK = 1 << 18
+DEPTHWISE_PLANE_BYTES = 64 * 1024  # the padded plane of a depthwise conv lives on the stack (in L1/L2)
 
 
 def task(name: str, comment: str, types: list[str], units: int, body: str, parallel: bool,
@@ -306,27 +307,28 @@ for (int64_t ic = 0; ic < $ICG; ++ic) {
     }
   }
 }"""),
-    # One input channel per group (depthwise): row by row, all taps of a row while
-    # it is in L1; the inner loop is contiguous for stride 1.
+    # One input channel per group (depthwise): the plane is copied into a
+    # zero-padded local buffer (so no tap needs a bounds check), then every
+    # output row is one loop of constant trip count over ow with all taps
+    # unrolled: gcc vectorises it along ow.
     "conv2d_depthwise": Template("""\
 const int64_t n = u / $OC, oc = u % $OC;
 const float *restrict xp = in0 + (n * $IC + oc / $OCG) * ($IH * $IW);
-const float *restrict wp = in1 + oc * ($KH * $KW);
 float *restrict yp = out0 + u * ($OH * $OW);
+float wk[$KH * $KW];
+for (int64_t t = 0; t < $KH * $KW; ++t) wk[t] = in1[oc * ($KH * $KW) + t];
 const float bv = $bias;
+float pad[$PH * $PW];
+memset(pad, 0, sizeof pad);
+for (int64_t ih = 0; ih < $CH; ++ih) memcpy(pad + (ih + $PT) * $PW + $PL, xp + ih * $IW, $CW * sizeof(float));
 for (int64_t oh = 0; oh < $OH; ++oh) {
+  const float *restrict pr = pad + oh * $SH * $PW;
   float *restrict yr = yp + oh * $OW;
-  for (int64_t ow = 0; ow < $OW; ++ow) yr[ow] = bv;
-  for (int64_t kh = 0; kh < $KH; ++kh) {
-    const int64_t ih = oh * $SH - $PT + kh * $DH;
-    if (ih < 0 || ih >= $IH) continue;
-    const float *restrict xr = xp + ih * $IW;
-    for (int64_t kw = 0; kw < $KW; ++kw) {
-      const float wv = wp[kh * $KW + kw];
-      const int64_t shift = kw * $DW - $PL;
-      const int64_t ow0 = dpk_host_first(-shift, $SW), ow1 = dpk_host_end($IW - shift, $SW, $OW);
-      for (int64_t ow = ow0; ow < ow1; ++ow) yr[ow] += wv * xr[ow * $SW + shift];
-    }
+  for (int64_t ow = 0; ow < $OW; ++ow) {
+    float acc = bv;
+    for (int64_t kh = 0; kh < $KH; ++kh)
+      for (int64_t kw = 0; kw < $KW; ++kw) acc += wk[kh * $KW + kw] * pr[kh * $DH * $PW + ow * $SW + kw * $DW];
+    yr[ow] = acc;
   }
 }"""),
     # A pool whose windows all lie inside the input: constant trip counts, no
@@ -578,10 +580,14 @@ def _conv2d(k: _K) -> str:
     x, w, out = k.shape(0), k.shape(1), k.out.shape
     (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
     bias = "in2[oc]" if len(k.ins) == 3 else "0.0f"
-    template = TEMPLATES["conv2d_depthwise" if w[1] == 1 else "conv2d"]
+    # the padded plane a depthwise output needs: rows/cols up to the last tap
+    ph, pw = (out[2] - 1) * sh + (w[2] - 1) * dh + 1, (out[3] - 1) * sw + (w[3] - 1) * dw + 1
+    depthwise = w[1] == 1 and ph * pw * 4 <= DEPTHWISE_PLANE_BYTES
+    template = TEMPLATES["conv2d_depthwise" if depthwise else "conv2d"]
     body = template.substitute(
         IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
-        OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias)
+        OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias,
+        PH=ph, PW=pw, CH=min(x[2], ph - pads[0]), CW=min(x[3], pw - pads[1]))
     units = x[0] * w[0]
     body = EACH_UNIT.substitute(body=_indent(body, "  "))
     return k.task(body, units, units * math.prod(out[2:]) * math.prod(w[1:]) >= PARALLEL_MIN_WORK)
