@@ -161,9 +161,10 @@ def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, 
     has_bias = len(types) == 3
     beta = "1.0f" if has_bias else "0.0f"
     parallel = M * N * K >= host.PARALLEL_MIN_WORK
-    # units: rows of x when there are several per thread, else blocks of W's rows
-    # (batch 1 is a memory-bound sgemv: each thread streams its share of W)
-    by_rows = M >= 8
+    # units: blocks of W's rows (each thread streams its share of W, and an sgemm
+    # on half the columns runs at full speed, where one on half the rows of a
+    # short x does not), or rows of x when W has too few rows to share
+    by_rows = M >= 8 and N < 8 * GEMV_BLOCK
     blocks = -(-N // GEMV_BLOCK)
     n_end = f"end * {GEMV_BLOCK} < {N} ? end * {GEMV_BLOCK} : {N}"
     fields = dict(m0="begin", mc="end - begin", n0="0", nc=N) if by_rows else \
