@@ -147,7 +147,7 @@ def test_pointwise_conv_needs_no_workspace_and_im2col_does(tmp_path):
     assert CblasBackend().lower(r1, g).workspace_bytes == 0
     lowered = CblasBackend().lower(r3, g)
     # im2col: (8 channels * 3 * 3 taps) rows x (3 * 3 outputs) floats = 2592 bytes, rounded up to 64
-    assert lowered.workspace_bytes == 2624 and "dpk_cblas_im2col" in lowered.source
+    assert lowered.workspace_bytes == 2624 and "/* kw = 2 */" in lowered.source  # the im2col of each tap column
     assert "malloc" not in lowered.source
 
 

@@ -46,38 +46,6 @@ CBLAS_PRELUDE = r"""
 /* ---- dsopack cblas backend: OpenBLAS through CBLAS ------------------- */
 #include <cblas.h>
 
-/* col[(c * KH + kh) * KW + kw, r * OW + ow] = x[c, (oh0 + r) * SH - PT + kh * DH, ow * SW - PL + kw * DW]
- * for the `rows` output rows from oh0, zero where the tap falls in the padding: the
- * im2col matrix of those rows of one image and group. Always inlined: every conv
- * calls it with its own constants, so gcc specialises (and vectorises) the loops. */
-static inline __attribute__((always_inline)) void dpk_cblas_im2col(
-    const float *restrict x, float *restrict col, int64_t oh0, int64_t rows, int64_t C, int64_t IH,
-    int64_t IW, int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
-    int64_t PL, int64_t OW) {
-  const int64_t cols = rows * OW;
-  for (int64_t c = 0; c < C; ++c) {
-    const float *restrict xc = x + c * IH * IW;
-    for (int64_t kh = 0; kh < KH; ++kh) {
-      for (int64_t kw = 0; kw < KW; ++kw) {
-        float *restrict row = col + ((c * KH + kh) * KW + kw) * cols;
-        const int64_t shift = kw * DW - PL;
-        const int64_t ow0 = dpk_host_first(-shift, SW), ow1 = dpk_host_end(IW - shift, SW, OW);
-        for (int64_t r = 0; r < rows; ++r) {
-          float *restrict out = row + r * OW;
-          const int64_t ih = (oh0 + r) * SH - PT + kh * DH;
-          if (ih < 0 || ih >= IH || ow0 >= ow1) {
-            for (int64_t ow = 0; ow < OW; ++ow) out[ow] = 0.0f;
-            continue;
-          }
-          const float *restrict xr = xc + ih * IW + shift;
-          for (int64_t ow = 0; ow < ow0; ++ow) out[ow] = 0.0f;
-          for (int64_t ow = ow0; ow < ow1; ++ow) out[ow] = xr[ow * SW];
-          for (int64_t ow = ow1; ow < OW; ++ow) out[ow] = 0.0f;
-        }
-      }
-    }
-  }
-}
 """
 
 # Units of parallel work: a loop is split over threads only if it does at least
@@ -129,8 +97,33 @@ $bias
 $act
   u += rows;
 }"""),
-    "im2col": Template("dpk_cblas_im2col(x, col, oh0, rows, $ICG, $IH, $IW, $KH, $KW, $SH, $SW, $DH, $DW, $PT, $PL, "
-                       "$OW);"),
+    # col[(c * KH + kh) * KW + kw, r * OW + ow] = x[c, (oh0 + r) * SH - PT + kh * DH, ow * SW - PL + kw * DW]
+    # for the `rows` output rows from oh0, zero where the tap falls in the padding.
+    # Each kw gets its own literal column bounds ($taps), so every copy has a
+    # constant length that gcc inlines as vector moves (no memcpy call per row).
+    "im2col": Template("""\
+for (int64_t c = 0; c < $ICG; ++c) {
+  for (int64_t kh = 0; kh < $KH; ++kh) {
+    float *restrict tap = col + (c * $KH + kh) * $KW * (rows * $OW);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t ih = (oh0 + r) * $SH - $PT + kh * $DH;
+      float *restrict out = tap + r * $OW;
+      if (ih < 0 || ih >= $IH) {
+        for (int64_t k = 0; k < $KW; ++k) memset(out + k * (rows * $OW), 0, $OW * sizeof(float));
+        continue;
+      }
+      const float *restrict xr = x + (c * $IH + ih) * $IW;
+$taps
+    }
+  }
+}"""),
+    "im2col_tap": Template("""\
+{ /* kw = $kw */
+  float *restrict o = out + $kw * (rows * $OW);
+  for (int64_t ow = 0; ow < $ow0; ++ow) o[ow] = 0.0f;
+  for (int64_t ow = $ow0; ow < $ow1; ++ow) o[ow] = xr[ow * $SW + $shift];
+  for (int64_t ow = $ow1; ow < $OW; ++ow) o[ow] = 0.0f;
+}"""),
     "conv_bias": Template("""\
 for (int64_t oc = 0; oc < $OCG; ++oc) {
   const float bv = in2[g * $OCG + oc];
@@ -234,6 +227,19 @@ def _conv_workspace(node: Node, types: list[TensorType], out: TensorType) -> int
     return w[1] * w[2] * w[3] * _conv_rows(node, types, out) * out.shape[3] * 4
 
 
+def _im2col(C: int, IH: int, IW: int, KH: int, KW: int, SH: int, SW: int, DH: int, DW: int, PT: int, PL: int,
+            OW: int) -> str:
+    taps = []
+    for kw in range(KW):
+        shift = kw * DW - PL
+        ow0 = 0 if shift >= 0 else -(shift // SW)  # first ow whose column ow * SW + shift >= 0
+        ow1 = min(OW, max(0, -(-(IW - shift) // SW)))  # first ow whose column is past the input
+        ow0 = min(ow0, ow1)
+        taps.append(TEMPLATES["im2col_tap"].substitute(kw=kw, OW=OW, SW=SW, shift=shift, ow0=ow0, ow1=ow1))
+    return TEMPLATES["im2col"].substitute(ICG=C, IH=IH, IW=IW, KH=KH, KW=KW, SH=SH, DH=DH, PT=PT, OW=OW,
+                                          taps=host._indent("\n".join(taps), "      "))
+
+
 def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
     x, w, y = types[0].shape, types[1].shape, out.shape
     (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
@@ -243,8 +249,7 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         decl, col, colptr, ldb = "", "", f"x + oh0 * {y[3]}", P
     else:
         decl = "float *restrict col = (float *)scratch;"
-        col = TEMPLATES["im2col"].substitute(ICG=ICG, IH=x[2], IW=x[3], KH=KH, KW=KW, SH=sh, SW=sw, DH=dh,
-                                             DW=dw, PT=pads[0], PL=pads[1], OW=y[3])
+        col = _im2col(ICG, x[2], x[3], KH, KW, sh, sw, dh, dw, pads[0], pads[1], y[3])
         colptr, ldb = "col", f"(int)(rows * {y[3]})"
     has_bias = len(types) == 3
     bias = TEMPLATES["conv_bias"].substitute(OCG=OCG, OW=y[3], P=P) if has_bias else ""
