@@ -129,10 +129,11 @@ def _output_plan(graph: Graph) -> list[tuple[str, str, bool]]:
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
-          target: str | None = None) -> BuildReport:
+          target: str | None = None, march: str | None = None) -> BuildReport:
     """Build `spec` (a manifest path, a dict, a frontends.yaml_graph.Spec or an .onnx path) into the
     shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims.
-    `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple."""
+    `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple; `march`
+    replaces any -march in its target.cflags (recorded in the manifest's producer.cflags)."""
     output = os.fspath(output)
     stages = _Stages(quiet, log)
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -147,7 +148,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     else:
         s = yaml_graph.load(spec, base_dir, shapes=shapes)
     graph = s.graph
-    tc = toolchain.configure(s.target, cc=cc, triple=target)
+    tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
     cc_argv, cc_name, triple, machine, cflags = tc.cc, tc.cc_name, tc.triple, tc.machine, tc.cflags
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
     stages.done("frontend", f"'{s.name}': {wording.plural(len(graph.nodes), 'node')}, {wording.plural(len(graph.inputs), 'input')}, "

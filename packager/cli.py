@@ -75,7 +75,7 @@ def cmd_build(args) -> int:
         shapes[name] = list(shape)
     report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
                    save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None,
-                   target=args.target)
+                   target=args.target, march=args.march)
     if not args.quiet:
         print(f"wrote {report.output} ({wording.size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
               f"arena {wording.size(report.arena_bytes)}")
@@ -296,6 +296,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--target", metavar="TRIPLE",
                    help="build for another machine, e.g. aarch64-linux-gnu (default: the manifest's target.triple, "
                         "native); see docs/edge.md")
+    b.add_argument("--march", metavar="CPU",
+                   help="the CPU the generated C is tuned for, as gcc's -march (e.g. native: this machine only, "
+                        "fastest here; x86-64-v3: any AVX2 machine); replaces the manifest's; recorded in the "
+                        "file's producer.cflags. Default: the manifest's target.cflags (none: the baseline of "
+                        "the target, runs on any machine of that architecture)")
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     b.add_argument("--explain", action="store_true", help="say which backend took each node, and why")
     b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")

@@ -188,14 +188,19 @@ class Toolchain:
         return [*(f"-L{d}" for d in self.library_dirs), *self.ldflags]
 
 
-def configure(target, cc: str | None = None, triple: str | None = None) -> Toolchain:
-    """Resolve a manifest `target` (triple, cflags, cc, ldflags); `cc` (--cc) and `triple`
-    (--target) override it. A cross target refuses -march/-mcpu/-mtune=native and gets
-    the target's library directories (`target_dirs`)."""
+def configure(target, cc: str | None = None, triple: str | None = None, march: str | None = None) -> Toolchain:
+    """Resolve a manifest `target` (triple, cflags, cc, ldflags); `cc` (--cc), `triple`
+    (--target) and `march` (--march: replaces any -march in target.cflags) override it.
+    A cross target refuses -march/-mcpu/-mtune=native and gets the target's library
+    directories (`target_dirs`)."""
     argv = resolve_cc(cc, target.cc, triple or target.triple)
     triple, machine, extra = resolve_target(triple or target.triple, argv)
     cross = machine != host_machine()
     cflags = [*extra, *target.cflags]
+    if march is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", march):
+            raise BuildError(f"--march '{march}' is not a CPU name (e.g. native, x86-64-v3, armv8.2-a)")
+        cflags = [f for f in cflags if not f.startswith("-march=")] + [f"-march={march}"]
     native = [f for f in cflags if f in NATIVE_CPU_FLAGS]
     if cross and native:
         raise BuildError(f"target {triple}: {native[0]} means this build machine's CPU ({host_machine()}), not "

@@ -31,8 +31,9 @@ CLASSIFY = os.path.join(ROOT, "docs", "examples", "classify.c")
 TRIPLE = "aarch64-linux-gnu"
 CROSS_CC = f"{TRIPLE}-gcc"
 QEMU = ["qemu-aarch64", "-L", f"/usr/{TRIPLE}"]
-# OpenBLAS's worker threads hang under qemu-user; one thread is what a test needs.
-QEMU_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+# This machine's qemu-user hangs in pthread_create (any aarch64 program that starts a
+# thread), so neither dsopack's workers nor OpenBLAS's may start: one thread each.
+QEMU_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "DPK_NUM_THREADS": "1"}
 SYSTEM_LIBS = ("dl", "pthread", "m", "c")
 
 
@@ -284,3 +285,31 @@ def test_target_names():
     assert toolchain.multiarch("aarch64-unknown-linux-gnu") == TRIPLE == toolchain.multiarch("arm64-linux-gnu")
     assert toolchain.is_cross(TRIPLE) and not toolchain.is_cross("native") and not toolchain.is_cross(None)
     assert not toolchain.is_cross("x86_64-pc-linux-gnu")
+
+
+def test_march_option_replaces_the_manifests_and_is_recorded(tmp_path):
+    spec = example("digits_mlp")
+    spec["target"]["cflags"] = ["-O3", "-march=native"]
+    report = build(spec, tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, march="x86-64-v2")
+    assert report.manifest["producer"]["cflags"] == ["-O3", "-march=x86-64-v2"]
+
+
+def test_cli_march_native_is_recorded(tmp_path):
+    out = tmp_path / "digits.so"
+    subprocess.run([sys.executable, "-m", "packager", "build", os.path.join(MANIFESTS, "digits_mlp.yaml"),
+                    "--march", "native", "-o", str(out), "-q"], check=True)
+    with loader.open_package(str(out)) as package:
+        assert package.manifest["producer"]["cflags"] == ["-O3", "-march=native"]
+
+
+@pytest.mark.parametrize("march", ["", "native;rm", "-O0", "a b"])
+def test_march_that_is_not_a_cpu_name_is_refused(march, tmp_path):
+    with pytest.raises(BuildError, match="is not a CPU name"):
+        build(example("digits_mlp"), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, march=march)
+
+
+def test_march_native_is_refused_for_a_cross_target(tmp_path):
+    needs_cross()
+    with pytest.raises(BuildError, match=f"target {TRIPLE}: -march=native means this build machine's CPU"):
+        build(example("digits_mlp"), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True, target=TRIPLE,
+              march="native")

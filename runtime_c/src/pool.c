@@ -124,10 +124,14 @@ static void stop_all(void) {
 }
 
 /* Start workers until there are `want`. Under admin and busy. Workers block
- * every signal, so signals keep going to the application's threads. */
+ * every asynchronous signal, so signals keep going to the application's
+ * threads; the synchronous ones (a fault in the worker itself) stay
+ * deliverable (blocking them is undefined behaviour). */
 static dpk_status_t grow(int want) {
   sigset_t all, old;
   sigfillset(&all);
+  static const int synchronous[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+  for (size_t i = 0; i < sizeof synchronous / sizeof *synchronous; i++) sigdelset(&all, synchronous[i]);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = 0;
   while (pool.count < want && !rc) {
