@@ -497,6 +497,36 @@ def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, att
     assert host.PARALLEL_MIN_WORK > 0
 
 
+HOST_SPLIT_CASES = [  # host ops that run as tasks: depthwise/direct conv planes, pool planes, elementwise blocks
+    ("conv2d", [(4, 32, 16, 16), (32, 1, 3, 3), (32,)], (1, 2), {"groups": 32, "pads": [1, 1, 1, 1]}),
+    ("conv2d", [(16, 16, 24, 24), (16, 1, 3, 3)], (1,), {"groups": 16, "strides": [2, 2], "pads": [0, 1, 1, 0]}),
+    ("maxpool2d", [(64, 96, 9, 9)], (), {"kernel": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    ("avgpool2d", [(64, 32, 16, 16)], (), {"kernel": [2, 2], "strides": [2, 2]}),
+    ("relu", [(64, 32, 16, 17)], (), {}),
+    ("leaky_relu", [(300001,)], (), {"alpha": 0.1}),
+]
+
+
+@pytest.mark.parametrize("op, shapes, weights, attrs", HOST_SPLIT_CASES)
+def test_host_tasks_split_over_threads_match_numpy(tmp_path, op, shapes, weights, attrs):
+    import kernel_harness as kh
+
+    rng = np.random.default_rng(9)
+    inputs = [rand(rng, *s) for s in shapes]
+    backend, region, graph = kh.lower_node(op, inputs, weights, **attrs)
+    lowered = backend.lower(region, graph)
+    assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
+    expected = getattr(ref, op)(*inputs, **attrs)
+    for parallel in (False, True):
+        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
+        before = kh.KernelLib.ranges_run()
+        out = np.full(graph.types["y"].shape, np.nan, np.float32)
+        ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
+        lib.call(region.name, *inputs, out, *ws)
+        assert (kh.KernelLib.ranges_run() - before == 3) == parallel
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_small_ops_stay_on_the_calling_thread():
     import kernel_harness as kh
     from packager.backends.cblas import CblasBackend

@@ -180,6 +180,7 @@ TASK_CALL = {  # parallel?
 # Work (multiply-adds, or elements touched) below which a loop stays on the
 # calling thread: waking a worker and joining costs about as much as this.
 PARALLEL_MIN_WORK = 1 << 18
+UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
 DEPTHWISE_PLANE_BYTES = 64 * 1024  # the padded plane of a depthwise conv lives on the stack (in L1/L2)
 
 
@@ -211,8 +212,9 @@ UNARY_EXPR = {  # $-fields are the node's attributes, as C floats
 BINARY_OP = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 TEMPLATES = {
+    # units are blocks of UNARY_BLOCK elements
     "unary": Template("""\
-for (int64_t i = 0; i < $n; ++i) {
+for (int64_t i = begin * $block, i1 = end * $block < $n ? end * $block : $n; i < i1; ++i) {
   const float v = in0[i];
   out0[i] = $expr;
 }"""),
@@ -334,7 +336,7 @@ for (int64_t oh = 0; oh < $OH; ++oh) {
     # A pool whose windows all lie inside the input: constant trip counts, no
     # clamping, so gcc unrolls the window and vectorises along ow.
     "pool_inside": Template("""\
-for (int64_t p = 0; p < $NC; ++p) {
+for (int64_t p = begin; p < end; ++p) {
   for (int64_t oh = 0; oh < $OH; ++oh) {
     const float *restrict xr = in0 + p * ($IH * $IW) + oh * $SH * $IW;
     float *restrict yr = out0 + p * ($OH * $OW) + oh * $OW;
@@ -350,7 +352,7 @@ for (int64_t p = 0; p < $NC; ++p) {
   }
 }"""),
     "pool": Template("""\
-for (int64_t p = 0; p < $NC; ++p) {
+for (int64_t p = begin; p < end; ++p) {
   const float *restrict xp = in0 + p * ($IH * $IW);
   float *restrict yp = out0 + p * ($OH * $OW);
   for (int64_t oh = 0; oh < $OH; ++oh) {
@@ -516,7 +518,9 @@ def _unary(k: _K) -> str:
     if k.node.op == "clip":
         fields = {"clip": _clip_expr(k.attrs["min"], k.attrs["max"])}
     expr = Template(UNARY_EXPR[k.node.op]).substitute(fields)
-    return TEMPLATES["unary"].substitute(n=math.prod(k.out.shape), expr=expr)
+    n = math.prod(k.out.shape)
+    body = TEMPLATES["unary"].substitute(n=n, expr=expr, block=UNARY_BLOCK)
+    return k.task(body, -(-n // UNARY_BLOCK), n >= PARALLEL_MIN_WORK)
 
 
 def _binary(k: _K) -> str:
@@ -598,13 +602,15 @@ def _pool(k: _K) -> str:
     (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
     pool = POOL["avgpool2d_include_pad" if k.attrs.get("count_include_pad") else k.node.op]
     pool = {key: Template(text).substitute(KH=kh, KW=kw) for key, text in pool.items()}
+    planes = x[0] * x[1]  # the task's units
     if not any(pads) and (out[2] - 1) * sh + kh <= x[2] and (out[3] - 1) * sw + kw <= x[3]:
-        return TEMPLATES["pool_inside"].substitute(
-            pool, finish=pool.get("inside", pool["finish"]), NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2],
+        body = TEMPLATES["pool_inside"].substitute(
+            pool, finish=pool.get("inside", pool["finish"]), IH=x[2], IW=x[3], OH=out[2],
             OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw)
-    return TEMPLATES["pool"].substitute(
-        pool, NC=x[0] * x[1], IH=x[2], IW=x[3], OH=out[2], OW=out[3],
-        KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
+    else:
+        body = TEMPLATES["pool"].substitute(
+            pool, IH=x[2], IW=x[3], OH=out[2], OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
+    return k.task(body, planes, planes * out[2] * out[3] * kh * kw >= PARALLEL_MIN_WORK)
 
 
 def _global_avgpool(k: _K) -> str:
