@@ -45,7 +45,9 @@ def build_and_run(tmp_path, inputs, weights, nodes, outputs, feed, backends=("cb
 
 # ---------------------------------------------------------------- numerics
 
-ACTS = {"relu": ref.relu, "sigmoid": ref.sigmoid, "tanh": ref.tanh, None: lambda v: v}
+ACTS = {"relu": ref.relu, "sigmoid": ref.sigmoid, "tanh": ref.tanh, None: lambda v: v,
+        "leaky_relu": lambda v: ref.leaky_relu(v, 0.2), "clip": lambda v: ref.clip(v, 0.0, 0.5)}
+ACT_ATTRS = {"leaky_relu": {"alpha": 0.2}, "clip": {"min": 0.0, "max": 0.5}}
 
 
 def test_dense_and_matmul_match_numpy(tmp_path):
@@ -80,14 +82,14 @@ def test_dense_and_matmul_match_numpy(tmp_path):
 
 CONVS = [  # (name, x shape, w shape, attrs, bias, activation)
     ("plain", (1, 3, 8, 8), (4, 3, 3, 3), {}, True, "relu"),
-    ("padded", (2, 3, 7, 9), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False, None),
+    ("padded", (2, 3, 7, 9), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False, "leaky_relu"),
     ("asym_pads_stride", (1, 2, 11, 10), (3, 2, 3, 2), {"pads": [0, 2, 1, 0], "strides": [2, 3]}, True, "tanh"),
     ("dilated", (1, 2, 12, 12), (4, 2, 3, 3), {"dilations": [2, 3], "pads": [2, 1, 2, 1]}, True, "sigmoid"),
     ("groups", (2, 6, 8, 8), (9, 2, 3, 3), {"groups": 3, "pads": [1, 1, 1, 1], "strides": [2, 2]}, True, "relu"),
     ("depthwise", (1, 4, 6, 6), (4, 1, 3, 3), {"groups": 4, "pads": [1, 1, 1, 1]}, False, "relu"),
     ("pointwise", (2, 8, 5, 5), (6, 8, 1, 1), {}, True, "tanh"),
     ("pointwise_groups", (1, 8, 4, 4), (4, 4, 1, 1), {"groups": 2}, False, None),
-    ("1x1_strided", (1, 3, 7, 7), (2, 3, 1, 1), {"strides": [2, 2]}, True, None),
+    ("1x1_strided", (1, 3, 7, 7), (2, 3, 1, 1), {"strides": [2, 2]}, True, "clip"),
     ("1x1_padded", (1, 3, 4, 4), (2, 3, 1, 1), {"pads": [1, 0, 0, 1]}, True, "relu"),
     ("kernel_wider_than_pad", (1, 1, 3, 3), (2, 1, 5, 5), {"pads": [2, 2, 2, 2]}, True, None),
     ("wide_groups", (2, 16, 6, 6), (16, 8, 3, 3), {"groups": 2, "pads": [1, 1, 1, 1]}, True, "relu"),
@@ -96,7 +98,7 @@ CONVS = [  # (name, x shape, w shape, attrs, bias, activation)
     ("big_b1_stride2_odd_rows", (1, 16, 27, 25), (24, 16, 3, 3), {"pads": [1, 0, 1, 2], "strides": [2, 2]},
      True, "sigmoid"),
     ("big_b4_dilated", (4, 8, 16, 16), (16, 8, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, False, "tanh"),
-    ("big_pointwise_b1", (1, 64, 20, 20), (64, 64, 1, 1), {}, True, None),
+    ("big_pointwise_b1", (1, 64, 20, 20), (64, 64, 1, 1), {}, True, "clip"),
     ("big_1x1_strided_b3", (3, 32, 16, 16), (64, 32, 1, 1), {"strides": [2, 2]}, False, "relu"),
     ("big_groups_b1", (1, 32, 16, 16), (32, 16, 3, 3), {"groups": 2, "pads": [1, 1, 1, 1]}, True, None),
 ]
@@ -123,7 +125,8 @@ def test_conv2d_matches_numpy(tmp_path):
         if act is None:
             nodes.append(dict(node, output=name))
         else:
-            nodes += [dict(node, output=f"{name}_pre"), {"op": act, "inputs": [f"{name}_pre"], "output": name}]
+            nodes += [dict(node, output=f"{name}_pre"),
+                      {"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})}]
         outputs.append(name)
         expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
                                               **attrs))
@@ -131,6 +134,9 @@ def test_conv2d_matches_numpy(tmp_path):
     convs = [line for line in report.explain if line.startswith("conv2d_")]
     assert [line.split(" -> ")[1].split(" ")[0] for line in convs] == [conv_backend(c[2], c[3]) for c in CONVS]
     assert any("groups=4 leaves 1 input and 1 output channels per group" in line for line in convs), convs
+    fused = [line for line in report.explain if "fused into conv2d_" in line]
+    assert len(fused) == sum(1 for c in CONVS if c[5] and conv_backend(c[2], c[3]) == "cblas"), fused
+    assert any(line.startswith("leaky_relu_") for line in fused) and any(line.startswith("clip_") for line in fused)
     for name in outputs:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
 

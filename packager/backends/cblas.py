@@ -11,7 +11,7 @@ before its own prelude, so they are emitted once per file) and calls:
              unpadded conv multiplies the input in place (no im2col)
 
 Bias: the output starts as the bias (rows copied) and the GEMM accumulates
-onto it (beta = 1). A fused activation (relu, sigmoid, tanh; the partitioner
+onto it (beta = 1). A fused activation (relu, sigmoid, tanh, leaky_relu, clip; the partitioner
 decides when the graph allows it) runs over the output right after the GEMM,
 per group for conv2d, while it is still in cache. No allocation at run time:
 the im2col buffer is the region's workspace.
@@ -33,7 +33,7 @@ from packager.backends.base import Backend, CSource, Region
 from packager.ir import BuildError, Graph, Node, TensorType
 
 OPS = ("dense", "matmul", "conv2d")
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "clip")
 INT_MAX = 2**31 - 1  # CBLAS sizes and strides are C ints (OpenBLAS without ILP64)
 WORKSPACE_ALIGN = 64
 LIBRARIES = ["openblas"]
@@ -138,14 +138,13 @@ for (int64_t r = 0; r < $rows; ++r) {
   }
 }"""),
 }
-ACTIVATION_EXPR = {op: host.UNARY_EXPR[op] for op in ACTIVATIONS}
 
 
 def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str | int) -> str:
     """The fused activation over `rows` rows of `n` floats, `ld` apart, from `y`."""
     if act is None:
         return ""
-    return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=ACTIVATION_EXPR[act.op])
+    return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=host.unary_expr(act))
 
 
 def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:

@@ -513,11 +513,16 @@ def _clip_expr(lo: float, hi: float) -> str:
     return expr
 
 
+def unary_expr(node: Node) -> str:
+    """The C expression of a unary op applied to `v` (its attributes as constants)."""
+    fields = {name: _c_float(value) for name, value in node.attrs.items()}
+    if node.op == "clip":
+        fields = {"clip": _clip_expr(node.attrs["min"], node.attrs["max"])}
+    return Template(UNARY_EXPR[node.op]).substitute(fields)
+
+
 def _unary(k: _K) -> str:
-    fields = {name: _c_float(value) for name, value in k.attrs.items()}
-    if k.node.op == "clip":
-        fields = {"clip": _clip_expr(k.attrs["min"], k.attrs["max"])}
-    expr = Template(UNARY_EXPR[k.node.op]).substitute(fields)
+    expr = unary_expr(k.node)
     n = math.prod(k.out.shape)
     body = TEMPLATES["unary"].substitute(n=n, expr=expr, block=UNARY_BLOCK)
     return k.task(body, -(-n // UNARY_BLOCK), n >= PARALLEL_MIN_WORK)
