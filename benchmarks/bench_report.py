@@ -324,7 +324,9 @@ def write_markdown(path, env, variants, startup, latency, overhead, pss, targets
             L.append("How to read the perf categories: *OpenBLAS compute* is time in sgemm/sgemv and their packing "
                      "(`*copy*`); *generated cblas wrappers* is the wrapper code around those calls, mostly im2col for "
                      "convolutions; *threads waiting* is thread-pool threads spinning in `sched_yield`/futex and the "
-                     "scheduler switching them, i.e. cores not doing model work.")
+                     "scheduler switching them, i.e. cores not doing model work; *dsopack workers waiting* is the "
+                     "runtime's own pool: a worker spinning (up to 50 us) for the next loop, or the calling thread "
+                     "waiting for the workers' ranges (uneven ranges, or a worker descheduled).")
             L.append("")
         L.extend(notes)
     else:

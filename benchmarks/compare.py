@@ -538,6 +538,8 @@ _WAIT = ("blas_thread_server", "yield", "schedule", "finish_task_switch", "futex
          "exit_to_user_mode", "syscall_return")
 CATEGORIES = (  # (name, test on (dso lowercased, symbol)); the first that matches counts
     ("threads waiting (OpenBLAS/other thread pools: yield, futex, scheduler)", lambda d, s: any(w in s for w in _WAIT)),
+    ("dsopack workers waiting (spinning for the next loop, or the caller for their ranges)",
+     lambda d, s: s in ("worker_main", "wait_for_work", "parallel_for")),
     ("OpenBLAS compute (sgemm/sgemv kernels, packing)", lambda d, s: "openblas" in d),
     ("generated cblas wrappers (im2col, bias, activation)", lambda d, s: d.endswith(".so") and "cblas_" in s),
     ("generated host kernels", lambda d, s: d.endswith(".so") and "host_" in s),
