@@ -22,3 +22,14 @@ def dpk_build():
 def dpk_run(dpk_build):
     """Path of the dpk-run executable."""
     return os.path.join(dpk_build, "dpk-run")
+
+
+@pytest.fixture(scope="module")
+def digits_so(tmp_path_factory):
+    """manifests/digits_mlp.yaml built once per test module."""
+    from packager.build import build
+
+    out = tmp_path_factory.mktemp("digits") / "digits.so"
+    build(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests", "digits_mlp.yaml"),
+          str(out), quiet=True)
+    return str(out)

@@ -479,6 +479,21 @@ SPLIT_CASES = [
 ]
 
 
+def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected):
+    """Run the lowered kernel serially, then through a stand-in pool that cuts it into 3 ranges."""
+    import kernel_harness as kh
+
+    assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
+    for parallel in (False, True):
+        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
+        before = kh.KernelLib.ranges_run()
+        out = np.full(graph.types["y"].shape, np.nan, np.float32)
+        ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
+        lib.call(region.name, *inputs, out, *ws)
+        assert (kh.KernelLib.ranges_run() - before == 3) == parallel
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("op, shapes, weights, attrs", SPLIT_CASES)
 def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, attrs):
     import kernel_harness as kh
@@ -489,17 +504,9 @@ def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, att
     inputs = [rand(rng, *s) for s in shapes]
     _, region, graph = kh.lower_node(op, inputs, weights, backend=CblasBackend(), **attrs)
     lowered = CblasBackend().lower(region, graph)
-    assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
     expected = {"conv2d": lambda: ref.conv2d(*inputs, **attrs), "dense": lambda: ref.dense(*inputs),
                 "matmul": lambda: ref.matmul(*inputs)}[op]()
-    for parallel in (False, True):
-        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
-        before = kh.KernelLib.ranges_run()
-        out = np.full(graph.types["y"].shape, np.nan, np.float32)
-        ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
-        lib.call(region.name, *inputs, out, *ws)
-        assert (kh.KernelLib.ranges_run() - before == 3) == parallel
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected)
     assert host.PARALLEL_MIN_WORK > 0
 
 
@@ -521,16 +528,8 @@ def test_host_tasks_split_over_threads_match_numpy(tmp_path, op, shapes, weights
     inputs = [rand(rng, *s) for s in shapes]
     backend, region, graph = kh.lower_node(op, inputs, weights, **attrs)
     lowered = backend.lower(region, graph)
-    assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
     expected = getattr(ref, op)(*inputs, **attrs)
-    for parallel in (False, True):
-        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
-        before = kh.KernelLib.ranges_run()
-        out = np.full(graph.types["y"].shape, np.nan, np.float32)
-        ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
-        lib.call(region.name, *inputs, out, *ws)
-        assert (kh.KernelLib.ranges_run() - before == 3) == parallel
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected)
 
 
 def test_small_ops_stay_on_the_calling_thread():

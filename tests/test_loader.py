@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 
 import loader
-from packager.build import build
 
 MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests")
-
-
-@pytest.fixture(scope="module")
-def digits_so(tmp_path_factory):
-    out = tmp_path_factory.mktemp("loader") / "digits.so"
-    build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(out), quiet=True)
-    return str(out)
 
 
 @pytest.fixture()

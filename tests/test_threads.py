@@ -86,13 +86,6 @@ def test_pool_under_tsan(tmp_path_factory):
 # ---- a model's thread count ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits_so(tmp_path_factory):
-    out = tmp_path_factory.mktemp("threads") / "digits.so"
-    build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(out), quiet=True)
-    return str(out)
-
-
 @pytest.fixture()
 def no_env(monkeypatch):
     monkeypatch.delenv("DPK_NUM_THREADS", raising=False)
