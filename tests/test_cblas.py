@@ -590,3 +590,54 @@ def test_one_and_two_threads_give_the_same_results(tmp_path, batch):
         np.testing.assert_allclose(got["h3"], h3, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(results[0]["y"], results[1]["y"], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(results[0]["h3"], results[1]["h3"], rtol=1e-5, atol=1e-5)
+
+
+DIRECT_CONVS = [  # (name, x shape, w shape, attrs, bias, activation): stride-1 convs the direct kernel takes
+    ("rows16_b1", (1, 16, 32, 32), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True, "relu"),
+    ("rows16x2_b3", (3, 3, 30, 31), (8, 3, 3, 3), {"pads": [2, 0, 0, 3]}, False, None),       # OW 32: 2 vectors
+    ("rows8_b2", (2, 32, 8, 8), (64, 32, 3, 3), {"pads": [1, 1, 1, 1]}, True, "clip"),       # OW 8: ymm
+    ("k5_b2", (2, 4, 20, 20), (12, 4, 5, 5), {"pads": [0, 0, 0, 0]}, True, "leaky_relu"),    # OW 16, 12 channels
+]
+
+
+def test_direct_conv_matches_numpy_on_avx512(tmp_path):
+    """The direct conv is compiled only where the target has AVX-512 (-march=native on such a machine);
+    elsewhere the same file takes the im2col path, which test_conv2d_matches_numpy covers."""
+    with open("/proc/cpuinfo") as f:
+        if " avx512f" not in f.read():
+            pytest.skip("this machine has no AVX-512: the direct conv is not compiled here")
+    from packager.backends.cblas import _direct
+    from packager.ir import Node, TensorType
+
+    rng = np.random.default_rng(11)
+    inputs, weights, feed, nodes, outputs, expected = {}, {}, {}, [], [], {}
+    for name, xs, ws, attrs, bias, act in DIRECT_CONVS:
+        full = {"strides": [1, 1], "dilations": [1, 1], "groups": 1, **attrs}
+        y = ref.conv2d(np.zeros(xs, np.float32), np.zeros(ws, np.float32), **attrs).shape
+        assert _direct(Node("conv2d", ["x", "w"], "y", attrs=full), [TensorType(xs, F32), TensorType(ws, F32)],
+                       TensorType(y, F32)), name
+        inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
+        weights[f"w_{name}"] = rand(rng, *ws)
+        ins = [f"x_{name}", f"w_{name}"] + ([f"b_{name}"] if bias else [])
+        if bias:
+            weights[f"b_{name}"] = rand(rng, ws[0])
+        node = {"op": "conv2d", "inputs": ins, **attrs}
+        if act is None:
+            nodes.append(dict(node, output=name))
+        else:
+            nodes += [dict(node, output=f"{name}_pre"),
+                      {"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})}]
+        outputs.append(name)
+        expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
+                                              **attrs))
+    np.savez(tmp_path / "d.npz", **weights)
+    model_spec = spec(inputs, "d.npz", nodes, outputs)
+    model_spec["target"] = {"triple": "native", "cflags": ["-O3", "-march=native"]}
+    out = str(tmp_path / "d.so")
+    build(model_spec, out, base_dir=str(tmp_path), quiet=True, save_temps=str(tmp_path / "temps"))
+    assert open(tmp_path / "temps" / "model.c").read().count("float *restrict pad = (float *)scratch;") == 4
+    for threads in (1, 2):
+        with loader.load(out, num_threads=threads) as model:
+            got = model.run(**feed)
+        for name in outputs:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")

@@ -2,24 +2,30 @@
 
 `lower(region)` emits one packed function per region (backends/base.py) that
 checks its arguments with the host backend's helpers (it lists HOST_PRELUDE
-before its own prelude, so they are emitted once per file) and calls:
+before its own prelude, so they are emitted once per file). The loop body is
+a task over units (host.task) that the runtime may split over its threads:
 
-    dense    batch 1: cblas_sgemv (W [N, K] times x);  else cblas_sgemm (x @ W.T)
-    matmul   cblas_sgemm per batch (a loop nest over broadcast batch dimensions)
-    conv2d   per image and group: im2col into the workspace, then cblas_sgemm
-             (W_g [OCG, ICG*KH*KW] @ col [ICG*KH*KW, OH*OW]); a 1x1, stride-1,
-             unpadded conv multiplies the input in place (no im2col)
+    dense    blocks of W's rows (or rows of x when W has few): cblas_sgemv at
+             batch 1, else cblas_sgemm (x @ W.T) on the range
+    matmul   output rows of all batch entries: cblas_sgemm per entry touched
+    conv2d   output rows (image, group, row): im2col of a block of rows into
+             the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @ col); a 1x1,
+             stride-1, unpadded conv multiplies the input in place. A stride-1
+             conv whose rows are a multiple of 8 or 16 outputs compiles, on
+             AVX-512 targets, a direct kernel instead (conv2d_direct: the
+             image zero-padded into the scratch, accumulators in registers);
+             other targets compile the im2col path from the same file.
 
-Bias: the output starts as the bias (rows copied) and the GEMM accumulates
-onto it (beta = 1). A fused activation (relu, sigmoid, tanh, leaky_relu, clip; the partitioner
-decides when the graph allows it) runs over the output right after the GEMM,
-per group for conv2d, while it is still in cache. No allocation at run time:
-the im2col buffer is the region's workspace.
+Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
+1). A fused activation (relu, sigmoid, tanh, leaky_relu, clip; the partitioner
+decides when the graph allows it) runs over each block right after it is
+computed, while it is in cache. No allocation at run time: the scratch is the
+region's workspace (or a worker's, of the same size).
 
 The CSource links `-lopenblas` (the .so gets DT_NEEDED libopenblas.so.0) and
 names that soname in the manifest's `requires`, so a machine without it fails
-at load with a message naming it. OpenBLAS runs its own threads
-(OPENBLAS_NUM_THREADS); it is thread-safe for concurrent runs.
+at load with a message naming it. The runtime sets OpenBLAS to 1 thread at
+load (see README, Threads); it is thread-safe for concurrent calls.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ INSTALL_HINT = ("the cblas backend needs the OpenBLAS headers (cblas.h) and libr
 CBLAS_PRELUDE = r"""
 /* ---- dsopack cblas backend: OpenBLAS through CBLAS ------------------- */
 #include <cblas.h>
+#if defined(__AVX512F__)
+typedef float dpk_v16 __attribute__((vector_size(64))); /* the direct conv's vectors: a zmm */
+typedef float dpk_v8 __attribute__((vector_size(32)));  /* and a ymm, for rows of 8 */
+#endif
 
 """
 
@@ -123,6 +133,51 @@ $taps
   for (int64_t ow = 0; ow < $ow0; ++ow) o[ow] = 0.0f;
   for (int64_t ow = $ow0; ow < $ow1; ++ow) o[ow] = xr[ow * $SW + $shift];
   for (int64_t ow = $ow1; ow < $OW; ++ow) o[ow] = 0.0f;
+}"""),
+    # conv2d, stride 1, direct (AVX-512 builds only; others compile the im2col path):
+    # units are output rows (image n, row oh). The image is copied once per range
+    # into a zero-padded buffer (the scratch); then for each block of $OB output
+    # channels, $OB x $NV vectors of $VW outputs accumulate every (c, kh, kw) tap,
+    # a broadcast weight times a vector of the padded row, in registers.
+    "conv2d_direct": Template("""\
+float *restrict pad = (float *)scratch;
+int64_t padded = -1;
+for (int64_t u = begin; u < end; ++u) {
+  const int64_t n = u / $OH, oh = u % $OH;
+  if (n != padded) {
+    const float *restrict x = in0 + n * ($C * $IH * $IW);
+    memset(pad, 0, $C * $PH * $PW * sizeof(float));
+    for (int64_t c = 0; c < $C; ++c)
+      for (int64_t h = 0; h < $IH; ++h)
+        memcpy(pad + (c * $PH + h + $PT) * $PW + $PL, x + (c * $IH + h) * $IW, $IW * sizeof(float));
+    padded = n;
+  }
+  float *restrict y = out0 + n * ($OC * $P) + oh * $OW;
+  for (int64_t o0 = 0; o0 < $OC; o0 += $OB) {
+    $VT acc[$OB][$NV];
+    for (int64_t i = 0; i < $OB; ++i) {
+      const float bv = $bias;
+      for (int64_t v = 0; v < $NV; ++v) acc[i][v] = ($VT){0} + bv;
+    }
+    for (int64_t c = 0; c < $C; ++c)
+      for (int64_t kh = 0; kh < $KH; ++kh) {
+        const float *restrict row = pad + (c * $PH + oh + kh) * $PW;
+        for (int64_t kw = 0; kw < $KW; ++kw) {
+          $VT xv[$NV];
+          for (int64_t v = 0; v < $NV; ++v) memcpy(&xv[v], row + kw + $VW * v, sizeof($VT));
+          const float *restrict wp = in1 + ((o0 * $C + c) * $KH + kh) * $KW + kw;
+          for (int64_t i = 0; i < $OB; ++i) {
+            const float wv = wp[i * ($C * $KH * $KW)];
+            for (int64_t v = 0; v < $NV; ++v) acc[i][v] += wv * xv[v];
+          }
+        }
+      }
+    for (int64_t i = 0; i < $OB; ++i) {
+      float *restrict yr = y + (o0 + i) * $P;
+      for (int64_t v = 0; v < $NV; ++v) memcpy(yr + $VW * v, &acc[i][v], sizeof($VT));
+$act
+    }
+  }
 }"""),
     "conv_bias": Template("""\
 for (int64_t oc = 0; oc < $OCG; ++oc) {
@@ -219,11 +274,33 @@ def _conv_rows(node: Node, types: list[TensorType], out: TensorType) -> int:
     return max(1, min(OH, MAX_COL_BYTES // (w[1] * w[2] * w[3] * OW * 4)))
 
 
+DIRECT_MAX_PAD_BYTES = 1 << 20  # the direct conv's padded image (its scratch) stays in L2
+
+
+def _direct(node: Node, types: list[TensorType], out: TensorType) -> tuple[int, int, int] | None:
+    """(output channels per block, vectors per row, floats per vector) of the direct conv, or None where
+    it does not apply: stride 1, no dilation, one group, rows a multiple of 16 or 8 outputs (at most 4
+    vectors), channels a multiple of the block, the padded image <= DIRECT_MAX_PAD_BYTES."""
+    a, x, w, OW = node.attrs, types[0].shape, types[1].shape, out.shape[3]
+    width = 16 if OW % 16 == 0 else 8
+    if a["groups"] != 1 or list(a["strides"]) != [1, 1] or list(a["dilations"]) != [1, 1] or OW % width:
+        return None
+    nv, pads = OW // width, a["pads"]
+    padded = x[1] * (x[2] + pads[0] + pads[2]) * (x[3] + pads[1] + pads[3]) * 4
+    block = next((b for b in (16, 8, 4) if b * nv <= 16 and w[0] % b == 0), None)
+    if nv > 4 or block is None or padded > DIRECT_MAX_PAD_BYTES or _is_pointwise(a, w):
+        return None
+    return block, nv, width
+
+
 def _conv_workspace(node: Node, types: list[TensorType], out: TensorType) -> int:
-    w = types[1].shape
+    w, x, pads = types[1].shape, types[0].shape, node.attrs["pads"]
+    direct = 0
+    if _direct(node, types, out):
+        direct = x[1] * (x[2] + pads[0] + pads[2]) * (x[3] + pads[1] + pads[3]) * 4
     if _is_pointwise(node.attrs, w):
-        return 0
-    return w[1] * w[2] * w[3] * _conv_rows(node, types, out) * out.shape[3] * 4
+        return direct
+    return max(direct, w[1] * w[2] * w[3] * _conv_rows(node, types, out) * out.shape[3] * 4)
 
 
 def _im2col(C: int, IH: int, IW: int, KH: int, KW: int, SH: int, SW: int, DH: int, DW: int, PT: int, PL: int,
@@ -258,6 +335,18 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         bias=host._indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
         act=host._indent(_activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
     parallel = x[0] * w[0] * P * R >= host.PARALLEL_MIN_WORK
+    direct = _direct(node, types, out)
+    if direct:  # same units (g = 1): (image, output row)
+        pads_ = node.attrs["pads"]
+        act_text = ""
+        if act is not None:
+            act_text = (f"      for (int64_t ow = 0; ow < {y[3]}; ++ow) {{\n"
+                        f"        const float v = yr[ow];\n        yr[ow] = {host.unary_expr(act)};\n      }}")
+        fast = TEMPLATES["conv2d_direct"].substitute(
+            OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", C=x[1], IH=x[2], IW=x[3], OC=w[0],
+            OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PL=pads_[1], PH=x[2] + pads_[0] + pads_[2],
+            PW=x[3] + pads_[1] + pads_[3], bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
+        text = f"#if defined(__AVX512F__)\n{fast}\n#else\n{text}\n#endif"
     return text, x[0] * g * y[2], parallel
 
 
