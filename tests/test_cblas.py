@@ -592,16 +592,19 @@ def test_one_and_two_threads_give_the_same_results(tmp_path, batch):
     np.testing.assert_allclose(results[0]["h3"], results[1]["h3"], rtol=1e-5, atol=1e-5)
 
 
-DIRECT_CONVS = [  # (name, x shape, w shape, attrs, bias, activation): stride-1 convs the direct kernel takes
+DIRECT_CONVS = [  # (name, x shape, w shape, attrs, bias, activation): convs the direct kernel takes
     ("rows16_b1", (1, 16, 32, 32), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True, "relu"),
     ("rows16x2_b3", (3, 3, 30, 31), (8, 3, 3, 3), {"pads": [2, 0, 0, 3]}, False, None),       # OW 32: 2 vectors
     ("rows8_b2", (2, 32, 8, 8), (64, 32, 3, 3), {"pads": [1, 1, 1, 1]}, True, "clip"),       # OW 8: ymm
     ("k5_b2", (2, 4, 20, 20), (12, 4, 5, 5), {"pads": [0, 0, 0, 0]}, True, "leaky_relu"),    # OW 16, 12 channels
+    ("s2_b2", (2, 16, 32, 32), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, True, "relu"),
+    ("s2_1x1_b3", (3, 16, 16, 16), (32, 16, 1, 1), {"strides": [2, 2]}, False, None),          # OW 8
+    ("s2_odd_b1", (1, 3, 33, 33), (16, 3, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 0]}, True, "tanh"),
 ]
 
 
 def test_direct_conv_matches_numpy_on_avx512(tmp_path):
-    """The direct conv is compiled only where the target has AVX-512 (-march=native on such a machine);
+    """The direct conv (stride 1 and 2) is compiled only where the target has AVX-512 (-march=native on such a machine);
     elsewhere the same file takes the im2col path, which test_conv2d_matches_numpy covers."""
     with open("/proc/cpuinfo") as f:
         if " avx512f" not in f.read():
@@ -612,7 +615,7 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
     rng = np.random.default_rng(11)
     inputs, weights, feed, nodes, outputs, expected = {}, {}, {}, [], [], {}
     for name, xs, ws, attrs, bias, act in DIRECT_CONVS:
-        full = {"strides": [1, 1], "dilations": [1, 1], "groups": 1, **attrs}
+        full = {"strides": [1, 1], "dilations": [1, 1], "groups": 1, "pads": [0, 0, 0, 0], **attrs}
         y = ref.conv2d(np.zeros(xs, np.float32), np.zeros(ws, np.float32), **attrs).shape
         assert _direct(Node("conv2d", ["x", "w"], "y", attrs=full), [TensorType(xs, F32), TensorType(ws, F32)],
                        TensorType(y, F32)), name
@@ -635,7 +638,7 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
     model_spec["target"] = {"triple": "native", "cflags": ["-O3", "-march=native"]}
     out = str(tmp_path / "d.so")
     build(model_spec, out, base_dir=str(tmp_path), quiet=True, save_temps=str(tmp_path / "temps"))
-    assert open(tmp_path / "temps" / "model.c").read().count("float *restrict pad = (float *)scratch;") == 4
+    assert open(tmp_path / "temps" / "model.c").read().count("float *restrict pad = (float *)scratch;") == 7
     for threads in (1, 2):
         with loader.load(out, num_threads=threads) as model:
             got = model.run(**feed)

@@ -134,9 +134,11 @@ $taps
   for (int64_t ow = $ow0; ow < $ow1; ++ow) o[ow] = xr[ow * $SW + $shift];
   for (int64_t ow = $ow1; ow < $OW; ++ow) o[ow] = 0.0f;
 }"""),
-    # conv2d, stride 1, direct (AVX-512 builds only; others compile the im2col path):
-    # units are output rows (image n, row oh). The image is copied once per range
-    # into a zero-padded buffer (the scratch); then for each block of $OB output
+    # conv2d, stride 1 or 2, direct (AVX-512 builds only; others compile the im2col
+    # path): units are output rows (image n, row oh). The image is copied once per
+    # range into a zero-padded buffer (the scratch), each row split into $SW
+    # phases (columns j * $SW + phase) so a strided tap reads contiguous floats;
+    # then for each block of $OB output
     # channels, $OB x $NV vectors of $VW outputs accumulate every (c, kh, kw) tap,
     # a broadcast weight times a vector of the padded row, in registers.
     "conv2d_direct": Template("""\
@@ -146,10 +148,13 @@ for (int64_t u = begin; u < end; ++u) {
   const int64_t n = u / $OH, oh = u % $OH;
   if (n != padded) {
     const float *restrict x = in0 + n * ($C * $IH * $IW);
-    memset(pad, 0, $C * $PH * $PW * sizeof(float));
+    memset(pad, 0, $C * $PH * $SW * $QW * sizeof(float));
     for (int64_t c = 0; c < $C; ++c)
-      for (int64_t h = 0; h < $IH; ++h)
-        memcpy(pad + (c * $PH + h + $PT) * $PW + $PL, x + (c * $IH + h) * $IW, $IW * sizeof(float));
+      for (int64_t h = 0; h < $IH; ++h) {
+        const float *restrict xr = x + (c * $IH + h) * $IW;
+        float *restrict pr = pad + (c * $PH + h + $PT) * ($SW * $QW);
+$copy
+      }
     padded = n;
   }
   float *restrict y = out0 + n * ($OC * $P) + oh * $OW;
@@ -161,10 +166,10 @@ for (int64_t u = begin; u < end; ++u) {
     }
     for (int64_t c = 0; c < $C; ++c)
       for (int64_t kh = 0; kh < $KH; ++kh) {
-        const float *restrict row = pad + (c * $PH + oh + kh) * $PW;
         for (int64_t kw = 0; kw < $KW; ++kw) {
+          const float *restrict row = pad + ((c * $PH + oh * $SH + kh) * $SW + kw % $SW) * $QW + kw / $SW;
           $VT xv[$NV];
-          for (int64_t v = 0; v < $NV; ++v) memcpy(&xv[v], row + kw + $VW * v, sizeof($VT));
+          for (int64_t v = 0; v < $NV; ++v) memcpy(&xv[v], row + $VW * v, sizeof($VT));
           const float *restrict wp = in1 + ((o0 * $C + c) * $KH + kh) * $KW + kw;
           for (int64_t i = 0; i < $OB; ++i) {
             const float wv = wp[i * ($C * $KH * $KW)];
@@ -279,25 +284,30 @@ DIRECT_MAX_PAD_BYTES = 1 << 20  # the direct conv's padded image (its scratch) s
 
 def _direct(node: Node, types: list[TensorType], out: TensorType) -> tuple[int, int, int] | None:
     """(output channels per block, vectors per row, floats per vector) of the direct conv, or None where
-    it does not apply: stride 1, no dilation, one group, rows a multiple of 16 or 8 outputs (at most 4
+    it does not apply: stride 1 or 2, no dilation, one group, rows a multiple of 16 or 8 outputs (at most 4
     vectors), channels a multiple of the block, the padded image <= DIRECT_MAX_PAD_BYTES."""
     a, x, w, OW = node.attrs, types[0].shape, types[1].shape, out.shape[3]
     width = 16 if OW % 16 == 0 else 8
-    if a["groups"] != 1 or list(a["strides"]) != [1, 1] or list(a["dilations"]) != [1, 1] or OW % width:
+    if (a["groups"] != 1 or list(a["strides"]) not in ([1, 1], [2, 2]) or list(a["dilations"]) != [1, 1]
+            or OW % width):
         return None
-    nv, pads = OW // width, a["pads"]
-    padded = x[1] * (x[2] + pads[0] + pads[2]) * (x[3] + pads[1] + pads[3]) * 4
+    nv = OW // width
+    padded = _direct_pad_bytes(node, types)
     block = next((b for b in (16, 8, 4) if b * nv <= 16 and w[0] % b == 0), None)
     if nv > 4 or block is None or padded > DIRECT_MAX_PAD_BYTES or _is_pointwise(a, w):
         return None
     return block, nv, width
 
 
+def _direct_pad_bytes(node: Node, types: list[TensorType]) -> int:
+    """The direct conv's padded image: C x padded rows x (stride phases of ceil(padded width / stride))."""
+    x, pads, sw = types[0].shape, node.attrs["pads"], node.attrs["strides"][1]
+    return x[1] * (x[2] + pads[0] + pads[2]) * sw * -(-(x[3] + pads[1] + pads[3]) // sw) * 4
+
+
 def _conv_workspace(node: Node, types: list[TensorType], out: TensorType) -> int:
-    w, x, pads = types[1].shape, types[0].shape, node.attrs["pads"]
-    direct = 0
-    if _direct(node, types, out):
-        direct = x[1] * (x[2] + pads[0] + pads[2]) * (x[3] + pads[1] + pads[3]) * 4
+    w = types[1].shape
+    direct = _direct_pad_bytes(node, types) if _direct(node, types, out) else 0
     if _is_pointwise(node.attrs, w):
         return direct
     return max(direct, w[1] * w[2] * w[3] * _conv_rows(node, types, out) * out.shape[3] * 4)
@@ -342,10 +352,17 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         if act is not None:
             act_text = (f"      for (int64_t ow = 0; ow < {y[3]}; ++ow) {{\n"
                         f"        const float v = yr[ow];\n        yr[ow] = {host.unary_expr(act)};\n      }}")
+        if sw == 1:
+            copy = f"memcpy(pr + {pads_[1]}, xr, {x[3]} * sizeof(float));"
+        else:  # column iw + PL goes to phase (iw + PL) % SW, index (iw + PL) / SW
+            copy = (f"for (int64_t iw = 0; iw < {x[3]}; ++iw) "
+                    f"pr[(iw + {pads_[1]}) % {sw} * {-(-(x[3] + pads_[1] + pads_[3]) // sw)} + (iw + {pads_[1]}) / {sw}]"
+                    f" = xr[iw];")
         fast = TEMPLATES["conv2d_direct"].substitute(
             OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", C=x[1], IH=x[2], IW=x[3], OC=w[0],
-            OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PL=pads_[1], PH=x[2] + pads_[0] + pads_[2],
-            PW=x[3] + pads_[1] + pads_[3], bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
+            OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PH=x[2] + pads_[0] + pads_[2], SH=sh, SW=sw,
+            QW=-(-(x[3] + pads_[1] + pads_[3]) // sw), copy=host._indent(copy, "        "),
+            bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
         text = f"#if defined(__AVX512F__)\n{fast}\n#else\n{text}\n#endif"
     return text, x[0] * g * y[2], parallel
 
