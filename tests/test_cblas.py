@@ -110,10 +110,10 @@ def conv_backend(ws, attrs):
     return "host" if g > 1 and min(ws[0] // g, ws[1]) < 4 else "cblas"
 
 
-def test_conv2d_matches_numpy(tmp_path):
-    rng = np.random.default_rng(1)
+def conv_graph(rng, cases):
+    """One graph holding every conv case (and its activation), with inputs, weights and NumPy results."""
     inputs, weights, nodes, outputs, feed, expected = {}, {}, [], [], {}, {}
-    for name, xs, ws, attrs, bias, act in CONVS:
+    for name, xs, ws, attrs, bias, act in cases:
         inputs[f"x_{name}"] = xs
         feed[f"x_{name}"] = rand(rng, *xs)
         weights[f"w_{name}"] = rand(rng, *ws)
@@ -130,6 +130,11 @@ def test_conv2d_matches_numpy(tmp_path):
         outputs.append(name)
         expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
                                               **attrs))
+    return inputs, weights, nodes, outputs, feed, expected
+
+
+def test_conv2d_matches_numpy(tmp_path):
+    inputs, weights, nodes, outputs, feed, expected = conv_graph(np.random.default_rng(1), CONVS)
     report, got, _ = build_and_run(tmp_path, inputs, weights, nodes, outputs, feed)
     convs = [line for line in report.explain if line.startswith("conv2d_")]
     assert [line.split(" -> ")[1].split(" ")[0] for line in convs] == [conv_backend(c[2], c[3]) for c in CONVS]
@@ -612,27 +617,12 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
     from packager.backends.cblas import _direct
     from packager.ir import Node, TensorType
 
-    rng = np.random.default_rng(11)
-    inputs, weights, feed, nodes, outputs, expected = {}, {}, {}, [], [], {}
-    for name, xs, ws, attrs, bias, act in DIRECT_CONVS:
+    for name, xs, ws, attrs, _, _ in DIRECT_CONVS:
         full = {"strides": [1, 1], "dilations": [1, 1], "groups": 1, "pads": [0, 0, 0, 0], **attrs}
         y = ref.conv2d(np.zeros(xs, np.float32), np.zeros(ws, np.float32), **attrs).shape
         assert _direct(Node("conv2d", ["x", "w"], "y", attrs=full), [TensorType(xs, F32), TensorType(ws, F32)],
                        TensorType(y, F32)), name
-        inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
-        weights[f"w_{name}"] = rand(rng, *ws)
-        ins = [f"x_{name}", f"w_{name}"] + ([f"b_{name}"] if bias else [])
-        if bias:
-            weights[f"b_{name}"] = rand(rng, ws[0])
-        node = {"op": "conv2d", "inputs": ins, **attrs}
-        if act is None:
-            nodes.append(dict(node, output=name))
-        else:
-            nodes += [dict(node, output=f"{name}_pre"),
-                      {"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})}]
-        outputs.append(name)
-        expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
-                                              **attrs))
+    inputs, weights, nodes, outputs, feed, expected = conv_graph(np.random.default_rng(11), DIRECT_CONVS)
     np.savez(tmp_path / "d.npz", **weights)
     model_spec = spec(inputs, "d.npz", nodes, outputs)
     model_spec["target"] = {"triple": "native", "cflags": ["-O3", "-march=native"]}
