@@ -502,7 +502,6 @@ def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected):
 @pytest.mark.parametrize("op, shapes, weights, attrs", SPLIT_CASES)
 def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, attrs):
     import kernel_harness as kh
-    from packager.backends import host
     from packager.backends.cblas import CblasBackend
 
     rng = np.random.default_rng(7)
@@ -512,7 +511,6 @@ def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, att
     expected = {"conv2d": lambda: ref.conv2d(*inputs, **attrs), "dense": lambda: ref.dense(*inputs),
                 "matmul": lambda: ref.matmul(*inputs)}[op]()
     check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected)
-    assert host.PARALLEL_MIN_WORK > 0
 
 
 HOST_SPLIT_CASES = [  # host ops that run as tasks: depthwise/direct conv planes, pool planes, elementwise blocks
@@ -634,3 +632,12 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
             got = model.run(**feed)
         for name in outputs:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")
+
+
+def test_a_task_refuses_more_inputs_than_its_context_carries():
+    from packager.backends import host
+    from packager.ir import BuildError
+
+    host.task("t", "ok", ["float"] * (host.TASK_MAX_INPUTS + 1), 8, "", True)  # 4 inputs + the output
+    with pytest.raises(BuildError, match=r"task t: 5 inputs, more than the 4 a task carries"):
+        host.task("t", "too many", ["float"] * (host.TASK_MAX_INPUTS + 2), 8, "", True)

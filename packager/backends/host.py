@@ -180,6 +180,7 @@ TASK_CALL = {  # parallel?
 # Work (multiply-adds, or elements touched) below which a loop stays on the
 # calling thread: waking a worker and joining costs about as much as this.
 PARALLEL_MIN_WORK = 1 << 18
+TASK_MAX_INPUTS = 4  # the size of dpk_host_task.in in HOST_PRELUDE
 UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
 DEPTHWISE_PLANE_BYTES = 64 * 1024  # the padded plane of a depthwise conv lives on the stack (in L1/L2)
 
@@ -188,6 +189,8 @@ def task(name: str, comment: str, types: list[str], units: int, body: str, paral
          scratch_bytes: int = 0, scratch: str = "(void *)0") -> tuple[str, str]:
     """(definition, call) of a task running `body` for each unit u < units.
     `types` are the C element types of in0.., then out0."""
+    if len(types) - 1 > TASK_MAX_INPUTS:  # dpk_host_task.in holds this many
+        raise BuildError(f"task {name}: {len(types) - 1} inputs, more than the {TASK_MAX_INPUTS} a task carries")
     bind = [f"  const {t} *restrict in{i} = (const {t} *)task->in[{i}];" for i, t in enumerate(types[:-1])]
     bind.append(f"  {types[-1]} *restrict out0 = ({types[-1]} *)task->out;")
     bind += [f"  (void)in{i};" for i in range(len(types) - 1) if not re.search(rf"\bin{i}\b", body)]
