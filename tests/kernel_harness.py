@@ -127,8 +127,8 @@ def dltensor(array: np.ndarray, keep: list) -> DLTensor:
 # ---- compiling and loading ----------------------------------------------------
 
 
-def _compile(source: str, out_dir: str, stem: str, libraries=()) -> str:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+def _compile(source: str, out_dir: str, stem: str, libraries=(), cflags=()) -> str:
+    digest = hashlib.sha256("\0".join([source, *cflags]).encode()).hexdigest()[:16]
     path = os.path.join(out_dir, f"{stem}_{digest}.so")
     if os.path.exists(path):
         return path
@@ -136,7 +136,7 @@ def _compile(source: str, out_dir: str, stem: str, libraries=()) -> str:
     with open(c_path, "w") as f:
         f.write(source)
     tmp = path + ".tmp"
-    argv = [CC, *CFLAGS, "-I", INCLUDE, c_path, "-o", tmp, *[f"-l{lib}" for lib in libraries], "-lm"]
+    argv = [CC, *CFLAGS, *cflags, "-I", INCLUDE, c_path, "-o", tmp, *[f"-l{lib}" for lib in libraries], "-lm"]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"compiling {c_path} failed: {' '.join(argv)}\n{proc.stdout}")
@@ -215,11 +215,11 @@ class KernelLib:
         self.call_values(name, values, [DPK_TYPE_TENSOR] * len(values))
 
 
-def compile_sources(csources, out_dir: str, parallel: bool = False) -> KernelLib:
+def compile_sources(csources, out_dir: str, parallel: bool = False, cflags=()) -> KernelLib:
     source = file_source(csources)
     functions = [f for cs in csources for f in cs.functions]
     libraries = sorted({lib for cs in csources for lib in cs.libraries})
-    return KernelLib(_compile(source, str(out_dir), "kernels", libraries), functions, parallel)
+    return KernelLib(_compile(source, str(out_dir), "kernels", libraries, cflags), functions, parallel)
 
 
 # ---- one node end to end --------------------------------------------------------

@@ -484,13 +484,13 @@ SPLIT_CASES = [
 ]
 
 
-def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected):
+def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected, cflags=()):
     """Run the lowered kernel serially, then through a stand-in pool that cuts it into 3 ranges."""
     import kernel_harness as kh
 
     assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
     for parallel in (False, True):
-        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel)
+        lib = kh.compile_sources([lowered], tmp_path, parallel=parallel, cflags=cflags)
         before = kh.KernelLib.ranges_run()
         out = np.full(graph.types["y"].shape, np.nan, np.float32)
         ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
@@ -632,6 +632,33 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
             got = model.run(**feed)
         for name in outputs:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")
+
+
+DIRECT_SPLIT_CASES = [  # (input shapes, attrs): 3 ranges that start and end inside images, or span several
+    ([(1, 16, 32, 32), (16, 16, 3, 3), (16,)], {"pads": [1, 1, 1, 1]}),
+    ([(2, 16, 32, 32), (32, 16, 3, 3), (32,)], {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ([(3, 16, 32, 32), (32, 16, 1, 1)], {"strides": [2, 2]}),  # odd input rows are never read
+    ([(2, 8, 33, 33), (16, 8, 3, 3)], {"strides": [2, 2], "pads": [0, 1, 2, 0]}),
+    ([(2, 32, 8, 8), (64, 32, 3, 3), (64,)], {"pads": [1, 1, 1, 1]}),
+]
+
+
+@pytest.mark.parametrize("shapes, attrs", DIRECT_SPLIT_CASES)
+def test_direct_conv_split_over_threads_matches_numpy(tmp_path, shapes, attrs):
+    """Each range pads only the input rows its own output rows read: serial and 3-range runs agree with NumPy."""
+    with open("/proc/cpuinfo") as f:
+        if " avx512f" not in f.read():
+            pytest.skip("this machine has no AVX-512: the direct conv is not compiled here")
+    import kernel_harness as kh
+    from packager.backends.cblas import CblasBackend
+
+    rng = np.random.default_rng(12)
+    inputs = [rand(rng, *s) for s in shapes]
+    _, region, graph = kh.lower_node("conv2d", inputs, tuple(range(1, len(shapes))), backend=CblasBackend(), **attrs)
+    lowered = CblasBackend().lower(region, graph)
+    assert "float *restrict pad = (float *)scratch;" in lowered.source
+    check_serial_and_split(tmp_path, lowered, region, graph, inputs, ref.conv2d(*inputs, **attrs),
+                           cflags=["-march=native"])
 
 
 def test_a_task_refuses_more_inputs_than_its_context_carries():

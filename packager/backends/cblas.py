@@ -135,24 +135,31 @@ $taps
   for (int64_t ow = $ow1; ow < $OW; ++ow) o[ow] = 0.0f;
 }"""),
     # conv2d, stride 1 or 2, direct (AVX-512 builds only; others compile the im2col
-    # path): units are output rows (image n, row oh). The image is copied once per
-    # range into a zero-padded buffer (the scratch), each row split into $SW
-    # phases (columns j * $SW + phase) so a strided tap reads contiguous floats;
-    # then for each block of $OB output
-    # channels, $OB x $NV vectors of $VW outputs accumulate every (c, kh, kw) tap,
-    # a broadcast weight times a vector of the padded row, in registers.
+    # path): units are output rows (image n, row oh). Per image it touches, a range
+    # first copies the padded input rows its own output rows read (oh * $SH + kh)
+    # into the scratch, zero-padded, each row split into $SW phases (columns
+    # j * $SW + phase) so a strided tap reads contiguous floats; then for each
+    # block of $OB output channels, $OB x $NV vectors of $VW outputs accumulate
+    # every (c, kh, kw) tap, a broadcast weight times a vector of the padded row,
+    # in registers.
     "conv2d_direct": Template("""\
 float *restrict pad = (float *)scratch;
 int64_t padded = -1;
 for (int64_t u = begin; u < end; ++u) {
   const int64_t n = u / $OH, oh = u % $OH;
   if (n != padded) {
+    const int64_t last = end >= (n + 1) * $OH ? $OH - 1 : (end - 1) % $OH; /* this range's last row of n */
     const float *restrict x = in0 + n * ($C * $IH * $IW);
-    memset(pad, 0, $C * $PH * $SW * $QW * sizeof(float));
     for (int64_t c = 0; c < $C; ++c)
-      for (int64_t h = 0; h < $IH; ++h) {
+      for (int64_t r = oh * $SH; r < last * $SH + $KH; ++r) {
+$skip
+        float *restrict pr = pad + (c * $PH + r) * ($SW * $QW);
+        const int64_t h = r - $PT;
+        if (h < 0 || h >= $IH) {
+          memset(pr, 0, $SW * $QW * sizeof(float));
+          continue;
+        }
         const float *restrict xr = x + (c * $IH + h) * $IW;
-        float *restrict pr = pad + (c * $PH + h + $PT) * ($SW * $QW);
 $copy
       }
     padded = n;
@@ -326,6 +333,21 @@ def _im2col(C: int, IH: int, IW: int, KH: int, KW: int, SH: int, SW: int, DH: in
                                           taps=host._indent("\n".join(taps), "      "))
 
 
+def _phase_copy(IW: int, PL: int, SW: int, QW: int) -> str:
+    """C that writes padded row `pr` ($SW phases of $QW floats; phase p holds padded columns j * SW + p) from input
+    row `xr`: literal bounds per phase, so each loop is a plain vectorisable copy or zero fill."""
+    parts = []
+    for p in range(SW):
+        j0 = min(QW, max(0, -(-(PL - p) // SW)))  # first j whose input column j * SW + p - PL >= 0
+        j1 = min(QW, max(j0, -(-(IW + PL - p) // SW)))  # first j whose column is past the input
+        parts.append(f"{{ /* phase {p} */\n"
+                     f"  float *restrict q = pr + {p * QW};\n"
+                     f"  for (int64_t j = 0; j < {j0}; ++j) q[j] = 0.0f;\n"
+                     f"  for (int64_t j = {j0}; j < {j1}; ++j) q[j] = xr[j * {SW} + {p - PL}];\n"
+                     f"  for (int64_t j = {j1}; j < {QW}; ++j) q[j] = 0.0f;\n}}")
+    return "\n".join(parts)
+
+
 def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
     x, w, y = types[0].shape, types[1].shape, out.shape
     (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
@@ -352,16 +374,12 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         if act is not None:
             act_text = (f"      for (int64_t ow = 0; ow < {y[3]}; ++ow) {{\n"
                         f"        const float v = yr[ow];\n        yr[ow] = {host.unary_expr(act)};\n      }}")
-        if sw == 1:
-            copy = f"memcpy(pr + {pads_[1]}, xr, {x[3]} * sizeof(float));"
-        else:  # column iw + PL goes to phase (iw + PL) % SW, index (iw + PL) / SW
-            copy = (f"for (int64_t iw = 0; iw < {x[3]}; ++iw) "
-                    f"pr[(iw + {pads_[1]}) % {sw} * {-(-(x[3] + pads_[1] + pads_[3]) // sw)} + (iw + {pads_[1]}) / {sw}]"
-                    f" = xr[iw];")
+        qw = -(-(x[3] + pads_[1] + pads_[3]) // sw)
+        skip = f"        if (r % {sh} >= {KH}) continue; /* a row no tap reads */" if KH < sh else ""
         fast = TEMPLATES["conv2d_direct"].substitute(
             OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", C=x[1], IH=x[2], IW=x[3], OC=w[0],
             OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PH=x[2] + pads_[0] + pads_[2], SH=sh, SW=sw,
-            QW=-(-(x[3] + pads_[1] + pads_[3]) // sw), copy=host._indent(copy, "        "),
+            QW=qw, skip=skip, copy=host._indent(_phase_copy(x[3], pads_[1], sw, qw), "        "),
             bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
         text = f"#if defined(__AVX512F__)\n{fast}\n#else\n{text}\n#endif"
     return text, x[0] * g * y[2], parallel
