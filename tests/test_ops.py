@@ -163,6 +163,7 @@ POOL_CASES = [
     ((1, 1, 5, 5), {"kernel": [2, 2]}),
     ((1, 2, 4, 4), {"kernel": [4, 4], "pads": [3, 3, 3, 3]}),  # windows mostly padding
     ((1, 3, 8, 6), {"kernel": [3, 3], "strides": [3, 2], "pads": [2, 0, 0, 2]}),
+    ((1, 2, 3, 601), {"kernel": [2, 3], "strides": [1, 2], "pads": [0, 1, 1, 1]}),  # rows in chunks of 256 outputs
 ]
 
 

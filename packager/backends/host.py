@@ -354,6 +354,10 @@ for (int64_t p = begin; p < end; ++p) {
     }
   }
 }"""),
+    # A pool with padding: per output row, chunks of up to $CW outputs accumulate in
+    # a local array, one input row and one kw at a time over the outputs whose
+    # column falls inside the input (literal bounds per kw, $taps), so each loop
+    # is a plain vectorisable pass with no per-output clamping; padding is skipped.
     "pool": Template("""\
 for (int64_t p = begin; p < end; ++p) {
   const float *restrict xp = in0 + p * ($IH * $IW);
@@ -362,25 +366,39 @@ for (int64_t p = begin; p < end; ++p) {
     int64_t h0 = oh * $SH - $PT, h1 = h0 + $KH;
     h0 = h0 < 0 ? 0 : h0;
     h1 = h1 > $IH ? $IH : h1;
-    for (int64_t ow = 0; ow < $OW; ++ow) {
-      int64_t w0 = ow * $SW - $PL, w1 = w0 + $KW;
-      w0 = w0 < 0 ? 0 : w0;
-      w1 = w1 > $IW ? $IW : w1;
-      float acc = $init;
-      for (int64_t h = h0; h < h1; ++h)
-        for (int64_t w = w0; w < w1; ++w) {
-          const float v = xp[h * $IW + w];
-          $accumulate
-        }
-      yp[oh * $OW + ow] = $finish;
+    for (int64_t c0 = 0; c0 < $OW; c0 += $CW) {
+      const int64_t c1 = c0 + $CW < $OW ? c0 + $CW : $OW;
+      float acc[$CW];
+      for (int64_t ow = c0; ow < c1; ++ow) acc[ow - c0] = $init;
+      for (int64_t h = h0; h < h1; ++h) {
+        const float *restrict xr = xp + h * $IW;
+$taps
+      }
+      for (int64_t ow = c0; ow < c1; ++ow) {
+        const int64_t w0 = ow * $SW - $PL < 0 ? 0 : ow * $SW - $PL;
+        const int64_t w1 = ow * $SW - $PL + $KW > $IW ? $IW : ow * $SW - $PL + $KW;
+        (void)w0; (void)w1;
+        yp[oh * $OW + ow] = $finish;
+      }
     }
   }
 }"""),
+    "pool_tap": Template("""\
+for (int64_t ow = c0 > $lo ? c0 : $lo; ow < (c1 < $hi ? c1 : $hi); ++ow) { /* kw = $kw */
+  const float v = xr[ow * $SW + $shift];
+  $accumulate
+}"""),
+    # sums in double, in 8 independent lanes: one running sum is a chain of dependent
+    # adds (gcc may not reorder them), 8 lanes are one vector add per 8 floats
     "global_avgpool": Template("""\
 for (int64_t p = 0; p < $NC; ++p) {
   const float *restrict xp = in0 + p * $HW;
-  double sum = 0.0;
-  for (int64_t i = 0; i < $HW; ++i) sum += xp[i];
+  double lane[8] = {0.0};
+  int64_t i = 0;
+  for (; i + 8 <= $HW; i += 8)
+    for (int64_t k = 0; k < 8; ++k) lane[k] += xp[i + k];
+  for (; i < $HW; ++i) lane[0] += xp[i];
+  const double sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
   out0[p] = (float)(sum / $HW);
 }"""),
     "copy": Template("if ((const void *)out0 != (const void *)in0) memmove(out0, in0, $nbytes);"),
@@ -400,13 +418,14 @@ for (int64_t c = 0; c < $C; ++c) {
 }"""),
 }
 
-POOL = {
-    "maxpool2d": {"init": "-INFINITY", "accumulate": "acc = v > acc ? v : acc;", "finish": "acc"},
-    "avgpool2d": {"init": "0.0f", "accumulate": "acc += v;",
-                  "finish": "acc / (float)((h1 - h0) * (w1 - w0))", "inside": "acc / (float)($KH * $KW)"},
+POOL = {  # acc: the window's running value (`acc` in pool_inside, `acc[ow - c0]` in pool)
+    "maxpool2d": {"init": "-INFINITY", "accumulate": "$acc = v > $acc ? v : $acc;", "finish": "$acc"},
+    "avgpool2d": {"init": "0.0f", "accumulate": "$acc += v;",
+                  "finish": "$acc / (float)((h1 - h0) * (w1 - w0))", "inside": "$acc / (float)($KH * $KW)"},
     # count_include_pad: windows never leave the padded input, so the divisor is the kernel's size
-    "avgpool2d_include_pad": {"init": "0.0f", "accumulate": "acc += v;", "finish": "acc / (float)($KH * $KW)"},
+    "avgpool2d_include_pad": {"init": "0.0f", "accumulate": "$acc += v;", "finish": "$acc / (float)($KH * $KW)"},
 }
+POOL_CHUNK = 256  # outputs of a padded pool's row accumulated at once (a local array on the stack)
 SOFTMAX_FINISH = {  # (rows, cols): after the loop that left exp(x - max) in y and its sum in `sum`
     "softmax": ("const float inv = 1.0f / sum;\n  for (int64_t l = 0; l < $L; ++l) yr[l] *= inv;",
                 "const float inv = 1.0f / sum;\n    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] *= inv;"),
@@ -609,15 +628,24 @@ def _pool(k: _K) -> str:
     x, out = k.shape(0), k.out.shape
     (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
     pool = POOL["avgpool2d_include_pad" if k.attrs.get("count_include_pad") else k.node.op]
-    pool = {key: Template(text).substitute(KH=kh, KW=kw) for key, text in pool.items()}
     planes = x[0] * x[1]  # the task's units
     if not any(pads) and (out[2] - 1) * sh + kh <= x[2] and (out[3] - 1) * sw + kw <= x[3]:
+        pool = {key: Template(text).substitute(KH=kh, KW=kw, acc="acc") for key, text in pool.items()}
         body = TEMPLATES["pool_inside"].substitute(
             pool, finish=pool.get("inside", pool["finish"]), IH=x[2], IW=x[3], OH=out[2],
             OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw)
     else:
+        pool = {key: Template(text).substitute(KH=kh, KW=kw, acc="acc[ow - c0]") for key, text in pool.items()}
+        taps = []
+        for j in range(kw):
+            shift = j - pads[1]
+            lo = 0 if shift >= 0 else -(shift // sw)  # first ow whose column ow * sw + shift >= 0
+            hi = max(lo, min(out[3], -(-(x[3] - shift) // sw)))  # first ow whose column is past the input
+            taps.append(TEMPLATES["pool_tap"].substitute(kw=j, lo=lo, hi=hi, SW=sw, shift=shift,
+                                                         accumulate=pool["accumulate"]))
         body = TEMPLATES["pool"].substitute(
-            pool, IH=x[2], IW=x[3], OH=out[2], OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1])
+            pool, IH=x[2], IW=x[3], OH=out[2], OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1],
+            CW=min(out[3], POOL_CHUNK), taps=_indent("\n".join(taps), "        "))
     return k.task(body, planes, planes * out[2] * out[3] * kh * kw >= PARALLEL_MIN_WORK)
 
 
