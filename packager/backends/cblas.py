@@ -184,11 +184,13 @@ $copy
           }
         }
       }
-    for (int64_t i = 0; i < $OB; ++i) {
-      float *restrict yr = y + (o0 + i) * $P;
-      for (int64_t v = 0; v < $NV; ++v) memcpy(yr + $VW * v, &acc[i][v], sizeof($VT));
+    for (int64_t i = 0; i < $OB; ++i)
+      for (int64_t j = 0; j < $NV; ++j) { /* the activation on the vector, in registers, then one store */
+        float t[$VW];
+        memcpy(t, &acc[i][j], sizeof t);
 $act
-    }
+        memcpy(y + (o0 + i) * $P + $VW * j, t, sizeof t);
+      }
   }
 }"""),
     "conv_bias": Template("""\
@@ -372,8 +374,8 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         pads_ = node.attrs["pads"]
         act_text = ""
         if act is not None:
-            act_text = (f"      for (int64_t ow = 0; ow < {y[3]}; ++ow) {{\n"
-                        f"        const float v = yr[ow];\n        yr[ow] = {host.unary_expr(act)};\n      }}")
+            act_text = (f"        for (int64_t k = 0; k < {direct[2]}; ++k) {{\n"
+                        f"          const float v = t[k];\n          t[k] = {host.unary_expr(act)};\n        }}")
         qw = -(-(x[3] + pads_[1] + pads_[3]) // sw)
         skip = f"        if (r % {sh} >= {KH}) continue; /* a row no tap reads */" if KH < sh else ""
         fast = TEMPLATES["conv2d_direct"].substitute(
