@@ -8,11 +8,13 @@ json) form regions from maximal runs of consecutive nodes, named ext0, ext1...
 
 A backend that declares fusions (`Backend.fuses`) also takes the elementwise
 node that follows one of its nodes when the graph allows it: the follower is
-the only consumer of the node's output, reads nothing else, that output is not a
-graph output, and the follower has no `backend:` override naming another
-backend. The follower then joins its anchor's region (whatever lies between
-them in node order: it reads only the anchor's output, so running it with the
-anchor is safe).
+the only consumer of the node's output, that output is not a graph output, the
+follower has no `backend:` override naming another backend, and anything else
+it reads (a residual add's other operand) is ready before the anchor runs (a
+graph input, a weight, or made by an earlier node). The follower then joins its
+anchor's region (whatever lies between them in node order: what it reads is
+ready at the anchor, so running it with the anchor is safe), and so may the
+follower's own follower (conv2d -> add -> relu).
 
 Every decision keeps its reason, for `dsopack build --explain`:
     dense_0 -> json (first in [json, host] that supports dense)
@@ -100,10 +102,12 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
     assignments = []
     consumers = graph.consumers()
     pending: dict[str, tuple[Node, str]] = {}  # follower name -> (anchor, backend)
+    made_at = {n.output: i for i, n in enumerate(graph.nodes)}  # tensor -> index of the node that makes it
     for node in graph.nodes:
         if node.name in pending:
             anchor, bname = pending.pop(node.name)
             assignments.append(Assignment(node, bname, f"fused into {anchor.name}", fused_into=anchor.name))
+            _fuse_follower(node, bname, graph, backends, consumers, pending, made_at, anchor)
             continue
         if node.backend is not None:
             if node.backend not in backends:
@@ -113,7 +117,7 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
                 raise BuildError(f"{node.describe()} asks for backend '{node.backend}', which does not take it: "
                                  f"{reason}")
             assignments.append(Assignment(node, node.backend, f"backend: {node.backend} set on the node"))
-            _fuse_follower(node, node.backend, graph, backends, consumers, pending)
+            _fuse_follower(node, node.backend, graph, backends, consumers, pending, made_at)
             continue
         declined = []
         for name in priority:
@@ -122,7 +126,7 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
                 why = (f"first in {listing} that supports {node.op}" if not declined
                        else "; ".join(f"{b}: {r}" for b, r in declined))
                 assignments.append(Assignment(node, name, why))
-                _fuse_follower(node, name, graph, backends, consumers, pending)
+                _fuse_follower(node, name, graph, backends, consumers, pending, made_at)
                 break
             declined.append((name, reason))
         else:
@@ -133,8 +137,11 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
 
 
 def _fuse_follower(node: Node, bname: str, graph: Graph, backends: dict[str, Backend],
-                   consumers: dict[str, list[Node]], pending: dict[str, tuple[Node, str]]) -> None:
-    """If backend `bname` may fold the node after `node` into it, remember that follower."""
+                   consumers: dict[str, list[Node]], pending: dict[str, tuple[Node, str]],
+                   made_at: dict[str, int], anchor: Node | None = None) -> None:
+    """If backend `bname` may fold the node after `node` into `anchor`'s region (`node`'s own when it is the
+    anchor), remember that follower."""
+    anchor = anchor or node
     backend = backends[bname]
     if not backend.fuses.get(node.op) or node.output in graph.outputs:
         return
@@ -142,10 +149,13 @@ def _fuse_follower(node: Node, bname: str, graph: Graph, backends: dict[str, Bac
     if len(users) != 1:
         return
     follower = users[0]
-    if follower.inputs != [node.output] or follower.backend not in (None, bname):
+    others = [t for t in follower.inputs if t != node.output]
+    if len(others) != len(follower.inputs) - 1 or follower.backend not in (None, bname):
+        return
+    if any(made_at.get(t, -1) >= made_at[anchor.output] for t in others):  # not ready when the anchor runs
         return
     if backend.can_fuse(node, follower, graph):
-        pending[follower.name] = (node, bname)
+        pending[follower.name] = (anchor, bname)
 
 
 def _make_region(name: str, nodes: list[Node], graph: Graph, used_later, unused: set[str]) -> Region:

@@ -661,6 +661,54 @@ def test_direct_conv_split_over_threads_matches_numpy(tmp_path, shapes, attrs):
                            cflags=["-march=native"])
 
 
+@pytest.mark.parametrize("march", [None, "native"])
+def test_residual_add_and_relu_fuse_into_the_conv(tmp_path, march):
+    """A ResNet block: conv -> add(its input) -> relu is one cblas region, and so is conv -> add(a tensor made
+    before it); an add whose other operand is made after the conv is fused into that later conv instead.
+    Baseline builds run the im2col path; -march=native on AVX-512 the direct kernel."""
+    rng = np.random.default_rng(13)
+    w = {"w1": rand(rng, 16, 16, 3, 3), "b1": rand(rng, 16), "w2": rand(rng, 16, 16, 3, 3),
+         "wa": rand(rng, 16, 16, 1, 1), "wb": rand(rng, 16, 16, 3, 3), "bb": rand(rng, 16)}
+    w = {k: v * np.float32(0.1) for k, v in w.items()}  # keeps the values near 1 through the chain
+    p1 = {"pads": [1, 1, 1, 1]}
+    nodes = [{"op": "conv2d", "inputs": ["x", "w1", "b1"], "output": "c1", **p1},
+             {"op": "add", "inputs": ["x", "c1"], "output": "s1"},      # residual first: either order fuses
+             {"op": "relu", "inputs": ["s1"], "output": "r1"},
+             {"op": "conv2d", "inputs": ["r1", "w2"], "output": "c2", **p1},
+             {"op": "add", "inputs": ["c2", "r1"], "output": "s2"},     # no activation after it
+             {"op": "conv2d", "inputs": ["s2", "wa"], "output": "ca"},
+             {"op": "conv2d", "inputs": ["s2", "wb", "bb"], "output": "cb", **p1},
+             {"op": "add", "inputs": ["ca", "cb"], "output": "s3"},     # ca is older: joins cb
+             {"op": "relu", "inputs": ["s3"], "output": "y"}]
+    x = rand(rng, 2, 16, 16, 16)
+    np.savez(tmp_path / "m.npz", **w)
+    model_spec = spec({"x": x.shape}, "m.npz", nodes, ["y"])
+    if march:
+        model_spec["target"] = {"triple": "native", "cflags": ["-O3", "-march=native"]}
+    out = str(tmp_path / "m.so")
+    report = build(model_spec, out, base_dir=str(tmp_path), quiet=True)
+    assert "add_1 -> cblas (fused into conv2d_0)" in report.explain
+    assert "relu_2 -> cblas (fused into conv2d_0)" in report.explain
+    assert "add_4 -> cblas (fused into conv2d_3)" in report.explain
+    assert "add_7 -> cblas (fused into conv2d_6)" in report.explain  # cb, not ca
+    assert "relu_8 -> cblas (fused into conv2d_6)" in report.explain
+    r1 = ref.relu(x + ref.conv2d(x, w["w1"], w["b1"], pads=[1] * 4))
+    s2 = ref.conv2d(r1, w["w2"], pads=[1] * 4) + r1
+    expected = ref.relu(ref.conv2d(s2, w["wa"]) + ref.conv2d(s2, w["wb"], w["bb"], pads=[1] * 4))
+    for threads in (1, 2):
+        with loader.load(out, num_threads=threads) as model:
+            np.testing.assert_allclose(model.run(x=x)["y"], expected, rtol=1e-4, atol=1e-4, err_msg=str(threads))
+
+
+def test_an_add_that_broadcasts_is_not_fused_into_a_conv():
+    g = Graph(name="g", inputs={"x": TensorType((1, 4, 6, 6), F32), "b": TensorType((1, 4, 1, 1), F32)},
+              weights={"w": np.zeros((4, 4, 3, 3), np.float32)},
+              nodes=[Node("conv2d", ["x", "w"], "c", attrs={"pads": [1, 1, 1, 1]}, name="conv2d_0"),
+                     Node("add", ["c", "b"], "y", name="add_1")], outputs=["y"])
+    g.infer()
+    assert partition.partition(g, ["cblas", "host"]).explain()[1].startswith("add_1 -> host")
+
+
 def test_a_task_refuses_more_inputs_than_its_context_carries():
     from packager.backends import host
     from packager.ir import BuildError

@@ -103,12 +103,15 @@ class Backend:
     # Fusion: op -> the elementwise ops this backend can fold into it when they
     # follow it, e.g. {"dense": ("relu", "sigmoid", "tanh")}. The partitioner
     # decides when the graph allows it (the follower is the op's only consumer,
-    # reads nothing else, and the op's result is not a graph output); the region
-    # then holds both nodes and its output is the follower's.
+    # what else it reads is ready before the anchor runs, and the op's result is
+    # not a graph output); the region then holds the nodes in order and its
+    # output is the last one's. A follower's own fusions chain on (an entry for
+    # "add" lets a relu follow a fused add).
     fuses: dict[str, tuple[str, ...]] = {}
 
     def can_fuse(self, node: Node, follower: Node, graph: Graph) -> bool:
-        """Whether `follower` (reading only `node`'s output) may be folded into `node`."""
+        """Whether `follower` (reading `node`'s output once, and maybe tensors ready before the region runs)
+        may be folded in after `node`."""
         return follower.op in self.fuses.get(node.op, ())
 
     def supports(self, node: Node, graph: Graph) -> str | None:

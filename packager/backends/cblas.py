@@ -193,6 +193,13 @@ $act
       }
   }
 }"""),
+    # a fused residual add over the block just computed: y += the same positions of $res
+    "residual": Template("""\
+{
+  const float *restrict r = $res + (y - out0);
+  for (int64_t oc = 0; oc < $OCG; ++oc)
+    for (int64_t i = 0; i < rows * $OW; ++i) y[oc * $P + i] += r[oc * $P + i];
+}"""),
     "conv_bias": Template("""\
 for (int64_t oc = 0; oc < $OCG; ++oc) {
   const float bv = in2[g * $OCG + oc];
@@ -350,7 +357,9 @@ def _phase_copy(IW: int, PL: int, SW: int, QW: int) -> str:
     return "\n".join(parts)
 
 
-def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
+def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType,
+            res: str | None = None) -> tuple[str, int, bool]:
+    """The conv's task body; `res` names the input pointer of a fused residual add (same shape as the output)."""
     x, w, y = types[0].shape, types[1].shape, out.shape
     (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
     OCG, ICG, KH, KW = w[0] // g, w[1], w[2], w[3]
@@ -367,14 +376,19 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         G=g, ROWS=_conv_rows(node, types, out), IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
         OW=y[3], P=P, R=R, colptr_decl=decl, col=host._indent(col, "  "), colptr=colptr, ldb=ldb,
         bias=host._indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
-        act=host._indent(_activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
+        act=host._indent((TEMPLATES["residual"].substitute(res=res, OCG=OCG, OW=y[3], P=P) if res else "")
+                         + "\n" + _activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
     parallel = x[0] * w[0] * P * R >= host.PARALLEL_MIN_WORK
     direct = _direct(node, types, out)
     if direct:  # same units (g = 1): (image, output row)
         pads_ = node.attrs["pads"]
         act_text = ""
+        if res:
+            act_text = (f"        const float *restrict r = {res} + n * {w[0] * P} + oh * {y[3]} + (o0 + i) * {P}"
+                        f" + {direct[2]} * j;\n"
+                        f"        for (int64_t k = 0; k < {direct[2]}; ++k) t[k] += r[k];\n")
         if act is not None:
-            act_text = (f"        for (int64_t k = 0; k < {direct[2]}; ++k) {{\n"
+            act_text += (f"        for (int64_t k = 0; k < {direct[2]}; ++k) {{\n"
                         f"          const float v = t[k];\n          t[k] = {host.unary_expr(act)};\n        }}")
         qw = -(-(x[3] + pads_[1] + pads_[3]) // sw)
         skip = f"        if (r % {sh} >= {KH}) continue; /* a row no tap reads */" if KH < sh else ""
@@ -391,9 +405,32 @@ def _type(graph: Graph, name: str) -> TensorType:
     return host._type(graph, name)
 
 
+def _fused_chain(fn: str, nodes: list[Node]) -> tuple[Node, Node | None, Node | None]:
+    """(op, residual add or None, activation or None) of a region: the op, then what the partitioner fused."""
+    node, rest = nodes[0], list(nodes[1:])
+    add = rest.pop(0) if rest and rest[0].op == "add" and node.op == "conv2d" else None
+    act = rest.pop(0) if rest and rest[0].op in ACTIVATIONS else None
+    chain = [n for n in (node, add, act) if n]
+    if rest or any(b.inputs.count(a.output) != 1 or (b is act and len(b.inputs) != 1) for a, b in zip(chain, chain[1:])):
+        names = ", ".join(n.name for n in nodes)
+        raise BuildError(f"cblas backend: region '{fn}' holds {names}; it takes one node, then optionally a "
+                         f"residual add (after a conv2d) and an activation, each reading the one before")
+    return node, add, act
+
+
 class CblasBackend(Backend):
     name = "cblas"
-    fuses = {op: ACTIVATIONS for op in OPS}
+    # an activation after any op; after a conv also a residual add (then an activation after that add)
+    fuses = {**{op: ACTIVATIONS for op in OPS}, "conv2d": ACTIVATIONS + ("add",), "add": ACTIVATIONS}
+
+    def can_fuse(self, node: Node, follower: Node, graph: Graph) -> bool:
+        if follower.op != "add":
+            return super().can_fuse(node, follower, graph)
+        # a residual: the other operand has the conv's output type exactly (no broadcast), and one more
+        # input still fits the task's context
+        other = [t for t in follower.inputs if t != node.output]
+        return (node.op == "conv2d" and len(other) == 1 and _type(graph, other[0]) == _type(graph, node.output)
+                and len(node.inputs) < host.TASK_MAX_INPUTS)
 
     def supports(self, node: Node, graph: Graph) -> str | None:
         if node.op in ACTIVATIONS:
@@ -420,17 +457,12 @@ class CblasBackend(Backend):
         fn = region.name
         if not host._IDENT.match(fn):
             raise BuildError(f"cblas backend: region name '{fn}' is not a C identifier")
-        node, act = region.nodes[0], None
-        if len(region.nodes) == 2 and region.nodes[1].op in ACTIVATIONS and region.nodes[1].inputs == [node.output]:
-            act = region.nodes[1]
-        elif len(region.nodes) != 1:
-            names = ", ".join(n.name for n in region.nodes)
-            raise BuildError(f"cblas backend: region '{fn}' holds {names}; it takes one node and an optional "
-                             f"fused activation")
+        node, add, act = _fused_chain(fn, region.nodes)
         reason = self.supports(node, graph)
         if reason is not None:
             raise BuildError(f"{node.describe()}: cblas backend cannot lower it: {reason}")
-        result = (act or node).output
+        result = region.nodes[-1].output
+        residual = [t for t in add.inputs if t != node.output][0] if add else None
         if region.outputs != [result]:
             raise BuildError(f"cblas backend: region '{fn}' must have the one output '{result}', "
                              f"not {region.outputs}")
@@ -449,17 +481,18 @@ class CblasBackend(Backend):
                                                 dims=workspace, want=f"uint8[{workspace}]"))
             scratch = f"dpk_host_data(&args[{nargs}])"
             nargs += 1
+        task_inputs = node.inputs + ([residual] if residual else [])
         if node.op == "conv2d":
-            body, units, parallel = _conv2d(node, types, act, out)
+            body, units, parallel = _conv2d(node, types, act, out, f"in{len(node.inputs)}" if residual else None)
         else:
             body, units, parallel = {"dense": _dense, "matmul": _matmul}[node.op](node, types, act)
         body = "\n".join(line for line in body.splitlines() if line.strip())
-        what = f"{node.name}: {node.op}" + (f" + {act.name}: {act.op}" if act else "")
-        definition, call = host.task(f"{fn}_task", what, ["float"] * (len(types) + 1), units, body, parallel,
+        what = " + ".join(f"{n.name}: {n.op}" for n in region.nodes)
+        definition, call = host.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,
                                      workspace, scratch)
         index = {name: i for i, name in reversed(list(enumerate(params)))}
         lines = [f"  {{ /* {what} -> {out} */"]
-        for i, name in enumerate(node.inputs):
+        for i, name in enumerate(task_inputs):
             lines.append(f"    const float *restrict in{i} = (const float *)dpk_host_data(&args[{index[name]}]);")
         lines.append(f"    float *restrict out0 = (float *)dpk_host_data(&args[{index[result]}]);")
         lines.append("    " + call)
