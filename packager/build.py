@@ -13,6 +13,7 @@ at that path untouched).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,15 +21,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from packager import lower_check
 from packager import partition as partition_mod
 from packager import plan as plan_mod
 from packager import toolchain, wording
-from packager.backends.base import CSource, Payload
+from packager.backends.base import CSource, Payload, Region
 from packager.blob import BlobWriter, write_incbin_stub
 from packager.carried_kinds import CarriedKinds
 from packager.frontends import yaml_graph
-from packager.ir import BuildError, Graph
+from packager.ir import BuildError, Graph, TensorType
 
 STAGES = 6
 C_HEADER = """\
@@ -127,6 +130,22 @@ def _output_plan(graph: Graph) -> list[tuple[str, str, bool]]:
     return plan
 
 
+def _relay_weights(graph: Graph, regions, outputs, relaid: dict) -> None:
+    """Store each weight a region re-laid out (CSource.weights) in its new layout: only a weight no other
+    region and no graph output reads, and only with its dtype."""
+    for name, (region, array) in relaid.items():
+        readers = [r.name for _, r in regions if name in r.inputs]
+        if readers != [region.name] or any(source == name for _, source, _ in outputs):
+            raise BuildError(f"region '{region.name}' re-lays out weight '{name}', which "
+                             f"{'a graph output' if readers == [region.name] else ', '.join(readers)} also reads "
+                             "(a backend bug: only a weight the region alone reads may change layout)")
+        if array.dtype != graph.weights[name].dtype:
+            raise BuildError(f"region '{region.name}' re-lays out weight '{name}' as {array.dtype}, not its "
+                             f"{graph.weights[name].dtype} (a backend bug)")
+        graph.weights[name] = np.ascontiguousarray(array)
+        graph.types[name] = TensorType(tuple(array.shape), array.dtype.name)
+
+
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
           target: str | None = None, march: str | None = None) -> BuildReport:
@@ -147,7 +166,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         s = spec
     else:
         s = yaml_graph.load(spec, base_dir, shapes=shapes)
-    graph = s.graph
+    # a shallow copy with its own weight table: re-laid out weights (CSource.weights) never reach the caller's graph
+    graph = dataclasses.replace(s.graph, weights=dict(s.graph.weights))
     tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
     cc_argv, cc_name, triple, machine, cflags = tc.cc, tc.cc_name, tc.triple, tc.machine, tc.cflags
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
@@ -184,6 +204,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     calls: list[_Call] = []
     host_weights: list[str] = []
     carried = CarriedKinds()  # kinds whose C the file carries (Payload.kind_source)
+    relaid: dict[str, tuple[Region, np.ndarray]] = {}  # weight -> (the region that re-lays it out, new array)
     for backend, region in part.regions:
         try:
             lowered = backend.lower(region, graph)
@@ -207,6 +228,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             func = region.name if region.name in lowered.functions else lowered.functions[0]
             calls.append(_Call(func, [*region.inputs, *region.outputs], len(region.outputs), lowered.workspace_bytes))
             host_weights.extend(region.weights)
+            for name, array in lowered.weights.items():
+                relaid[name] = (region, array)
         else:
             payload_modules.append((region.name, lowered, region.weights if lowered.imports_weights else []))
             calls.append(_Call(lowered.function, [*region.activations, *region.outputs], len(region.outputs),
@@ -221,6 +244,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
             calls.append(_Call(func, [source, tid], 1))
             if source in graph.weights:
                 host_weights.append(source)
+    _relay_weights(graph, part.regions, outputs, relaid)
     lib_functions = [f for functions in dso_functions.values() for f in functions]
     dupes = sorted({f for f in lib_functions if lib_functions.count(f) > 1})
     if dupes:

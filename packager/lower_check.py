@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from packager.backends.base import CSource, KindSource, Payload, Region
 from packager.ir import BuildError
 
@@ -62,6 +64,7 @@ def check(backend_name: str, region: Region, lowered):
             fail(f"a CSource whose workspace_bytes is {lowered.workspace_bytes!r}")
         if not _names(lowered.libraries) or not _names(lowered.requires):
             fail("a CSource whose libraries/requires are not lists of names")
+        _check_weights(lowered, region, fail)
         return lowered
     if isinstance(lowered, Payload):
         if not isinstance(lowered.kind, str) or not IDENT.match(lowered.kind):
@@ -82,6 +85,16 @@ def check(backend_name: str, region: Region, lowered):
             _check_kind_source(lowered, fail)
         return lowered
     fail(f"{type(lowered).__name__}, expected CSource or Payload")
+
+
+def _check_weights(lowered: CSource, region: Region, fail) -> None:
+    if not isinstance(lowered.weights, dict):
+        fail(f"a CSource whose weights is {type(lowered.weights).__name__}, not a dict")
+    for name, array in lowered.weights.items():
+        if name not in region.weights:
+            fail(f"a CSource re-laying out {name!r}, which is not one of the region's weights")
+        if not isinstance(array, np.ndarray):
+            fail(f"a CSource whose new layout of '{name}' is {type(array).__name__}, not a numpy array")
 
 
 def _check_kind_source(payload: Payload, fail) -> None:

@@ -183,6 +183,10 @@ WHERE = "backend 'bad' region 'ext0' (nodes relu_0, tanh_1): lower() returned "
      "a CSource whose source is bytes, not str"),
     (lambda r, g: CSource(source=good_c("ext0"), functions=["ext0", "ext0"]),
      "a CSource listing a function twice (ext0, ext0)"),
+    (lambda r, g: CSource(source=good_c("ext0"), functions=["ext0"], weights={"w": np.zeros(2, np.float32)}),
+     "a CSource re-laying out 'w', which is not one of the region's weights"),
+    (lambda r, g: CSource(source=good_c("ext0"), functions=["ext0"], weights=[]),
+     "a CSource whose weights is list, not a dict"),
 ])
 def test_malformed_lower_output_names_the_backend_and_region(monkeypatch, tmp_path, make, message):
     monkeypatch.setitem(partition.BACKENDS, "bad", returning(make))

@@ -494,7 +494,8 @@ def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected, c
         before = kh.KernelLib.ranges_run()
         out = np.full(graph.types["y"].shape, np.nan, np.float32)
         ws = [np.zeros(lowered.workspace_bytes, np.uint8)] if lowered.workspace_bytes else []
-        lib.call(region.name, *inputs, out, *ws)
+        args = [lowered.weights.get(name, a) for name, a in zip(region.inputs, inputs)]  # weights as the file stores them
+        lib.call(region.name, *args, out, *ws)
         assert (kh.KernelLib.ranges_run() - before == 3) == parallel
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
@@ -698,6 +699,71 @@ def test_residual_add_and_relu_fuse_into_the_conv(tmp_path, march):
     for threads in (1, 2):
         with loader.load(out, num_threads=threads) as model:
             np.testing.assert_allclose(model.run(x=x)["y"], expected, rtol=1e-4, atol=1e-4, err_msg=str(threads))
+
+
+TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 8 rows of x on
+    ("panels", (64, 96), 256, True, "relu"),    # 8 panels of 32 columns are the units; 8-row register blocks
+    ("rows_left", (13, 40), 64, False, "tanh"),  # under 4 panels: rows are the units; 13 = 8 + 5 for OpenBLAS
+    ("ragged", (16, 50), 10, True, None),        # columns not a multiple of 32: OpenBLAS on W^T only
+    ("batched", (2, 8, 24), 32, True, "clip"),   # 3-D x: 16 rows
+]
+
+
+@pytest.mark.parametrize("march", [None, "native"])
+def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
+    """The file stores such a W as [K, N]; a W two denses read keeps its layout. Baseline builds run OpenBLAS
+    on W^T, -march=native on AVX-512 the register kernel; both agree with NumPy on 1 and 2 threads."""
+    rng = np.random.default_rng(14)
+    inputs, weights, nodes, feed, expected = {}, {}, [], {}, {}
+    for name, xs, n, bias, act in TRANSPOSED_DENSES:
+        inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
+        weights[f"w_{name}"] = rand(rng, n, xs[-1])
+        ins = [f"x_{name}", f"w_{name}"] + ([f"b_{name}"] if bias else [])
+        if bias:
+            weights[f"b_{name}"] = rand(rng, n)
+        nodes += [{"op": "dense", "inputs": ins, "output": f"{name}_pre" if act else name}]
+        if act:
+            nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
+        expected[name] = ACTS[act](ref.dense(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}")))
+    inputs["x_shared"], feed["x_shared"] = (16, 40), rand(rng, 16, 40)
+    nodes += [{"op": "dense", "inputs": ["x_shared", "w_rows_left"], "output": "shared"}]
+    expected["shared"] = ref.dense(feed["x_shared"], weights["w_rows_left"])
+    np.savez(tmp_path / "m.npz", **weights)
+    model_spec = spec(inputs, "m.npz", nodes, list(expected))
+    if march:
+        model_spec["target"] = {"triple": "native", "cflags": ["-O3", "-march=native"]}
+    out = str(tmp_path / "m.so")
+    build(model_spec, out, base_dir=str(tmp_path), quiet=True)
+    for threads in (1, 2):
+        with loader.load(out, num_threads=threads) as model:
+            stored = {name: t["shape"] for m in model.manifest["modules"] if m["name"] == "weights"
+                      for name, t in m["tensors"].items()}
+            got = model.run(**feed)
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")
+    assert stored["w_panels"] == [96, 256] and stored["w_ragged"] == [50, 10]
+    assert stored["w_rows_left"] == [64, 40]  # read by two denses: kept as it is
+
+
+def test_a_backend_cannot_relay_out_a_weight_another_region_reads(monkeypatch, tmp_path):
+    from packager.backends.cblas import CblasBackend
+
+    class Greedy(CblasBackend):  # re-lays out every weight it reads, shared or not
+        name = "greedy"
+
+        def lower(self, region, graph):
+            lowered = super().lower(region, graph)
+            lowered.weights = {w: graph.weights[w][::-1].copy() for w in region.weights}
+            return lowered
+    monkeypatch.setitem(partition.BACKENDS, "greedy", Greedy)
+    w = {"w": rand(np.random.default_rng(0), 8, 8)}
+    np.savez(tmp_path / "m.npz", **w)
+    nodes = [{"op": "dense", "inputs": ["x", "w"], "output": "h"}, {"op": "dense", "inputs": ["h", "w"], "output": "y"}]
+    out = tmp_path / "m.so"
+    with pytest.raises(BuildError, match=r"region 'greedy_dense_\d' re-lays out weight 'w', which greedy_dense_0, "
+                                         r"greedy_dense_1 also reads \(a backend bug"):
+        build(spec({"x": (1, 8)}, "m.npz", nodes, ["y"], ("greedy",)), str(out), base_dir=str(tmp_path), quiet=True)
+    assert not out.exists()
 
 
 def test_an_add_that_broadcasts_is_not_fused_into_a_conv():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from packager.ir import Graph, Node
 
 
@@ -39,7 +41,10 @@ class CSource:
     backend can reuse another's helpers by listing that backend's prelude before
     its own); `source` must not define non-static symbols other than
     `functions`. `install_hint` is said when the compiler or linker cannot find
-    a header or library the source needs ("on Debian: apt-get install ...")."""
+    a header or library the source needs ("on Debian: apt-get install ...").
+    `weights` re-lays out weights the region alone reads: name -> the array the
+    file stores instead (same dtype; the function's checks expect its shape),
+    e.g. a dense W transposed so the kernel streams it in the order it uses it."""
 
     source: str
     functions: list[str]
@@ -48,6 +53,7 @@ class CSource:
     libraries: list[str] = field(default_factory=list)  # linker -l names, e.g. ["openblas"]
     requires: list[str] = field(default_factory=list)  # sonames needed at run time
     install_hint: str = ""
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,7 +6,10 @@ before its own prelude, so they are emitted once per file). The loop body is
 a task over units (host.task) that the runtime may split over its threads:
 
     dense    blocks of W's rows (or rows of x when W has few): cblas_sgemv at
-             batch 1, else cblas_sgemm (x @ W.T) on the range
+             batch 1, else cblas_sgemm (x @ W.T) on the range. From 8 rows
+             of x on, a W only this dense reads is stored transposed
+             (CSource.weights) and panels of 32 of its columns are the units:
+             an AVX-512 register kernel, or cblas_sgemm on W^T elsewhere
     matmul   output rows of all batch entries: cblas_sgemm per entry touched
     conv2d   output rows (image, group, row): im2col of a block of rows into
              the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @ col); a 1x1,
@@ -17,9 +20,10 @@ a task over units (host.task) that the runtime may split over its threads:
              other targets compile the im2col path from the same file.
 
 Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
-1). A fused activation (relu, sigmoid, tanh, leaky_relu, clip; the partitioner
-decides when the graph allows it) runs over each block right after it is
-computed, while it is in cache. No allocation at run time: the scratch is the
+1). A fused residual add (after a conv2d) and a fused activation (relu,
+sigmoid, tanh, leaky_relu, clip; the partitioner decides when the graph
+allows it) run over each block right after it is computed, while it is in
+cache. No allocation at run time: the scratch is the
 region's workspace (or a worker's, of the same size).
 
 The CSource links `-lopenblas` (the .so gets DT_NEEDED libopenblas.so.0) and
@@ -64,6 +68,11 @@ typedef float dpk_v8 __attribute__((vector_size(32)));  /* and a ymm, for rows o
 # as few BLAS calls as it can, so a serial run makes one call, as before.
 MAX_COL_BYTES = 512 * 1024  # im2col block per call: stays in L2 next to the weights
 GEMV_BLOCK = 16
+# From this many rows of x on, a dense whose W only it reads stores W transposed ([K, N]): on AVX-512
+# a register kernel (8 rows x 32 columns of accumulators) streams it with no packing, 1.25x OpenBLAS
+# here (it repacks W on every call); elsewhere, and for the rows left over, OpenBLAS reads W^T as is.
+TRANSPOSED_MIN_ROWS = 8
+PANEL = 32  # columns per unit of a transposed dense: two zmm
 MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
 
 TEMPLATES = {
@@ -80,6 +89,48 @@ $bias
 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f, in0 + m0 * $K, $K,
             in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
+    # dense on W^T [K, N]: rows m0.. of x by columns n0.. (whole panels); the register kernel
+    # ($fast, AVX-512 builds) takes 8 rows at a time, OpenBLAS the rest
+    "dense_t": Template("""\
+const int64_t m0 = $m0, mc = $mc, n0 = $n0, nc = $nc;
+float *restrict y = out0 + m0 * $N + n0;
+int64_t done = 0; /* rows of the range the register kernel did */
+$fast
+if (done < mc) {
+  float *restrict z = y + done * $N; /* the rows left */
+  const int64_t rows = mc - done;
+$bias
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)nc, $K, 1.0f, in0 + (m0 + done) * $K,
+              $K, in1 + n0, $N, $beta, z, $N);
+$act
+}"""),
+    "dense_t_fast": Template("""\
+#if defined(__AVX512F__)
+for (; done + 8 <= mc; done += 8)
+  for (int64_t c = n0; c < n0 + nc; c += 32) {
+    dpk_v16 acc[8][2];
+    for (int64_t i = 0; i < 8; ++i)
+      for (int64_t j = 0; j < 2; ++j) $init
+    for (int64_t k = 0; k < $K; ++k) {
+      const float *restrict wr = in1 + k * $N + c;
+      dpk_v16 w0, w1;
+      memcpy(&w0, wr, sizeof w0);
+      memcpy(&w1, wr + 16, sizeof w1);
+      for (int64_t i = 0; i < 8; ++i) {
+        const float a = in0[(m0 + done + i) * $K + k];
+        acc[i][0] += a * w0;
+        acc[i][1] += a * w1;
+      }
+    }
+    for (int64_t i = 0; i < 8; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        float t[16];
+        memcpy(t, &acc[i][j], sizeof t);
+$act
+        memcpy(y + (done + i) * $N + (c - n0) + 16 * j, t, sizeof t);
+      }
+  }
+#endif"""),
     # matmul, units are output rows of all batch entries: one sgemm per entry the range touches
     "matmul": Template("""\
 for (int64_t u = begin; u < end;) {
@@ -221,6 +272,43 @@ def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str
     if act is None:
         return ""
     return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=host.unary_expr(act))
+
+
+def _vector_act(act: Node | None, width: int, indent: str) -> str:
+    """The activation over `t[0..width)`, a vector's worth of outputs about to be stored."""
+    if act is None:
+        return ""
+    return host._indent(f"for (int64_t k = 0; k < {width}; ++k) {{\n  const float v = t[k];\n"
+                        f"  t[k] = {host.unary_expr(act)};\n}}", indent)
+
+
+def transposes_weight(node: Node, graph: Graph) -> bool:
+    """Whether this dense stores its W transposed: enough rows of x, and W is a weight only it reads."""
+    w = node.inputs[1]
+    x = _type(graph, node.inputs[0]).shape
+    return (node.op == "dense" and math.prod(x[:-1]) >= TRANSPOSED_MIN_ROWS and w in graph.weights
+            and w not in graph.outputs and [n.name for n in graph.consumers().get(w, [])] == [node.name])
+
+
+def _dense_t(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
+    """Dense on W^T (types[1] is [K, N])."""
+    x, (K, N) = types[0].shape, types[1].shape
+    M = math.prod(x[:-1])
+    has_bias = len(types) == 3
+    by_rows = N < 4 * PANEL  # too few panels to share: rows of x instead
+    n_end = f"end * {PANEL} < {N} ? end * {PANEL} : {N}"
+    fields = dict(m0="begin", mc="end - begin", n0="0", nc=N) if by_rows else \
+        dict(m0="0", mc=M, n0=f"begin * {PANEL}", nc=f"({n_end}) - n0")
+    fast = ""
+    if N % PANEL == 0:
+        init = ("{ memcpy(&acc[i][j], in2 + c + 16 * j, sizeof acc[i][j]); }" if has_bias
+                else "acc[i][j] = (dpk_v16){0};")
+        fast = TEMPLATES["dense_t_fast"].substitute(N=N, K=K, init=init, act=_vector_act(act, 16, "        "))
+    bias = (f"  for (int64_t m = 0; m < rows; ++m) memcpy(z + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
+            if has_bias else "")
+    text = TEMPLATES["dense_t"].substitute(fields, N=N, K=K, fast=fast, bias=bias, beta="1.0f" if has_bias else "0.0f",
+                                           act=host._indent(_activation(act, "z", "rows", "nc", N), "  "))
+    return text, M if by_rows else -(-N // PANEL), M * N * K >= host.PARALLEL_MIN_WORK
 
 
 def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
@@ -387,9 +475,7 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
             act_text = (f"        const float *restrict r = {res} + n * {w[0] * P} + oh * {y[3]} + (o0 + i) * {P}"
                         f" + {direct[2]} * j;\n"
                         f"        for (int64_t k = 0; k < {direct[2]}; ++k) t[k] += r[k];\n")
-        if act is not None:
-            act_text += (f"        for (int64_t k = 0; k < {direct[2]}; ++k) {{\n"
-                        f"          const float v = t[k];\n          t[k] = {host.unary_expr(act)};\n        }}")
+        act_text += _vector_act(act, direct[2], "        ")
         qw = -(-(x[3] + pads_[1] + pads_[3]) // sw)
         skip = f"        if (r % {sh} >= {KH}) continue; /* a row no tap reads */" if KH < sh else ""
         fast = TEMPLATES["conv2d_direct"].substitute(
@@ -467,8 +553,12 @@ class CblasBackend(Backend):
             raise BuildError(f"cblas backend: region '{fn}' must have the one output '{result}', "
                              f"not {region.outputs}")
         params = list(region.inputs) + list(region.outputs)
-        checks = [host._check(fn, i, name, _type(graph, name)) for i, name in enumerate(params)]
-        types = [_type(graph, name) for name in node.inputs]
+        relaid = {}  # weight -> the layout this region stores it in (CSource.weights)
+        if transposes_weight(node, graph):
+            relaid[node.inputs[1]] = graph.weights[node.inputs[1]].T.copy()
+        types_of = {name: TensorType(a.shape, a.dtype.name) for name, a in relaid.items()}
+        checks = [host._check(fn, i, name, types_of.get(name) or _type(graph, name)) for i, name in enumerate(params)]
+        types = [types_of.get(name) or _type(graph, name) for name in node.inputs]
         out = _type(graph, result)
         workspace = 0
         if node.op == "conv2d":
@@ -485,7 +575,8 @@ class CblasBackend(Backend):
         if node.op == "conv2d":
             body, units, parallel = _conv2d(node, types, act, out, f"in{len(node.inputs)}" if residual else None)
         else:
-            body, units, parallel = {"dense": _dense, "matmul": _matmul}[node.op](node, types, act)
+            kernel = _dense_t if relaid else {"dense": _dense, "matmul": _matmul}[node.op]
+            body, units, parallel = kernel(node, types, act)
         body = "\n".join(line for line in body.splitlines() if line.strip())
         what = " + ".join(f"{n.name}: {n.op}" for n in region.nodes)
         definition, call = host.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,
@@ -502,4 +593,4 @@ class CblasBackend(Backend):
                                           checks="\n".join(checks), blocks="\n".join(lines))
         return CSource(source=source, functions=[fn], prelude=[host.HOST_PRELUDE, CBLAS_PRELUDE],
                        workspace_bytes=workspace, libraries=list(LIBRARIES), requires=list(REQUIRES),
-                       install_hint=INSTALL_HINT)
+                       install_hint=INSTALL_HINT, weights=relaid)
