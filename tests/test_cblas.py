@@ -641,6 +641,8 @@ DIRECT_SPLIT_CASES = [  # (input shapes, attrs): 3 ranges that start and end ins
     ([(3, 16, 32, 32), (32, 16, 1, 1)], {"strides": [2, 2]}),  # odd input rows are never read
     ([(2, 8, 33, 33), (16, 8, 3, 3)], {"strides": [2, 2], "pads": [0, 1, 2, 0]}),
     ([(2, 32, 8, 8), (64, 32, 3, 3), (64,)], {"pads": [1, 1, 1, 1]}),
+    ([(1, 8, 31, 31), (16, 8, 5, 5)], {"strides": [2, 2], "pads": [2, 2, 2, 2]}),  # odd row, 2 columns of padding
+    ([(2, 32, 15, 15), (32, 32, 3, 3)], {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # 7 column pairs: masked
 ]
 
 

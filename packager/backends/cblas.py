@@ -56,8 +56,27 @@ CBLAS_PRELUDE = r"""
 /* ---- dsopack cblas backend: OpenBLAS through CBLAS ------------------- */
 #include <cblas.h>
 #if defined(__AVX512F__)
+#include <immintrin.h>
 typedef float dpk_v16 __attribute__((vector_size(64))); /* the direct conv's vectors: a zmm */
 typedef float dpk_v8 __attribute__((vector_size(32)));  /* and a ymm, for rows of 8 */
+
+/* even[m] = x[2m], odd[m] = x[2m + 1] for m < pairs: 16 pairs per two permutes
+ * (gcc unrolls the plain loop into scalar moves instead of vectorising it) */
+static inline void dpk_deinterleave(const float *restrict x, float *restrict even, float *restrict odd,
+                                    int64_t pairs) {
+  const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  int64_t m = 0;
+  for (; m + 16 <= pairs; m += 16) {
+    const __m512 a = _mm512_loadu_ps(x + 2 * m), b = _mm512_loadu_ps(x + 2 * m + 16);
+    _mm512_storeu_ps(even + m, _mm512_permutex2var_ps(a, ev, b));
+    _mm512_storeu_ps(odd + m, _mm512_permutex2var_ps(a, od, b));
+  }
+  for (; m < pairs; ++m) {
+    even[m] = x[2 * m];
+    odd[m] = x[2 * m + 1];
+  }
+}
 #endif
 
 """
@@ -431,18 +450,19 @@ def _im2col(C: int, IH: int, IW: int, KH: int, KW: int, SH: int, SW: int, DH: in
 
 
 def _phase_copy(IW: int, PL: int, SW: int, QW: int) -> str:
-    """C that writes padded row `pr` ($SW phases of $QW floats; phase p holds padded columns j * SW + p) from input
-    row `xr`: literal bounds per phase, so each loop is a plain vectorisable copy or zero fill."""
-    parts = []
-    for p in range(SW):
-        j0 = min(QW, max(0, -(-(PL - p) // SW)))  # first j whose input column j * SW + p - PL >= 0
-        j1 = min(QW, max(j0, -(-(IW + PL - p) // SW)))  # first j whose column is past the input
-        parts.append(f"{{ /* phase {p} */\n"
-                     f"  float *restrict q = pr + {p * QW};\n"
-                     f"  for (int64_t j = 0; j < {j0}; ++j) q[j] = 0.0f;\n"
-                     f"  for (int64_t j = {j0}; j < {j1}; ++j) q[j] = xr[j * {SW} + {p - PL}];\n"
-                     f"  for (int64_t j = {j1}; j < {QW}; ++j) q[j] = 0.0f;\n}}")
-    return "\n".join(parts)
+    """C that writes padded row `pr` (SW phases of QW floats; phase p holds padded columns j * SW + p) from input
+    row `xr`: for stride 1 a copy between literal zero fills; for stride 2 the row zeroed, then input
+    columns 2m and 2m + 1 written to their phases by dpk_deinterleave (permutes)."""
+    if SW == 1:
+        return (f"for (int64_t j = 0; j < {PL}; ++j) pr[j] = 0.0f;\n"
+                f"memcpy(pr + {PL}, xr, {IW} * sizeof(float));\n"
+                f"for (int64_t j = {PL + IW}; j < {QW}; ++j) pr[j] = 0.0f;")
+    # input column iw sits at padded column iw + PL: phase (iw + PL) % 2, index (iw + PL) // 2
+    even, odd = f"pr + {PL % 2 * QW + PL // 2}", f"pr + {(PL + 1) % 2 * QW + (PL + 1) // 2}"
+    tail = f"\nqe[{IW // 2}] = xr[{IW - 1}];" if IW % 2 else ""
+    return (f"memset(pr, 0, {2 * QW} * sizeof(float));\n"
+            f"float *restrict qe = {even}, *restrict qo = {odd};\n"
+            f"dpk_deinterleave(xr, qe, qo, {IW // 2});{tail}")
 
 
 def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType,
