@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     meter = CpuMeter()
     quick = args.quick
     reps = 1 if quick else 5
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5  # interleaved, each runtime's best: a burst of load on this shared VM hits one round
     warm_s, measure_s, max_n = (0.2, 0.3, 2000) if quick else (0.2, 0.4, 20000)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
