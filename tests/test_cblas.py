@@ -747,6 +747,18 @@ def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
     assert stored["w_rows_left"] == [64, 40]  # read by two denses: kept as it is
 
 
+def test_only_a_dense_of_8_rows_and_a_w_of_at_most_4_mib_is_transposed():
+    from packager.backends.cblas import transposes_weight
+
+    def dense(rows, n, k):
+        g = Graph(name="g", inputs={"x": TensorType((rows, k), F32)}, weights={"w": np.zeros((n, k), np.float32)},
+                  nodes=[Node("dense", ["x", "w"], "y", name="d")], outputs=["y"])
+        return g.nodes[0], g.infer()
+    assert transposes_weight(*dense(8, 1024, 1024))        # 4 MiB
+    assert not transposes_weight(*dense(7, 1024, 1024))    # batch 7: OpenBLAS on W
+    assert not transposes_weight(*dense(64, 1025, 1024))   # just over 4 MiB
+
+
 def test_a_backend_cannot_relay_out_a_weight_another_region_reads(monkeypatch, tmp_path):
     from packager.backends.cblas import CblasBackend
 
