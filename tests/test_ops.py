@@ -130,6 +130,8 @@ CONV_CASES = [
     ((2, 3, 9, 10), (3, 1, 3, 3), {"groups": 3, "strides": 2, "pads": [1, 0, 2, 1]}),  # depthwise, strided
     ((1, 2, 11, 9), (4, 1, 3, 2), {"groups": 2, "dilations": [2, 3], "pads": [0, 2, 1, 0]}),  # depthwise, dilated
     ((1, 2, 7, 7), (2, 1, 5, 5), {"groups": 2}),                                # depthwise, tap = input
+    ((1, 3, 13, 14), (3, 1, 3, 3), {"groups": 3, "strides": 2, "dilations": 2, "pads": [2, 1, 2, 2]}),  # one phase read
+    ((1, 2, 12, 13), (2, 1, 3, 4), {"groups": 2, "strides": [2, 3], "pads": 1}),  # depthwise, 3 column phases
     ((1, 1, 140, 130), (1, 1, 3, 3), {"groups": 1, "pads": 1}),               # padded plane > 64 KiB: loop kernel
     ((1, 3, 12, 12), (5, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
     ((1, 3, 12, 13), (5, 3, 3, 2), {"dilations": [3, 2], "strides": [2, 1]}),

@@ -315,9 +315,10 @@ for (int64_t ic = 0; ic < $ICG; ++ic) {
   }
 }"""),
     # One input channel per group (depthwise): the plane is copied into a
-    # zero-padded local buffer (so no tap needs a bounds check), then every
-    # output row is one loop of constant trip count over ow with all taps
-    # unrolled: gcc vectorises it along ow.
+    # zero-padded local buffer (so no tap needs a bounds check), each row split
+    # into $SW phases of $QW floats (padded column j * $SW + phase) so a strided
+    # tap reads contiguous floats; then every output row is one loop of constant
+    # trip count over ow with all taps unrolled: gcc vectorises it along ow.
     "conv2d_depthwise": Template("""\
 const int64_t n = u / $OC, oc = u % $OC;
 const float *restrict xp = in0 + (n * $IC + oc / $OCG) * ($IH * $IW);
@@ -325,16 +326,21 @@ float *restrict yp = out0 + u * ($OH * $OW);
 float wk[$KH * $KW];
 for (int64_t t = 0; t < $KH * $KW; ++t) wk[t] = in1[oc * ($KH * $KW) + t];
 const float bv = $bias;
-float pad[$PH * $PW];
+float pad[$PH * $RW];
 memset(pad, 0, sizeof pad);
-for (int64_t ih = 0; ih < $CH; ++ih) memcpy(pad + (ih + $PT) * $PW + $PL, xp + ih * $IW, $CW * sizeof(float));
+for (int64_t ih = 0; ih < $CH; ++ih) {
+  float *restrict pr = pad + (ih + $PT) * $RW;
+  const float *restrict xr = xp + ih * $IW;
+  $fill
+}
 for (int64_t oh = 0; oh < $OH; ++oh) {
-  const float *restrict pr = pad + oh * $SH * $PW;
+  const float *restrict pr = pad + oh * $SH * $RW;
   float *restrict yr = yp + oh * $OW;
   for (int64_t ow = 0; ow < $OW; ++ow) {
     float acc = bv;
     for (int64_t kh = 0; kh < $KH; ++kh)
-      for (int64_t kw = 0; kw < $KW; ++kw) acc += wk[kh * $KW + kw] * pr[kh * $DH * $PW + ow * $SW + kw * $DW];
+      for (int64_t kw = 0; kw < $KW; ++kw)
+        acc += wk[kh * $KW + kw] * pr[kh * $DH * $RW + kw * $DW % $SW * $QW + ow + kw * $DW / $SW];
     yr[ow] = acc;
   }
 }"""),
@@ -615,12 +621,16 @@ def _conv2d(k: _K) -> str:
     bias = "in2[oc]" if len(k.ins) == 3 else "0.0f"
     # the padded plane a depthwise output needs: rows/cols up to the last tap
     ph, pw = (out[2] - 1) * sh + (w[2] - 1) * dh + 1, (out[3] - 1) * sw + (w[3] - 1) * dw + 1
-    depthwise = w[1] == 1 and ph * pw * 4 <= DEPTHWISE_PLANE_BYTES
+    qw = -(-pw // sw)  # floats per column phase of a padded row
+    depthwise = w[1] == 1 and ph * sw * qw * 4 <= DEPTHWISE_PLANE_BYTES
     template = TEMPLATES["conv2d_depthwise" if depthwise else "conv2d"]
+    cw = min(x[3], pw - pads[1])
+    fill = f"memcpy(pr + {pads[1]}, xr, {cw} * sizeof(float));" if sw == 1 else \
+        f"for (int64_t iw = 0; iw < {cw}; ++iw) pr[(iw + {pads[1]}) % {sw} * {qw} + (iw + {pads[1]}) / {sw}] = xr[iw];"
     body = template.substitute(
         IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
         OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias,
-        PH=ph, PW=pw, CH=min(x[2], ph - pads[0]), CW=min(x[3], pw - pads[1]))
+        PH=ph, RW=sw * qw, QW=qw, CH=min(x[2], ph - pads[0]), fill=fill)
     units = x[0] * w[0]
     body = EACH_UNIT.substitute(body=_indent(body, "  "))
     return k.task(body, units, units * math.prod(out[2:]) * math.prod(w[1:]) >= PARALLEL_MIN_WORK)
