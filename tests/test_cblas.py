@@ -759,24 +759,38 @@ def test_only_a_dense_of_8_rows_and_a_w_of_at_most_4_mib_is_transposed():
     assert not transposes_weight(*dense(64, 1025, 1024))   # just over 4 MiB
 
 
-def test_a_backend_cannot_relay_out_a_weight_another_region_reads(monkeypatch, tmp_path):
+RELAYOUTS = [  # (how a bad backend re-lays out every weight it reads, two denses sharing w?, outputs, error)
+    (lambda a: a[::-1].copy(), True, ["y"],
+     r"region 'greedy_dense_\d' re-lays out weight 'w', which greedy_dense_0, greedy_dense_1 also reads \(a backend bug"),
+    (lambda a: a.astype(np.float64), False, ["y"],
+     r"region 'greedy_dense_0' re-lays out weight 'w' as float64, not its float32 \(a backend bug\)"),
+    (lambda a: a.tolist(), False, ["y"],
+     r"backend 'greedy' region 'greedy_dense_0' \(nodes dense_0\): lower\(\) returned a CSource whose new layout of "
+     r"'w' is list, not a numpy array"),
+    (lambda a: a[::-1].copy(), False, ["y", "w"],
+     r"region 'greedy_dense_0' re-lays out weight 'w', which a graph output also reads \(a backend bug"),
+]
+
+
+@pytest.mark.parametrize("relayout, shared, outputs, message", RELAYOUTS)
+def test_a_backend_cannot_relay_out_a_weight_it_does_not_own(monkeypatch, tmp_path, relayout, shared, outputs, message):
     from packager.backends.cblas import CblasBackend
 
-    class Greedy(CblasBackend):  # re-lays out every weight it reads, shared or not
+    class Greedy(CblasBackend):  # re-lays out every weight it reads, whoever else reads it
         name = "greedy"
 
         def lower(self, region, graph):
             lowered = super().lower(region, graph)
-            lowered.weights = {w: graph.weights[w][::-1].copy() for w in region.weights}
+            lowered.weights = {w: relayout(graph.weights[w]) for w in region.weights}
             return lowered
     monkeypatch.setitem(partition.BACKENDS, "greedy", Greedy)
-    w = {"w": rand(np.random.default_rng(0), 8, 8)}
-    np.savez(tmp_path / "m.npz", **w)
-    nodes = [{"op": "dense", "inputs": ["x", "w"], "output": "h"}, {"op": "dense", "inputs": ["h", "w"], "output": "y"}]
+    np.savez(tmp_path / "m.npz", w=rand(np.random.default_rng(0), 8, 8))
+    nodes = [{"op": "dense", "inputs": ["x", "w"], "output": "h" if shared else "y"}]
+    if shared:
+        nodes.append({"op": "dense", "inputs": ["h", "w"], "output": "y"})
     out = tmp_path / "m.so"
-    with pytest.raises(BuildError, match=r"region 'greedy_dense_\d' re-lays out weight 'w', which greedy_dense_0, "
-                                         r"greedy_dense_1 also reads \(a backend bug"):
-        build(spec({"x": (1, 8)}, "m.npz", nodes, ["y"], ("greedy",)), str(out), base_dir=str(tmp_path), quiet=True)
+    with pytest.raises(BuildError, match=message):
+        build(spec({"x": (1, 8)}, "m.npz", nodes, outputs, ("greedy",)), str(out), base_dir=str(tmp_path), quiet=True)
     assert not out.exists()
 
 
