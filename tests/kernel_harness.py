@@ -55,14 +55,17 @@ DPK_EXPORT const dpk_backend_api harness_api = {DPK_ABI_VERSION, harness_set_err
 DPK_EXPORT const char *harness_last_error(void) { return last_error; }
 DPK_EXPORT void harness_clear_error(void) { last_error[0] = 0; }
 
-/* A stand-in for the runtime's pool: [0, n) split into up to 3 ranges run one
- * after another, last range first (a task that depends on order shows), each
- * range but the caller's with its own scratch filled with NaN bytes. */
+/* A stand-in for the runtime's pool: [0, n) split into up to harness_parts
+ * (default 3) ranges run one after another, last range first (a task that
+ * depends on order shows), each range but the caller's with its own scratch
+ * filled with NaN bytes. */
 #include <stdlib.h>
 #include <string.h>
 static int64_t harness_ranges;
+static int64_t harness_parts = 3;
+DPK_EXPORT void harness_set_parts(int64_t parts) { harness_parts = parts; }
 static int harness_parallel_for(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_bytes, void *own_scratch) {
-  const int64_t parts = n < 3 ? n : 3;
+  const int64_t parts = n < harness_parts ? n : harness_parts;
   for (int64_t p = parts - 1; p >= 0; --p) {
     const int64_t begin = n * p / parts, end = n * (p + 1) / parts;
     void *scratch = own_scratch;
@@ -181,6 +184,11 @@ class KernelLib:
         slot.value = ctypes.addressof(ctypes.c_char.in_dll(api, "harness_api"))
         slot = ctypes.c_void_p.in_dll(self.lib, "__dpk_parallel")
         slot.value = ctypes.addressof(ctypes.c_char.in_dll(api, "harness_parallel")) if parallel else None
+
+    @staticmethod
+    def set_parts(parts: int) -> None:
+        """How many ranges the stand-in pool cuts each loop into (default 3)."""
+        _api_lib().harness_set_parts(ctypes.c_int64(parts))
 
     @staticmethod
     def ranges_run() -> int:

@@ -548,54 +548,6 @@ def test_small_ops_stay_on_the_calling_thread():
         assert "dpk_host_parallel(" not in source and f"{region.name}_task(&(dpk_host_task)" in source, op
 
 
-THREADS_SCRIPT = """
-import sys, numpy as np, loader
-x = np.load(sys.argv[2])
-with loader.load(sys.argv[1]) as model:
-    out = model.run(x=x)
-np.savez(sys.argv[3], **out)
-"""
-
-
-@pytest.mark.parametrize("batch", [1, 4])
-def test_one_and_two_threads_give_the_same_results(tmp_path, batch):
-    """The same file under DPK_NUM_THREADS=1 and =2 (the runtime's pool): conv, depthwise
-    conv (host), dense and matmul all above the threshold, so their units are split."""
-    import subprocess
-    import sys
-
-    rng = np.random.default_rng(9)
-    w = {"c1": rand(rng, 32, 8, 3, 3), "b1": rand(rng, 32), "dw": rand(rng, 32, 1, 3, 3),
-         "pw": rand(rng, 48, 32, 1, 1), "fc": rand(rng, 500, 48 * 16 * 16), "fc2": rand(rng, 16, 500)}
-    nodes = [{"op": "conv2d", "inputs": ["x", "c1", "b1"], "output": "h1", "pads": [1, 1, 1, 1]},
-             {"op": "relu", "inputs": ["h1"], "output": "a1"},
-             {"op": "conv2d", "inputs": ["a1", "dw"], "output": "h2", "pads": [1, 1, 1, 1], "groups": 32},
-             {"op": "conv2d", "inputs": ["h2", "pw"], "output": "h3"},
-             {"op": "flatten", "inputs": ["h3"], "output": "f"},
-             {"op": "dense", "inputs": ["f", "fc"], "output": "d"},
-             {"op": "tanh", "inputs": ["d"], "output": "t"},
-             {"op": "dense", "inputs": ["t", "fc2"], "output": "y"}]
-    np.savez(tmp_path / "m.npz", **w)
-    out = str(tmp_path / "m.so")
-    build(spec({"x": (batch, 8, 16, 16)}, "m.npz", nodes, ["y", "h3"]), out, base_dir=str(tmp_path), quiet=True)
-    x = rand(rng, batch, 8, 16, 16)
-    np.save(tmp_path / "x.npy", x)
-    results = []
-    for threads in ("1", "2"):
-        env = dict(os.environ, DPK_NUM_THREADS=threads, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-        dest = str(tmp_path / f"out{threads}.npz")
-        subprocess.run([sys.executable, "-c", THREADS_SCRIPT, out, str(tmp_path / "x.npy"), dest], env=env,
-                       check=True, cwd=ROOT)
-        results.append(np.load(dest))
-    h = ref.conv2d(ref.relu(ref.conv2d(x, w["c1"], w["b1"], pads=(1, 1, 1, 1))), w["dw"], pads=(1, 1, 1, 1),
-                   groups=32)
-    h3 = ref.conv2d(h, w["pw"])
-    for got in results:
-        np.testing.assert_allclose(got["h3"], h3, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(results[0]["y"], results[1]["y"], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(results[0]["h3"], results[1]["h3"], rtol=1e-5, atol=1e-5)
-
-
 DIRECT_CONVS = [  # (name, x shape, w shape, attrs, bias, activation): convs the direct kernel takes
     ("rows16_b1", (1, 16, 32, 32), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True, "relu"),
     ("rows16x2_b3", (3, 3, 30, 31), (8, 3, 3, 3), {"pads": [2, 0, 0, 3]}, False, None),       # OW 32: 2 vectors

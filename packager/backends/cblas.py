@@ -3,21 +3,26 @@
 `lower(region)` emits one packed function per region (backends/base.py) that
 checks its arguments with the host backend's helpers (it lists HOST_PRELUDE
 before its own prelude, so they are emitted once per file). The loop body is
-a task over units (host.task) that the runtime may split over its threads:
+a task over blocks (host.task) that the runtime may split over its threads.
+A block is fixed at build time (block b covers the same outputs whatever the
+thread count) and is ONE library call or kernel invocation of the same shape,
+so the outputs are bit-identical for any thread count, any load on the pool
+and any number of concurrent runs (README, "Same answer for any thread count"):
 
-    dense    blocks of W's rows (or rows of x when W has few): cblas_sgemv at
-             batch 1, else cblas_sgemm (x @ W.T) on the range. From 8 rows
+    dense    blocks of W's rows (or of rows of x when W has few): cblas_sgemv
+             at batch 1, else cblas_sgemm (x @ W.T) per block. From 8 rows
              of x on, a W only this dense reads is stored transposed
-             (CSource.weights) and panels of 32 of its columns are the units:
+             (CSource.weights) and blocks of 32-column panels are the units:
              an AVX-512 register kernel, or cblas_sgemm on W^T elsewhere
-    matmul   output rows of all batch entries: cblas_sgemm per entry touched
-    conv2d   output rows (image, group, row): im2col of a block of rows into
-             the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @ col); a 1x1,
-             stride-1, unpadded conv multiplies the input in place. A stride-1
-             conv whose rows are a multiple of 8 or 16 outputs compiles, on
-             AVX-512 targets, a direct kernel instead (conv2d_direct: the
-             image zero-padded into the scratch, accumulators in registers);
-             other targets compile the im2col path from the same file.
+    matmul   blocks of output rows of one batch entry: one cblas_sgemm each
+    conv2d   blocks of output rows (image, group, rows): im2col of the block's
+             rows into the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @
+             col); a 1x1, stride-1, unpadded conv multiplies the input in
+             place. A stride-1 or 2 conv whose rows are a multiple of 8 or 16
+             outputs compiles, on AVX-512 targets, a direct kernel over the
+             same blocks instead (conv2d_direct: the block's input rows
+             zero-padded into the scratch, accumulators in registers); other
+             targets compile the im2col path from the same file.
 
 Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
 1). A fused residual add (after a conv2d) and a fused activation (relu,
@@ -81,12 +86,14 @@ static inline void dpk_deinterleave(const float *restrict x, float *restrict eve
 
 """
 
-# Units of parallel work: a loop is split over threads only if it does at least
-# host.PARALLEL_MIN_WORK multiply-adds. Units are small (an output row of a
-# conv, a row of x, GEMV_BLOCK rows of W) and a task does its whole range in
-# as few BLAS calls as it can, so a serial run makes one call, as before.
+# Blocks (the units of parallel work): a loop is split over threads only if it does at least
+# host.PARALLEL_MIN_WORK multiply-adds. block_size() fixes each block at build time: at most
+# MAX_BLOCKS blocks (enough to share among a few threads; each is one library call, and more calls
+# cost more in call overhead and smaller GEMMs), and at least BLOCK_MIN_WORK multiply-adds each.
+MAX_BLOCKS = 16
+BLOCK_MIN_WORK = 1 << 16
 MAX_COL_BYTES = 512 * 1024  # im2col block per call: stays in L2 next to the weights
-GEMV_BLOCK = 16
+GEMV_BLOCK = 16  # W's rows per block are a multiple of this
 # From this many rows of x on, a dense whose W only it reads stores W transposed ([K, N]): on AVX-512
 # a register kernel (8 rows x 32 columns of accumulators) streams it with no packing, 1.25x OpenBLAS
 # here (it repacks W on every call); elsewhere, and for the rows left over, OpenBLAS reads W^T as is.
@@ -98,9 +105,10 @@ PANEL = 32  # columns per unit of a transposed dense: two zmm
 MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
 
 TEMPLATES = {
-    # dense, one sgemm (or sgemv) over the range: rows of x, or blocks of W's rows
+    # Every template below is the body of one block u (host.EACH_UNIT runs it for u in [begin, end)).
+    # dense, one sgemv (batch 1) or sgemm per block: rows of x, or W's rows
     "gemv": Template("""\
-const int64_t n0 = $n0, nc = $nc;
+const int64_t n0 = u * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
 $bias
 cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nc, $K, 1.0f, in1 + n0 * $K, $K, in0, 1, $beta, out0 + n0, 1);
 $act"""),
@@ -112,11 +120,11 @@ cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f,
             in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
     # dense on W^T [K, N]: rows m0.. of x by columns n0.. (whole panels); the register kernel
-    # ($fast, AVX-512 builds) takes 8 rows at a time, OpenBLAS the rest
+    # ($fast, AVX-512 builds) takes 8 rows at a time, OpenBLAS the rest of the block
     "dense_t": Template("""\
 const int64_t m0 = $m0, mc = $mc, n0 = $n0, nc = $nc;
 float *restrict y = out0 + m0 * $N + n0;
-int64_t done = 0; /* rows of the range the register kernel did */
+int64_t done = 0; /* rows of the block the register kernel did */
 $fast
 if (done < mc) {
   float *restrict z = y + done * $N; /* the rows left */
@@ -153,33 +161,27 @@ $act
       }
   }
 #endif"""),
-    # matmul, units are output rows of all batch entries: one sgemm per entry the range touches
+    # matmul: block u is $RB output rows of batch entry b (each entry has $NBK blocks)
     "matmul": Template("""\
-for (int64_t u = begin; u < end;) {
-  const int64_t b = u / $M, m0 = u % $M, mc = $M - m0 < end - u ? $M - m0 : end - u;
-  float *restrict y = out0 + $o + m0 * $N;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, $N, $K, 1.0f, in0 + $a + m0 * $K, $K,
-              in1 + $b, $N, 0.0f, y, $N);
-$act
-  u += mc;
-}"""),
-    # conv2d, units are output rows (image n, group g, row oh): per image and group
-    # the range touches, im2col of up to ROWS rows at a time into the scratch, then sgemm
+const int64_t b = u / $NBK, m0 = u % $NBK * $RB, mc = $M - m0 < $RB ? $M - m0 : $RB;
+(void)b; /* one batch entry: the offsets do not use it */
+float *restrict y = out0 + $o + m0 * $N;
+cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, $N, $K, 1.0f, in0 + $a + m0 * $K, $K,
+            in1 + $b, $N, 0.0f, y, $N);
+$act"""),
+    # conv2d: block u is $RB output rows (from oh0) of image n, group g (each has $NBK blocks):
+    # im2col of those rows into the scratch, then one sgemm
     "conv2d": Template("""\
 $colptr_decl
-for (int64_t u = begin; u < end;) {
-  const int64_t n = u / ($G * $OH), g = u / $OH % $G, oh0 = u % $OH;
-  int64_t rows = $OH - oh0 < end - u ? $OH - oh0 : end - u;
-  rows = rows < $ROWS ? rows : $ROWS;
-  const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
-  float *restrict y = out0 + (n * $OC + g * $OCG) * $P + oh0 * $OW;
+const int64_t n = u / ($G * $NBK), g = u / $NBK % $G, oh0 = u % $NBK * $RB;
+const int64_t rows = $OH - oh0 < $RB ? $OH - oh0 : $RB;
+const float *restrict x = in0 + (n * $IC + g * $ICG) * ($IH * $IW);
+float *restrict y = out0 + (n * $OC + g * $OCG) * $P + oh0 * $OW;
 $col
 $bias
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, (int)(rows * $OW), $R, 1.0f, in1 + g * ($OCG * $R),
-              $R, $colptr, $ldb, $beta, y, $P);
-$act
-  u += rows;
-}"""),
+cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, $OCG, (int)(rows * $OW), $R, 1.0f, in1 + g * ($OCG * $R),
+            $R, $colptr, $ldb, $beta, y, $P);
+$act"""),
     # col[(c * KH + kh) * KW + kw, r * OW + ow] = x[c, (oh0 + r) * SH - PT + kh * DH, ow * SW - PL + kw * DW]
     # for the `rows` output rows from oh0, zero where the tap falls in the padding.
     # Each kw gets its own literal column bounds ($taps), so every copy has a
@@ -208,23 +210,25 @@ $taps
   for (int64_t ow = $ow1; ow < $OW; ++ow) o[ow] = 0.0f;
 }"""),
     # conv2d, stride 1 or 2, direct (AVX-512 builds only; others compile the im2col
-    # path): units are output rows (image n, row oh). Per image it touches, a range
-    # first copies the padded input rows its own output rows read (oh * $SH + kh)
-    # into the scratch, zero-padded, each row split into $SW phases (columns
-    # j * $SW + phase) so a strided tap reads contiguous floats; then for each
-    # block of $OB output channels, $OB x $NV vectors of $VW outputs accumulate
-    # every (c, kh, kw) tap, a broadcast weight times a vector of the padded row,
-    # in registers.
+    # path): the same blocks, $RB output rows (from oh0) of image n. A block first
+    # copies the padded input rows its output rows read (oh * $SH + kh) and the
+    # scratch does not hold yet into the scratch (at their place in the padded
+    # image), zero-padded, each row split into $SW phases (columns j * $SW + phase)
+    # so a strided tap reads contiguous floats; then for each output row and block
+    # of $OB output channels, $OB x $NV vectors of $VW outputs accumulate every
+    # (c, kh, kw) tap, a broadcast weight times a vector of the padded row, in
+    # registers. Each output's sum runs in the same order whatever the blocks.
     "conv2d_direct": Template("""\
 float *restrict pad = (float *)scratch;
-int64_t padded = -1;
+int64_t pad_n = -1, pad_end = 0; /* padded rows [.., pad_end) of image pad_n are in the scratch */
 for (int64_t u = begin; u < end; ++u) {
-  const int64_t n = u / $OH, oh = u % $OH;
-  if (n != padded) {
-    const int64_t last = end >= (n + 1) * $OH ? $OH - 1 : (end - 1) % $OH; /* this range's last row of n */
+  const int64_t n = u / $NBK, oh0 = u % $NBK * $RB, oh1 = $OH - oh0 < $RB ? $OH : oh0 + $RB;
+  const int64_t r1 = (oh1 - 1) * $SH + $KH;
+  const int64_t r0 = n == pad_n && pad_end > oh0 * $SH ? pad_end : oh0 * $SH;
+  if (r0 < r1) {
     const float *restrict x = in0 + n * ($C * $IH * $IW);
     for (int64_t c = 0; c < $C; ++c)
-      for (int64_t r = oh * $SH; r < last * $SH + $KH; ++r) {
+      for (int64_t r = r0; r < r1; ++r) {
 $skip
         float *restrict pr = pad + (c * $PH + r) * ($SW * $QW);
         const int64_t h = r - $PT;
@@ -235,35 +239,38 @@ $skip
         const float *restrict xr = x + (c * $IH + h) * $IW;
 $copy
       }
-    padded = n;
+    pad_n = n;
+    pad_end = r1;
   }
-  float *restrict y = out0 + n * ($OC * $P) + oh * $OW;
-  for (int64_t o0 = 0; o0 < $OC; o0 += $OB) {
-    $VT acc[$OB][$NV];
-    for (int64_t i = 0; i < $OB; ++i) {
-      const float bv = $bias;
-      for (int64_t v = 0; v < $NV; ++v) acc[i][v] = ($VT){0} + bv;
-    }
-    for (int64_t c = 0; c < $C; ++c)
-      for (int64_t kh = 0; kh < $KH; ++kh) {
-        for (int64_t kw = 0; kw < $KW; ++kw) {
-          const float *restrict row = pad + ((c * $PH + oh * $SH + kh) * $SW + kw % $SW) * $QW + kw / $SW;
-          $VT xv[$NV];
-          for (int64_t v = 0; v < $NV; ++v) memcpy(&xv[v], row + $VW * v, sizeof($VT));
-          const float *restrict wp = in1 + ((o0 * $C + c) * $KH + kh) * $KW + kw;
-          for (int64_t i = 0; i < $OB; ++i) {
-            const float wv = wp[i * ($C * $KH * $KW)];
-            for (int64_t v = 0; v < $NV; ++v) acc[i][v] += wv * xv[v];
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    float *restrict y = out0 + n * ($OC * $P) + oh * $OW;
+    for (int64_t o0 = 0; o0 < $OC; o0 += $OB) {
+      $VT acc[$OB][$NV];
+      for (int64_t i = 0; i < $OB; ++i) {
+        const float bv = $bias;
+        for (int64_t v = 0; v < $NV; ++v) acc[i][v] = ($VT){0} + bv;
+      }
+      for (int64_t c = 0; c < $C; ++c)
+        for (int64_t kh = 0; kh < $KH; ++kh) {
+          for (int64_t kw = 0; kw < $KW; ++kw) {
+            const float *restrict row = pad + ((c * $PH + oh * $SH + kh) * $SW + kw % $SW) * $QW + kw / $SW;
+            $VT xv[$NV];
+            for (int64_t v = 0; v < $NV; ++v) memcpy(&xv[v], row + $VW * v, sizeof($VT));
+            const float *restrict wp = in1 + ((o0 * $C + c) * $KH + kh) * $KW + kw;
+            for (int64_t i = 0; i < $OB; ++i) {
+              const float wv = wp[i * ($C * $KH * $KW)];
+              for (int64_t v = 0; v < $NV; ++v) acc[i][v] += wv * xv[v];
+            }
           }
         }
-      }
-    for (int64_t i = 0; i < $OB; ++i)
-      for (int64_t j = 0; j < $NV; ++j) { /* the activation on the vector, in registers, then one store */
-        float t[$VW];
-        memcpy(t, &acc[i][j], sizeof t);
+      for (int64_t i = 0; i < $OB; ++i)
+        for (int64_t j = 0; j < $NV; ++j) { /* the activation on the vector, in registers, then one store */
+          float t[$VW];
+          memcpy(t, &acc[i][j], sizeof t);
 $act
-        memcpy(y + (o0 + i) * $P + $VW * j, t, sizeof t);
-      }
+          memcpy(y + (o0 + i) * $P + $VW * j, t, sizeof t);
+        }
+    }
   }
 }"""),
     # a fused residual add over the block just computed: y += the same positions of $res
@@ -314,15 +321,27 @@ def transposes_weight(node: Node, graph: Graph) -> bool:
             and [n.name for n in graph.consumers().get(w, [])] == [node.name])
 
 
+def block_size(count: int, unit_work: int, granule: int = 1, most: int | None = None) -> int:
+    """Units per block for `count` units of `unit_work` multiply-adds each: at most MAX_BLOCKS blocks, each of
+    at least BLOCK_MIN_WORK (as far as `count` allows), a multiple of `granule`, at most `most` (if given)."""
+    size = max(-(-count // MAX_BLOCKS), -(-BLOCK_MIN_WORK // max(1, unit_work)))
+    size = min(size, count, most or count)
+    return max(granule, -(-size // granule) * granule)
+
+
 def _dense_t(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
     """Dense on W^T (types[1] is [K, N])."""
     x, (K, N) = types[0].shape, types[1].shape
     M = math.prod(x[:-1])
     has_bias = len(types) == 3
-    by_rows = N < 4 * PANEL  # too few panels to share: rows of x instead
-    n_end = f"end * {PANEL} < {N} ? end * {PANEL} : {N}"
-    fields = dict(m0="begin", mc="end - begin", n0="0", nc=N) if by_rows else \
-        dict(m0="0", mc=M, n0=f"begin * {PANEL}", nc=f"({n_end}) - n0")
+    if N < 4 * PANEL:  # too few panels to share: blocks of rows of x (a multiple of the kernel's 8)
+        rb = block_size(M, N * K, granule=8)
+        fields = dict(m0=f"u * {rb}", mc=f"{M} - u * {rb} < {rb} ? {M} - u * {rb} : {rb}", n0="0", nc=N)
+        units = -(-M // rb)
+    else:  # blocks of whole panels of W^T's columns
+        nb = block_size(-(-N // PANEL), PANEL * K * M) * PANEL
+        fields = dict(m0="0", mc=M, n0=f"u * {nb}", nc=f"{N} - u * {nb} < {nb} ? {N} - u * {nb} : {nb}")
+        units = -(-N // nb)
     fast = ""
     if N % PANEL == 0:
         init = ("{ memcpy(&acc[i][j], in2 + c + 16 * j, sizeof acc[i][j]); }" if has_bias
@@ -332,7 +351,7 @@ def _dense_t(node: Node, types: list[TensorType], act: Node | None) -> tuple[str
             if has_bias else "")
     text = TEMPLATES["dense_t"].substitute(fields, N=N, K=K, fast=fast, bias=bias, beta="1.0f" if has_bias else "0.0f",
                                            act=host._indent(_activation(act, "z", "rows", "nc", N), "  "))
-    return text, M if by_rows else -(-N // PANEL), M * N * K >= host.PARALLEL_MIN_WORK
+    return text, units, M * N * K >= host.PARALLEL_MIN_WORK
 
 
 def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
@@ -341,18 +360,20 @@ def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, 
     has_bias = len(types) == 3
     beta = "1.0f" if has_bias else "0.0f"
     parallel = M * N * K >= host.PARALLEL_MIN_WORK
-    # units: blocks of W's rows (each thread streams its share of W, and an sgemm
-    # on half the columns runs at full speed, where one on half the rows of a
-    # short x does not), or rows of x when W has too few rows to share
-    by_rows = M >= 8 and N < 8 * GEMV_BLOCK
-    blocks = -(-N // GEMV_BLOCK)
-    n_end = f"end * {GEMV_BLOCK} < {N} ? end * {GEMV_BLOCK} : {N}"
-    fields = dict(m0="begin", mc="end - begin", n0="0", nc=N) if by_rows else \
-        dict(m0="0", mc=M, n0=f"begin * {GEMV_BLOCK}", nc=f"({n_end}) - n0")
-    units = M if by_rows else blocks
+    # blocks of W's rows (each thread streams its share of W, and an sgemm on a share of the
+    # columns runs at full speed, where one on a share of the rows of a short x does not), or
+    # of rows of x when W has too few rows to share
+    if M >= 8 and N < 8 * GEMV_BLOCK:
+        rb = block_size(M, N * K)
+        fields = dict(m0=f"u * {rb}", mc=f"{M} - u * {rb} < {rb} ? {M} - u * {rb} : {rb}", n0="0", nc=N)
+        units = -(-M // rb)
+    else:
+        nb = block_size(N, M * K, granule=GEMV_BLOCK)
+        fields = dict(m0="0", mc=M, n0=f"u * {nb}", nc=f"{N} - u * {nb} < {nb} ? {N} - u * {nb} : {nb}")
+        units = -(-N // nb)
     if M == 1:
         bias = "memcpy(out0 + n0, in2 + n0, (size_t)nc * sizeof(float));" if has_bias else ""
-        return TEMPLATES["gemv"].substitute(fields, K=K, bias=bias, beta=beta,
+        return TEMPLATES["gemv"].substitute(NB=nb, N=N, K=K, bias=bias, beta=beta,
                                             act=_activation(act, "out0 + n0", 1, "nc", 0)), units, parallel
     bias = (f"for (int64_t m = 0; m < mc; ++m) memcpy(y + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
             if has_bias else "")
@@ -386,12 +407,11 @@ def _matmul(node: Node, types: list[TensorType], act: Node | None) -> tuple[str,
     dims, strides = host._collapse(batch, strides)
     nbatch = math.prod(dims)
     parallel = nbatch * M * N * K >= host.PARALLEL_MIN_WORK
+    rb = block_size(nbatch * M, N * K, most=M)  # rows per block, within one batch entry
     o, oa, ob = (_offset(dims, st, "b") for st in strides)
-    text = TEMPLATES["matmul"].substitute(M=M, N=N, K=K, o=o, a=oa, b=ob,
-                                          act=host._indent(_activation(act, "y", 1, f"mc * {N}", 0), "  "))
-    if nbatch == 1:
-        text = text.replace("const int64_t b = u / " + str(M) + ", ", "const int64_t ")
-    return text, nbatch * M, parallel
+    text = TEMPLATES["matmul"].substitute(M=M, N=N, K=K, o=o, a=oa, b=ob, RB=rb, NBK=-(-M // rb),
+                                          act=_activation(act, "y", 1, f"mc * {N}", 0))
+    return text, nbatch * -(-M // rb), parallel
 
 
 def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
@@ -400,11 +420,12 @@ def _is_pointwise(attrs: dict, w: tuple[int, ...]) -> bool:
 
 
 def _conv_rows(node: Node, types: list[TensorType], out: TensorType) -> int:
-    """Output rows per im2col block: a whole image, unless its block would not stay in L2."""
-    w, (OH, OW) = types[1].shape, out.shape[2:]
-    if _is_pointwise(node.attrs, w):
-        return OH
-    return max(1, min(OH, MAX_COL_BYTES // (w[1] * w[2] * w[3] * OW * 4)))
+    """Output rows per block: a share of all (image, group) rows by block_size, within one image and group,
+    and (im2col) no more than keep the block's im2col matrix in L2."""
+    x, w, (OH, OW) = types[0].shape, types[1].shape, out.shape[2:]
+    g = node.attrs["groups"]
+    most = OH if _is_pointwise(node.attrs, w) else max(1, min(OH, MAX_COL_BYTES // (w[1] * w[2] * w[3] * OW * 4)))
+    return block_size(x[0] * g * OH, w[0] // g * OW * w[1] * w[2] * w[3], most=most)
 
 
 DIRECT_MAX_PAD_BYTES = 1 << 20  # the direct conv's padded image (its scratch) stays in L2
@@ -485,31 +506,34 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         colptr, ldb = "col", f"(int)(rows * {y[3]})"
     has_bias = len(types) == 3
     bias = TEMPLATES["conv_bias"].substitute(OCG=OCG, OW=y[3], P=P) if has_bias else ""
+    rb = _conv_rows(node, types, out)
+    nbk = -(-y[2] // rb)  # blocks per image and group
     text = TEMPLATES["conv2d"].substitute(
-        G=g, ROWS=_conv_rows(node, types, out), IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
+        G=g, RB=rb, NBK=nbk, IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
         OW=y[3], P=P, R=R, colptr_decl=decl, col=host._indent(col, "  "), colptr=colptr, ldb=ldb,
         bias=host._indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
         act=host._indent((TEMPLATES["residual"].substitute(res=res, OCG=OCG, OW=y[3], P=P) if res else "")
                          + "\n" + _activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
+    text = host.EACH_UNIT.substitute(body=host._indent(text, "  "))
     parallel = x[0] * w[0] * P * R >= host.PARALLEL_MIN_WORK
     direct = _direct(node, types, out)
-    if direct:  # same units (g = 1): (image, output row)
+    if direct:  # the same blocks (g = 1): rows of an image
         pads_ = node.attrs["pads"]
         act_text = ""
         if res:
-            act_text = (f"        const float *restrict r = {res} + n * {w[0] * P} + oh * {y[3]} + (o0 + i) * {P}"
+            act_text = (f"          const float *restrict r = {res} + n * {w[0] * P} + oh * {y[3]} + (o0 + i) * {P}"
                         f" + {direct[2]} * j;\n"
-                        f"        for (int64_t k = 0; k < {direct[2]}; ++k) t[k] += r[k];\n")
-        act_text += _vector_act(act, direct[2], "        ")
+                        f"          for (int64_t k = 0; k < {direct[2]}; ++k) t[k] += r[k];\n")
+        act_text += _vector_act(act, direct[2], "          ")
         qw = -(-(x[3] + pads_[1] + pads_[3]) // sw)
         skip = f"        if (r % {sh} >= {KH}) continue; /* a row no tap reads */" if KH < sh else ""
         fast = TEMPLATES["conv2d_direct"].substitute(
-            OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", C=x[1], IH=x[2], IW=x[3], OC=w[0],
+            OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", RB=rb, NBK=nbk, C=x[1], IH=x[2], IW=x[3], OC=w[0],
             OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PH=x[2] + pads_[0] + pads_[2], SH=sh, SW=sw,
             QW=qw, skip=skip, copy=host._indent(_phase_copy(x[3], pads_[1], sw, qw), "        "),
             bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
         text = f"#if defined(__AVX512F__)\n{fast}\n#else\n{text}\n#endif"
-    return text, x[0] * g * y[2], parallel
+    return text, x[0] * g * nbk, parallel
 
 
 def _type(graph: Graph, name: str) -> TensorType:
@@ -602,6 +626,7 @@ class CblasBackend(Backend):
         else:
             kernel = _dense_t if relaid else {"dense": _dense, "matmul": _matmul}[node.op]
             body, units, parallel = kernel(node, types, act)
+            body = host.EACH_UNIT.substitute(body=host._indent(body, "  "))
         body = "\n".join(line for line in body.splitlines() if line.strip())
         what = " + ".join(f"{n.name}: {n.op}" for n in region.nodes)
         definition, call = host.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,
