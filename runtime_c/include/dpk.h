@@ -150,7 +150,10 @@ typedef struct dpk_load_options {
  * or kind of another ABI version),
  * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds), INVALID_ARGUMENT
  * (a bad thread count: see "Threads"), RESOURCE_EXHAUSTED (a worker thread
- * could not be started). */
+ * could not be started). UNIMPLEMENTED also covers the ABI version of the
+ * file's code (__dpk_abi_version, dpk_abi.h: "'m.so': its code
+ * (__dpk_abi_version) was built for ABI version 1.2 but this runtime has ABI
+ * version 1.1"). */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
@@ -253,8 +256,10 @@ dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key
  * Returns DPK_OK; ALREADY_EXISTS if the name is taken (a built-in or an
  * earlier registration) and `replace` is zero -- with `replace` non-zero
  * the new table takes the name for later loads; UNIMPLEMENTED if
- * kind->abi_version is not DPK_ABI_VERSION (the message names both
- * versions); INVALID_ARGUMENT if kind, its name, load, get_function or
+ * kind->abi_version is not of this runtime's major with an older or equal
+ * minor (dpk_abi.h, "Versions"; the message names both versions as "M.m":
+ * "kind 'k' was built for ABI version 1.2 but this runtime has ABI version
+ * 1.1"); INVALID_ARGUMENT if kind, its name, load, get_function or
  * free is NULL; RESOURCE_EXHAUSTED. Thread-safe. */
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace);
 

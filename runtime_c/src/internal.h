@@ -19,6 +19,16 @@ dpk_status_t dpk_fail_context(dpk_status_t status, const char *fmt, ...);
 void dpk_set_error(const char *fmt, ...);    /* the dpk_backend_api.set_error */
 void dpk_clear_error(void);
 
+/* ---- ABI versions (abi.c) ---------------------------------------------
+ * "1.1" for a packed version (1 reads as "1.0"); returns buffer. */
+#define DPK_ABI_VERSION_TEXT 16
+char *dpk_abi_version_text(uint32_t version, char buffer[DPK_ABI_VERSION_TEXT]);
+/* True if this runtime accepts `version`: its major, an older or equal minor. */
+bool dpk_abi_accepts(uint32_t version);
+/* DPK_OK, or UNIMPLEMENTED "<what> was built for ABI version 1.2 but this
+ * runtime has ABI version 1.1". */
+dpk_status_t dpk_abi_check(uint32_t version, const char *what);
+
 /* ---- YAML trees (yamltree.c) --------------------------------------------
  * A parsed YAML (or JSON) document and typed accessors over its nodes.
  * Accessors that take a `what` string use it in error messages, e.g.

@@ -8,7 +8,8 @@
  * yet); optionally verify every checksum; dlopen each library the manifest
  * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL; a
  * signed load through /proc/self/fd/N of the checked descriptor);
- * fill __dpk_api and __dpk_parallel; check that __dpk_blob is the section that was mapped;
+ * check the ABI version the code was built for (__dpk_abi_version, if
+ * exported), then fill __dpk_api and __dpk_parallel; check that __dpk_blob is the section that was mapped;
  * check the file's __dpk_kinds and bind every module to its kind
  * (model_kinds.c); load each module (its payload checksum checked, then
  * decoded) and resolve every function its manifest
@@ -115,6 +116,13 @@ static dpk_status_t open_library(dpk_model_t *m) {
   if (!m->dl) {
     const char *why = dlerror();
     return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot load '%s': %s", path, why ? why : "dlopen failed");
+  }
+  const uint32_t *abi = dlsym(m->dl, "__dpk_abi_version"); /* absent: built for 1.0 */
+  if (abi) {
+    char what[1024]; /* a message holds at most 1024 bytes (error.c) */
+    snprintf(what, sizeof what, "'%s': its code (__dpk_abi_version)", path);
+    dpk_status_t refused = dpk_abi_check(*abi, what);
+    if (refused) return refused; /* before the file is handed any runtime table */
   }
   void *api = dlsym(m->dl, "__dpk_api");
   if (api) *(const dpk_backend_api **)api = &backend_api;

@@ -61,9 +61,10 @@ static void register_builtins(void) {
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace) {
   if (!kind || !kind->name || !kind->name[0] || !kind->load || !kind->get_function || !kind->free)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_register_kind: the kind needs a name, load, get_function and free");
-  if (kind->abi_version != DPK_ABI_VERSION)
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "kind '%s' was built for ABI version %u but this runtime has ABI version %d",
-                    kind->name, (unsigned)kind->abi_version, DPK_ABI_VERSION);
+  char what[1024]; /* a message holds at most 1024 bytes (error.c) */
+  snprintf(what, sizeof what, "kind '%s'", kind->name);
+  dpk_status_t refused = dpk_abi_check(kind->abi_version, what);
+  if (refused) return refused;
   pthread_once(&builtins_once, register_builtins);
   pthread_mutex_lock(&lock);
   dpk_status_t status = insert_locked(kind, replace);

@@ -92,17 +92,39 @@ static int custom_get(void *state, const char *name, dpk_packed_fn *out_fn, void
 static void custom_free(void *state) { (void)state; }
 static const dpk_kind custom = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
 static const dpk_kind custom2 = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
-static const dpk_kind future = {"future", DPK_ABI_VERSION + 1, custom_load, custom_get, custom_free};
+/* ABI versions (dpk_abi.h, "Versions"): 1 is how 1.0 spelled itself */
+static const dpk_kind legacy = {"legacy", 1, custom_load, custom_get, custom_free};
+static const dpk_kind old_minor = {"old_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR - 1),
+                                   custom_load, custom_get, custom_free};
+static const dpk_kind new_minor = {"new_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR + 1),
+                                   custom_load, custom_get, custom_free};
+static const dpk_kind next_major = {"next_major", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR + 1, 0), custom_load,
+                                    custom_get, custom_free};
+static const dpk_kind legacy_two = {"legacy_two", 2, custom_load, custom_get, custom_free};
+static const dpk_kind zero = {"zero", 0, custom_load, custom_get, custom_free};
 
 static void check_kinds(void) {
   CHECK(strcmp(dpk_registered_kinds(), "dso, graph, json, params") == 0);
   CHECK_STATUS(dpk_register_kind(&custom, 0), DPK_OK, "");
   CHECK_STATUS(dpk_register_kind(&custom2, 0), DPK_STATUS_ALREADY_EXISTS, "kind 'custom' is already registered");
   CHECK_STATUS(dpk_register_kind(&custom2, 1), DPK_OK, "");
-  CHECK_STATUS(dpk_register_kind(&future, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'future' was built for ABI version 2 but this runtime has ABI version 1");
-  CHECK(strcmp(dpk_registered_kinds(), "custom, dso, graph, json, params") == 0);
   CHECK(dpk_registry_find("custom") == &custom2);
+
+  /* versions: an older or equal minor of the major is accepted, anything else refused naming both */
+  CHECK_STATUS(dpk_register_kind(&legacy, 0), DPK_OK, "");
+  CHECK_STATUS(dpk_register_kind(&old_minor, 0), DPK_OK, "");
+  CHECK_STATUS(dpk_register_kind(&new_minor, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'new_minor' was built for ABI version 1.2 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&next_major, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'next_major' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&legacy_two, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'legacy_two' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&zero, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'zero' was built for ABI version 0.0 but this runtime has ABI version 1.1");
+  CHECK(dpk_registry_find("new_minor") == NULL && dpk_registry_find("next_major") == NULL);
+  CHECK(strcmp(dpk_registered_kinds(), "custom, dso, graph, json, legacy, old_minor, params") == 0);
+  CHECK(DPK_ABI_VERSION == 0x10001u && DPK_ABI_MAJOR_OF(1) == 1 && DPK_ABI_MINOR_OF(1) == 0);
+  CHECK(DPK_ABI_MAJOR_OF(0x10000u) == 1 && DPK_ABI_MINOR_OF(0x10000u) == 0 && DPK_ABI_MINOR_OF(0x20003u) == 3);
 }
 
 /* ---- npy ----------------------------------------------------------------------- */
