@@ -39,7 +39,10 @@ void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint1
 dpk_status_t dpk_package_verify(const dpk_package_t *package);
 
 typedef struct dpk_model dpk_model_t;
-typedef struct dpk_load_options { int verify_checksums; int populate; int num_threads; } dpk_load_options_t;
+typedef struct dpk_load_options {
+  size_t struct_size; int verify_checksums; int populate; int num_threads;
+} dpk_load_options_t;
+void dpk_load_options_init(dpk_load_options_t *options);
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
 int dpk_model_num_threads(const dpk_model_t *model);

@@ -38,9 +38,17 @@
  * - A loaded model is immutable; every function taking a const model is
  *   safe to call from many threads at once. dpk_model_run is too: each
  *   concurrent run uses its own activation arena from a pool.
+ * - Growth. Option structs start with `size_t struct_size`, which their
+ *   *_init function sets to the size the caller was compiled with; a
+ *   runtime reads only the fields that fit in it, so callers built against
+ *   an older (shorter) header keep working and new fields are added only at
+ *   the end. The ABI of code inside model files is versioned major.minor
+ *   (dpk_abi.h, "Versions").
  */
 #ifndef DPK_H
 #define DPK_H
+
+#include <stddef.h>
 
 #include "dpk_abi.h"
 
@@ -109,11 +117,31 @@ dpk_status_t dpk_package_verify(const dpk_package_t *package);
 
 typedef struct dpk_model dpk_model_t;
 
+/* Options of dpk_model_load. Fill with dpk_load_options_init, then set
+ * fields:
+ *     dpk_load_options_t options;
+ *     dpk_load_options_init(&options);
+ *     options.num_threads = 4;
+ * Fields are only ever added at the end; struct_size tells the runtime how
+ * many of them the caller's header had (see "Growth" at the top). */
 typedef struct dpk_load_options {
-  int verify_checksums; /* non-zero: dpk_package_verify before dlopen */
-  int populate;         /* non-zero: pre-fault the weights (one bulk read) */
+  size_t struct_size;   /* sizeof(dpk_load_options_t) as the caller was compiled: set by dpk_load_options_init */
+  int verify_checksums; /* non-zero: dpk_package_verify before dlopen (default 0) */
+  int populate;         /* non-zero: pre-fault the weights (one bulk read) (default 0) */
   int num_threads;      /* threads a run may use; 0: the default (below) */
 } dpk_load_options_t;
+
+/* The smallest struct_size a runtime accepts: the first version of
+ * dpk_load_options_t ended after num_threads. */
+#define DPK_LOAD_OPTIONS_MIN_SIZE (offsetof(dpk_load_options_t, num_threads) + sizeof(int))
+/* The largest struct_size a runtime accepts (anything bigger is taken for an
+ * uninitialised struct). */
+#define DPK_LOAD_OPTIONS_MAX_SIZE 4096
+
+/* Set every field of *options to its default and struct_size to
+ * sizeof(dpk_load_options_t) of this header. NULL does nothing. Cannot fail;
+ * thread-safe. */
+void dpk_load_options_init(dpk_load_options_t *options);
 
 /* Threads. A run splits the loops of generated code over a process-wide
  * pool of worker threads (dpk_abi.h, __dpk_parallel), started by the first
@@ -140,7 +168,17 @@ typedef struct dpk_load_options {
  * __dpk_kinds table (see dpk_abi.h), resolve every symbol the manifest
  * lists, and rebuild the modules in import order (each module payload's
  * checksum is checked before it is decoded: DATA_LOSS). `options` may be
- * NULL (defaults: no checksum pass over the weights, no populate). After this, runs do no lookups or parsing.
+ * NULL (the defaults of dpk_load_options_init: no checksum pass over the
+ * weights, no populate, the default thread count); otherwise the runtime
+ * reads the fields that fit in options->struct_size, uses the defaults for
+ * the others, and refuses INVALID_ARGUMENT a struct_size below
+ * DPK_LOAD_OPTIONS_MIN_SIZE (e.g. 0: the struct was not initialised with
+ * dpk_load_options_init) or above DPK_LOAD_OPTIONS_MAX_SIZE ("dpk_model_load:
+ * options->struct_size is 0 but must be from 20 to 4096 (fill the options
+ * with dpk_load_options_init)"), and UNIMPLEMENTED a larger struct (a
+ * caller built against a newer header) that sets a field this runtime does
+ * not know: a non-zero byte past sizeof(dpk_load_options_t) (the message
+ * names its offset). After this, runs do no lookups or parsing.
  * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
  * lists the registered kinds and the carried ones; a declared carried kind
  * the table lacks; missing symbol; a `requires` library that cannot be
@@ -149,7 +187,8 @@ typedef struct dpk_load_options {
  * dlerror text names it), UNIMPLEMENTED (other machine; a carried table
  * or kind of another ABI version),
  * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds), INVALID_ARGUMENT
- * (a bad thread count: see "Threads"), RESOURCE_EXHAUSTED (a worker thread
+ * (path or out_model NULL; a bad struct_size, above; a bad thread count: see
+ * "Threads"), RESOURCE_EXHAUSTED (a worker thread
  * could not be started). UNIMPLEMENTED also covers the ABI version of the
  * file's code (__dpk_abi_version, dpk_abi.h: "'m.so': its code
  * (__dpk_abi_version) was built for ABI version 1.2 but this runtime has ABI

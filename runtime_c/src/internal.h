@@ -29,6 +29,13 @@ bool dpk_abi_accepts(uint32_t version);
  * runtime has ABI version 1.1". */
 dpk_status_t dpk_abi_check(uint32_t version, const char *what);
 
+/* ---- option structs (options.c) ----------------------------------------
+ * The caller's options (NULL: the defaults) as a full struct of this
+ * runtime's size; `api` names the public call in the message. INVALID_ARGUMENT
+ * for a struct_size outside [DPK_LOAD_OPTIONS_MIN_SIZE, DPK_LOAD_OPTIONS_MAX_SIZE],
+ * UNIMPLEMENTED for a non-zero byte past the fields this runtime knows. */
+dpk_status_t dpk_load_options_read(const char *api, const dpk_load_options_t *caller, dpk_load_options_t *out_options);
+
 /* ---- YAML trees (yamltree.c) --------------------------------------------
  * A parsed YAML (or JSON) document and typed accessors over its nodes.
  * Accessors that take a `what` string use it in error messages, e.g.

@@ -5,6 +5,7 @@
  *   test_api open PATH            the same for dpk_package_open, then dpk_package_verify
  *   test_api api PATH             accessors, functions, run errors, kinds, npy (model of test_runtime_c.py)
  *   test_api threads PATH N       N threads run concurrently; every output equals the serial one
+ *   test_api options PATH         dpk_load_options_t from callers of shorter and longer headers, bad sizes
  *
  * Exit status 0 when every check passed; failures are printed. */
 #include <math.h>
@@ -125,6 +126,65 @@ static void check_kinds(void) {
   CHECK(strcmp(dpk_registered_kinds(), "custom, dso, graph, json, legacy, old_minor, params") == 0);
   CHECK(DPK_ABI_VERSION == 0x10001u && DPK_ABI_MAJOR_OF(1) == 1 && DPK_ABI_MINOR_OF(1) == 0);
   CHECK(DPK_ABI_MAJOR_OF(0x10000u) == 1 && DPK_ABI_MINOR_OF(0x10000u) == 0 && DPK_ABI_MINOR_OF(0x20003u) == 3);
+}
+
+/* ---- load options: callers of other header versions ------------------------------------- */
+
+static void expect_load(const char *path, const dpk_load_options_t *options, dpk_status_t status, const char *fragment) {
+  dpk_model_t *m = (dpk_model_t *)&m; /* not NULL: the load must clear it */
+  CHECK_STATUS(dpk_model_load(path, options, &m), status, fragment);
+  CHECK((status == DPK_OK) == (m != NULL));
+  if (m && options && options->num_threads) CHECK(dpk_model_num_threads(m) == options->num_threads); /* it was read */
+  dpk_model_free(m);
+}
+
+static void check_options(const char *path) {
+  dpk_load_options_t options;
+  memset(&options, 0xAB, sizeof options);
+  dpk_load_options_init(&options);
+  CHECK(options.struct_size == sizeof options && options.verify_checksums == 0 && options.populate == 0 &&
+        options.num_threads == 0);
+  dpk_load_options_init(NULL); /* does nothing */
+  options.num_threads = 3;
+  expect_load(path, &options, DPK_OK, "");
+  expect_load(path, NULL, DPK_OK, "");
+
+  /* a caller whose header ends at num_threads, in a buffer of exactly that size (valgrind sees any read past it) */
+  dpk_load_options_t *shorter = malloc(DPK_LOAD_OPTIONS_MIN_SIZE);
+  memcpy(shorter, &options, DPK_LOAD_OPTIONS_MIN_SIZE);
+  shorter->struct_size = DPK_LOAD_OPTIONS_MIN_SIZE;
+  expect_load(path, shorter, DPK_OK, "");
+  free(shorter);
+
+  /* a caller built against a newer header: unknown bytes that are zero are fine, a set one is refused */
+  struct {
+    dpk_load_options_t known;
+    uint64_t later_field;
+  } newer;
+  memset(&newer, 0, sizeof newer);
+  dpk_load_options_init(&newer.known);
+  newer.known.struct_size = sizeof newer;
+  expect_load(path, &newer.known, DPK_OK, "");
+  newer.later_field = 1;
+  char message[256];
+  snprintf(message, sizeof message,
+           "dpk_model_load: options->struct_size is %zu and byte %zu is set, but this runtime knows only the first %zu "
+           "bytes of dpk_load_options_t (the caller was built against a newer dpk.h)",
+           sizeof newer, sizeof newer.known, sizeof newer.known);
+  expect_load(path, &newer.known, DPK_STATUS_UNIMPLEMENTED, message);
+
+  /* too small (not initialised) and absurd sizes */
+  snprintf(message, sizeof message, "dpk_model_load: options->struct_size is 0 but must be from %zu to 4096 (fill the "
+           "options with dpk_load_options_init)", (size_t)DPK_LOAD_OPTIONS_MIN_SIZE);
+  options.struct_size = 0;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, message);
+  options.struct_size = DPK_LOAD_OPTIONS_MIN_SIZE - 1;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, "options->struct_size is 19 but must be from 20 to 4096");
+  options.struct_size = 4097;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, "options->struct_size is 4097 but must be from 20 to 4096");
+  dpk_model_t *m = (dpk_model_t *)&m;
+  CHECK_STATUS(dpk_model_load_signed(path, NULL, &options, &m), DPK_STATUS_INVALID_ARGUMENT, "key is NULL");
+  CHECK(m == NULL);
 }
 
 /* ---- npy ----------------------------------------------------------------------- */
@@ -275,7 +335,10 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1], *path = argv[2];
   if (strcmp(cmd, "load") == 0) {
-    dpk_load_options_t options = {argc > 3 && strcmp(argv[3], "verify") == 0, 1, 0};
+    dpk_load_options_t options;
+    dpk_load_options_init(&options);
+    options.verify_checksums = argc > 3 && strcmp(argv[3], "verify") == 0;
+    options.populate = 1;
     dpk_model_t *m;
     dpk_status_t status = dpk_model_load(path, &options, &m);
     CHECK((status == DPK_OK) == (m != NULL));
@@ -290,6 +353,8 @@ int main(int argc, char **argv) {
     dpk_package_free(p);
   } else if (strcmp(cmd, "api") == 0) {
     check_api(path, argc > 3 ? argv[3] : ".");
+  } else if (strcmp(cmd, "options") == 0) {
+    check_options(path);
   } else if (strcmp(cmd, "threads") == 0) {
     check_threads(path, argc > 3 ? atoi(argv[3]) : 8);
   } else {
