@@ -61,7 +61,7 @@ dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const
                                    const char **out_kind);
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource);
-const char *dpk_registered_kinds(void);
+dpk_status_t dpk_registered_kinds(const char **names, size_t capacity, size_t *out_count);
 
 typedef struct dpk_public_key { uint8_t bytes[32]; } dpk_public_key_t;
 dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);

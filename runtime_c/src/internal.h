@@ -230,7 +230,8 @@ dpk_status_t dpk_model_bind_kinds(struct dpk_model *model);
 
 /* A registered kind by name, or NULL. Thread-safe. */
 const dpk_kind *dpk_registry_find(const char *name);
-/* The registered names as dpk_registered_kinds() gives them, copied. */
+/* The registered names, sorted, ", "-separated ("dso, graph, json, params"), into
+ * buffer (truncated to capacity_bytes - 1 characters). Thread-safe. */
 void dpk_registry_names(char *buffer, size_t capacity);
 
 /* The module a kind is loading, for the built-in kinds (model.c). */
