@@ -8,11 +8,12 @@
 from loader.errors import (AlreadyExistsError, DataLossError, DpkError, FailedPreconditionError, InternalError,
                            InvalidArgumentError, NotFoundError, OutOfRangeError, ResourceExhaustedError,
                            UnauthenticatedError, UnimplementedError)
+from loader.kinds import registered_kinds
 from loader.model import Model, ModuleInfo, PackedFunction, TensorInfo, load
 from loader.package import Package, open_package
 
 __all__ = [
-    "load", "open_package", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo", "DpkError",
+    "load", "open_package", "registered_kinds", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo", "DpkError",
     "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "DataLossError", "UnimplementedError",
     "ResourceExhaustedError", "InternalError", "FailedPreconditionError", "AlreadyExistsError",
     "UnauthenticatedError",

@@ -39,7 +39,10 @@ void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint1
 dpk_status_t dpk_package_verify(const dpk_package_t *package);
 
 typedef struct dpk_model dpk_model_t;
-typedef struct dpk_load_options { int verify_checksums; int populate; int num_threads; } dpk_load_options_t;
+typedef struct dpk_load_options {
+  size_t struct_size; int verify_checksums; int populate; int num_threads;
+} dpk_load_options_t;
+void dpk_load_options_init(dpk_load_options_t *options);
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model);
 void dpk_model_free(dpk_model_t *model);
 int dpk_model_num_threads(const dpk_model_t *model);
@@ -58,7 +61,7 @@ dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const
                                    const char **out_kind);
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource);
-const char *dpk_registered_kinds(void);
+dpk_status_t dpk_registered_kinds(const char **names, size_t capacity, size_t *out_count);
 
 typedef struct dpk_public_key { uint8_t bytes[32]; } dpk_public_key_t;
 dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);

@@ -65,8 +65,10 @@ class Model(Handle):
     def __init__(self, path: str | os.PathLike, *, verify: bool = False, populate: bool = False,
                  pubkey=None, num_threads: int | None = None) -> None:
         self.path = os.fspath(path)
-        options = ffi.new("dpk_load_options_t *", {"verify_checksums": int(verify), "populate": int(populate),
-                                                   "num_threads": _thread_count(num_threads)})
+        options = ffi.new("dpk_load_options_t *")
+        lib.dpk_load_options_init(options)
+        options.verify_checksums, options.populate = int(verify), int(populate)
+        options.num_threads = _thread_count(num_threads)
         out = ffi.new("dpk_model_t **")
         if pubkey is None:
             check(lib.dpk_model_load(self.path.encode(), options, out))

@@ -31,16 +31,38 @@
  * - Fallible calls return dpk_status_t; DPK_OK is 0. On failure a message
  *   naming the file, module, field and numbers is kept for the calling
  *   thread: dpk_last_error().
- * - Out-params are last, named out_*, cleared on entry, written on success.
- * - *_open / *_load return owned objects, each freed by the matching *_free,
- *   which accepts NULL. Accessors return borrowed pointers valid until the
- *   owner is freed.
+ * - Out-params are last, named out_*, cleared on entry, written on success
+ *   (the one exception, dpk_registered_kinds, says so).
+ * - Ownership. *_open / *_load return owned objects, each freed by the
+ *   matching *_free, which accepts NULL. Everything else the API returns is
+ *   borrowed: accessors return pointers into their owner, valid until the
+ *   owner is freed (a model's strings until dpk_model_free, a package's
+ *   until dpk_package_free); constant strings (dpk_status_name, dpk_version,
+ *   kind names) live for the process. The caller never frees a borrowed
+ *   pointer. Tables the caller hands in (a dpk_kind) are borrowed by the
+ *   runtime, never copied, and must outlive every use the declaration names.
+ * - NULL. No call dereferences a NULL handle or a NULL pointer argument
+ *   that it needs. A fallible call given one returns INVALID_ARGUMENT naming
+ *   the call and the argument ("dpk_model_run: model is NULL"), after
+ *   clearing those of its out-params that are not NULL; an infallible
+ *   accessor (a count, a borrowed pointer) given a NULL handle returns 0 or
+ *   NULL and clears its out-params; *_free(NULL) does nothing. Each
+ *   declaration below says what it does with NULL. Pointers that are
+ *   optional say so (`options` NULL means the defaults).
  * - A loaded model is immutable; every function taking a const model is
  *   safe to call from many threads at once. dpk_model_run is too: each
  *   concurrent run uses its own activation arena from a pool.
+ * - Growth. Option structs start with `size_t struct_size`, which their
+ *   *_init function sets to the size the caller was compiled with; a
+ *   runtime reads only the fields that fit in it, so callers built against
+ *   an older (shorter) header keep working and new fields are added only at
+ *   the end. The ABI of code inside model files is versioned major.minor
+ *   (dpk_abi.h, "Versions").
  */
 #ifndef DPK_H
 #define DPK_H
+
+#include <stddef.h>
 
 #include "dpk_abi.h"
 
@@ -67,13 +89,16 @@ typedef enum {
 } dpk_status_t;
 
 /* The calling thread's last error message; "" if none. Borrowed, valid
- * until the thread's next failing dpk call. Never NULL. */
+ * until the thread's next failing dpk call. Never NULL. Thread-safe (one
+ * message per thread). */
 const char *dpk_last_error(void);
 
-/* A short constant name for a status ("NOT_FOUND"). */
+/* A short constant name for a status ("NOT_FOUND"; "UNKNOWN" for a value
+ * outside dpk_status_t). Static, never NULL. */
 const char *dpk_status_name(dpk_status_t status);
 
-/* The runtime's version string, e.g. "0.1.0". */
+/* The runtime's version string, e.g. "0.1.0". Static, never NULL. (The
+ * ABI version of model code is DPK_ABI_VERSION, dpk_abi.h.) */
 const char *dpk_version(void);
 
 /* ---- Packages: the file, mapped and checked, no code run -------------- */
@@ -89,31 +114,57 @@ typedef struct dpk_package dpk_package_t;
  * magic, bad YAML, checksum, a manifest target.machine other than the ELF
  * header's machine), UNIMPLEMENTED (newer major), OUT_OF_RANGE
  * (truncated section, payload past the end), FAILED_PRECONDITION (field of
- * the wrong type or missing). */
+ * the wrong type or missing), INVALID_ARGUMENT (path or out_package NULL).
+ * The package is owned: free it with dpk_package_free. */
 dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package);
+/* Unmap and free a package; NULL does nothing. Not while a model loaded
+ * from it is alive (a model frees its own package). */
 void dpk_package_free(dpk_package_t *package);
 
 /* The embedded manifest (YAML text, not NUL-terminated; *out_size bytes).
- * Borrowed from the mapping. */
+ * Borrowed from the mapping, valid until the package is freed. A NULL
+ * package gives NULL and *out_size 0; out_size may be NULL. */
 const char *dpk_package_manifest(const dpk_package_t *package, size_t *out_size);
 
-/* Section geometry, for tools: format version, section size. */
+/* Section geometry, for tools: format version, section size. Each out-param
+ * may be NULL (not written); a NULL package writes 0 to each. */
 void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint16_t *out_minor,
                         uint64_t *out_section_size);
 
 /* Check every checksum and that the payload area's gaps are zero.
- * DATA_LOSS names the first failing module (and tensor) on failure. O(file). */
+ * DATA_LOSS names the first failing module (and tensor) on failure. O(file).
+ * INVALID_ARGUMENT if package is NULL. */
 dpk_status_t dpk_package_verify(const dpk_package_t *package);
 
 /* ---- Models: a package with its code loaded and modules rebuilt -------- */
 
 typedef struct dpk_model dpk_model_t;
 
+/* Options of dpk_model_load. Fill with dpk_load_options_init, then set
+ * fields:
+ *     dpk_load_options_t options;
+ *     dpk_load_options_init(&options);
+ *     options.num_threads = 4;
+ * Fields are only ever added at the end; struct_size tells the runtime how
+ * many of them the caller's header had (see "Growth" at the top). */
 typedef struct dpk_load_options {
-  int verify_checksums; /* non-zero: dpk_package_verify before dlopen */
-  int populate;         /* non-zero: pre-fault the weights (one bulk read) */
+  size_t struct_size;   /* sizeof(dpk_load_options_t) as the caller was compiled: set by dpk_load_options_init */
+  int verify_checksums; /* non-zero: dpk_package_verify before dlopen (default 0) */
+  int populate;         /* non-zero: pre-fault the weights (one bulk read) (default 0) */
   int num_threads;      /* threads a run may use; 0: the default (below) */
 } dpk_load_options_t;
+
+/* The smallest struct_size a runtime accepts: the first version of
+ * dpk_load_options_t ended after num_threads. */
+#define DPK_LOAD_OPTIONS_MIN_SIZE (offsetof(dpk_load_options_t, num_threads) + sizeof(int))
+/* The largest struct_size a runtime accepts (anything bigger is taken for an
+ * uninitialised struct). */
+#define DPK_LOAD_OPTIONS_MAX_SIZE 4096
+
+/* Set every field of *options to its default and struct_size to
+ * sizeof(dpk_load_options_t) of this header. NULL does nothing. Cannot fail;
+ * thread-safe. */
+void dpk_load_options_init(dpk_load_options_t *options);
 
 /* Threads. A run splits the loops of generated code over a process-wide
  * pool of worker threads (dpk_abi.h, __dpk_parallel), started by the first
@@ -140,7 +191,17 @@ typedef struct dpk_load_options {
  * __dpk_kinds table (see dpk_abi.h), resolve every symbol the manifest
  * lists, and rebuild the modules in import order (each module payload's
  * checksum is checked before it is decoded: DATA_LOSS). `options` may be
- * NULL (defaults: no checksum pass over the weights, no populate). After this, runs do no lookups or parsing.
+ * NULL (the defaults of dpk_load_options_init: no checksum pass over the
+ * weights, no populate, the default thread count); otherwise the runtime
+ * reads the fields that fit in options->struct_size, uses the defaults for
+ * the others, and refuses INVALID_ARGUMENT a struct_size below
+ * DPK_LOAD_OPTIONS_MIN_SIZE (e.g. 0: the struct was not initialised with
+ * dpk_load_options_init) or above DPK_LOAD_OPTIONS_MAX_SIZE ("dpk_model_load:
+ * options->struct_size is 0 but must be from 20 to 4096 (fill the options
+ * with dpk_load_options_init)"), and UNIMPLEMENTED a larger struct (a
+ * caller built against a newer header) that sets a field this runtime does
+ * not know: a non-zero byte past sizeof(dpk_load_options_t) (the message
+ * names its offset). After this, runs do no lookups or parsing.
  * Errors: as dpk_package_open, plus NOT_FOUND (unknown kind: the message
  * lists the registered kinds and the carried ones; a declared carried kind
  * the table lacks; missing symbol; a `requires` library that cannot be
@@ -149,49 +210,77 @@ typedef struct dpk_load_options {
  * dlerror text names it), UNIMPLEMENTED (other machine; a carried table
  * or kind of another ABI version),
  * FAILED_PRECONDITION (import cycle; a malformed __dpk_kinds), INVALID_ARGUMENT
- * (a bad thread count: see "Threads"), RESOURCE_EXHAUSTED (a worker thread
- * could not be started). */
+ * (path or out_model NULL; a bad struct_size, above; a bad thread count: see
+ * "Threads"), RESOURCE_EXHAUSTED (a worker thread could not be started).
+ * UNIMPLEMENTED also covers the ABI version of the file's code
+ * (__dpk_abi_version, dpk_abi.h: "'m.so': its code (__dpk_abi_version) was
+ * built for ABI version 1.2 but this runtime has ABI version 1.1").
+ * The model is owned: free it with dpk_model_free. Thread-safe. */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);
+/* Free a model (its modules, its code, its package); NULL does nothing. Not
+ * while a run or a function of the model is running; every pointer borrowed
+ * from the model becomes invalid. */
 void dpk_model_free(dpk_model_t *model);
 
 /* The model's thread count, resolved at load (see "Threads" above): runs
  * through dpk_model_run use up to that many; functions called through
- * dpk_model_get_function outside a run use 1. */
+ * dpk_model_get_function outside a run use 1. 0 for a NULL model. */
 int dpk_model_num_threads(const dpk_model_t *model);
 
-/* The package the model was loaded from (borrowed). */
+/* The package the model was loaded from (borrowed: valid until the model is
+ * freed; do not free it). NULL for a NULL model. */
 const dpk_package_t *dpk_model_package(const dpk_model_t *model);
 
 /* Input and output signature of the entry function. */
 typedef struct dpk_tensor_info {
-  const char *name;     /* borrowed */
+  const char *name;     /* borrowed from the model */
   DLDataType dtype;
   int32_t ndim;
-  const int64_t *shape; /* borrowed, ndim entries */
+  const int64_t *shape; /* borrowed from the model, ndim entries */
 } dpk_tensor_info_t;
 
+/* The number of inputs / outputs of the entry function; 0 for a NULL model. */
 size_t dpk_model_num_inputs(const dpk_model_t *model);
 size_t dpk_model_num_outputs(const dpk_model_t *model);
-/* OUT_OF_RANGE if index >= the count. */
+/* Input / output `index` (signature order) into *out_info, whose pointers
+ * are borrowed from the model. *out_info is cleared on entry. OUT_OF_RANGE
+ * if index >= the count; INVALID_ARGUMENT if model or out_info is NULL. */
 dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
 dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
 
 /* Run the entry function. `inputs` and `outputs` are in signature order;
  * output buffers are the caller's. Each tensor must be compact row-major
  * with the exact shape and dtype (INVALID_ARGUMENT names the input and the
- * expected shape and dtype). Thread-safe. INTERNAL if a kernel fails. */
+ * expected shape and dtype). Thread-safe. INTERNAL (or the kernel's own
+ * status) if a kernel fails.
+ * NULL: INVALID_ARGUMENT if model is NULL, if inputs (outputs) is NULL while
+ * num_inputs (num_outputs) is not 0, or if an entry is NULL ("input 'x' has
+ * no data").
+ * Outputs after a failure: if the arguments are refused (a NULL, a wrong
+ * count, shape, dtype, layout or device: INVALID_ARGUMENT) or memory runs
+ * out before the entry function is called (RESOURCE_EXHAUSTED), no byte of
+ * any output buffer has been written. If the entry function fails (a
+ * kernel's error; no memory for the run's arena), every output buffer is
+ * filled with zero bytes before the call returns, whatever the kernels had
+ * written, so a partial result is never mistaken for one. Inputs are never
+ * written. */
 dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
                            DLTensor *const *outputs, size_t num_outputs);
 
-/* Modules, in manifest order: name and kind (borrowed). */
+/* Modules, in manifest order: the count (0 for a NULL model), and the name
+ * and kind of module `index` (borrowed from the model). Both out-params are
+ * cleared on entry. OUT_OF_RANGE if index >= the count; INVALID_ARGUMENT if
+ * model, out_name or out_kind is NULL. */
 size_t dpk_model_num_modules(const dpk_model_t *model);
 dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
                                    const char **out_kind);
 
 /* Find a function by name from the entry module, searching its imports
  * depth-first. The function is called as fn(args, codes, n, ret, ret_code,
- * *out_resource). NOT_FOUND if absent. */
+ * *out_resource); both stay valid until the model is freed. NOT_FOUND if
+ * absent; INVALID_ARGUMENT if model, name, out_fn or out_resource is NULL.
+ * Thread-safe. */
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource);
 
@@ -215,7 +304,8 @@ typedef struct dpk_public_key {
 
 /* Read a public key file written by `dsopack keygen` (KEY.pub): one line
  * "dsopack-ed25519-public <64 hex digits>". NOT_FOUND (cannot open it),
- * INVALID_ARGUMENT (malformed; a secret key file is named as such). */
+ * INVALID_ARGUMENT (malformed; a secret key file is named as such; path or
+ * out_key NULL). *out_key is zeroed on entry. */
 dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);
 
 /* dpk_package_open, after checking that `path` is signed by `key`. Errors:
@@ -223,20 +313,22 @@ dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);
  * not signed; signed by key <id>, not by the given key <id>; the signature
  * does not match the file's bytes; a truncated or malformed trailer; bytes
  * after the trailer), UNIMPLEMENTED (a newer trailer version or another
- * algorithm), INVALID_ARGUMENT (path or key NULL). */
+ * algorithm), INVALID_ARGUMENT (path, key or out_package NULL). */
 dpk_status_t dpk_package_open_signed(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package);
 
 /* The bytes a signature covers: where the file's ELF contents end (the
  * furthest header, segment or section), so where a trailer starts. For
  * signing tools; the file is not required to be signed. UNAUTHENTICATED if
- * a header points past the end of the file. */
+ * a header points past the end of the file; INVALID_ARGUMENT if package or
+ * out_size is NULL. */
 dpk_status_t dpk_package_signed_size(const dpk_package_t *package, uint64_t *out_size);
 
 /* dpk_model_load for a file that must be signed by `key`: the signature is
  * checked first, as dpk_package_open_signed, and the code is dlopened
  * through the descriptor that was checked. With an unsigned, re-signed,
  * tampered or truncated file, none of its code runs. Errors: as
- * dpk_model_load and dpk_package_open_signed; NOT_FOUND if /proc/self/fd
+ * dpk_model_load and dpk_package_open_signed (INVALID_ARGUMENT if key is
+ * NULL: use dpk_model_load for unsigned files); NOT_FOUND if /proc/self/fd
  * cannot be opened. */
 dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
                                    dpk_model_t **out_model);
@@ -253,15 +345,31 @@ dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key
  * Returns DPK_OK; ALREADY_EXISTS if the name is taken (a built-in or an
  * earlier registration) and `replace` is zero -- with `replace` non-zero
  * the new table takes the name for later loads; UNIMPLEMENTED if
- * kind->abi_version is not DPK_ABI_VERSION (the message names both
- * versions); INVALID_ARGUMENT if kind, its name, load, get_function or
- * free is NULL; RESOURCE_EXHAUSTED. Thread-safe. */
+ * kind->abi_version is not of this runtime's major with an older or equal
+ * minor (dpk_abi.h, "Versions"; the message names both versions as "M.m":
+ * "kind 'k' was built for ABI version 1.2 but this runtime has ABI version
+ * 1.1"); INVALID_ARGUMENT if kind, its name, load, get_function or free is
+ * NULL; RESOURCE_EXHAUSTED. Thread-safe. */
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace);
 
-/* Registered kind names, sorted, comma-separated, e.g. "dso, graph, json,
- * params" (the built-ins are always there). Borrowed, valid until the next
- * registration in any thread; copy it if registrations may race. */
-const char *dpk_registered_kinds(void);
+/* The registered kind names, sorted (the built-ins dso, graph, json, params
+ * are always there), copied into the caller's array `names` of `capacity`
+ * entries. Each name is the registered table's own string, which lives for
+ * the process (tables are never freed, even when replaced), so the copy
+ * stays valid whatever other threads register later.
+ * *out_count is the number of registered kinds, written in every case but
+ * INVALID_ARGUMENT (the one exception to "out-params are written on
+ * success"):
+ * - names NULL and capacity 0: a query; DPK_OK with the count.
+ * - capacity >= the count: names[0 .. count) filled; DPK_OK.
+ * - capacity < the count: names untouched; OUT_OF_RANGE ("dpk_registered_kinds:
+ *   5 kinds are registered but the buffer holds 4"), *out_count the
+ *   capacity needed. A registration by another thread between a query and
+ *   the call that fills the buffer can cause this: query again and retry.
+ * INVALID_ARGUMENT if out_count is NULL, or names is NULL while capacity is
+ * not 0. Thread-safe: the count and the names are one snapshot, taken under
+ * the registry's lock. */
+dpk_status_t dpk_registered_kinds(const char **names, size_t capacity, size_t *out_count);
 
 #ifdef __cplusplus
 }

@@ -8,8 +8,27 @@
  * pointer the model file defines and the runtime fills in after dlopen
  * (the idea of TVM's `__TVMAPISetLastError`, extended to a table).
  *
- * Everything here is plain C99 with fixed layouts; DPK_ABI_VERSION changes
- * whenever a layout or a meaning here changes.
+ * Everything here is plain C99 with fixed layouts.
+ *
+ * Versions. The ABI has a major and a minor version, packed into the
+ * uint32_t `abi_version` fields below as DPK_ABI_MAKE_VERSION(major, minor)
+ * = (major << 16) | minor, so no table layout changed when minors were
+ * introduced. A value below 0x10000 is the single number that files of ABI
+ * 1.0 wrote: it reads as major = value, minor = 0 (1 is 1.0; majors start
+ * at 1, so the two spellings never meet: 0 is 0.0, refused). A minor adds
+ * (a field at the end of a table, a table, a symbol, a meaning for a value
+ * that was refused) and never changes what exists; a major may change
+ * anything. A runtime of version M.n accepts code, carried kind tables and
+ * registered kinds of version M.m with m <= n, and refuses any other
+ * version (a newer minor or another major) with UNIMPLEMENTED naming both,
+ * "built for ABI version 1.2 but this runtime has ABI version 1.1"; so
+ * code built against M.m is only ever handed tables of M.m or later and may
+ * use every field its header declares.
+ *
+ *     1.0  the first version (abi_version fields hold 1)
+ *     1.1  abi_version fields hold packed major.minor; the code of a file may
+ *          export __dpk_abi_version (below); the runtime checks it before it
+ *          hands the file __dpk_api and __dpk_parallel
  */
 #ifndef DPK_ABI_H
 #define DPK_ABI_H
@@ -21,7 +40,20 @@
 extern "C" {
 #endif
 
-#define DPK_ABI_VERSION 1
+#define DPK_ABI_VERSION_MAJOR 1
+#define DPK_ABI_VERSION_MINOR 1
+
+/* A packed version, and its parts (a value < 0x10000 is the 1.0 spelling:
+ * major = value, minor = 0). */
+#define DPK_ABI_MAKE_VERSION(major, minor) ((uint32_t)(((uint32_t)(major) << 16) | (uint32_t)(minor)))
+#define DPK_ABI_MAJOR_OF(version) \
+  ((uint32_t)(version) >> 16 ? (uint32_t)(version) >> 16 : (uint32_t)(version))
+#define DPK_ABI_MINOR_OF(version) ((uint32_t)(version) >> 16 ? (uint32_t)(version) & 0xFFFFu : 0u)
+
+/* The version this header describes: what code compiled against it puts in
+ * its tables, and what a runtime built from it puts in the tables it hands
+ * out. */
+#define DPK_ABI_VERSION DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR)
 
 /* ---- DLPack tensors ------------------------------------------------------
  * Layout-compatible with DLPack's DLTensor (dlpack.h v0.8 and later), so
@@ -77,7 +109,7 @@ typedef int (*dpk_packed_fn)(const dpk_value *args, const int *type_codes, int n
 /* ---- Services the runtime hands to code inside a model file -------------
  * Static, never freed, valid for the life of the process. */
 typedef struct dpk_backend_api {
-  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime */
+  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime (packed major.minor) */
   /* Record the calling thread's error message (printf format). */
   void (*set_error)(const char *fmt, ...);
 } dpk_backend_api;
@@ -86,6 +118,14 @@ typedef struct dpk_backend_api {
  *     DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
  * and the runtime stores its table there right after dlopen. */
 #define DPK_EXPORT __attribute__((visibility("default")))
+
+/* The ABI version a model file's code was compiled against (since 1.1; the
+ * packager emits this definition next to __dpk_api):
+ *     DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_VERSION;
+ * Right after dlopen, before it fills __dpk_api or __dpk_parallel, the
+ * runtime reads it and refuses the file (UNIMPLEMENTED, naming both
+ * versions) unless it is of the runtime's major with an older or equal
+ * minor. A file that does not export it was built for 1.0. */
 
 /* ---- Parallel loops for code inside a model file --------------------------
  * A model file that wants to split a loop over threads declares
@@ -110,7 +150,7 @@ typedef struct dpk_backend_api {
 typedef void (*dpk_task_fn)(void *ctx, int64_t begin, int64_t end, void *scratch);
 
 typedef struct dpk_parallel_api {
-  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime */
+  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime (packed major.minor) */
   int (*parallel_for)(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_bytes, void *own_scratch);
 } dpk_parallel_api;
 
@@ -125,7 +165,7 @@ typedef struct dpk_kind_ctx dpk_kind_ctx; /* opaque: one module being loaded */
 /* What the runtime offers a kind while it loads a module and afterwards.
  * All calls are thread-safe; ctx is valid until the kind's free is called. */
 typedef struct dpk_kind_services {
-  uint32_t abi_version;
+  uint32_t abi_version; /* DPK_ABI_VERSION of the runtime (packed major.minor) */
   void (*set_error)(const char *fmt, ...);
   /* Find a function in this module's imports, depth-first (TVM semantics).
    * Returns 0, or DPK_STATUS_NOT_FOUND (2) with the error message set. */
@@ -147,7 +187,8 @@ typedef struct dpk_kind_load_args {
 
 typedef struct dpk_kind {
   const char *name;      /* kind name as written in manifests */
-  uint32_t abi_version;  /* DPK_ABI_VERSION the kind was compiled against */
+  uint32_t abi_version;  /* DPK_ABI_VERSION the kind was compiled against: of the
+                          * runtime's major, minor <= the runtime's (see Versions) */
   /* Build the module. The payload stays valid until free; the kind may keep
    * pointers into it. Return 0 and set *out_state, or non-zero after
    * services->set_error. */
@@ -163,10 +204,11 @@ typedef struct dpk_kind {
  *     DPK_EXPORT const dpk_kind_table __dpk_kinds = {DPK_ABI_VERSION, n, kinds};
  * and its manifest names them (`kinds: {carried: [name, ...]}`), so the
  * runtime knows before dlopen that the file provides them. After dlopen the
- * runtime checks the table: abi_version equal to its own (else
- * UNIMPLEMENTED naming both), count <= DPK_KIND_TABLE_MAX, `kinds` and every
- * entry non-NULL with a non-empty name and load/get_function/free set, each
- * entry's abi_version equal to its own, no name twice, and every kind the
+ * runtime checks the table: abi_version of its major with an older or equal
+ * minor (else UNIMPLEMENTED naming both as "M.m"), count <=
+ * DPK_KIND_TABLE_MAX, `kinds` and every entry non-NULL with a non-empty name
+ * and load/get_function/free set, each entry's abi_version accepted by the
+ * same rule, no name twice, and every kind the
  * manifest declares present (else NOT_FOUND naming it). Kinds in the table
  * that the manifest does not declare are never used. The kinds serve that
  * model only (they are not registered in the process) and, for its modules,
@@ -174,7 +216,7 @@ typedef struct dpk_kind {
 #define DPK_KIND_TABLE_MAX 64
 
 typedef struct dpk_kind_table {
-  uint32_t abi_version; /* DPK_ABI_VERSION the table was compiled against */
+  uint32_t abi_version; /* DPK_ABI_VERSION the table was compiled against (see Versions) */
   uint32_t count;       /* entries in `kinds`, at most DPK_KIND_TABLE_MAX */
   const dpk_kind *const *kinds;
 } dpk_kind_table;

@@ -19,6 +19,23 @@ dpk_status_t dpk_fail_context(dpk_status_t status, const char *fmt, ...);
 void dpk_set_error(const char *fmt, ...);    /* the dpk_backend_api.set_error */
 void dpk_clear_error(void);
 
+/* ---- ABI versions (abi.c) ---------------------------------------------
+ * "1.1" for a packed version (1 reads as "1.0"); returns buffer. */
+#define DPK_ABI_VERSION_TEXT 16
+char *dpk_abi_version_text(uint32_t version, char buffer[DPK_ABI_VERSION_TEXT]);
+/* True if this runtime accepts `version`: its major, an older or equal minor. */
+bool dpk_abi_accepts(uint32_t version);
+/* DPK_OK, or UNIMPLEMENTED "<what> was built for ABI version 1.2 but this
+ * runtime has ABI version 1.1". */
+dpk_status_t dpk_abi_check(uint32_t version, const char *what);
+
+/* ---- option structs (options.c) ----------------------------------------
+ * The caller's options (NULL: the defaults) as a full struct of this
+ * runtime's size; `api` names the public call in the message. INVALID_ARGUMENT
+ * for a struct_size outside [DPK_LOAD_OPTIONS_MIN_SIZE, DPK_LOAD_OPTIONS_MAX_SIZE],
+ * UNIMPLEMENTED for a non-zero byte past the fields this runtime knows. */
+dpk_status_t dpk_load_options_read(const char *api, const dpk_load_options_t *caller, dpk_load_options_t *out_options);
+
 /* ---- YAML trees (yamltree.c) --------------------------------------------
  * A parsed YAML (or JSON) document and typed accessors over its nodes.
  * Accessors that take a `what` string use it in error messages, e.g.
@@ -213,7 +230,8 @@ dpk_status_t dpk_model_bind_kinds(struct dpk_model *model);
 
 /* A registered kind by name, or NULL. Thread-safe. */
 const dpk_kind *dpk_registry_find(const char *name);
-/* The registered names as dpk_registered_kinds() gives them, copied. */
+/* The registered names, sorted, ", "-separated ("dso, graph, json, params"), into
+ * buffer (truncated to capacity_bytes - 1 characters). Thread-safe. */
 void dpk_registry_names(char *buffer, size_t capacity);
 
 /* The module a kind is loading, for the built-in kinds (model.c). */

@@ -8,7 +8,8 @@
  * yet); optionally verify every checksum; dlopen each library the manifest
  * `requires` (so a missing one is named); dlopen (RTLD_NOW | RTLD_LOCAL; a
  * signed load through /proc/self/fd/N of the checked descriptor);
- * fill __dpk_api and __dpk_parallel; check that __dpk_blob is the section that was mapped;
+ * check the ABI version the code was built for (__dpk_abi_version, if
+ * exported), then fill __dpk_api and __dpk_parallel; check that __dpk_blob is the section that was mapped;
  * check the file's __dpk_kinds and bind every module to its kind
  * (model_kinds.c); load each module (its payload checksum checked, then
  * decoded) and resolve every function its manifest
@@ -116,6 +117,13 @@ static dpk_status_t open_library(dpk_model_t *m) {
     const char *why = dlerror();
     return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot load '%s': %s", path, why ? why : "dlopen failed");
   }
+  const uint32_t *abi = dlsym(m->dl, "__dpk_abi_version"); /* absent: built for 1.0 */
+  if (abi) {
+    char what[1024]; /* a message holds at most 1024 bytes (error.c) */
+    snprintf(what, sizeof what, "'%s': its code (__dpk_abi_version)", path);
+    dpk_status_t refused = dpk_abi_check(*abi, what);
+    if (refused) return refused; /* before the file is handed any runtime table */
+  }
   void *api = dlsym(m->dl, "__dpk_api");
   if (api) *(const dpk_backend_api **)api = &backend_api;
   void *parallel = dlsym(m->dl, "__dpk_parallel");
@@ -183,11 +191,11 @@ static void populate(const dpk_model_t *m) {
 }
 
 static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
-  dpk_status_t status = dpk_threads_resolve(options ? options->num_threads : 0, &m->num_threads);
+  dpk_status_t status = dpk_threads_resolve(options->num_threads, &m->num_threads);
   if (!status) status = check_machine(m);
   if (!status) status = import_order(m);
   if (!status) status = dpk_model_check_kinds(m); /* before any code of the file runs */
-  if (!status && options && options->verify_checksums) status = dpk_package_verify(m->package);
+  if (!status && options->verify_checksums) status = dpk_package_verify(m->package);
   if (!status) status = open_requires(m);
   if (!status) dpk_threads_tame_openblas(m->required, m->package->num_requires);
   if (!status) status = open_library(m);
@@ -200,22 +208,28 @@ static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
     return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': the entry module '%s' (kind %s) has no function 'main'", PATH(m),
                     m->package->modules[m->package->entry].name, m->package->modules[m->package->entry].kind);
   if (rc) return dpk_status_from_rc(rc);
-  if (options && options->populate) populate(m);
+  if (options->populate) populate(m);
   status = dpk_pool_retain(m->num_threads);
   m->pool_held = !status;
   return status;
 }
 
-static dpk_status_t model_load(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
-                               dpk_model_t **out_model) {
+/* `api` names the public call in messages about its arguments. */
+static dpk_status_t model_load(const char *api, const char *path, const dpk_public_key_t *key,
+                               const dpk_load_options_t *caller, dpk_model_t **out_model) {
+  if (!out_model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s: out_model is NULL", api);
   *out_model = NULL;
+  if (!path) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s: path is NULL", api);
+  dpk_load_options_t options;
+  dpk_status_t read = dpk_load_options_read(api, caller, &options);
+  if (read) return read;
   dpk_model_t *m = calloc(1, sizeof *m);
-  if (!m) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path ? path : "(null)");
+  if (!m) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
   m->fd = -1;
   dpk_status_t status = key ? dpk_signed_open(path, key, &m->package, &m->fd) : dpk_package_open(path, &m->package);
   if (!status) {
     m->modules = calloc(m->package->num_modules, sizeof *m->modules);
-    status = m->modules ? load(m, options) : dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
+    status = m->modules ? load(m, &options) : dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", path);
   }
   if (status) {
     dpk_model_free(m);
@@ -228,16 +242,17 @@ static dpk_status_t model_load(const char *path, const dpk_public_key_t *key, co
 }
 
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model) {
-  return model_load(path, NULL, options, out_model);
+  return model_load("dpk_model_load", path, NULL, options, out_model);
 }
 
 dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
                                    dpk_model_t **out_model) {
+  if (!out_model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_load_signed: out_model is NULL");
   if (!key) {
     *out_model = NULL;
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_load_signed: key is NULL (use dpk_model_load for unsigned files)");
   }
-  return model_load(path, key, options, out_model);
+  return model_load("dpk_model_load_signed", path, key, options, out_model);
 }
 
 void dpk_model_free(dpk_model_t *model) {

@@ -47,9 +47,10 @@ dpk_status_t dpk_model_check_kinds(dpk_model_t *m) {
 /* Every check dpk_abi.h promises for an exported table. */
 static dpk_status_t check_table(const dpk_model_t *m, const dpk_kind_table *table) {
   const char *path = PATH(m);
-  if (table->abi_version != DPK_ABI_VERSION)
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "'%s': __dpk_kinds was built for ABI version %u but this runtime has ABI version %d",
-                    path, (unsigned)table->abi_version, DPK_ABI_VERSION);
+  char what[1024]; /* a message holds at most 1024 bytes (error.c) */
+  snprintf(what, sizeof what, "'%s': __dpk_kinds", path);
+  dpk_status_t refused = dpk_abi_check(table->abi_version, what);
+  if (refused) return refused;
   if (table->count > DPK_KIND_TABLE_MAX)
     return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "'%s': __dpk_kinds has %u entries (at most %d)", path,
                     (unsigned)table->count, DPK_KIND_TABLE_MAX);
@@ -65,10 +66,9 @@ static dpk_status_t check_table(const dpk_model_t *m, const dpk_kind_table *tabl
     if (missing)
       return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "'%s': __dpk_kinds entry %u (kind '%s') has no %s function",
                       path, (unsigned)i, k->name, missing);
-    if (k->abi_version != DPK_ABI_VERSION)
-      return dpk_fail(DPK_STATUS_UNIMPLEMENTED,
-                      "'%s': kind '%s' was built for ABI version %u but this runtime has ABI version %d", path, k->name,
-                      (unsigned)k->abi_version, DPK_ABI_VERSION);
+    snprintf(what, sizeof what, "'%s': kind '%s'", path, k->name);
+    refused = dpk_abi_check(k->abi_version, what);
+    if (refused) return refused;
     for (uint32_t j = 0; j < i; j++)
       if (strcmp(table->kinds[j]->name, k->name) == 0)
         return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "'%s': __dpk_kinds lists kind '%s' twice (entries %u and %u)",

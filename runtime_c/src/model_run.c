@@ -9,15 +9,20 @@
 
 #define PATH(m) ((m)->package->path)
 
-const dpk_package_t *dpk_model_package(const dpk_model_t *model) { return model->package; }
-size_t dpk_model_num_inputs(const dpk_model_t *model) { return model->package->num_inputs; }
-size_t dpk_model_num_outputs(const dpk_model_t *model) { return model->package->num_outputs; }
-size_t dpk_model_num_modules(const dpk_model_t *model) { return model->package->num_modules; }
-int dpk_model_num_threads(const dpk_model_t *model) { return model->num_threads; }
+/* NULL handles give 0 / NULL here (dpk.h, "NULL"). */
+const dpk_package_t *dpk_model_package(const dpk_model_t *model) { return model ? model->package : NULL; }
+size_t dpk_model_num_inputs(const dpk_model_t *model) { return model ? model->package->num_inputs : 0; }
+size_t dpk_model_num_outputs(const dpk_model_t *model) { return model ? model->package->num_outputs : 0; }
+size_t dpk_model_num_modules(const dpk_model_t *model) { return model ? model->package->num_modules : 0; }
+int dpk_model_num_threads(const dpk_model_t *model) { return model ? model->num_threads : 0; }
 
-static dpk_status_t info(const dpk_tensor_decl_t *decls, size_t n, size_t index, const char *role,
-                         dpk_tensor_info_t *out_info) {
+static dpk_status_t info(const dpk_model_t *model, bool input, size_t index, dpk_tensor_info_t *out_info) {
+  const char *role = input ? "input" : "output";
+  if (!out_info) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_%s_info: out_info is NULL", role);
   memset(out_info, 0, sizeof *out_info);
+  if (!model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_%s_info: model is NULL", role);
+  const dpk_tensor_decl_t *decls = input ? model->package->inputs : model->package->outputs;
+  size_t n = input ? model->package->num_inputs : model->package->num_outputs;
   if (index >= n)
     return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "%s index %zu is out of range: the model has %zu", role, index, n);
   const dpk_tensor_decl_t *d = &decls[index];
@@ -29,17 +34,20 @@ static dpk_status_t info(const dpk_tensor_decl_t *decls, size_t n, size_t index,
 }
 
 dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
-  return info(model->package->inputs, model->package->num_inputs, index, "input", out_info);
+  return info(model, true, index, out_info);
 }
 
 dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info) {
-  return info(model->package->outputs, model->package->num_outputs, index, "output", out_info);
+  return info(model, false, index, out_info);
 }
 
 dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
                                    const char **out_kind) {
-  *out_name = NULL;
-  *out_kind = NULL;
+  if (out_name) *out_name = NULL;
+  if (out_kind) *out_kind = NULL;
+  if (!model || !out_name || !out_kind)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_module_info: %s is NULL",
+                    !model ? "model" : !out_name ? "out_name" : "out_kind");
   if (index >= model->package->num_modules)
     return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "module index %zu is out of range: the model has %zu", index,
                     model->package->num_modules);
@@ -50,8 +58,11 @@ dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const
 
 dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
                                     void **out_resource) {
-  *out_fn = NULL;
-  *out_resource = NULL;
+  if (out_fn) *out_fn = NULL;
+  if (out_resource) *out_resource = NULL;
+  if (!model || !name || !out_fn || !out_resource)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_get_function: %s is NULL",
+                    !model ? "model" : !name ? "name" : !out_fn ? "out_fn" : "out_resource");
   dpk_packed_fn fn;
   void *resource;
   int rc = dpk_module_find_function(model, model->package->entry, true, name, &fn, &resource);
@@ -82,6 +93,11 @@ static dpk_status_t check_count(const dpk_tensor_decl_t *decls, size_t want, siz
 
 dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
                            DLTensor *const *outputs, size_t num_outputs) {
+  if (!model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: model is NULL");
+  if (!inputs && num_inputs)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: inputs is NULL but num_inputs is %zu", num_inputs);
+  if (!outputs && num_outputs)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: outputs is NULL but num_outputs is %zu", num_outputs);
   const dpk_package_t *pkg = model->package;
   dpk_status_t status = check_count(pkg->inputs, pkg->num_inputs, num_inputs, "input");
   if (!status) status = check_count(pkg->outputs, pkg->num_outputs, num_outputs, "output");
@@ -109,5 +125,14 @@ dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inpu
   dpk_pool_set_thread_count(outer);
   if (values != stack_values) free(values);
   if (codes != stack_codes) free(codes);
-  return rc ? dpk_status_from_rc(rc) : DPK_OK;
+  if (!rc) return DPK_OK;
+  /* dpk.h: a failed run leaves every output zero, never a partial result.
+   * The tensors were checked above: compact, CPU, the declared shape. */
+  for (size_t i = 0; i < num_outputs; i++) {
+    uint64_t numel = 0;
+    dpk_shape_numel(pkg->outputs[i].ndim, pkg->outputs[i].shape, &numel); /* checked when the manifest was read */
+    size_t bytes = (size_t)numel * dpk_dtype_size(pkg->outputs[i].dtype);
+    if (bytes) memset((uint8_t *)outputs[i]->data + outputs[i]->byte_offset, 0, bytes);
+  }
+  return dpk_status_from_rc(rc);
 }

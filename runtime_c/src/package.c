@@ -24,6 +24,7 @@ static dpk_status_t check_target(const dpk_package_t *pkg) {
 
 /* A package for `path`, read from `bytes` if not NULL, else mapped from the file. */
 static dpk_status_t package_new(const char *path, const uint8_t *bytes, size_t size, dpk_package_t **out_package) {
+  if (!out_package) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open: out_package is NULL");
   *out_package = NULL;
   if (!path) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open: path is NULL");
   dpk_package_t *pkg = calloc(1, sizeof *pkg);
@@ -70,15 +71,16 @@ void dpk_package_free(dpk_package_t *package) {
 }
 
 const char *dpk_package_manifest(const dpk_package_t *package, size_t *out_size) {
-  *out_size = (size_t)package->header.manifest_size;
+  if (out_size) *out_size = package ? (size_t)package->header.manifest_size : 0;
+  if (!package) return NULL;
   return (const char *)package->file.section + package->header.manifest_offset;
 }
 
 void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint16_t *out_minor,
                         uint64_t *out_section_size) {
-  if (out_major) *out_major = package->header.major;
-  if (out_minor) *out_minor = package->header.minor;
-  if (out_section_size) *out_section_size = package->file.section_size;
+  if (out_major) *out_major = package ? package->header.major : 0;
+  if (out_minor) *out_minor = package ? package->header.minor : 0;
+  if (out_section_size) *out_section_size = package ? package->file.section_size : 0;
 }
 
 size_t dpk_package_find_module(const dpk_package_t *package, const char *name) {
@@ -134,6 +136,7 @@ static dpk_status_t verify_spans(const dpk_package_t *pkg, span_t *spans, size_t
 }
 
 dpk_status_t dpk_package_verify(const dpk_package_t *package) {
+  if (!package) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_verify: package is NULL");
   const dpk_package_t *pkg = package;
   const dpk_blob_header_t *h = &pkg->header;
   const uint8_t *s = pkg->file.section;

@@ -14,7 +14,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
 static const dpk_kind **kinds;
 static size_t num_kinds, capacity;
-static char *names; /* "dso, graph, json, params", rebuilt on registration */
 
 /* Insert or replace under the lock; 0 on success, else a status. */
 static dpk_status_t insert_locked(const dpk_kind *kind, int replace) {
@@ -35,18 +34,6 @@ static dpk_status_t insert_locked(const dpk_kind *kind, int replace) {
   memmove(kinds + i + 1, kinds + i, (num_kinds - i) * sizeof *kinds);
   kinds[i] = kind;
   num_kinds++;
-  size_t length = 1;
-  for (size_t k = 0; k < num_kinds; k++) length += strlen(kinds[k]->name) + 2;
-  char *text = malloc(length);
-  if (text) {
-    text[0] = '\0';
-    for (size_t k = 0; k < num_kinds; k++) {
-      if (k) strcat(text, ", ");
-      strcat(text, kinds[k]->name);
-    }
-    free(names);
-    names = text;
-  }
   return DPK_OK;
 }
 
@@ -61,9 +48,10 @@ static void register_builtins(void) {
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace) {
   if (!kind || !kind->name || !kind->name[0] || !kind->load || !kind->get_function || !kind->free)
     return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_register_kind: the kind needs a name, load, get_function and free");
-  if (kind->abi_version != DPK_ABI_VERSION)
-    return dpk_fail(DPK_STATUS_UNIMPLEMENTED, "kind '%s' was built for ABI version %u but this runtime has ABI version %d",
-                    kind->name, (unsigned)kind->abi_version, DPK_ABI_VERSION);
+  char what[1024]; /* a message holds at most 1024 bytes (error.c) */
+  snprintf(what, sizeof what, "kind '%s'", kind->name);
+  dpk_status_t refused = dpk_abi_check(kind->abi_version, what);
+  if (refused) return refused;
   pthread_once(&builtins_once, register_builtins);
   pthread_mutex_lock(&lock);
   dpk_status_t status = insert_locked(kind, replace);
@@ -71,12 +59,26 @@ dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace) {
   return status;
 }
 
-const char *dpk_registered_kinds(void) {
+/* The count and the copy are taken under one lock, so the caller's buffer
+ * is one consistent snapshot; the names are the kind tables' own, which live
+ * for the process (registered tables are never freed, even when replaced). */
+dpk_status_t dpk_registered_kinds(const char **names_out, size_t capacity, size_t *out_count) {
+  if (!out_count) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_registered_kinds: out_count is NULL");
+  *out_count = 0;
+  if (!names_out && capacity)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_registered_kinds: names is NULL but capacity is %zu", capacity);
   pthread_once(&builtins_once, register_builtins);
   pthread_mutex_lock(&lock);
-  const char *text = names ? names : "";
+  size_t count = num_kinds;
+  bool fits = count <= capacity;
+  if (names_out && fits)
+    for (size_t i = 0; i < count; i++) names_out[i] = kinds[i]->name;
   pthread_mutex_unlock(&lock);
-  return text;
+  *out_count = count;
+  if (names_out && !fits)
+    return dpk_fail(DPK_STATUS_OUT_OF_RANGE, "dpk_registered_kinds: %zu kinds are registered but the buffer holds %zu",
+                    count, capacity);
+  return DPK_OK;
 }
 
 const dpk_kind *dpk_registry_find(const char *name) {
@@ -90,8 +92,14 @@ const dpk_kind *dpk_registry_find(const char *name) {
 }
 
 void dpk_registry_names(char *buffer, size_t capacity_bytes) {
+  if (!capacity_bytes) return;
+  buffer[0] = '\0';
   pthread_once(&builtins_once, register_builtins);
   pthread_mutex_lock(&lock);
-  snprintf(buffer, capacity_bytes, "%s", names ? names : "");
+  for (size_t i = 0, used = 0; i < num_kinds && used < capacity_bytes; i++) {
+    int w = snprintf(buffer + used, capacity_bytes - used, "%s%s", i ? ", " : "", kinds[i]->name);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
   pthread_mutex_unlock(&lock);
 }

@@ -120,9 +120,11 @@ static dpk_status_t check_trailer(const char *path, const uint8_t *map, size_t s
 }
 
 dpk_status_t dpk_signed_open(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package, int *out_fd) {
+  if (!out_package) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open_signed: out_package is NULL");
   *out_package = NULL;
   if (out_fd) *out_fd = -1;
-  if (!path || !key) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "opening a signed file: path or key is NULL");
+  if (!path || !key)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_open_signed: %s is NULL", !path ? "path" : "key");
   if (sodium_init() < 0) return dpk_fail(DPK_STATUS_INTERNAL, "libsodium failed to initialize");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return dpk_fail(DPK_STATUS_NOT_FOUND, "cannot open '%s': %s", path, strerror(errno));
@@ -157,11 +159,14 @@ dpk_status_t dpk_package_open_signed(const char *path, const dpk_public_key_t *k
 }
 
 dpk_status_t dpk_package_signed_size(const dpk_package_t *package, uint64_t *out_size) {
+  if (!out_size) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_signed_size: out_size is NULL");
   *out_size = 0;
+  if (!package) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_package_signed_size: package is NULL");
   return elf_end(package->path, package->file.map, package->file.map_size, out_size);
 }
 
 dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key) {
+  if (!out_key) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_public_key_read: out_key is NULL");
   memset(out_key, 0, sizeof *out_key);
   if (!path) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_public_key_read: path is NULL");
   FILE *f = fopen(path, "rb");

@@ -287,7 +287,11 @@ int main(int argc, char **argv) {
     free(a.assigns);
     return rc;
   }
-  dpk_load_options_t options = {a.verify, a.populate, (int)a.threads};
+  dpk_load_options_t options;
+  dpk_load_options_init(&options);
+  options.verify_checksums = a.verify;
+  options.populate = a.populate;
+  options.num_threads = (int)a.threads;
   dpk_public_key_t key;
   dpk_model_t *model;
   double t0 = now();

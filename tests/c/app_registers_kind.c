@@ -24,12 +24,12 @@ static void expect(dpk_status_t got, dpk_status_t want, const char *fragment) {
   failures++;
 }
 
-/* Same functions, another ABI version: what a plugin built against another dpk_abi.h looks like. */
+/* Same functions, another ABI major: what a plugin built against another dpk_abi.h looks like. */
 static const dpk_kind *other_abi(void) {
   static dpk_kind kind;
   kind = dpk_kind_lut;
   kind.name = "lut_v2";
-  kind.abi_version = DPK_ABI_VERSION + 1;
+  kind.abi_version = DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR + 1, 0);
   return &kind;
 }
 
@@ -38,9 +38,17 @@ static void register_kinds(void) {
   expect(dpk_register_kind(&dpk_kind_lut, 0), DPK_STATUS_ALREADY_EXISTS, "kind 'lut' is already registered");
   expect(dpk_register_kind(&dpk_kind_lut, 1), DPK_OK, "");
   expect(dpk_register_kind(other_abi(), 0), DPK_STATUS_UNIMPLEMENTED,
-         "kind 'lut_v2' was built for ABI version 2 but this runtime has ABI version 1");
-  if (strcmp(dpk_registered_kinds(), "dso, graph, json, lut, params") != 0) {
-    printf("FAILED: registered kinds are '%s'\n", dpk_registered_kinds());
+         "kind 'lut_v2' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+  const char *names[8];
+  size_t count = 0;
+  expect(dpk_registered_kinds(names, 8, &count), DPK_OK, "");
+  char text[256] = "";
+  for (size_t i = 0; i < count && i < 8; i++) {
+    if (i) strcat(text, ", ");
+    strcat(text, names[i]);
+  }
+  if (strcmp(text, "dso, graph, json, lut, params") != 0) {
+    printf("FAILED: registered kinds are '%s'\n", text);
     failures++;
   }
 }

@@ -5,6 +5,8 @@
  *   test_api open PATH            the same for dpk_package_open, then dpk_package_verify
  *   test_api api PATH             accessors, functions, run errors, kinds, npy (model of test_runtime_c.py)
  *   test_api threads PATH N       N threads run concurrently; every output equals the serial one
+ *   test_api kinds_race -         listing registered kinds while two threads register more
+ *   test_api options PATH         dpk_load_options_t from callers of shorter and longer headers, bad sizes
  *
  * Exit status 0 when every check passed; failures are printed. */
 #include <math.h>
@@ -92,17 +94,185 @@ static int custom_get(void *state, const char *name, dpk_packed_fn *out_fn, void
 static void custom_free(void *state) { (void)state; }
 static const dpk_kind custom = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
 static const dpk_kind custom2 = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
-static const dpk_kind future = {"future", DPK_ABI_VERSION + 1, custom_load, custom_get, custom_free};
+/* ABI versions (dpk_abi.h, "Versions"): 1 is how 1.0 spelled itself */
+static const dpk_kind legacy = {"legacy", 1, custom_load, custom_get, custom_free};
+static const dpk_kind old_minor = {"old_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR - 1),
+                                   custom_load, custom_get, custom_free};
+static const dpk_kind new_minor = {"new_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR + 1),
+                                   custom_load, custom_get, custom_free};
+static const dpk_kind next_major = {"next_major", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR + 1, 0), custom_load,
+                                    custom_get, custom_free};
+static const dpk_kind legacy_two = {"legacy_two", 2, custom_load, custom_get, custom_free};
+static const dpk_kind zero = {"zero", 0, custom_load, custom_get, custom_free};
+
+/* The registered names as one string, through a caller buffer. */
+static const char *kind_list(char *text, size_t capacity) {
+  const char *names[16];
+  size_t count = 99;
+  text[0] = '\0';
+  CHECK_STATUS(dpk_registered_kinds(names, 16, &count), DPK_OK, "");
+  for (size_t i = 0, used = 0; i < count && i < 16; i++)
+    used += (size_t)snprintf(text + used, capacity - used, "%s%s", i ? ", " : "", names[i]);
+  return text;
+}
 
 static void check_kinds(void) {
-  CHECK(strcmp(dpk_registered_kinds(), "dso, graph, json, params") == 0);
+  char text[512];
+  CHECK(strcmp(kind_list(text, sizeof text), "dso, graph, json, params") == 0);
+
+  /* dpk_registered_kinds: a query, an exact buffer, a short one, bad arguments */
+  size_t count = 99;
+  CHECK_STATUS(dpk_registered_kinds(NULL, 0, &count), DPK_OK, "");
+  CHECK(count == 4);
+  const char *names[5] = {"a", "b", "c", "d", "sentinel"};
+  CHECK_STATUS(dpk_registered_kinds(names, 4, &count), DPK_OK, "");
+  CHECK(count == 4 && strcmp(names[0], "dso") == 0 && strcmp(names[3], "params") == 0);
+  CHECK(strcmp(names[4], "sentinel") == 0);
+  const char *small[3] = {"x", "y", "z"};
+  count = 99;
+  CHECK_STATUS(dpk_registered_kinds(small, 3, &count), DPK_STATUS_OUT_OF_RANGE,
+               "dpk_registered_kinds: 4 kinds are registered but the buffer holds 3");
+  CHECK(count == 4 && strcmp(small[0], "x") == 0 && strcmp(small[2], "z") == 0); /* untouched */
+  count = 99;
+  CHECK_STATUS(dpk_registered_kinds(NULL, 3, &count), DPK_STATUS_INVALID_ARGUMENT,
+               "dpk_registered_kinds: names is NULL but capacity is 3");
+  CHECK(count == 0);
+  CHECK_STATUS(dpk_registered_kinds(names, 4, NULL), DPK_STATUS_INVALID_ARGUMENT,
+               "dpk_registered_kinds: out_count is NULL");
+
   CHECK_STATUS(dpk_register_kind(&custom, 0), DPK_OK, "");
   CHECK_STATUS(dpk_register_kind(&custom2, 0), DPK_STATUS_ALREADY_EXISTS, "kind 'custom' is already registered");
   CHECK_STATUS(dpk_register_kind(&custom2, 1), DPK_OK, "");
-  CHECK_STATUS(dpk_register_kind(&future, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'future' was built for ABI version 2 but this runtime has ABI version 1");
-  CHECK(strcmp(dpk_registered_kinds(), "custom, dso, graph, json, params") == 0);
   CHECK(dpk_registry_find("custom") == &custom2);
+
+  /* versions: an older or equal minor of the major is accepted, anything else refused naming both */
+  CHECK_STATUS(dpk_register_kind(&legacy, 0), DPK_OK, "");
+  CHECK_STATUS(dpk_register_kind(&old_minor, 0), DPK_OK, "");
+  CHECK_STATUS(dpk_register_kind(&new_minor, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'new_minor' was built for ABI version 1.2 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&next_major, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'next_major' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&legacy_two, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'legacy_two' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+  CHECK_STATUS(dpk_register_kind(&zero, 0), DPK_STATUS_UNIMPLEMENTED,
+               "kind 'zero' was built for ABI version 0.0 but this runtime has ABI version 1.1");
+  CHECK(dpk_registry_find("new_minor") == NULL && dpk_registry_find("next_major") == NULL);
+  CHECK(strcmp(kind_list(text, sizeof text), "custom, dso, graph, json, legacy, old_minor, params") == 0);
+  CHECK(DPK_ABI_VERSION == 0x10001u && DPK_ABI_MAJOR_OF(1) == 1 && DPK_ABI_MINOR_OF(1) == 0);
+  CHECK(DPK_ABI_MAJOR_OF(0x10000u) == 1 && DPK_ABI_MINOR_OF(0x10000u) == 0 && DPK_ABI_MINOR_OF(0x20003u) == 3);
+}
+
+/* ---- kinds: listing while other threads register ----------------------------------------- */
+
+#define RACE_KINDS 96
+static char race_names[RACE_KINDS][16];
+static dpk_kind race_kinds[RACE_KINDS];
+
+static void *race_register(void *arg) {
+  int first = *(const int *)arg;
+  for (int i = first; i < RACE_KINDS; i += 2) CHECK(dpk_register_kind(&race_kinds[i], 0) == DPK_OK);
+  return NULL;
+}
+
+typedef struct {
+  int snapshots, bad;
+} race_reader_t;
+
+/* Every snapshot is sorted, holds the built-ins, and only grows. */
+static void *race_read(void *arg) {
+  race_reader_t *r = arg;
+  const char *names[RACE_KINDS + 8];
+  size_t last = 0;
+  for (int it = 0; it < 4000; it++) {
+    size_t count = 0;
+    dpk_status_t status = dpk_registered_kinds(names, RACE_KINDS + 8, &count);
+    if (status || count < 4 || count < last || count > RACE_KINDS + 4) r->bad++;
+    for (size_t i = 1; !status && i < count; i++)
+      if (strcmp(names[i - 1], names[i]) >= 0) r->bad++;
+    last = count;
+    /* a buffer that is too small by one: OUT_OF_RANGE with the count, never a partial copy */
+    size_t need = 0;
+    if (dpk_registered_kinds(names, count - 1, &need) != DPK_STATUS_OUT_OF_RANGE || need < count) r->bad++;
+    r->snapshots++;
+  }
+  return NULL;
+}
+
+static void check_kinds_race(void) {
+  for (int i = 0; i < RACE_KINDS; i++) {
+    snprintf(race_names[i], sizeof race_names[i], "race%02d", i);
+    race_kinds[i] = (dpk_kind){race_names[i], DPK_ABI_VERSION, custom_load, custom_get, custom_free};
+  }
+  pthread_t writers[2], readers[4];
+  int firsts[2] = {0, 1};
+  race_reader_t results[4] = {{0, 0}};
+  for (int i = 0; i < 4; i++) pthread_create(&readers[i], NULL, race_read, &results[i]);
+  for (int i = 0; i < 2; i++) pthread_create(&writers[i], NULL, race_register, &firsts[i]);
+  for (int i = 0; i < 2; i++) pthread_join(writers[i], NULL);
+  for (int i = 0; i < 4; i++) pthread_join(readers[i], NULL);
+  for (int i = 0; i < 4; i++) CHECK(results[i].bad == 0 && results[i].snapshots == 4000);
+  size_t count = 0;
+  CHECK_STATUS(dpk_registered_kinds(NULL, 0, &count), DPK_OK, "");
+  CHECK(count == RACE_KINDS + 4);
+}
+
+/* ---- load options: callers of other header versions ------------------------------------- */
+
+static void expect_load(const char *path, const dpk_load_options_t *options, dpk_status_t status, const char *fragment) {
+  dpk_model_t *m = (dpk_model_t *)&m; /* not NULL: the load must clear it */
+  CHECK_STATUS(dpk_model_load(path, options, &m), status, fragment);
+  CHECK((status == DPK_OK) == (m != NULL));
+  if (m && options && options->num_threads) CHECK(dpk_model_num_threads(m) == options->num_threads); /* it was read */
+  dpk_model_free(m);
+}
+
+static void check_options(const char *path) {
+  dpk_load_options_t options;
+  memset(&options, 0xAB, sizeof options);
+  dpk_load_options_init(&options);
+  CHECK(options.struct_size == sizeof options && options.verify_checksums == 0 && options.populate == 0 &&
+        options.num_threads == 0);
+  dpk_load_options_init(NULL); /* does nothing */
+  options.num_threads = 3;
+  expect_load(path, &options, DPK_OK, "");
+  expect_load(path, NULL, DPK_OK, "");
+
+  /* a caller whose header ends at num_threads, in a buffer of exactly that size (valgrind sees any read past it) */
+  dpk_load_options_t *shorter = malloc(DPK_LOAD_OPTIONS_MIN_SIZE);
+  memcpy(shorter, &options, DPK_LOAD_OPTIONS_MIN_SIZE);
+  shorter->struct_size = DPK_LOAD_OPTIONS_MIN_SIZE;
+  expect_load(path, shorter, DPK_OK, "");
+  free(shorter);
+
+  /* a caller built against a newer header: unknown bytes that are zero are fine, a set one is refused */
+  struct {
+    dpk_load_options_t known;
+    uint64_t later_field;
+  } newer;
+  memset(&newer, 0, sizeof newer);
+  dpk_load_options_init(&newer.known);
+  newer.known.struct_size = sizeof newer;
+  expect_load(path, &newer.known, DPK_OK, "");
+  newer.later_field = 1;
+  char message[256];
+  snprintf(message, sizeof message,
+           "dpk_model_load: options->struct_size is %zu and byte %zu is set, but this runtime knows only the first %zu "
+           "bytes of dpk_load_options_t (the caller was built against a newer dpk.h)",
+           sizeof newer, sizeof newer.known, sizeof newer.known);
+  expect_load(path, &newer.known, DPK_STATUS_UNIMPLEMENTED, message);
+
+  /* too small (not initialised) and absurd sizes */
+  snprintf(message, sizeof message, "dpk_model_load: options->struct_size is 0 but must be from %zu to 4096 (fill the "
+           "options with dpk_load_options_init)", (size_t)DPK_LOAD_OPTIONS_MIN_SIZE);
+  options.struct_size = 0;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, message);
+  options.struct_size = DPK_LOAD_OPTIONS_MIN_SIZE - 1;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, "options->struct_size is 19 but must be from 20 to 4096");
+  options.struct_size = 4097;
+  expect_load(path, &options, DPK_STATUS_INVALID_ARGUMENT, "options->struct_size is 4097 but must be from 20 to 4096");
+  dpk_model_t *m = (dpk_model_t *)&m;
+  CHECK_STATUS(dpk_model_load_signed(path, NULL, &options, &m), DPK_STATUS_INVALID_ARGUMENT, "key is NULL");
+  CHECK(m == NULL);
 }
 
 /* ---- npy ----------------------------------------------------------------------- */
@@ -253,7 +423,10 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1], *path = argv[2];
   if (strcmp(cmd, "load") == 0) {
-    dpk_load_options_t options = {argc > 3 && strcmp(argv[3], "verify") == 0, 1, 0};
+    dpk_load_options_t options;
+    dpk_load_options_init(&options);
+    options.verify_checksums = argc > 3 && strcmp(argv[3], "verify") == 0;
+    options.populate = 1;
     dpk_model_t *m;
     dpk_status_t status = dpk_model_load(path, &options, &m);
     CHECK((status == DPK_OK) == (m != NULL));
@@ -268,6 +441,10 @@ int main(int argc, char **argv) {
     dpk_package_free(p);
   } else if (strcmp(cmd, "api") == 0) {
     check_api(path, argc > 3 ? argv[3] : ".");
+  } else if (strcmp(cmd, "kinds_race") == 0) {
+    check_kinds_race();
+  } else if (strcmp(cmd, "options") == 0) {
+    check_options(path);
   } else if (strcmp(cmd, "threads") == 0) {
     check_threads(path, argc > 3 ? atoi(argv[3]) : 8);
   } else {
