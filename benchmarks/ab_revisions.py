@@ -84,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                 folder = os.path.join(work, f"{name}_b{batch}_{list(trees).index(rev)}")
                 os.makedirs(folder)
                 os.environ["PYTHONPATH"] = tree
-                v = compare.make_variant(models[name], batch, folder, args.backends.split(","), [f"-march={args.march}"])
+                v = compare.make_variant(models[name], batch, folder, args.backends.split(","), ["-O3", f"-march={args.march}"])
                 os.environ.pop("PYTHONPATH")
                 if not v.so:
                     sys.exit(f"ab_revisions.py: {name} batch {batch} did not build at {rev}: {v.notes}")
                 variants[rev] = v
+                print(f"  {name} b{batch} at {rev}: {v.route}", flush=True)
             outs = [subprocess.run([compare.DPK_RUN, v.so, f"x={v.input}", "-o", v.so + ".out.npy"],
                                    capture_output=True, check=True) and np.load(v.so + ".out.npy")
                     for v in variants.values()]
