@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("packager.backends.host")
-
-from packager.cli import main  # noqa: E402
-import loader  # noqa: E402
-import section  # noqa: E402
+import loader
+import section
+from packager.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
