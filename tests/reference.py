@@ -264,14 +264,30 @@ def add_approx(a, b) -> Approx:
     return Approx(value, a.err + b.err + EPS32 * (np.abs(a.value) + np.abs(b.value) + a.err + b.err))
 
 
+def _shifted_err(x: Approx, axis) -> np.ndarray:
+    """The error of x - max(x) along `axis` in float32: x's own, plus the subtraction's rounding."""
+    return x.err + EPS32 / 2 * np.abs(x.value - x.value.max(axis=axis, keepdims=True))
+
+
 def softmax_approx(x, axis=-1) -> Approx:
-    """dp_i = p_i (dx_i - sum_j p_j dx_j), so |dp_i| <= 2 p_i max_j |dx_j|; the float32 exps, their sum of n
-    terms and the division add (n + ULPS) EPS32 of p_i."""
+    """dp_i = p_i (dx_i - sum_j p_j dx_j), so |dp_i| <= 2 p_i max_j |dx_j| (dx: the error of x - max); the
+    float32 exps, their sum of n terms and the division add (n + ULPS) EPS32 of p_i."""
     x = exact(x)
     p = softmax(x.value, axis)
     n = x.value.shape[axis]
-    spread = x.err.max(axis=axis, keepdims=True) if x.err.size else 0.0
+    spread = _shifted_err(x, axis).max(axis=axis, keepdims=True) if x.value.size else 0.0
     return Approx(p, p * (2 * spread + (n + ULPS) * EPS32))
+
+
+def log_softmax_approx(x, axis=-1) -> Approx:
+    """(x - max) - log(sum exp(x - max)): the shifted input's error, plus log's, whose argument is off by a
+    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output."""
+    x = exact(x)
+    value = log_softmax(x.value, axis)
+    n = x.value.shape[axis]
+    shifted = _shifted_err(x, axis)
+    spread = shifted.max(axis=axis, keepdims=True) if x.value.size else 0.0
+    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value))
 
 
 def mean_approx(x, axes) -> Approx:
