@@ -299,6 +299,34 @@ def mean_approx(x, axes) -> Approx:
     return Approx(value, x.err.mean(axis=axes, keepdims=True) + (n + 1) * EPS32 * mag)
 
 
+def maxpool_approx(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)) -> Approx:
+    """A max is exact, and moves by at most the largest error in its window."""
+    x = exact(x)
+    return Approx(maxpool2d(x.value, kernel, strides, pads), maxpool2d(x.err, kernel, strides, pads))
+
+
+def avgpool_approx(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)) -> Approx:
+    """A mean of at most kernel-area terms (padding left out): the inputs' errors averaged, a sum of n terms
+    and a division."""
+    x = exact(x)
+    n = int(np.prod(kernel))
+    return Approx(avgpool2d(x.value, kernel, strides, pads),
+                  avgpool2d(x.err, kernel, strides, pads)
+                  + (n + 1) * EPS32 * avgpool2d(np.abs(x.value) + x.err, kernel, strides, pads))
+
+
+def lenet_approx(image, w) -> Approx:
+    """manifests/lenet.yaml on `image` (weights `w`, as lenet.npz names them): its probabilities."""
+    h = unary_approx(relu, conv2d_approx(image, w["conv1.weight"], w["conv1.bias"], pads=(2, 2, 2, 2)))
+    h = maxpool_approx(h, (2, 2), (2, 2))
+    h = unary_approx(relu, conv2d_approx(h, w["conv2.weight"], w["conv2.bias"]))
+    h = avgpool_approx(h, (2, 2), (2, 2))
+    h = Approx(h.value.reshape(1, -1), h.err.reshape(1, -1))
+    h = unary_approx(relu, dense_approx(h, w["fc1.weight"], w["fc1.bias"]))
+    h = unary_approx(relu, dense_approx(h, w["fc2.weight"], w["fc2.bias"]))
+    return softmax_approx(dense_approx(h, w["fc3.weight"], w["fc3.bias"]), 1)
+
+
 def assert_close(got, want: Approx, err_msg: str = "", scale: float = 1.0) -> None:
     """|got - want.value| <= scale * want.err (+ TINY) elementwise, same shape, NaN where want is NaN;
     on failure the message names the worst element, its error and its bound. `scale` 2 compares two
