@@ -176,3 +176,179 @@ def avgpool2d_include_pad(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)):
     top, left, bottom, right = _pads(pads)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
     return _pool(xp, kernel, strides, (0, 0, 0, 0), lambda v: v.mean(axis=-1))
+
+
+# ---- how close a float32 result must be to these references ----------------------------
+#
+# A kernel computes in float32 and the references above in float64 from the same float32
+# inputs, so the difference is the kernel's rounding error, which grows with the length of
+# each reduction and with the size of its terms, not with a fixed 1e-5. The bound used is the
+# classical one for a sum of k float32 terms t_i, in any order, blocked or not, with or
+# without FMA (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 3.1):
+#
+#     |fl(sum t_i) - sum t_i| <= gamma_k * sum |t_i|,   gamma_k = k u / (1 - k u),  u = 2**-24
+#
+# with sum |t_i| computed exactly as the same reference run on absolute values (for a dense:
+# |x| @ |W|.T + |b|). We take k * EPS32 = 2 k u, which is >= gamma_k while k u <= 1/2: a
+# worst case (typical errors grow like sqrt(k) u), so an honest kernel never trips it, while a
+# wrong index, a lost tap or a lost term (an error of the size of one term) still does.
+#
+# Errors carry through a chain of layers: an input known to within e contributes W e to a
+# dense's output (relu, tanh, leaky_relu with alpha <= 1 and clip are 1-Lipschitz, sigmoid
+# 1/4-Lipschitz), so each helper below takes and returns an Approx: the float64 value and, per
+# element, a bound on how far a float32 computation of it may be. Elementwise functions (expf,
+# tanhf, a division) add ULPS float32 ulps of their output.
+
+EPS32 = 2.0 ** -23  # float32 machine epsilon (the unit roundoff u is EPS32 / 2)
+ULPS = 4  # glibc's expf and tanhf are within 2 ulps; sigmoid adds a sum and a division
+TINY = float(np.finfo(np.float32).tiny)  # a floor for results that round to subnormals
+
+
+class Approx:
+    """A reference `value` (float64) and `err`: per element, how far a float32 computation may be from it."""
+
+    def __init__(self, value, err=0.0):
+        self.value = np.asarray(value, np.float64)
+        self.err = np.broadcast_to(np.asarray(err, np.float64), self.value.shape)
+
+    def __repr__(self):
+        return f"Approx(shape {self.value.shape}, max err {self.err.max() if self.err.size else 0:.3g})"
+
+
+def exact(x) -> Approx:
+    """An input: float32 values, exactly known."""
+    return x if isinstance(x, Approx) else Approx(x)
+
+
+def _linear(fn, k: int, x: Approx, w, b, **attrs) -> Approx:
+    """fn (dense, matmul, conv2d: linear in x) with a sum of k products (+1 for the bias) per output: its own
+    rounding, k EPS32 (|W| (|x| + e) + |b|), plus the input's error carried through, |W| e."""
+    k += b is not None
+    aw = np.abs(w.value if isinstance(w, Approx) else w)
+    ab = None if b is None else np.abs(np.asarray(b, np.float64))
+    value = fn(x.value, w.value if isinstance(w, Approx) else w, b, **attrs)
+    mag = fn(np.abs(x.value) + x.err, aw, ab, **attrs)
+    err = k * EPS32 * mag + (fn(x.err, aw, None, **attrs) if x.err.any() else 0.0)
+    if isinstance(w, Approx) and w.err.any():  # matmul of two computed operands
+        err = err + fn(np.abs(x.value) + x.err, w.err, None, **attrs)
+    return Approx(value, err)
+
+
+def dense_approx(x, w, b=None) -> Approx:
+    return _linear(lambda a, ww, bb: dense(a, ww, bb), np.shape(w)[1], exact(x), w, b)
+
+
+def matmul_approx(a, b) -> Approx:
+    k = np.shape(exact(a).value)[-1]
+    return _linear(lambda p, q, _: matmul(p, q), k, exact(a), exact(b), None)
+
+
+def conv2d_approx(x, w, b=None, **attrs) -> Approx:
+    k = int(np.prod(np.shape(w)[1:]))  # input channels of a group x taps
+    return _linear(conv2d, k, exact(x), w, b, **attrs)
+
+
+LIPSCHITZ = {"relu": 1.0, "tanh": 1.0, "sigmoid": 0.25, "clip": 1.0}
+
+
+def unary_approx(fn, x, lipschitz: float = 1.0, ulps: int = ULPS) -> Approx:
+    """fn applied elementwise: the input's error times fn's Lipschitz constant, plus `ulps` of the output."""
+    x = exact(x)
+    value = fn(x.value)
+    return Approx(value, lipschitz * x.err + ulps * EPS32 * np.abs(value))
+
+
+def add_approx(a, b) -> Approx:
+    a, b = exact(a), exact(b)
+    value = a.value + b.value
+    return Approx(value, a.err + b.err + EPS32 * (np.abs(a.value) + np.abs(b.value) + a.err + b.err))
+
+
+def _shifted_err(x: Approx, axis) -> np.ndarray:
+    """The error of x - max(x) along `axis` in float32: x's own, plus the subtraction's rounding."""
+    return x.err + EPS32 / 2 * np.abs(x.value - x.value.max(axis=axis, keepdims=True))
+
+
+def softmax_approx(x, axis=-1) -> Approx:
+    """dp_i = p_i (dx_i - sum_j p_j dx_j), so |dp_i| <= 2 p_i max_j |dx_j| (dx: the error of x - max); the
+    float32 exps, their sum of n terms and the division add (n + ULPS) EPS32 of p_i."""
+    x = exact(x)
+    p = softmax(x.value, axis)
+    n = x.value.shape[axis]
+    spread = _shifted_err(x, axis).max(axis=axis, keepdims=True) if x.value.size else 0.0
+    return Approx(p, p * (2 * spread + (n + ULPS) * EPS32))
+
+
+def log_softmax_approx(x, axis=-1) -> Approx:
+    """(x - max) - log(sum exp(x - max)): the shifted input's error, plus log's, whose argument is off by a
+    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output."""
+    x = exact(x)
+    value = log_softmax(x.value, axis)
+    n = x.value.shape[axis]
+    shifted = _shifted_err(x, axis)
+    spread = shifted.max(axis=axis, keepdims=True) if x.value.size else 0.0
+    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value))
+
+
+def mean_approx(x, axes) -> Approx:
+    """A mean over `axes` (pooling): a sum of n terms, then a division."""
+    x = exact(x)
+    n = int(np.prod([x.value.shape[a] for a in axes]))
+    value = x.value.mean(axis=axes, keepdims=True)
+    mag = (np.abs(x.value) + x.err).mean(axis=axes, keepdims=True)
+    return Approx(value, x.err.mean(axis=axes, keepdims=True) + (n + 1) * EPS32 * mag)
+
+
+def maxpool_approx(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)) -> Approx:
+    """A max is exact, and moves by at most the largest error in its window."""
+    x = exact(x)
+    return Approx(maxpool2d(x.value, kernel, strides, pads), maxpool2d(x.err, kernel, strides, pads))
+
+
+def avgpool_approx(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)) -> Approx:
+    """A mean of at most kernel-area terms (padding left out): the inputs' errors averaged, a sum of n terms
+    and a division."""
+    x = exact(x)
+    n = int(np.prod(kernel))
+    return Approx(avgpool2d(x.value, kernel, strides, pads),
+                  avgpool2d(x.err, kernel, strides, pads)
+                  + (n + 1) * EPS32 * avgpool2d(np.abs(x.value) + x.err, kernel, strides, pads))
+
+
+def lenet_approx(image, w) -> Approx:
+    """manifests/lenet.yaml on `image` (weights `w`, as lenet.npz names them): its probabilities."""
+    h = unary_approx(relu, conv2d_approx(image, w["conv1.weight"], w["conv1.bias"], pads=(2, 2, 2, 2)))
+    h = maxpool_approx(h, (2, 2), (2, 2))
+    h = unary_approx(relu, conv2d_approx(h, w["conv2.weight"], w["conv2.bias"]))
+    h = avgpool_approx(h, (2, 2), (2, 2))
+    h = Approx(h.value.reshape(1, -1), h.err.reshape(1, -1))
+    h = unary_approx(relu, dense_approx(h, w["fc1.weight"], w["fc1.bias"]))
+    h = unary_approx(relu, dense_approx(h, w["fc2.weight"], w["fc2.bias"]))
+    return softmax_approx(dense_approx(h, w["fc3.weight"], w["fc3.bias"]), 1)
+
+
+def assert_close(got, want: Approx, err_msg: str = "", scale: float = 1.0) -> None:
+    """|got - want.value| <= scale * want.err (+ TINY) elementwise, same shape, NaN where want is NaN;
+    on failure the message names the worst element, its error and its bound. `scale` 2 compares two
+    float32 results with each other (each may be want.err from the exact value)."""
+    got = np.asarray(got)
+    assert got.shape == want.value.shape, f"{err_msg}: shape {got.shape}, expected {want.value.shape}"
+    nan = np.isnan(want.value)
+    assert np.array_equal(np.isnan(got), nan), f"{err_msg}: NaN where the reference has none, or the reverse"
+    diff = np.where(nan, 0.0, np.abs(got.astype(np.float64) - np.where(nan, 0.0, want.value)))
+    bound = scale * want.err + TINY
+    bad = diff > bound
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, diff / bound, 0)), diff.shape)
+        raise AssertionError(
+            f"{err_msg}: {int(bad.sum())} of {diff.size} elements outside the rounding bound; worst at {i}: got "
+            f"{got[i]!r}, reference {want.value[i]!r}, |difference| {diff[i]:.3g} > bound {bound[i]:.3g} "
+            f"({diff[i] / bound[i]:.1f}x); largest bound {bound.max():.3g}")
+
+
+def assert_agree(a, b, want: Approx, err_msg: str = "") -> None:
+    """Two float32 computations of `want` (e.g. two builds of one model): each within want.err of the exact
+    value, so within 2 want.err of each other."""
+    assert_close(a, want, err_msg)
+    assert_close(b, want, err_msg)
+    assert_close(a, Approx(np.asarray(b, np.float64), want.err), f"{err_msg} (one against the other)", scale=2.0)

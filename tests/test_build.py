@@ -12,6 +12,7 @@ import yaml
 
 from packager.build import build  # noqa: E402
 import loader  # noqa: E402
+import reference as ref  # noqa: E402
 import section  # noqa: E402
 from packager.ir import BuildError  # noqa: E402
 
@@ -51,12 +52,12 @@ def mlp(tmp_path, nodes=None, outputs=("probs",), backends=None, target=None, na
 
 
 def reference(x):
+    """The MLP's tensors as ref.Approx: float64 values and their float32 rounding bounds."""
     w = weights(np.random.default_rng(0))
-    h = x @ w["fc1.weight"].T + w["fc1.bias"]
-    a = np.maximum(h, 0)
-    logits = a @ w["fc2.weight"].T + w["fc2.bias"]
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return {"h": h, "a": a, "logits": logits, "probs": e / e.sum(-1, keepdims=True)}
+    h = ref.dense_approx(x, w["fc1.weight"], w["fc1.bias"])
+    a = ref.unary_approx(ref.relu, h)
+    logits = ref.dense_approx(a, w["fc2.weight"], w["fc2.bias"])
+    return {"h": h, "a": a, "logits": logits, "probs": ref.softmax_approx(logits, -1)}
 
 
 def graph_payload(path):
@@ -71,7 +72,7 @@ def test_mlp_builds_runs_and_matches_numpy(tmp_path):
     assert os.path.isfile(out) and report.file_bytes == os.path.getsize(out)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     y = loader.load(out).run(x=x)["probs"]
-    np.testing.assert_allclose(y, reference(x)["probs"], rtol=1e-5, atol=1e-6)
+    ref.assert_close(y, reference(x)["probs"], "probs")
 
 
 def test_manifest_content(tmp_path):
@@ -132,9 +133,9 @@ def test_outputs_that_alias_get_copies(tmp_path):
     assert outputs == list(enumerate(["probs", "h", "x", "fc2.bias"]))
     x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
     got = loader.load(out).run(x=x)
-    ref = reference(x)
-    np.testing.assert_allclose(got["probs"], ref["probs"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got["h"], ref["h"], rtol=1e-5, atol=1e-6)
+    want = reference(x)
+    ref.assert_close(got["probs"], want["probs"], "probs")
+    ref.assert_close(got["h"], want["h"], "h")
     np.testing.assert_array_equal(got["x"], x)
     np.testing.assert_array_equal(got["fc2.bias"], weights(np.random.default_rng(0))["fc2.bias"])
 
@@ -286,10 +287,10 @@ def test_the_runtime_agrees(tmp_path):
     build(mlp(tmp_path, nodes=nodes, outputs=["probs", "h", "x", "fc2.bias"], backends=["json", "host"]), out,
           quiet=True)
     x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
-    ref = reference(x)
+    want = reference(x)
     with loader.load(out, verify=True) as model:
         got = model.run(x=x)
-    np.testing.assert_allclose(got["probs"], ref["probs"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got["h"], ref["h"], rtol=1e-5, atol=1e-6)
+    ref.assert_close(got["probs"], want["probs"], "probs")
+    ref.assert_close(got["h"], want["h"], "h")
     np.testing.assert_array_equal(got["x"], x)
     np.testing.assert_array_equal(got["fc2.bias"], weights(np.random.default_rng(0))["fc2.bias"])

@@ -50,6 +50,11 @@ ACTS = {"relu": ref.relu, "sigmoid": ref.sigmoid, "tanh": ref.tanh, None: lambda
 ACT_ATTRS = {"leaky_relu": {"alpha": 0.2}, "clip": {"min": 0.0, "max": 0.5}}
 
 
+def activated(act, a: ref.Approx) -> ref.Approx:
+    """The activation `act` (an ACTS key) applied to a bounded reference (tests/reference.py)."""
+    return a if act is None else ref.unary_approx(ACTS[act], a, ref.LIPSCHITZ.get(act, 1.0))
+
+
 def test_dense_and_matmul_match_numpy(tmp_path):
     rng = np.random.default_rng(0)
     w = {"w1": rand(rng, 24, 40), "b1": rand(rng, 24), "w2": rand(rng, 7, 3), "b2": rand(rng, 7)}
@@ -57,15 +62,17 @@ def test_dense_and_matmul_match_numpy(tmp_path):
               "m": (3, 4)}
     feed = {k: rand(rng, *s) for k, s in inputs.items()}
     cases = [  # (output, node, fused activation, reference)
-        ("d1", {"op": "dense", "inputs": ["x1", "w1", "b1"]}, "relu", ref.dense(feed["x1"], w["w1"], w["b1"])),
-        ("d2", {"op": "dense", "inputs": ["x1", "w1"]}, None, ref.dense(feed["x1"], w["w1"])),
-        ("d3", {"op": "dense", "inputs": ["x5", "w1", "b1"]}, "sigmoid", ref.dense(feed["x5"], w["w1"], w["b1"])),
-        ("d4", {"op": "dense", "inputs": ["x5", "w1"]}, "tanh", ref.dense(feed["x5"], w["w1"])),
-        ("d5", {"op": "dense", "inputs": ["x3d", "w2", "b2"]}, "relu", ref.dense(feed["x3d"], w["w2"], w["b2"])),
-        ("m1", {"op": "matmul", "inputs": ["a", "b"]}, "tanh", ref.matmul(feed["a"], feed["b"])),
-        ("m2", {"op": "matmul", "inputs": ["v", "b"]}, None, ref.matmul(feed["v"], feed["b"])),
-        ("m3", {"op": "matmul", "inputs": ["m", "v"]}, "relu", ref.matmul(feed["m"], feed["v"])),
-        ("m4", {"op": "matmul", "inputs": ["m", "b"]}, "sigmoid", ref.matmul(feed["m"], feed["b"])),
+        ("d1", {"op": "dense", "inputs": ["x1", "w1", "b1"]}, "relu", ref.dense_approx(feed["x1"], w["w1"], w["b1"])),
+        ("d2", {"op": "dense", "inputs": ["x1", "w1"]}, None, ref.dense_approx(feed["x1"], w["w1"])),
+        ("d3", {"op": "dense", "inputs": ["x5", "w1", "b1"]}, "sigmoid",
+         ref.dense_approx(feed["x5"], w["w1"], w["b1"])),
+        ("d4", {"op": "dense", "inputs": ["x5", "w1"]}, "tanh", ref.dense_approx(feed["x5"], w["w1"])),
+        ("d5", {"op": "dense", "inputs": ["x3d", "w2", "b2"]}, "relu",
+         ref.dense_approx(feed["x3d"], w["w2"], w["b2"])),
+        ("m1", {"op": "matmul", "inputs": ["a", "b"]}, "tanh", ref.matmul_approx(feed["a"], feed["b"])),
+        ("m2", {"op": "matmul", "inputs": ["v", "b"]}, None, ref.matmul_approx(feed["v"], feed["b"])),
+        ("m3", {"op": "matmul", "inputs": ["m", "v"]}, "relu", ref.matmul_approx(feed["m"], feed["v"])),
+        ("m4", {"op": "matmul", "inputs": ["m", "b"]}, "sigmoid", ref.matmul_approx(feed["m"], feed["b"])),
     ]
     nodes, outputs = [], []
     for out, node, act, _ in cases:
@@ -77,7 +84,7 @@ def test_dense_and_matmul_match_numpy(tmp_path):
     report, got, _ = build_and_run(tmp_path, inputs, w, nodes, outputs, feed)
     assert all(line.split(" -> ")[1].startswith("cblas") for line in report.explain), report.explain
     for out, _, act, expected in cases:
-        np.testing.assert_allclose(got[out], ACTS[act](expected), rtol=1e-4, atol=1e-4, err_msg=out)
+        ref.assert_close(got[out], activated(act, expected), err_msg=out)
 
 
 CONVS = [  # (name, x shape, w shape, attrs, bias, activation)
@@ -111,7 +118,8 @@ def conv_backend(ws, attrs):
 
 
 def conv_graph(rng, cases):
-    """One graph holding every conv case (and its activation), with inputs, weights and NumPy results."""
+    """One graph holding every conv case (and its activation), with inputs, weights and NumPy results
+    (ref.Approx: the value and its float32 rounding bound)."""
     inputs, weights, nodes, outputs, feed, expected = {}, {}, [], [], {}, {}
     for name, xs, ws, attrs, bias, act in cases:
         inputs[f"x_{name}"] = xs
@@ -128,8 +136,8 @@ def conv_graph(rng, cases):
             nodes += [dict(node, output=f"{name}_pre"),
                       {"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})}]
         outputs.append(name)
-        expected[name] = ACTS[act](ref.conv2d(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}"),
-                                              **attrs))
+        expected[name] = activated(act, ref.conv2d_approx(feed[f"x_{name}"], weights[f"w_{name}"],
+                                                          weights.get(f"b_{name}"), **attrs))
     return inputs, weights, nodes, outputs, feed, expected
 
 
@@ -143,7 +151,7 @@ def test_conv2d_matches_numpy(tmp_path):
     assert len(fused) == sum(1 for c in CONVS if c[5] and conv_backend(c[2], c[3]) == "cblas"), fused
     assert any(line.startswith("leaky_relu_") for line in fused) and any(line.startswith("clip_") for line in fused)
     for name in outputs:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+        ref.assert_close(got[name], expected[name], err_msg=name)
 
 
 def test_pointwise_conv_needs_no_workspace_and_im2col_does(tmp_path):
@@ -249,8 +257,9 @@ def test_unfused_activation_on_host_matches_numpy(tmp_path):
     nodes = [{"op": "dense", "inputs": ["x", "w", "b"], "output": "h"}, {"op": "sigmoid", "inputs": ["h"], "output": "y"}]
     report, got, _ = build_and_run(tmp_path, {"x": (3, 5)}, w, nodes, ["h", "y"], {"x": x})
     assert report.explain[1].startswith("sigmoid_1 -> host")
-    np.testing.assert_allclose(got["h"], ref.dense(x, w["w"], w["b"]), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got["y"], ref.sigmoid(ref.dense(x, w["w"], w["b"])), rtol=1e-4, atol=1e-5)
+    h = ref.dense_approx(x, w["w"], w["b"])
+    ref.assert_close(got["h"], h, "h")
+    ref.assert_close(got["y"], activated("sigmoid", h), "y")
 
 
 def test_explain_in_the_cli(tmp_path, capsys):
@@ -300,7 +309,7 @@ def blas_model(tmp_path_factory):
     report = build(spec({"x": (1, 16)}, "w.npz", nodes, ["y"]), out, base_dir=str(work), quiet=True,
                    use_cache=False)
     x = rand(rng, 1, 16)
-    return out, report, x, ref.relu(ref.dense(x, w["w"], w["b"]))
+    return out, report, x, activated("relu", ref.dense_approx(x, w["w"], w["b"]))
 
 
 def test_dt_needed_and_manifest_requires(blas_model):
@@ -309,7 +318,7 @@ def test_dt_needed_and_manifest_requires(blas_model):
     assert report.manifest["requires"] == ["libopenblas.so.0"]
     with loader.load(out) as model:
         assert model.manifest["requires"] == ["libopenblas.so.0"]
-        np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-5)
+        ref.assert_close(model(x), expected)
 
 
 def test_host_only_model_requires_nothing(tmp_path):
@@ -431,14 +440,16 @@ def test_mixed_example_matches_numpy_and_inspect_lists_the_kinds(tmp_path, capsy
     with loader.load(out) as model:
         for _ in range(2):
             x = rng.random((1, 3, 16, 16)).astype(np.float32)
-            h = ref.relu(ref.conv2d(x, w["conv1.weight"], w["conv1.bias"], pads=(1, 1, 1, 1)))
-            h = ref.maxpool2d(h, (2, 2), (2, 2))
-            h = ref.relu(ref.conv2d(h, w["conv2.weight"], w["conv2.bias"], pads=(1, 1, 1, 1), groups=2))
-            h = ref.conv2d(h, w["conv3.weight"], w["conv3.bias"])
-            h = ref.global_avgpool(h).reshape(1, -1)
-            h = ref.tanh(ref.dense(h, w["fc1.weight"], w["fc1.bias"]))
-            expected = ref.softmax(ref.dense(h, w["fc2.weight"], w["fc2.bias"]), 1)
-            np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-6)
+            h = activated("relu", ref.conv2d_approx(x, w["conv1.weight"], w["conv1.bias"], pads=(1, 1, 1, 1)))
+            h = ref.maxpool_approx(h, (2, 2), (2, 2))
+            h = activated("relu", ref.conv2d_approx(h, w["conv2.weight"], w["conv2.bias"], pads=(1, 1, 1, 1),
+                                                    groups=2))
+            h = ref.conv2d_approx(h, w["conv3.weight"], w["conv3.bias"])
+            h = ref.mean_approx(h, (2, 3))
+            h = ref.Approx(h.value.reshape(1, -1), h.err.reshape(1, -1))
+            h = activated("tanh", ref.dense_approx(h, w["fc1.weight"], w["fc1.bias"]))
+            expected = ref.softmax_approx(ref.dense_approx(h, w["fc2.weight"], w["fc2.bias"]), 1)
+            ref.assert_close(model(x), expected)
 
     assert main(["inspect", out]) == 0
     text = capsys.readouterr().out
@@ -484,8 +495,9 @@ SPLIT_CASES = [
 ]
 
 
-def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected, cflags=()):
-    """Run the lowered kernel serially, then through a stand-in pool that cuts it into 3 ranges."""
+def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected: ref.Approx, cflags=()):
+    """Run the lowered kernel serially, then through a stand-in pool that cuts it into 3 ranges; each run
+    within `expected`'s rounding bound."""
     import kernel_harness as kh
 
     assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
@@ -497,7 +509,7 @@ def check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected, c
         args = [lowered.weights.get(name, a) for name, a in zip(region.inputs, inputs)]  # weights as the file stores them
         lib.call(region.name, *args, out, *ws)
         assert (kh.KernelLib.ranges_run() - before == 3) == parallel
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+        ref.assert_close(out, expected, "3 ranges" if parallel else "serial")
 
 
 @pytest.mark.parametrize("op, shapes, weights, attrs", SPLIT_CASES)
@@ -509,8 +521,8 @@ def test_units_split_over_threads_match_numpy(tmp_path, op, shapes, weights, att
     inputs = [rand(rng, *s) for s in shapes]
     _, region, graph = kh.lower_node(op, inputs, weights, backend=CblasBackend(), **attrs)
     lowered = CblasBackend().lower(region, graph)
-    expected = {"conv2d": lambda: ref.conv2d(*inputs, **attrs), "dense": lambda: ref.dense(*inputs),
-                "matmul": lambda: ref.matmul(*inputs)}[op]()
+    expected = {"conv2d": lambda: ref.conv2d_approx(*inputs, **attrs), "dense": lambda: ref.dense_approx(*inputs),
+                "matmul": lambda: ref.matmul_approx(*inputs)}[op]()
     check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected)
 
 
@@ -524,6 +536,15 @@ HOST_SPLIT_CASES = [  # host ops that run as tasks: depthwise/direct conv planes
 ]
 
 
+HOST_EXPECTED = {  # op -> its bounded reference
+    "conv2d": ref.conv2d_approx,
+    "maxpool2d": ref.maxpool_approx,
+    "avgpool2d": ref.avgpool_approx,
+    "relu": lambda x: ref.Approx(ref.relu(x)),
+    "leaky_relu": lambda x, alpha: ref.unary_approx(lambda v: ref.leaky_relu(v, alpha), x, ulps=1),
+}
+
+
 @pytest.mark.parametrize("op, shapes, weights, attrs", HOST_SPLIT_CASES)
 def test_host_tasks_split_over_threads_match_numpy(tmp_path, op, shapes, weights, attrs):
     import kernel_harness as kh
@@ -532,8 +553,7 @@ def test_host_tasks_split_over_threads_match_numpy(tmp_path, op, shapes, weights
     inputs = [rand(rng, *s) for s in shapes]
     backend, region, graph = kh.lower_node(op, inputs, weights, **attrs)
     lowered = backend.lower(region, graph)
-    expected = getattr(ref, op)(*inputs, **attrs)
-    check_serial_and_split(tmp_path, lowered, region, graph, inputs, expected)
+    check_serial_and_split(tmp_path, lowered, region, graph, inputs, HOST_EXPECTED[op](*inputs, **attrs))
 
 
 def test_small_ops_stay_on_the_calling_thread():
@@ -584,7 +604,7 @@ def test_direct_conv_matches_numpy_on_avx512(tmp_path):
         with loader.load(out, num_threads=threads) as model:
             got = model.run(**feed)
         for name in outputs:
-            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")
+            ref.assert_close(got[name], expected[name], f"{name} {threads}")
 
 
 DIRECT_SPLIT_CASES = [  # (input shapes, attrs): 3 ranges that start and end inside images, or span several
@@ -612,7 +632,7 @@ def test_direct_conv_split_over_threads_matches_numpy(tmp_path, shapes, attrs):
     _, region, graph = kh.lower_node("conv2d", inputs, tuple(range(1, len(shapes))), backend=CblasBackend(), **attrs)
     lowered = CblasBackend().lower(region, graph)
     assert "float *restrict pad = (float *)scratch;" in lowered.source
-    check_serial_and_split(tmp_path, lowered, region, graph, inputs, ref.conv2d(*inputs, **attrs),
+    check_serial_and_split(tmp_path, lowered, region, graph, inputs, ref.conv2d_approx(*inputs, **attrs),
                            cflags=["-march=native"])
 
 
@@ -647,12 +667,13 @@ def test_residual_add_and_relu_fuse_into_the_conv(tmp_path, march):
     assert "add_4 -> cblas (fused into conv2d_3)" in report.explain
     assert "add_7 -> cblas (fused into conv2d_6)" in report.explain  # cb, not ca
     assert "relu_8 -> cblas (fused into conv2d_6)" in report.explain
-    r1 = ref.relu(x + ref.conv2d(x, w["w1"], w["b1"], pads=[1] * 4))
-    s2 = ref.conv2d(r1, w["w2"], pads=[1] * 4) + r1
-    expected = ref.relu(ref.conv2d(s2, w["wa"]) + ref.conv2d(s2, w["wb"], w["bb"], pads=[1] * 4))
+    r1 = activated("relu", ref.add_approx(x, ref.conv2d_approx(x, w["w1"], w["b1"], pads=[1] * 4)))
+    s2 = ref.add_approx(ref.conv2d_approx(r1, w["w2"], pads=[1] * 4), r1)
+    expected = activated("relu", ref.add_approx(ref.conv2d_approx(s2, w["wa"]),
+                                                ref.conv2d_approx(s2, w["wb"], w["bb"], pads=[1] * 4)))
     for threads in (1, 2):
         with loader.load(out, num_threads=threads) as model:
-            np.testing.assert_allclose(model.run(x=x)["y"], expected, rtol=1e-4, atol=1e-4, err_msg=str(threads))
+            ref.assert_close(model.run(x=x)["y"], expected, f"{threads} threads")
 
 
 TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 8 rows of x on
@@ -678,10 +699,11 @@ def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
         nodes += [{"op": "dense", "inputs": ins, "output": f"{name}_pre" if act else name}]
         if act:
             nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
-        expected[name] = ACTS[act](ref.dense(feed[f"x_{name}"], weights[f"w_{name}"], weights.get(f"b_{name}")))
+        expected[name] = activated(act, ref.dense_approx(feed[f"x_{name}"], weights[f"w_{name}"],
+                                                         weights.get(f"b_{name}")))
     inputs["x_shared"], feed["x_shared"] = (16, 40), rand(rng, 16, 40)
     nodes += [{"op": "dense", "inputs": ["x_shared", "w_rows_left"], "output": "shared"}]
-    expected["shared"] = ref.dense(feed["x_shared"], weights["w_rows_left"])
+    expected["shared"] = ref.dense_approx(feed["x_shared"], weights["w_rows_left"])
     np.savez(tmp_path / "m.npz", **weights)
     model_spec = spec(inputs, "m.npz", nodes, list(expected))
     if march:
@@ -694,7 +716,7 @@ def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
                       for name, t in m["tensors"].items()}
             got = model.run(**feed)
         for name in expected:
-            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=f"{name} {threads}")
+            ref.assert_close(got[name], expected[name], f"{name} {threads}")
     assert stored["w_panels"] == [96, 256] and stored["w_ragged"] == [50, 10]
     assert stored["w_rows_left"] == [64, 40]  # read by two denses: kept as it is
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import loader
+import reference as ref
 from packager.build import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,18 +44,9 @@ def test_digits_reproduces_the_trained_accuracy(built):
 
 
 def lenet_reference(image):
-    from reference import avgpool2d, conv2d, maxpool2d  # tests/reference.py
-
+    """LeNet's probabilities as a ref.Approx: float64 values and their float32 rounding bounds."""
     w = np.load(os.path.join(MANIFESTS, "lenet.npz"))
-    x = np.maximum(conv2d(image, w["conv1.weight"], w["conv1.bias"], pads=[2, 2, 2, 2]), 0)
-    x = maxpool2d(x, kernel=[2, 2], strides=[2, 2])
-    x = np.maximum(conv2d(x, w["conv2.weight"], w["conv2.bias"]), 0)
-    x = avgpool2d(x, kernel=[2, 2], strides=[2, 2]).reshape(1, -1)
-    x = np.maximum(x @ w["fc1.weight"].T + w["fc1.bias"], 0)
-    x = np.maximum(x @ w["fc2.weight"].T + w["fc2.bias"], 0)
-    logits = x @ w["fc3.weight"].T + w["fc3.bias"]
-    e = np.exp(logits - logits.max())
-    return e / e.sum()
+    return ref.lenet_approx(image, w)
 
 
 def test_lenet_matches_numpy_and_uses_json_and_host(built):
@@ -63,7 +55,7 @@ def test_lenet_matches_numpy_and_uses_json_and_host(built):
         kinds = {m.kind for m in model.modules}
         probs = model(image)
     assert {"json", "dso", "params", "graph"} <= kinds
-    np.testing.assert_allclose(probs, lenet_reference(image.astype(np.float64)), atol=1e-4)
+    ref.assert_close(probs, lenet_reference(image), "probs")
 
 
 @pytest.mark.parametrize("name", ["digits_mlp", "lenet"])

@@ -34,11 +34,4 @@ def test_lenet_all_host_matches_reference(tmp_path):
     model = loader.load(out)
     for image in x:
         got = model(image)
-        h = ref.relu(ref.conv2d(image, w["conv1.weight"], w["conv1.bias"], pads=(2, 2, 2, 2)))
-        h = ref.maxpool2d(h, (2, 2), (2, 2))
-        h = ref.relu(ref.conv2d(h, w["conv2.weight"], w["conv2.bias"]))
-        h = ref.avgpool2d(h, (2, 2), (2, 2)).reshape(1, -1)
-        h = ref.relu(ref.dense(h, w["fc1.weight"], w["fc1.bias"]))
-        h = ref.relu(ref.dense(h, w["fc2.weight"], w["fc2.bias"]))
-        expected = ref.softmax(ref.dense(h, w["fc3.weight"], w["fc3.bias"]), 1)
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+        ref.assert_close(got, ref.lenet_approx(image, w), "probs")

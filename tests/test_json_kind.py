@@ -473,7 +473,8 @@ def test_supports():
 
 
 def test_partitioner_picks_json_and_the_build_can_lower_it():
-    partition = pytest.importorskip("packager.partition")
+    from packager import partition
+
     graph, _ = mlp_graph()
     part = partition.partition(graph, ["json", "host"])
     assert [(b.name, r.name) for b, r in part.regions] == [("json", "ext0")]
@@ -771,8 +772,9 @@ def test_hand_built_model_with_a_bad_payload_fails_at_load(dpk_run, tmp_path):
 
 def test_built_model_with_every_json_op_runs_in_dpk_run(dpk_run, tmp_path, monkeypatch):
     """The whole pipeline: a YAML manifest -> packager.build -> dpk-run, all nodes in one json region."""
-    build = pytest.importorskip("packager.build").build
     import yaml
+
+    from packager.build import build
 
     monkeypatch.setenv("DSOPACK_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(5)

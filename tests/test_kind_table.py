@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import loader
-from test_runtime_c import (KERNELS, K, api, build_model, load_error, reference, scaled_model,  # noqa: F401
-                            test_api, weights)
+from test_runtime_c import (KERNELS, K, api, assert_matches, build_model, load_error, reference,  # noqa: F401
+                            scaled_model, test_api, weights)
 
 REGISTERED = "dso, graph, json, params"
 
@@ -49,7 +49,7 @@ def test_a_carried_kind_runs_through_the_python_loader(tmp_path):
         assert [m.kind for m in model.modules] == ["dso", "params", "scale", "graph"]
         assert model.manifest["kinds"] == {"carried": ["scale"]}
         y = model.run(x=x)["y"]
-    np.testing.assert_allclose(y, 2.5 * reference(x, *weights()), rtol=1e-6)
+    assert_matches(y, reference(x, *weights()), 2.5)
 
 
 def test_an_unknown_kind_fails_before_any_code_of_the_file_runs(test_api, tmp_path):
@@ -133,6 +133,6 @@ def test_a_carried_kind_wins_over_a_registered_one_for_its_file(test_api, tmp_pa
     path = scaled_model(tmp_path, table=with_kinds(kind(name='"json"')), carried=("json",), kind="json")
     x = np.random.default_rng(4).standard_normal((1, K)).astype(np.float32)
     with loader.load(path) as model:
-        np.testing.assert_allclose(model.run(x=x)["y"], 2.5 * reference(x, *weights()), rtol=1e-6)
+        assert_matches(model.run(x=x)["y"], reference(x, *weights()), 2.5)
     # and another model's json modules still get the built-in kind
     assert "json" in REGISTERED

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import loader
+import reference as ref
 
 MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests")
 
@@ -19,11 +20,12 @@ def model(digits_so):
 
 
 def reference(x):
+    """The digits MLP's probabilities as a ref.Approx (float64 value, float32 rounding bound)."""
     w = np.load(os.path.join(MANIFESTS, "digits_mlp.npz"))
-    h = np.maximum((x * w["pixel_scale"]) @ w["fc1.weight"].T + w["fc1.bias"], 0)
-    logits = h @ w["fc2.weight"].T + w["fc2.bias"]
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    scaled = x * w["pixel_scale"].astype(np.float64)
+    scaled = ref.Approx(scaled, ref.EPS32 / 2 * np.abs(scaled))  # the mul: one rounding per element
+    h = ref.unary_approx(ref.relu, ref.dense_approx(scaled, w["fc1.weight"], w["fc1.bias"]))
+    return ref.softmax_approx(ref.dense_approx(h, w["fc2.weight"], w["fc2.bias"]), -1)
 
 
 def sample(seed=0):
@@ -44,7 +46,7 @@ def test_run_and_call_match_numpy(model):
     x = sample()
     out = model.run(x=x)
     assert list(out) == ["probs"]
-    np.testing.assert_allclose(out["probs"], reference(x), rtol=1e-5, atol=1e-6)
+    ref.assert_close(out["probs"], reference(x), "probs")
     np.testing.assert_array_equal(model(x), out["probs"])
 
 

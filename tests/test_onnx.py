@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import yaml
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # the [test] extra, which scripts/setup.sh installs: a broken install fails here, never skips
+import onnxruntime as ort
+import skl2onnx
+from onnx import TensorProto, helper, numpy_helper
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-import loader  # noqa: E402
-from packager.build import build  # noqa: E402
-from packager.cli import main  # noqa: E402
-from packager.frontends import onnx as onnx_frontend  # noqa: E402
-from packager.frontends.yaml_graph import Target  # noqa: E402
-from packager.ir import BuildError  # noqa: E402
+import loader
+from packager.build import build
+from packager.cli import main
+from packager.frontends import onnx as onnx_frontend
+from packager.frontends.yaml_graph import Target
+from packager.ir import BuildError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "models")
@@ -303,7 +303,6 @@ def test_unsupported_ops_are_listed_in_one_error(tmp_path):
 
 
 def test_unsupported_sklearn_ops_name_their_domain(tmp_path):
-    skl2onnx = pytest.importorskip("skl2onnx")
     from sklearn.linear_model import LogisticRegression
     x = rand(20, 4)
     clf = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
@@ -420,7 +419,6 @@ def test_committed_models_are_small_and_keep_their_structure():
 
 
 def test_sklearn_mlp_on_digits(tmp_path, cache):
-    skl2onnx = pytest.importorskip("skl2onnx")
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
     import warnings

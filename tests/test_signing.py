@@ -23,7 +23,7 @@ import pytest
 import loader
 from packager import cli, signing
 from section import elf_sections
-from test_runtime_c import CC, KERNELS, K, ROOT, build_model, reference, weights
+from test_runtime_c import CC, KERNELS, K, ROOT, assert_matches, build_model, reference, weights
 
 MARKER_KERNELS = r"""
 #define _GNU_SOURCE
@@ -140,7 +140,7 @@ def test_a_signed_file_loads_everywhere_and_its_code_runs(signed, keys, marker, 
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "(signature checked)" in result.stdout
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference(x, *weights()), rtol=1e-6)
+    assert_matches(np.load(tmp_path / "y.npy"), reference(x, *weights()))
     from_fd = re.compile(r"ran from /proc/self/fd/\d+\n")  # dlopened through the checked descriptor
     assert from_fd.fullmatch(marker.read_text())
     marker.unlink()
@@ -150,7 +150,7 @@ def test_a_signed_file_loads_everywhere_and_its_code_runs(signed, keys, marker, 
     marker.unlink()
     fresh = shutil.copy(signed, tmp_path / "fresh.so")  # a new inode: its constructor runs in this process
     with loader.load(fresh, pubkey=pub) as model:
-        np.testing.assert_allclose(model.run(x=x)["y"], reference(x, *weights()), rtol=1e-6)
+        assert_matches(model.run(x=x)["y"], reference(x, *weights()))
         assert model.manifest["name"] == "m"
     assert from_fd.fullmatch(marker.read_text())
     marker.unlink()

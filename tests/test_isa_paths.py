@@ -1,0 +1,187 @@
+"""One model, built for several x86-64 levels, runs on this machine and agrees with NumPy and with itself.
+
+The cblas backend compiles its direct conv (stride 1 and 2, rows of 8 or 16 outputs) and its register
+kernel for a dense on a transposed W only where the target has AVX-512 (`#if defined(__AVX512F__)`);
+every other target compiles OpenBLAS calls (im2col + sgemm, sgemm on W^T) from the same file, and host
+kernels are vectorised for whatever -march allows. So the model below is built with `--march`
+
+    x86-64      the baseline (SSE2)                       portable path, every x86-64 machine
+    x86-64-v3   AVX2 + FMA (a Zen 3, a Haswell)           portable path, every machine CI runs on
+    native      this machine                              AVX-512 path here if the CPU has avx512f
+    x86-64-v4   AVX-512                                   only where the CPU has avx512f (else skipped)
+
+and each file is run and compared with NumPy within the float32 rounding bound (tests/reference.py),
+and with every other build (within twice that bound: both are that close to the exact value).
+Which path a file compiled is read from its machine code (objdump), not from the generated C: an
+AVX-512 build's conv and dense tasks use zmm registers and its direct conv tasks call no sgemm; a
+portable build has no zmm anywhere and its conv tasks call cblas_sgemm.
+"""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+import loader
+import reference as ref
+from test_cblas import ACT_ATTRS, CONVS, DIRECT_CONVS, TRANSPOSED_DENSES, activated, conv_graph, rand, spec
+from packager.backends.cblas import PANEL, _direct
+from packager.build import build
+from packager.ir import Node, TensorType
+
+
+def cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+AVX512 = "avx512f" in cpu_flags()
+NO_AVX512 = "this CPU has no avx512f: an x86-64-v4 file cannot run here (its portable builds still do)"
+MARCHES = ["x86-64", "x86-64-v3", "native", pytest.param("x86-64-v4", marks=pytest.mark.skipif(not AVX512,
+                                                                                                  reason=NO_AVX512))]
+RUNNABLE = ["x86-64", "x86-64-v3", "native"] + (["x86-64-v4"] if AVX512 else [])
+HOST_CONVS = [c for c in CONVS if c[0] == "depthwise"]  # groups of 1 channel: a host kernel
+
+
+def direct_plan(case) -> tuple[int, int, int] | None:
+    """The cblas backend's direct conv plan for a conv case: (channel block, vectors per row, floats per
+    vector), or None where it takes im2col."""
+    _, xs, ws, attrs, _, _ = case
+    full = {"strides": [1, 1], "dilations": [1, 1], "groups": 1, "pads": [0, 0, 0, 0], **attrs}
+    y = ref.conv2d(np.zeros(xs, np.float32), np.zeros(ws, np.float32), **attrs).shape
+    return _direct(Node("conv2d", ["x", "w"], "y", attrs=full), [TensorType(xs, "float32"), TensorType(ws, "float32")],
+                   TensorType(y, "float32"))
+
+
+def avx512_build(march: str) -> bool:
+    return march == "x86-64-v4" or (march == "native" and AVX512)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The graph (direct-conv convs, a host depthwise conv, transposed denses), its feed and bounded references."""
+    rng = np.random.default_rng(21)
+    inputs, weights, nodes, outputs, feed, expected = conv_graph(rng, DIRECT_CONVS + HOST_CONVS)
+    for name, xs, n, bias, act in TRANSPOSED_DENSES:
+        inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
+        weights[f"w_{name}"] = rand(rng, n, xs[-1])
+        ins = [f"x_{name}", f"w_{name}"]
+        if bias:
+            weights[f"b_{name}"] = rand(rng, n)
+            ins.append(f"b_{name}")
+        nodes.append({"op": "dense", "inputs": ins, "output": f"{name}_pre" if act else name})
+        if act:
+            nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
+        outputs.append(name)
+        expected[name] = activated(act, ref.dense_approx(feed[f"x_{name}"], weights[f"w_{name}"],
+                                                         weights.get(f"b_{name}")))
+    work = tmp_path_factory.mktemp("isa")
+    np.savez(work / "m.npz", **weights)
+    # the regions each kernel runs in (a region is named after its first node, op_index)
+    width = {c[0]: direct_plan(c)[2] for c in DIRECT_CONVS}
+    panels = {d[0] for d in TRANSPOSED_DENSES if d[2] % PANEL == 0}
+    regions = {"direct16": [], "direct8": [], "panels": []}
+    for i, node in enumerate(nodes):
+        name = node["inputs"][0][2:]
+        if node["op"] == "conv2d" and name in width:
+            regions[f"direct{width[name]}"].append(f"cblas_conv2d_{i}")
+        elif node["op"] == "dense" and name in panels:
+            regions["panels"].append(f"cblas_dense_{i}")
+    return {"spec": spec(inputs, "m.npz", nodes, outputs), "dir": work, "feed": feed, "expected": expected,
+            "regions": regions}
+
+
+@pytest.fixture(scope="module")
+def builds(model):
+    """march -> (path of the .so, its outputs on this machine), for every build this CPU can run."""
+    done = {}
+    for march in RUNNABLE:
+        out = str(model["dir"] / f"m_{march}.so")
+        report = build(model["spec"], out, base_dir=str(model["dir"]), quiet=True, use_cache=False, march=march)
+        assert f"-march={march}" in report.manifest["producer"]["cflags"]
+        with loader.load(out) as m:
+            done[march] = (out, m.run(**model["feed"]))
+    return done
+
+
+def functions(path: str) -> dict[str, list[str]]:
+    """Function name -> its disassembled instructions (objdump -d)."""
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True,
+                          check=True).stdout
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        header = re.match(r"[0-9a-f]+ <(.+)>:$", line)
+        if header:
+            current = out.setdefault(header.group(1), [])
+        elif current is not None and line.strip():
+            current.append(line)
+    return out
+
+
+def region_code(funcs: dict[str, list[str]], region: str) -> list[str]:
+    """The instructions of a region's packed function and of its task (which gcc may inline, or clone as
+    REGION_task.constprop.N)."""
+    code = [line for name, body in funcs.items() if name == region or name.startswith(f"{region}_task")
+            for line in body]
+    assert code, f"no function of region {region} in {sorted(funcs)}"
+    return code
+
+
+def uses_zmm(body: list[str]) -> bool:
+    return any("%zmm" in line for line in body)
+
+
+def calls_sgemm(body: list[str]) -> bool:
+    return any("call" in line and "<cblas_sgemm@plt>" in line for line in body)
+
+
+def test_every_direct_conv_case_is_one_the_direct_kernel_takes():
+    """Otherwise the AVX-512 builds below would run im2col too and compare nothing new."""
+    assert [c[0] for c in DIRECT_CONVS if not direct_plan(c)] == []
+    assert {direct_plan(c)[2] for c in DIRECT_CONVS} == {8, 16}  # zmm and ymm rows
+    assert {tuple(c[3].get("strides", [1, 1])) for c in DIRECT_CONVS} == {(1, 1), (2, 2)}
+
+
+@pytest.mark.parametrize("march", MARCHES)
+def test_each_build_matches_numpy(builds, model, march):
+    _, got = builds[march]
+    assert list(got) == list(model["expected"])
+    for name, want in model["expected"].items():
+        ref.assert_close(got[name], want, f"{name} --march {march}")
+
+
+@pytest.mark.parametrize("march", MARCHES)
+def test_the_build_compiled_the_path_its_target_has(builds, model, march):
+    """AVX-512 builds: the direct conv tasks call no sgemm (rows of 16 in zmm registers; rows of 8 in ymm),
+    the transposed dense's register kernel uses zmm. Portable builds: no zmm at all, every conv calls sgemm."""
+    funcs = functions(builds[march][0])
+    regions = model["regions"]
+    assert regions["direct16"] and regions["direct8"] and len(regions["panels"]) >= 2, regions
+    code = {r: region_code(funcs, r) for rs in regions.values() for r in rs}
+    direct = regions["direct16"] + regions["direct8"]
+    if avx512_build(march):
+        assert [r for r in direct if calls_sgemm(code[r])] == [], "direct convs that still call cblas_sgemm"
+        assert [r for r in regions["direct16"] + regions["panels"] if not uses_zmm(code[r])] == []
+    else:
+        assert [name for name, body in funcs.items() if uses_zmm(body)] == []
+        assert [r for r in direct if not calls_sgemm(code[r])] == [], "portable convs that call no sgemm"
+
+
+@pytest.mark.parametrize("other", MARCHES[1:])
+def test_every_build_agrees_with_the_baseline(builds, model, other):
+    """The baseline file (portable C, OpenBLAS) and each other build give the same results within rounding."""
+    base, got = builds["x86-64"][1], builds[other][1]
+    for name, want in model["expected"].items():
+        ref.assert_agree(base[name], got[name], want, f"{name}: x86-64 and {other}")
+
+
+def test_the_portable_and_the_native_build_agree(builds, model):
+    """On an AVX-512 machine the native file runs the AVX-512 kernels and the x86-64-v3 one OpenBLAS: they
+    must agree (on an AVX2 machine both run the same portable path)."""
+    for name, want in model["expected"].items():
+        ref.assert_agree(builds["x86-64-v3"][1][name], builds["native"][1][name], want, name)
