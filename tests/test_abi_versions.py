@@ -20,7 +20,7 @@ import pytest
 
 import loader
 from test_kind_table import kind, table
-from test_runtime_c import (KERNELS, K, api, build_model, load_error, reference, scaled_model,  # noqa: F401
+from test_runtime_c import (KERNELS, K, api, assert_matches, build_model, load_error, reference, scaled_model,  # noqa: F401
                             test_api, weights)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ def test_code_of_an_older_or_equal_minor_loads_and_runs(tmp_path, version):
     path = coded(tmp_path, version, "ok")
     x, expected = x_and_expected()
     with loader.load(path) as model:
-        np.testing.assert_allclose(model.run(x=x)["y"], expected, rtol=1e-6)
+        assert_matches(model.run(x=x)["y"], expected)
 
 
 @pytest.mark.parametrize("version, text", REFUSED)
@@ -105,7 +105,7 @@ def test_a_carried_table_of_an_older_or_equal_minor_loads(tmp_path, version):
     path = scaled_model(tmp_path, table=table("&scale_kind", abi=version))
     x, expected = x_and_expected(6)
     with loader.load(path) as model:
-        np.testing.assert_allclose(model.run(x=x)["y"], 2.5 * expected, rtol=1e-6)
+        assert_matches(model.run(x=x)["y"], expected, factor=2.5)
 
 
 @pytest.mark.parametrize("version", ACCEPTED)
@@ -113,7 +113,7 @@ def test_a_carried_kind_of_an_older_or_equal_minor_loads(tmp_path, version):
     path = scaled_model(tmp_path, abi=version)
     x, expected = x_and_expected(7)
     with loader.load(path) as model:
-        np.testing.assert_allclose(model.run(x=x)["y"], 2.5 * expected, rtol=1e-6)
+        assert_matches(model.run(x=x)["y"], expected, factor=2.5)
 
 
 @pytest.mark.parametrize("version, text", REFUSED)
