@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import loader
+import reference as ref
 from packager import toolchain
 from packager.backends import cblas
 from packager.build import build
@@ -30,10 +31,15 @@ MANIFESTS = os.path.join(ROOT, "manifests")
 CLASSIFY = os.path.join(ROOT, "docs", "examples", "classify.c")
 TRIPLE = "aarch64-linux-gnu"
 CROSS_CC = f"{TRIPLE}-gcc"
-QEMU = ["qemu-aarch64", "-L", f"/usr/{TRIPLE}"]
-# This machine's qemu-user hangs in pthread_create (any aarch64 program that starts a
-# thread), so neither dsopack's workers nor OpenBLAS's may start: one thread each.
-QEMU_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "DPK_NUM_THREADS": "1"}
+# The aarch64 root qemu takes the loader and the C library from. Both must come from one glibc build:
+# the cross toolchain's (libc6-arm64-cross, /usr/aarch64-linux-gnu) and Debian's multiarch one
+# (libc6:arm64, /lib/aarch64-linux-gnu, which the :arm64 dev libraries pull in) are two builds of 2.36.
+# With -L /usr/aarch64-linux-gnu qemu finds ld.so there but libc.so.6 only in /lib/aarch64-linux-gnu;
+# the two disagree on rtld's private data, and pthread_create then walks the thread-stack cache list
+# forever with every signal blocked (test_a_thread_starts_under_qemu). With the multiarch libc present,
+# its own loader (/lib/ld-linux-aarch64.so.1) goes with it.
+QEMU_ROOT = "/" if os.path.exists(f"/lib/ld-linux-{TRIPLE.split('-')[0]}.so.1") else f"/usr/{TRIPLE}"
+QEMU = ["qemu-aarch64", "-L", QEMU_ROOT]
 SYSTEM_LIBS = ("dl", "pthread", "m", "c")
 
 
@@ -54,8 +60,8 @@ def missing_cross() -> str | None:
     for tool in (CROSS_CC, QEMU[0]):
         if shutil.which(tool) is None:
             return f"{tool} not found ({SETUP} installs it)"
-    if not os.path.isdir(QEMU[2]):
-        return f"{QEMU[2]} (the aarch64 C library) not found ({SETUP} installs it)"
+    if not os.path.exists(f"{QEMU_ROOT}/lib/ld-linux-aarch64.so.1"):
+        return f"{QEMU_ROOT}/lib/ld-linux-aarch64.so.1 (the aarch64 C library) not found ({SETUP} installs it)"
     for lib in target_libs():
         if not os.path.exists(f"/usr/lib/{TRIPLE}/lib{lib}.so"):
             return f"the arm64 lib{lib} is not installed ({SETUP} installs lib{lib}-dev:arm64)"
@@ -82,8 +88,9 @@ def arm_runtime():
     return os.path.join(RUNTIME, "build", "aarch64")
 
 
-def qemu(*args, ok=True):
-    result = subprocess.run([*QEMU, *map(str, args)], capture_output=True, text=True, env=QEMU_ENV, timeout=300)
+def qemu(*args, ok=True, env=None):
+    result = subprocess.run([*QEMU, *map(str, args)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, **(env or {})})
     if ok:
         assert result.returncode == 0, result.stderr
     return result
@@ -173,6 +180,71 @@ def test_aarch64_dpk_run_matches_the_host_build(name, packages, arm_runtime, dpk
         assert int(arm.argmax()) == 7
 
 
+PTHREAD_PROGRAM = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+static void *work(void *arg) { return arg; }
+int main(void) {  /* as the runtime's pool starts a worker: every signal blocked around the create */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  int rc = pthread_create(&t, NULL, work, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc == 0) pthread_join(t, NULL);
+  printf("create %d, joined\n", rc);
+  return rc;
+}
+"""
+
+
+def test_a_thread_starts_under_qemu(tmp_path):
+    """The five-line reproducer of the old 'qemu hangs in pthread_create': no dsopack code. It hung
+    (spinning, deaf to SIGTERM) with ld.so and libc.so.6 from two glibc builds; see QEMU_ROOT."""
+    needs_cross()
+    source, exe = tmp_path / "t.c", tmp_path / "t"
+    source.write_text(PTHREAD_PROGRAM)
+    subprocess.run([CROSS_CC, "-O2", "-pthread", source, "-o", exe], check=True)
+    result = subprocess.run([*QEMU, exe], capture_output=True, text=True, timeout=60)  # SIGKILL on timeout
+    assert (result.returncode, result.stdout) == (0, "create 0, joined\n"), result.stderr
+
+
+@pytest.mark.parametrize("backends", [("cblas", "host"), ("host",)])
+def test_aarch64_threads_give_the_same_bits(backends, arm_runtime, tmp_path):
+    """test_determinism's CNN + MLP (every loop splits: test_the_models_loops_really_split) cross-built
+    and run by the aarch64 dpk-run on 1, 2 and 4 threads: the same bits each time, and the right numbers."""
+    from test_determinism import _cnn_mlp
+
+    needs_cross()
+    if "cblas" in backends and not has_arm_openblas():
+        pytest.skip(f"the arm64 OpenBLAS is not installed ({SETUP} installs libopenblas-dev:arm64)")
+    rng = np.random.default_rng(5)
+    w, nodes, _ = _cnn_mlp(rng)
+    np.savez(tmp_path / "m.npz", **w)
+    spec = {"name": "cnn_mlp", "backends": list(backends),
+            "model": {"graph": {"inputs": {"x": {"shape": [2, 8, 32, 32], "dtype": "float32"}},
+                                "weights": "m.npz", "nodes": nodes, "outputs": ["y"]}}}
+    arm = build(spec, tmp_path / "m.so", base_dir=str(tmp_path), quiet=True, target=TRIPLE).output
+    x = np.random.default_rng(6).standard_normal((2, 8, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for threads in (1, 2, 4):
+        out = tmp_path / f"y{threads}.npy"
+        result = qemu("-strace", os.path.join(arm_runtime, "dpk-run"), arm, f"x={tmp_path / 'x.npy'}", "-o", out,
+                      env={"DPK_NUM_THREADS": str(threads)})
+        started = result.stderr.count(" clone(CLONE_VM|")  # threads (OpenBLAS may start its own too)
+        assert started >= threads - 1, f"{threads} threads: {started} started"
+        outputs[threads] = np.load(out)
+    for threads in (2, 4):
+        np.testing.assert_array_equal(outputs[threads], outputs[1], err_msg=f"{threads} threads vs 1")
+    h = ref.conv2d(ref.relu(ref.conv2d(x, w["c1"], w["b1"], pads=(1, 1, 1, 1))), w["dw"], pads=(1, 1, 1, 1),
+                   groups=32)
+    p = ref.maxpool2d(ref.conv2d(h, w["pw"]), [2, 2], strides=(2, 2)).reshape(2, -1)
+    y = ref.dense(ref.tanh(ref.dense(p, w["fc"], w["fb"])), w["fc2"])
+    np.testing.assert_allclose(outputs[1], y, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("static", ["1", "libs"])
 def test_static_dpk_run(static, packages, tmp_path):
     """STATIC=1: no dynamic section at all; STATIC=libs: only the C library is needed."""
@@ -229,13 +301,13 @@ def test_classify_example(machine, packages, arm_runtime, dpk_build, tmp_path):
     np.load(os.path.join(MANIFESTS, "digits_sample.npy")).astype("<f4").tofile(raw)
     wrap = [] if machine == "host" else QEMU
     for data in (os.path.join(MANIFESTS, "digits_sample.npy"), raw):
-        result = subprocess.run([*wrap, exe, model, data], capture_output=True, text=True, env=QEMU_ENV)
+        result = subprocess.run([*wrap, exe, model, data], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("class 7 (score 0.98")
     np.save(tmp_path / "x64.npy", np.zeros((1, 64)))
-    result = subprocess.run([*wrap, exe, model, tmp_path / "x64.npy"], capture_output=True, text=True, env=QEMU_ENV)
+    result = subprocess.run([*wrap, exe, model, tmp_path / "x64.npy"], capture_output=True, text=True)
     assert result.returncode == 1 and "expected float32 ('<f4') in C order" in result.stderr
-    result = subprocess.run([*wrap, exe, model, CLASSIFY], capture_output=True, text=True, env=QEMU_ENV)
+    result = subprocess.run([*wrap, exe, model, CLASSIFY], capture_output=True, text=True)
     assert result.returncode == 1 and "input 'x' takes 64 float32 values" in result.stderr
 
 
