@@ -52,6 +52,17 @@ class Graph:
     outputs: list[str]
     types: dict[str, TensorType] = field(default_factory=dict)  # every tensor, after infer()
 
+    def type_of(self, name: str) -> TensorType:
+        """The type of any tensor of the graph: inferred, a weight's or an input's."""
+        if name in self.types:
+            return self.types[name]
+        if name in self.weights:
+            w = self.weights[name]
+            return TensorType(tuple(int(d) for d in w.shape), w.dtype.name)
+        if name in self.inputs:
+            return self.inputs[name]
+        raise BuildError(f"tensor '{name}' has no type (run Graph.infer() first)")
+
     def infer(self) -> "Graph":
         from packager import ir_check
 

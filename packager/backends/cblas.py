@@ -315,7 +315,7 @@ def transposes_weight(node: Node, graph: Graph) -> bool:
     """Whether this dense stores its W transposed: enough rows of x, and W is a weight only it reads, of
     at most TRANSPOSED_MAX_BYTES."""
     w = node.inputs[1]
-    x = _type(graph, node.inputs[0]).shape
+    x = graph.type_of(node.inputs[0]).shape
     return (node.op == "dense" and math.prod(x[:-1]) >= TRANSPOSED_MIN_ROWS and w in graph.weights
             and graph.weights[w].nbytes <= TRANSPOSED_MAX_BYTES and w not in graph.outputs
             and [n.name for n in graph.consumers().get(w, [])] == [node.name])
@@ -536,10 +536,6 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
     return text, x[0] * g * nbk, parallel
 
 
-def _type(graph: Graph, name: str) -> TensorType:
-    return host._type(graph, name)
-
-
 def _fused_chain(fn: str, nodes: list[Node]) -> tuple[Node, Node | None, Node | None]:
     """(op, residual add or None, activation or None) of a region: the op, then what the partitioner fused."""
     node, rest = nodes[0], list(nodes[1:])
@@ -564,7 +560,7 @@ class CblasBackend(Backend):
         # a residual: the other operand has the conv's output type exactly (no broadcast), and one more
         # input still fits the task's context
         other = [t for t in follower.inputs if t != node.output]
-        return (node.op == "conv2d" and len(other) == 1 and _type(graph, other[0]) == _type(graph, node.output)
+        return (node.op == "conv2d" and len(other) == 1 and graph.type_of(other[0]) == graph.type_of(node.output)
                 and len(node.inputs) < host.TASK_MAX_INPUTS)
 
     def supports(self, node: Node, graph: Graph) -> str | None:
@@ -573,13 +569,13 @@ class CblasBackend(Backend):
         if node.op not in OPS:
             return f"op {node.op} has no cblas kernel (cblas takes {', '.join(OPS)})"
         if node.op == "conv2d" and node.attrs.get("groups", 1) > 1:
-            w, g = _type(graph, node.inputs[1]).shape, node.attrs["groups"]
+            w, g = graph.type_of(node.inputs[1]).shape, node.attrs["groups"]
             if min(w[0] // g, w[1]) < MIN_GROUP_CHANNELS:
                 return (f"groups={g} leaves {w[1]} input and {w[0] // g} output channels per group: one sgemm "
                         f"per group that small costs more in calls than host's direct loop (cblas takes groups of "
                         f">= {MIN_GROUP_CHANNELS} channels)")
         for name in [*node.inputs, node.output]:
-            t = _type(graph, name)
+            t = graph.type_of(name)
             if t.dtype != "float32":
                 return f"cblas kernels are float32 only ({name} is {t})"
             if any(d < 1 for d in t.shape):
@@ -606,9 +602,9 @@ class CblasBackend(Backend):
         if transposes_weight(node, graph):
             relaid[node.inputs[1]] = graph.weights[node.inputs[1]].T.copy()
         types_of = {name: TensorType(a.shape, a.dtype.name) for name, a in relaid.items()}
-        checks = [host._check(fn, i, name, types_of.get(name) or _type(graph, name)) for i, name in enumerate(params)]
-        types = [types_of.get(name) or _type(graph, name) for name in node.inputs]
-        out = _type(graph, result)
+        checks = [host._check(fn, i, name, types_of.get(name) or graph.type_of(name)) for i, name in enumerate(params)]
+        types = [types_of.get(name) or graph.type_of(name) for name in node.inputs]
+        out = graph.type_of(result)
         workspace = 0
         if node.op == "conv2d":
             workspace = _conv_workspace(node, types, out)

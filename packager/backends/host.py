@@ -756,26 +756,15 @@ def _indent(text: str, pad: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _type(graph: Graph, name: str) -> TensorType:
-    if name in graph.types:
-        return graph.types[name]
-    if name in graph.weights:
-        w = graph.weights[name]
-        return TensorType(tuple(int(d) for d in w.shape), w.dtype.name)
-    if name in graph.inputs:
-        return graph.inputs[name]
-    raise BuildError(f"host backend: tensor '{name}' has no type (run Graph.infer() first)")
-
-
 class HostBackend(Backend):
     name = "host"
 
     def supports(self, node: Node, graph: Graph) -> str | None:
         if node.op not in EMITTERS:
             return f"op {node.op} has no host kernel"
-        types = [_type(graph, name) for name in node.inputs]
+        types = [graph.type_of(name) for name in node.inputs]
         if node.op == "cast":
-            for name, t in [(node.inputs[0], types[0]), (node.output, _type(graph, node.output))]:
+            for name, t in [(node.inputs[0], types[0]), (node.output, graph.type_of(node.output))]:
                 if t.dtype not in _C_TYPES:
                     return f"cast converts between {', '.join(_C_TYPES)}; {name} is {t}"
             return None
@@ -799,13 +788,13 @@ class HostBackend(Backend):
                 raise BuildError(f"{node.describe()}: host backend cannot lower it: {reason}")
         params = list(region.inputs) + list(region.outputs)
         where = {name: f"dpk_host_data(&args[{i}])" for i, name in reversed(list(enumerate(params)))}
-        checks = [_check(fn, i, name, _type(graph, name)) for i, name in enumerate(params)]
+        checks = [_check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
         # intermediates (multi-node regions) live in the workspace, 64-aligned, no reuse
         workspace = 0
         for node in region.nodes:
             if node.output not in where:
                 where[node.output] = f"((unsigned char *)dpk_host_data(&args[{len(params)}]) + {workspace})"
-                size = _type(graph, node.output).nbytes
+                size = graph.type_of(node.output).nbytes
                 workspace += (size + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
         nargs = len(params)
         if workspace:
@@ -820,8 +809,8 @@ class HostBackend(Backend):
         return CSource(source=source, functions=[fn], prelude=HOST_PRELUDE, workspace_bytes=workspace)
 
     def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
-        ins = [_type(graph, name) for name in node.inputs]
-        out = _type(graph, node.output)
+        ins = [graph.type_of(name) for name in node.inputs]
+        out = graph.type_of(node.output)
         lines = [f"  {{ /* {node.name}: {node.op} -> {out} */"]
         for i, (name, t) in enumerate(zip(node.inputs, ins)):
             ct = _ctype(node.op, t.dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from packager.backends.base import Backend, Payload, Region
-from packager.ir import Graph, Node, TensorType
+from packager.ir import Graph, Node
 
 FORMAT_VERSION = 1
 OPS = ("dense", "matmul", "add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "softmax", "flatten", "reshape")
@@ -29,15 +29,6 @@ _ATTRS = {
     "flatten": (("axis", 1),),
     "reshape": (("shape", None),),
 }
-
-
-def _type_of(graph: Graph, name: str) -> TensorType | None:
-    if name in graph.types:
-        return graph.types[name]
-    if name in graph.weights:
-        w = graph.weights[name]
-        return TensorType(tuple(int(d) for d in w.shape), str(w.dtype))
-    return None
 
 
 def _align(value: int) -> int:
@@ -82,9 +73,7 @@ class JsonBackend(Backend):
         if node.op not in OPS:
             return f"op {node.op} is not in the json kernel set"
         for name in [*node.inputs, node.output]:
-            t = _type_of(graph, name)
-            if t is None:
-                return f"tensor {name} has no inferred type"
+            t = graph.type_of(name)
             if t.dtype != "float32":
                 return f"json kernels are float32 only ({name} is {t})"
             if len(t.shape) > MAX_DIMS:
@@ -97,13 +86,13 @@ class JsonBackend(Backend):
 
     def lower(self, region: Region, graph: Graph) -> Payload:
         def signature(name: str) -> dict:
-            t = _type_of(graph, name)
+            t = graph.type_of(name)
             return {"name": name, "dtype": t.dtype, "shape": [int(d) for d in t.shape]}
 
         outputs = set(region.outputs)
         private = [node.output for node in region.nodes if node.output not in outputs]
         offsets, workspace = plan_workspace(region.nodes, private,
-                                            {n: _type_of(graph, n).nbytes for n in private})
+                                            {n: graph.type_of(n).nbytes for n in private})
         intermediates = {}
         for name in private:
             sig = signature(name)
