@@ -113,6 +113,17 @@ def _cnn_mlp(rng):
     return w, nodes, ["y", "h3"]
 
 
+def cnn_mlp_approx(x, w) -> dict[str, ref.Approx]:
+    """_cnn_mlp's outputs on x as ref.Approx (the float64 value and its float32 rounding bound)."""
+    pads = (1, 1, 1, 1)
+    h = ref.unary_approx(ref.relu, ref.conv2d_approx(x, w["c1"], w["b1"], pads=pads))
+    h3 = ref.conv2d_approx(ref.conv2d_approx(h, w["dw"], pads=pads, groups=32), w["pw"])
+    p = ref.maxpool_approx(h3, (2, 2), (2, 2))
+    f = ref.Approx(p.value.reshape(len(x), -1), p.err.reshape(len(x), -1))
+    t = ref.unary_approx(ref.tanh, ref.dense_approx(f, w["fc"], w["fb"]))
+    return {"y": ref.dense_approx(t, w["fc2"]), "h3": h3}
+
+
 def _json_mlp(rng):
     """A json payload (the runtime's interpreted kernels) between host ops."""
     w = {"w1": rand(rng, 512, 256) * 0.05, "b1": rand(rng, 512), "w2": rand(rng, 64, 512) * 0.05}
@@ -187,12 +198,11 @@ def test_a_model_gives_the_same_bits_for_any_thread_count_and_concurrent_runs(tm
         np.testing.assert_array_equal(got[k], one[k], err_msg=f"{k}: 8 concurrent runs vs 1 thread")
     # and the bits are the right numbers
     if name.startswith("cnn"):
-        h = ref.conv2d(ref.relu(ref.conv2d(x, w["c1"], w["b1"], pads=(1, 1, 1, 1))), w["dw"], pads=(1, 1, 1, 1),
-                       groups=32)
-        np.testing.assert_allclose(one["h3"], ref.conv2d(h, w["pw"]), rtol=1e-4, atol=1e-3)
+        for k, want in cnn_mlp_approx(x, w).items():
+            ref.assert_close(one[k], want, err_msg=k)
     else:
-        p = ref.softmax(ref.dense(ref.relu(ref.dense(x, w["w1"], w["b1"])), w["w2"]), axis=-1)
-        np.testing.assert_allclose(one["p"], p, rtol=1e-4, atol=1e-6)
+        h = ref.unary_approx(ref.relu, ref.dense_approx(x, w["w1"], w["b1"]))
+        ref.assert_close(one["p"], ref.softmax_approx(ref.dense_approx(h, w["w2"]), axis=-1), err_msg="p")
 
 
 def test_the_models_loops_really_split():
