@@ -454,6 +454,31 @@ def test_calls_from_many_threads(harness):
     assert not failures
 
 
+# ---- the op table: runtime_c/src/json_ops.c, the json backend and the registry agree ---------------------
+
+
+class JsonOp(ctypes.Structure):  # dpk_json_op (json_plan.h)
+    _fields_ = [("name", ctypes.c_char_p), ("min_inputs", ctypes.c_int), ("max_inputs", ctypes.c_int),
+                ("build", ctypes.c_void_p)]
+
+
+def test_the_c_op_table_is_the_backends(harness):
+    """The runtime implements exactly the backend's OPS, each with the registry's number of inputs."""
+    from packager import ops
+    from packager.backends import json as json_backend
+
+    find = harness.lib.dpk_json_find_op
+    find.argtypes, find.restype = [ctypes.c_char_p], ctypes.POINTER(JsonOp)
+    listed = ctypes.string_at(ctypes.addressof(ctypes.c_char.in_dll(harness.lib, "dpk_json_op_names"))).decode()
+    assert listed.split(", ") == list(json_backend.OPS)
+    for op in sorted(set(ops.OPS) | set(json_backend.OPS) | {"gelu"}):
+        entry = find(op.encode())
+        assert bool(entry) == (op in json_backend.OPS), op
+        if entry:
+            lo, hi = ops.OPS[op].arity()
+            assert (entry.contents.name.decode(), entry.contents.min_inputs, entry.contents.max_inputs) == (op, lo, hi)
+
+
 # ---- the Python side: what the backend takes ----------------------------------------------------------
 
 
