@@ -27,6 +27,7 @@ def unregistered(names) -> list[str]:
 TABLES = {
     "host EMITTERS": lambda: host.EMITTERS,
     "host MOVE_OPS": lambda: host.MOVE_OPS,
+    "host SOFTMAX_FINISH": lambda: host.SOFTMAX_FINISH,
     "cblas OPS": lambda: cblas.OPS,
     "cblas activations": cblas.activations,
     "cblas fusions": lambda: {op for anchor, followers in cblas.CblasBackend().fuses.items()
