@@ -27,8 +27,8 @@ and any number of concurrent runs (README, "Same answer for any thread count"):
 Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
 1). A fused residual add (after a conv2d) and a fused activation (any unary
 elementwise op of the registry: relu, sigmoid, tanh...; the partitioner
-decides when the graph allows it) run over each block right after it is computed, while it is in
-cache. No allocation at run time: the scratch is the
+decides when the graph allows it) run over each block right after it is
+computed, while it is in cache. No allocation at run time: the scratch is the
 region's workspace (or a worker's, of the same size).
 
 The CSource links `-lopenblas` (the .so gets DT_NEEDED libopenblas.so.0) and

@@ -10,9 +10,10 @@ tensor: a few compares per call) and reports a mismatch through
 `__dpk_api->set_error`. Each node becomes a block that binds `in0, in1...` and
 `out0` (restrict pointers: outputs never overlap inputs) and runs the op's body.
 Bodies are plain text: a template per op in `TEMPLATES`, filled by the op's
-entry in `EMITTERS` (elementwise ops: by the C expression the registry,
-packager/ops.py, declares for them) with shape constants (and, for broadcasting, transposing
-and batched ops, a loop nest over dimensions collapsed as far as strides allow).
+entry in `EMITTERS` (elementwise ops: with the C expression the registry,
+packager/ops.py, declares for them) with shape constants (and, for
+broadcasting, transposing and batched ops, a loop nest over dimensions
+collapsed as far as strides allow).
 Shared helpers live in `HOST_PRELUDE`, one constant text for every node.
 """
 
@@ -526,17 +527,18 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
-def _elementwise_expr(node: Node, **operands: str) -> str:
+def _elementwise_expr(node: Node, *operands: str) -> str:
     """The registry's C expression of an elementwise node: `operands` for its inputs, attributes as constants."""
-    c_expr = ops.OPS[node.op].c_expr
-    text = c_expr(node.attrs) if callable(c_expr) else c_expr
+    spec = ops.OPS[node.op]
+    text = spec.c_expr(node.attrs) if callable(spec.c_expr) else spec.c_expr
     fields = {name: _c_float(value) for name, value in node.attrs.items()}
-    return Template(text).substitute(fields, **operands)
+    fields.update((i.symbol, operand) for i, operand in zip(spec.inputs, operands))
+    return Template(text).substitute(fields)
 
 
 def unary_expr(node: Node) -> str:
     """The C expression of a unary elementwise op applied to `v` (its attributes as constants)."""
-    return _elementwise_expr(node, x="v")
+    return _elementwise_expr(node, "v")
 
 
 def _unary(k: _K) -> str:
@@ -551,7 +553,7 @@ def _binary(k: _K) -> str:
     strides = [_strides(out), _broadcast_strides(k.shape(0), out), _broadcast_strides(k.shape(1), out)]
     dims, strides = _collapse(out, strides)
     # $a and $b are left for the loop nest to fill with the operands' offsets
-    body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, A="in0[$a]", B="in1[$b]"))
+    body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, "in0[$a]", "in1[$b]"))
     return _nest(dims, strides, Template(body))
 
 
