@@ -479,6 +479,25 @@ def test_the_c_op_table_is_the_backends(harness):
             assert (entry.contents.name.decode(), entry.contents.min_inputs, entry.contents.max_inputs) == (op, lo, hi)
 
 
+def _ops_with_defaults() -> list[str]:
+    from packager import ops
+    from packager.backends import json as json_backend
+
+    return [op for op in json_backend.OPS if any(a.default is not ops.REQUIRED for a in ops.OPS[op].attrs.values())]
+
+
+@pytest.mark.parametrize("op", _ops_with_defaults())
+def test_the_runtimes_defaults_are_the_registrys(harness, op):
+    """The packager writes every attribute; a payload that leaves one out gets the registry's default."""
+    from packager import ops
+
+    defaults = {name: attr.default for name, attr in ops.OPS[op].attrs.items()}
+    x = rand(2, 3, 4)
+    left_out, explicit = (run_graph(harness, make_graph([Node(op, ["x"], "y", attrs, name="n")], {"x": x}, {}, ["y"]),
+                                    {"x": x})["y"] for attrs in ({}, defaults))
+    np.testing.assert_array_equal(left_out, explicit)
+
+
 # ---- the Python side: what the backend takes ----------------------------------------------------------
 
 
