@@ -1,10 +1,15 @@
-"""The op vocabulary, for the packager: attributes, inputs, shape and dtype rules.
+"""The op registry: every op declared once, with all the packager knows of it.
 
 Every op of the YAML graph (DESIGN.md, "Input: the deployment manifest") has an
-`OpSpec` in `OPS`: its input roles, its attributes (kind and default) and its
-inference rule. A few ops extend that vocabulary (leaky_relu, clip,
-log_softmax, argmax, cast; avgpool2d's count_include_pad): the ONNX frontend
-emits them, and a YAML graph may use them too. Frontends and `ir` use two entry points:
+`OpSpec` in `OPS`: its inputs (roles and the dtypes they take), its attributes
+(kind, default and the condition a value must meet), its shape and dtype rule,
+and for elementwise ops the C expression of one element. Backends, frontends
+and the tests derive their tables from it, or a test checks that theirs agree
+with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
+
+A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
+cast; avgpool2d's count_include_pad): the ONNX frontend emits them, and a YAML
+graph may use them too. Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
     infer(node, in_types)      -> the output TensorType
@@ -32,10 +37,37 @@ CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64
 
 
 @dataclass(frozen=True)
+class Check:
+    """A condition on an attribute's canonical value; `says` ends "attribute 'x' must be ..."."""
+    ok: Callable[[object], bool]
+    says: str
+
+
+AT_LEAST_1 = Check(lambda v: v >= 1, ">= 1")
+NOT_NEGATIVE = Check(lambda v: v >= 0, ">= 0")  # NaN is refused too
+ZERO_OR_ONE = Check(lambda v: v in (0, 1), "0 or 1")
+
+
+@dataclass(frozen=True)
 class Attr:
     kind: str  # int | float | ints | pair | pads | perm | dtype
     default: object = REQUIRED
     doc: str = ""
+    check: Check | None = None  # on the value, once every attribute has its kind
+
+
+@dataclass(frozen=True)
+class Dtypes:
+    """The dtypes an input takes; `what` names them in messages."""
+    what: str
+    names: tuple[str, ...] | None  # None: any dtype
+
+    def __contains__(self, dtype: str) -> bool:
+        return self.names is None or dtype in self.names
+
+
+FLOAT = Dtypes("floating-point", FLOAT_DTYPES)
+ANY = Dtypes("any", None)  # data movement: elements are copied, never computed on
 
 
 @dataclass(frozen=True)
@@ -44,6 +76,7 @@ class Input:
     symbol: str  # how formulas call it: x, W, b...
     optional: bool = False
     variadic: bool = False  # one or more of these (concat)
+    dtypes: Dtypes = FLOAT  # every input of a node has the same dtype, and it must be one of these
 
 
 @dataclass(frozen=True)
@@ -53,7 +86,12 @@ class OpSpec:
     attrs: dict[str, Attr]
     rule: Callable  # (ctx: _Ctx) -> TensorType
     doc: str = ""
-    float_only: bool = True  # False: data movement, any dtype
+    # A condition on several attributes: attrs -> None, or what is wrong with them.
+    check: Callable[[dict], str | None] | None = None
+    # Elementwise ops: one float32 element of the output as a C expression of the inputs' elements,
+    # named $ and their symbol ($x; $A, $B), and the attributes ($alpha, spelled as C float
+    # constants); or a function of the attributes that returns that text.
+    c_expr: str | Callable[[dict], str] | None = None
 
     def arity(self) -> tuple[int, int | None]:
         """(min, max) number of inputs; max None = unbounded."""
@@ -182,7 +220,7 @@ def _broadcast(c: _Ctx) -> TensorType:
     return c.out(shape)
 
 
-def _same(c: _Ctx) -> TensorType:
+def same_shape(c: _Ctx) -> TensorType:
     return c.out(c.shape(0))
 
 
@@ -307,16 +345,33 @@ def _batchnorm(c: _Ctx) -> TensorType:
 # The vocabulary
 
 _X = Input("input", "x")
+_MOVED = Input("input", "x", dtypes=ANY)
 _PAIR1 = Attr("pair", [1, 1], "int or [h, w]")
 _PADS0 = Attr("pads", [0, 0, 0, 0], "int, [h, w] or [top, left, bottom, right]")
+_FLAG0 = Attr("int", 0, check=ZERO_OR_ONE)
 
 
-def _binary(name: str, doc: str) -> OpSpec:
-    return OpSpec(name, (Input("input", "A"), Input("input", "B")), {}, _broadcast, doc)
+def binary(name: str, doc: str, c_expr: str) -> OpSpec:
+    """An elementwise op of two inputs with NumPy broadcasting; `c_expr` over $A and $B."""
+    return OpSpec(name, (Input("input", "A"), Input("input", "B")), {}, _broadcast, doc, c_expr=c_expr)
 
 
-def _unary(name: str, doc: str) -> OpSpec:
-    return OpSpec(name, (_X,), {}, _same, doc)
+def unary(name: str, doc: str, c_expr: str | Callable[[dict], str], attrs: dict[str, Attr] | None = None,
+          check: Callable[[dict], str | None] | None = None) -> OpSpec:
+    """An elementwise op of one input; `c_expr` over $x and the attributes."""
+    return OpSpec(name, (_X,), attrs or {}, same_shape, doc, check=check, c_expr=c_expr)
+
+
+def _clip_c(attrs: dict) -> str:
+    """An infinite bound is no compare."""
+    expr = "$x" if attrs["max"] == math.inf else "$x > $max ? $max : $x"
+    return expr if attrs["min"] == -math.inf else f"$x < $min ? $min : ({expr})"
+
+
+def _clip_bounds(attrs: dict) -> str | None:
+    if any(math.isnan(attrs[k]) for k in ("min", "max")):
+        return "attributes 'min' and 'max' must be numbers, not NaN"
+    return None
 
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
@@ -324,48 +379,53 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
     OpSpec("matmul", (Input("input", "A"), Input("input", "B")), {}, _matmul,
            "NumPy matmul: 1-D, 2-D and batched with broadcasting"),
-    _binary("add", "A + B with NumPy broadcasting"),
-    _binary("sub", "A - B with NumPy broadcasting"),
-    _binary("mul", "A * B with NumPy broadcasting"),
-    _binary("div", "A / B with NumPy broadcasting"),
-    _unary("relu", "max(x, 0)"),
-    _unary("sigmoid", "1 / (1 + exp(-x))"),
-    _unary("tanh", "tanh(x)"),
+    binary("add", "A + B with NumPy broadcasting", "$A + $B"),
+    binary("sub", "A - B with NumPy broadcasting", "$A - $B"),
+    binary("mul", "A * B with NumPy broadcasting", "$A * $B"),
+    binary("div", "A / B with NumPy broadcasting", "$A / $B"),
+    unary("relu", "max(x, 0)", "$x > 0.0f ? $x : 0.0f"),
+    unary("sigmoid", "1 / (1 + exp(-x))", "1.0f / (1.0f + expf(-$x))"),
+    unary("tanh", "tanh(x)", "tanhf($x)"),
     OpSpec("softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "softmax along axis"),
     # extensions (the ONNX frontend emits them; the YAML graph may use them too)
-    OpSpec("leaky_relu", (_X,), {"alpha": Attr("float", 0.01)}, _same, "x if x >= 0 else alpha * x"),
-    OpSpec("clip", (_X,), {"min": Attr("float", -math.inf), "max": Attr("float", math.inf)}, _same,
-           "min(max(x, min), max); NaN stays NaN"),
+    unary("leaky_relu", "x if x >= 0 else alpha * x", "$x >= 0.0f ? $x : $alpha * $x",
+          {"alpha": Attr("float", 0.01)}),
+    unary("clip", "min(max(x, min), max); NaN stays NaN", _clip_c,
+          {"min": Attr("float", -math.inf), "max": Attr("float", math.inf)}, check=_clip_bounds),
     OpSpec("log_softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "log(softmax(x)) along axis"),
-    OpSpec("argmax", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1),
-                             "select_last_index": Attr("int", 0)}, _argmax,
+    OpSpec("argmax", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
+                             "select_last_index": _FLAG0}, _argmax,
            "int64 index of the largest value along axis (first, or last if select_last_index); "
            "NaN counts as largest"),
-    OpSpec("cast", (_X,), {"to": Attr("dtype")}, _cast,
-           "convert elements to dtype `to` (float -> int truncates toward zero; -> bool is x != 0)",
-           float_only=False),
+    OpSpec("cast", (_MOVED,), {"to": Attr("dtype")}, _cast,
+           "convert elements to dtype `to` (float -> int truncates toward zero; -> bool is x != 0)"),
     OpSpec("conv2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),
-           {"strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1, "groups": Attr("int", 1)},
+           {"strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1, "groups": Attr("int", 1, check=AT_LEAST_1)},
            _conv2d, "2-D convolution, NCHW input, OIHW weight"),
     OpSpec("maxpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
            _pool, "max over windows; padding never wins"),
     OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0,
-                                "count_include_pad": Attr("int", 0)},
+                                "count_include_pad": _FLAG0},
            _pool, "mean over windows; padding counts in the divisor only if count_include_pad"),
     OpSpec("global_avgpool", (_X,), {}, _global_avgpool, "mean over H, W -> [N, C, 1, 1]"),
-    OpSpec("flatten", (_X,), {"axis": Attr("int", 1)}, _flatten,
-           "-> [prod(shape[:axis]), prod(shape[axis:])]", float_only=False),
-    OpSpec("reshape", (_X,), {"shape": Attr("ints")}, _reshape,
-           "same elements, new shape; one -1 allowed, 0 means 0", float_only=False),
-    OpSpec("transpose", (_X,), {"perm": Attr("perm", None)}, _transpose,
-           "permute dimensions (default: reverse them)", float_only=False),
-    OpSpec("concat", (Input("input", "x", variadic=True),), {"axis": Attr("int")}, _concat,
-           "join along axis", float_only=False),
+    OpSpec("flatten", (_MOVED,), {"axis": Attr("int", 1)}, _flatten,
+           "-> [prod(shape[:axis]), prod(shape[axis:])]"),
+    OpSpec("reshape", (_MOVED,), {"shape": Attr("ints")}, _reshape,
+           "same elements, new shape; one -1 allowed, 0 means 0"),
+    OpSpec("transpose", (_MOVED,), {"perm": Attr("perm", None)}, _transpose,
+           "permute dimensions (default: reverse them)"),
+    OpSpec("concat", (Input("input", "x", variadic=True, dtypes=ANY),), {"axis": Attr("int")}, _concat,
+           "join along axis"),
     OpSpec("batchnorm", (_X, Input("scale", "scale"), Input("bias", "bias"), Input("mean", "mean"),
                          Input("variance", "var")),
-           {"epsilon": Attr("float", 1e-5)}, _batchnorm,
+           {"epsilon": Attr("float", 1e-5, check=NOT_NEGATIVE)}, _batchnorm,
            "(x - mean) / sqrt(var + epsilon) * scale + bias, channel axis 1"),
 ]}
+
+
+def elementwise(arity: int) -> tuple[str, ...]:
+    """The ops with a C expression of `arity` inputs, in registry order."""
+    return tuple(name for name, spec in OPS.items() if spec.c_expr is not None and len(spec.inputs) == arity)
 
 
 # --------------------------------------------------------------------------
@@ -452,15 +512,12 @@ def normalize(node: Node) -> None:
             raise BuildError(f"{node.describe()}: attribute '{name}' must be {_KIND_TEXT[attr.kind]}, "
                              f"got {node.attrs[name]!r}")
         out[name] = value
-    if node.op == "conv2d" and out["groups"] < 1:
-        raise BuildError(f"{node.describe()}: attribute 'groups' must be >= 1, got {out['groups']}")
-    for flag in ("keepdims", "select_last_index", "count_include_pad"):
-        if flag in out and out[flag] not in (0, 1):
-            raise BuildError(f"{node.describe()}: attribute '{flag}' must be 0 or 1, got {out[flag]}")
-    if node.op == "clip" and any(math.isnan(out[k]) for k in ("min", "max")):
-        raise BuildError(f"{node.describe()}: attributes 'min' and 'max' must be numbers, not NaN")
-    if node.op == "batchnorm" and not out["epsilon"] >= 0:
-        raise BuildError(f"{node.describe()}: attribute 'epsilon' must be >= 0, got {out['epsilon']}")
+    for name, attr in spec.attrs.items():  # every kind first: a wrong type is reported before a bad value
+        if attr.check is not None and not attr.check.ok(out[name]):
+            raise BuildError(f"{node.describe()}: attribute '{name}' must be {attr.check.says}, got {out[name]}")
+    complaint = spec.check(out) if spec.check is not None else None
+    if complaint is not None:
+        raise BuildError(f"{node.describe()}: {complaint}")
     node.attrs.clear()
     node.attrs.update(out)
 
@@ -476,8 +533,10 @@ def infer(node: Node, in_types: list[TensorType]) -> TensorType:
     for i, t in enumerate(in_types[1:], 1):
         if t.dtype != dtype:
             raise c.fail(f"all inputs must have the same dtype ({dtype})", 0, i)
-    if spec.float_only and dtype not in FLOAT_DTYPES:
-        raise c.fail(f"op {node.op} needs floating-point inputs ({', '.join(FLOAT_DTYPES)})", 0)
+    for i in range(len(in_types)):
+        allowed = c.input_spec(i).dtypes
+        if dtype not in allowed:
+            raise c.fail(f"op {node.op} needs {allowed.what} inputs ({', '.join(allowed.names)})", i)
     for i, t in enumerate(in_types):
         if any(not _is_int(d) or d < 0 for d in t.shape):
             raise c.fail("dimensions must be non-negative integers", i)

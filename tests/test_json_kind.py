@@ -454,6 +454,50 @@ def test_calls_from_many_threads(harness):
     assert not failures
 
 
+# ---- the op table: runtime_c/src/json_ops.c, the json backend and the registry agree ---------------------
+
+
+class JsonOp(ctypes.Structure):  # dpk_json_op (json_plan.h)
+    _fields_ = [("name", ctypes.c_char_p), ("min_inputs", ctypes.c_int), ("max_inputs", ctypes.c_int),
+                ("build", ctypes.c_void_p)]
+
+
+def test_the_c_op_table_is_the_backends(harness):
+    """The runtime implements exactly the backend's OPS, each with the registry's number of inputs."""
+    from packager import ops
+    from packager.backends import json as json_backend
+
+    find = harness.lib.dpk_json_find_op
+    find.argtypes, find.restype = [ctypes.c_char_p], ctypes.POINTER(JsonOp)
+    listed = ctypes.string_at(ctypes.addressof(ctypes.c_char.in_dll(harness.lib, "dpk_json_op_names"))).decode()
+    assert listed.split(", ") == list(json_backend.OPS)
+    for op in sorted(set(ops.OPS) | set(json_backend.OPS) | {"gelu"}):
+        entry = find(op.encode())
+        assert bool(entry) == (op in json_backend.OPS), op
+        if entry:
+            lo, hi = ops.OPS[op].arity()
+            assert (entry.contents.name.decode(), entry.contents.min_inputs, entry.contents.max_inputs) == (op, lo, hi)
+
+
+def _ops_with_defaults() -> list[str]:
+    from packager import ops
+    from packager.backends import json as json_backend
+
+    return [op for op in json_backend.OPS if any(a.default is not ops.REQUIRED for a in ops.OPS[op].attrs.values())]
+
+
+@pytest.mark.parametrize("op", _ops_with_defaults())
+def test_the_runtimes_defaults_are_the_registrys(harness, op):
+    """The packager writes every attribute; a payload that leaves one out gets the registry's default."""
+    from packager import ops
+
+    defaults = {name: attr.default for name, attr in ops.OPS[op].attrs.items()}
+    x = rand(2, 3, 4)
+    left_out, explicit = (run_graph(harness, make_graph([Node(op, ["x"], "y", attrs, name="n")], {"x": x}, {}, ["y"]),
+                                    {"x": x})["y"] for attrs in ({}, defaults))
+    np.testing.assert_array_equal(left_out, explicit)
+
+
 # ---- the Python side: what the backend takes ----------------------------------------------------------
 
 

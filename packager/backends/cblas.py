@@ -25,10 +25,10 @@ and any number of concurrent runs (README, "Same answer for any thread count"):
              targets compile the im2col path from the same file.
 
 Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
-1). A fused residual add (after a conv2d) and a fused activation (relu,
-sigmoid, tanh, leaky_relu, clip; the partitioner decides when the graph
-allows it) run over each block right after it is computed, while it is in
-cache. No allocation at run time: the scratch is the
+1). A fused residual add (after a conv2d) and a fused activation (any unary
+elementwise op of the registry: relu, sigmoid, tanh...; the partitioner
+decides when the graph allows it) run over each block right after it is
+computed, while it is in cache. No allocation at run time: the scratch is the
 region's workspace (or a worker's, of the same size).
 
 The CSource links `-lopenblas` (the .so gets DT_NEEDED libopenblas.so.0) and
@@ -48,7 +48,6 @@ from packager.backends.base import Backend, CSource, Region
 from packager.ir import BuildError, Graph, Node, TensorType
 
 OPS = ("dense", "matmul", "conv2d")
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "clip")
 INT_MAX = 2**31 - 1  # CBLAS sizes and strides are C ints (OpenBLAS without ILP64)
 WORKSPACE_ALIGN = 64
 LIBRARIES = ["openblas"]
@@ -296,6 +295,11 @@ for (int64_t r = 0; r < $rows; ++r) {
 }
 
 
+def activations() -> tuple[str, ...]:
+    """The ops fused after a cblas op: every unary elementwise op of the registry (host.unary_expr's C)."""
+    return ops.elementwise(1)
+
+
 def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str | int) -> str:
     """The fused activation over `rows` rows of `n` floats, `ld` apart, from `y`."""
     if act is None:
@@ -540,7 +544,7 @@ def _fused_chain(fn: str, nodes: list[Node]) -> tuple[Node, Node | None, Node | 
     """(op, residual add or None, activation or None) of a region: the op, then what the partitioner fused."""
     node, rest = nodes[0], list(nodes[1:])
     add = rest.pop(0) if rest and rest[0].op == "add" and node.op == "conv2d" else None
-    act = rest.pop(0) if rest and rest[0].op in ACTIVATIONS else None
+    act = rest.pop(0) if rest and rest[0].op in activations() else None
     chain = [n for n in (node, add, act) if n]
     if rest or any(b.inputs.count(a.output) != 1 or (b is act and len(b.inputs) != 1) for a, b in zip(chain, chain[1:])):
         names = ", ".join(n.name for n in nodes)
@@ -551,8 +555,11 @@ def _fused_chain(fn: str, nodes: list[Node]) -> tuple[Node, Node | None, Node | 
 
 class CblasBackend(Backend):
     name = "cblas"
-    # an activation after any op; after a conv also a residual add (then an activation after that add)
-    fuses = {**{op: ACTIVATIONS for op in OPS}, "conv2d": ACTIVATIONS + ("add",), "add": ACTIVATIONS}
+    @property
+    def fuses(self) -> dict[str, tuple[str, ...]]:
+        """An activation after any op; after a conv also a residual add (then an activation after that add)."""
+        acts = activations()
+        return {**{op: acts for op in OPS}, "conv2d": acts + ("add",), "add": acts}
 
     def can_fuse(self, node: Node, follower: Node, graph: Graph) -> bool:
         if follower.op != "add":
@@ -564,7 +571,7 @@ class CblasBackend(Backend):
                 and len(node.inputs) < host.TASK_MAX_INPUTS)
 
     def supports(self, node: Node, graph: Graph) -> str | None:
-        if node.op in ACTIVATIONS:
+        if node.op in activations():
             return f"cblas takes {node.op} only fused into the dense, matmul or conv2d whose sole consumer it is"
         if node.op not in OPS:
             return f"op {node.op} has no cblas kernel (cblas takes {', '.join(OPS)})"

@@ -10,8 +10,10 @@ tensor: a few compares per call) and reports a mismatch through
 `__dpk_api->set_error`. Each node becomes a block that binds `in0, in1...` and
 `out0` (restrict pointers: outputs never overlap inputs) and runs the op's body.
 Bodies are plain text: a template per op in `TEMPLATES`, filled by the op's
-entry in `EMITTERS` with shape constants (and, for broadcasting, transposing
-and batched ops, a loop nest over dimensions collapsed as far as strides allow).
+entry in `EMITTERS` (elementwise ops: with the C expression the registry,
+packager/ops.py, declares for them) with shape constants (and, for
+broadcasting, transposing and batched ops, a loop nest over dimensions
+collapsed as far as strides allow).
 Shared helpers live in `HOST_PRELUDE`, one constant text for every node.
 """
 
@@ -207,15 +209,6 @@ def task(name: str, comment: str, types: list[str], units: int, body: str, paral
 CHECK = Template('  if (dpk_host_check_tensor("$fn", args, $i, "$tensor", $code, $bits, $ndim, '
                  '(const int64_t[]){$dims}, "$want") != 0) return -1;')
 
-UNARY_EXPR = {  # $-fields are the node's attributes, as C floats
-    "relu": "v > 0.0f ? v : 0.0f",
-    "sigmoid": "1.0f / (1.0f + expf(-v))",
-    "tanh": "tanhf(v)",
-    "leaky_relu": "v >= 0.0f ? v : $alpha * v",
-    "clip": "$clip",  # built from min/max by _clip_expr (an infinite bound is no compare)
-}
-BINARY_OP = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-
 TEMPLATES = {
     # units are blocks of UNARY_BLOCK elements
     "unary": Template("""\
@@ -223,7 +216,7 @@ for (int64_t i = begin * $block, i1 = end * $block < $n ? end * $block : $n; i <
   const float v = in0[i];
   out0[i] = $expr;
 }"""),
-    "binary": Template("out0[$o] = in0[$a] $op in1[$b];"),
+    "binary": Template("out0[$o] = $expr;"),  # $expr reads in0[$a] and in1[$b]
     "dense": Template("dpk_host_dense(in0, in1, $bias, out0, $M, $N, $K);"),
     "matmul": Template("""\
 {
@@ -534,21 +527,18 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
-def _clip_expr(lo: float, hi: float) -> str:
-    expr = "v"
-    if hi != math.inf:
-        expr = f"v > {_c_float(hi)} ? {_c_float(hi)} : {expr}"
-    if lo != -math.inf:
-        expr = f"v < {_c_float(lo)} ? {_c_float(lo)} : ({expr})"
-    return expr
+def _elementwise_expr(node: Node, *operands: str) -> str:
+    """The registry's C expression of an elementwise node: `operands` for its inputs, attributes as constants."""
+    spec = ops.OPS[node.op]
+    text = spec.c_expr(node.attrs) if callable(spec.c_expr) else spec.c_expr
+    fields = {name: _c_float(value) for name, value in node.attrs.items()}
+    fields.update((i.symbol, operand) for i, operand in zip(spec.inputs, operands))
+    return Template(text).substitute(fields)
 
 
 def unary_expr(node: Node) -> str:
-    """The C expression of a unary op applied to `v` (its attributes as constants)."""
-    fields = {name: _c_float(value) for name, value in node.attrs.items()}
-    if node.op == "clip":
-        fields = {"clip": _clip_expr(node.attrs["min"], node.attrs["max"])}
-    return Template(UNARY_EXPR[node.op]).substitute(fields)
+    """The C expression of a unary elementwise op applied to `v` (its attributes as constants)."""
+    return _elementwise_expr(node, "v")
 
 
 def _unary(k: _K) -> str:
@@ -562,7 +552,9 @@ def _binary(k: _K) -> str:
     out = k.out.shape
     strides = [_strides(out), _broadcast_strides(k.shape(0), out), _broadcast_strides(k.shape(1), out)]
     dims, strides = _collapse(out, strides)
-    return _nest(dims, strides, TEMPLATES["binary"], op=BINARY_OP[k.node.op])
+    # $a and $b are left for the loop nest to fill with the operands' offsets
+    body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, "in0[$a]", "in1[$b]"))
+    return _nest(dims, strides, Template(body))
 
 
 def _dense(k: _K) -> str:
@@ -703,14 +695,21 @@ def _batchnorm(k: _K) -> str:
 
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
-    **{op: _binary for op in BINARY_OP},
-    **{op: _unary for op in UNARY_EXPR},
     "softmax": _softmax, "log_softmax": _softmax, "argmax": _argmax, "cast": _cast,
     "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
 }
-MOVE_OPS = {name for name, spec in ops.OPS.items() if not spec.float_only}
+ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
+MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
+
+
+def emitter(op: str):
+    """The emitter of `op`, or None: looked up at each use, so an op registered later is found too."""
+    spec = ops.OPS.get(op)
+    if spec is not None and spec.c_expr is not None:
+        return ELEMENTWISE[len(spec.inputs)]
+    return EMITTERS.get(op)
 
 # ---------------------------------------------------------------------------
 # C spelling of types and constants
@@ -760,7 +759,7 @@ class HostBackend(Backend):
     name = "host"
 
     def supports(self, node: Node, graph: Graph) -> str | None:
-        if node.op not in EMITTERS:
+        if emitter(node.op) is None:
             return f"op {node.op} has no host kernel"
         types = [graph.type_of(name) for name in node.inputs]
         if node.op == "cast":
@@ -818,7 +817,7 @@ class HostBackend(Backend):
         ct = _ctype(node.op, out.dtype)
         lines.append(f"    {ct} *restrict out0 = ({ct} *){where[node.output]};")
         k = _K(node, ins, out, task_name)
-        body = EMITTERS[node.op](k)
+        body = emitter(node.op)(k)
         tasks.extend(k.tasks)
         unused = [v for v in [f"in{i}" for i in range(len(ins))] + ["out0"]
                   if not re.search(rf"\b{v}\b", body)]

@@ -19,16 +19,11 @@ from packager.backends.base import Backend, Payload, Region
 from packager.ir import Graph, Node
 
 FORMAT_VERSION = 1
+# The ops the runtime's json kind implements (runtime_c/src/json_ops.c; tests check that both agree with
+# each other and with the registry, packager/ops.py)
 OPS = ("dense", "matmul", "add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "softmax", "flatten", "reshape")
 MAX_DIMS = 8  # the runtime's limit (DPK_K_MAX_DIMS)
 ALIGN = 64
-
-# op -> (attribute, default); the payload always carries them explicitly
-_ATTRS = {
-    "softmax": (("axis", -1),),
-    "flatten": (("axis", 1),),
-    "reshape": (("shape", None),),
-}
 
 
 def _align(value: int) -> int:
@@ -80,8 +75,6 @@ class JsonBackend(Backend):
                 return f"json kernels take at most {MAX_DIMS} dimensions ({name} is {t})"
             if any(d < 1 for d in t.shape):
                 return f"json kernels need non-empty tensors ({name} is {t})"
-        if node.op == "reshape" and node.attrs.get("shape") is None:
-            return "reshape without a 'shape' attribute"
         return None
 
     def lower(self, region: Region, graph: Graph) -> Payload:
@@ -104,16 +97,9 @@ class JsonBackend(Backend):
             "outputs": [signature(n) for n in region.outputs],
             "workspace_bytes": workspace,
             "intermediates": intermediates,
-            "nodes": [{"op": node.op, "inputs": list(node.inputs), "output": node.output, "attrs": _attrs(node)}
+            # attributes as ops.normalize left them: every one explicit, defaults filled
+            "nodes": [{"op": node.op, "inputs": list(node.inputs), "output": node.output, "attrs": dict(node.attrs)}
                       for node in region.nodes],
         }
         data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
         return Payload(kind="json", data=data, function=region.name, workspace_bytes=workspace)
-
-
-def _attrs(node: Node) -> dict:
-    out = {}
-    for key, default in _ATTRS.get(node.op, ()):
-        value = node.attrs.get(key, default)
-        out[key] = [int(v) for v in value] if isinstance(value, (list, tuple)) else int(value)
-    return out

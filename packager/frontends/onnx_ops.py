@@ -109,6 +109,7 @@ class Converter:
 
     def emit(self, node: OnnxNode, op: str, inputs: list, output: str | None = None, **attrs) -> str:
         """Append an IR node reading `inputs` (ONNX names, IR names or arrays); returns its output's name."""
+        assert op in CONVERTERS[node.op_type].emits, f"the {node.op_type} converter does not declare IR op {op}"
         output = output or self.fresh(f"{node.outputs[0]}/{op}")
         name = node.name if node.name not in self.node_names else self.fresh_node(f"{node.name}/{op}")
         ir = Node(op, [self.tensor(i) for i in inputs], output, attrs, name)
@@ -176,10 +177,21 @@ class Converter:
 
 
 # ---------------------------------------------------------------------------
-# Converters: one per ONNX op type
+# Converters: one per ONNX op type. Each declares the IR ops it emits (`emits`:
+# Converter.emit holds it to that, tests/test_op_registry.py checks that the
+# registry has them).
+
+
+def _emits(*ir_ops: str):
+    def declare(convert):
+        convert.emits = ir_ops
+        return convert
+    return declare
 
 
 def _unary(op: str, **defaults):
+    """ONNX op -> IR op `op` of the same input; defaults: IR attribute -> (ONNX attribute, ONNX default)."""
+    @_emits(op)
     def convert(cv: Converter, node: OnnxNode) -> None:
         attrs = {k: node.attrs.get(onnx_name, v) for k, (onnx_name, v) in defaults.items()}
         cv.emit(node, op, [node.inputs[0]], node.outputs[0], **attrs)
@@ -187,6 +199,7 @@ def _unary(op: str, **defaults):
 
 
 def _binary(op: str):
+    @_emits(op)
     def convert(cv: Converter, node: OnnxNode) -> None:
         a, b = node.inputs[:2]
         if op == "add" and _fuse_bias(cv, node, a, b):
@@ -211,6 +224,7 @@ def _fuse_bias(cv: Converter, node: OnnxNode, a: str, b: str) -> bool:
     return False
 
 
+@_emits("dense", "matmul")
 def _matmul(cv: Converter, node: OnnxNode) -> None:
     a, b = node.inputs[:2]
     bv = cv.const(b)
@@ -221,6 +235,7 @@ def _matmul(cv: Converter, node: OnnxNode) -> None:
         cv.emit(node, "matmul", [a, b], node.outputs[0])
 
 
+@_emits("transpose", "dense", "matmul", "mul", "add")
 def _gemm(cv: Converter, node: OnnxNode) -> None:
     """Y = alpha * A' @ B' + beta * C; with a constant B, a dense whose W is B' (times alpha)."""
     a, b = node.inputs[:2]
@@ -293,6 +308,7 @@ def _window_attrs(cv: Converter, node: OnnxNode, kernel=None):
     return x, kernel, strides, dilations, pads
 
 
+@_emits("conv2d")
 def _conv(cv: Converter, node: OnnxNode) -> None:
     w = cv.type_of(node.inputs[1])
     if len(w.shape) != 4:
@@ -304,6 +320,7 @@ def _conv(cv: Converter, node: OnnxNode) -> None:
 
 
 def _pool(op: str):
+    @_emits(op)
     def convert(cv: Converter, node: OnnxNode) -> None:
         x, kernel, strides, dilations, pads = _window_attrs(cv, node)
         if dilations != [1, 1]:
@@ -328,6 +345,8 @@ def _pool(op: str):
 
 
 def _global_pool(op: str):
+    """global_avgpool, or a maxpool2d whose kernel is the whole plane."""
+    @_emits(op)
     def convert(cv: Converter, node: OnnxNode) -> None:
         x = cv.type_of(node.inputs[0])
         if len(x.shape) != 4:
@@ -335,10 +354,11 @@ def _global_pool(op: str):
         if op == "global_avgpool":
             cv.emit(node, op, [node.inputs[0]], node.outputs[0])
         else:
-            cv.emit(node, "maxpool2d", [node.inputs[0]], node.outputs[0], kernel=list(x.shape[2:]))
+            cv.emit(node, op, [node.inputs[0]], node.outputs[0], kernel=list(x.shape[2:]))
     return convert
 
 
+@_emits("batchnorm")
 def _batchnorm(cv: Converter, node: OnnxNode) -> None:
     if node.attrs.get("training_mode", 0):
         raise cv.error(node, "training_mode=1 is not supported (export the model in eval mode)")
@@ -359,6 +379,7 @@ def _batchnorm(cv: Converter, node: OnnxNode) -> None:
     cv.emit(node, "batchnorm", [x, scale, bias, mean, var], node.outputs[0], epsilon=eps)
 
 
+@_emits("clip")
 def _clip(cv: Converter, node: OnnxNode) -> None:
     bounds = {}
     for i, key in ((1, "min"), (2, "max")):
@@ -383,6 +404,7 @@ def _shape_error(cv: Converter, node: OnnxNode, fn, *args):
         raise cv.error(node, str(e)) from None
 
 
+@_emits("reshape")
 def _reshape(cv: Converter, node: OnnxNode) -> None:
     target = cv.const(node.inputs[1])
     if target is None:
@@ -398,11 +420,13 @@ def _axes(cv: Converter, node: OnnxNode) -> list[int] | None:
     return axes_of(node, [None] + [cv.const(i) for i in node.inputs[1:]])
 
 
+@_emits("reshape")
 def _squeeze(cv: Converter, node: OnnxNode) -> None:
     shape = cv.type_of(node.inputs[0]).shape
     _reshape_to(cv, node, _shape_error(cv, node, squeezed_shape, shape, _axes(cv, node)))
 
 
+@_emits("reshape")
 def _unsqueeze(cv: Converter, node: OnnxNode) -> None:
     axes = _axes(cv, node)
     if axes is None:
@@ -411,10 +435,12 @@ def _unsqueeze(cv: Converter, node: OnnxNode) -> None:
     _reshape_to(cv, node, _shape_error(cv, node, unsqueezed_shape, shape, axes))
 
 
+@_emits("reshape")  # no node here; a graph output that aliases another tensor is copied by one (onnx._finish)
 def _identity(cv: Converter, node: OnnxNode) -> None:
     cv.alias[node.outputs[0]] = cv.resolve(node.inputs[0])
 
 
+@_emits("cast")
 def _cast(cv: Converter, node: OnnxNode) -> None:
     if cv.type_of(node.inputs[0]).dtype == node.attrs["to"]:
         _identity(cv, node)
@@ -422,6 +448,7 @@ def _cast(cv: Converter, node: OnnxNode) -> None:
         cv.emit(node, "cast", [node.inputs[0]], node.outputs[0], to=node.attrs["to"])
 
 
+@_emits("concat")
 def _concat(cv: Converter, node: OnnxNode) -> None:
     inputs = [i for i in node.inputs if i]
     if len(inputs) == 1:
@@ -430,11 +457,13 @@ def _concat(cv: Converter, node: OnnxNode) -> None:
         cv.emit(node, "concat", inputs, node.outputs[0], axis=node.attrs["axis"])
 
 
+@_emits("transpose")
 def _transpose(cv: Converter, node: OnnxNode) -> None:
     perm = node.attrs.get("perm")
     cv.emit(node, "transpose", [node.inputs[0]], node.outputs[0], perm=None if perm is None else list(perm))
 
 
+@_emits("reshape", "cast")
 def _array_feature_extractor(cv: Converter, node: OnnxNode) -> None:
     """skl2onnx's label lookup classes[argmax]: supported when the classes are 0..n-1 (then it is the index)."""
     table = cv.const(node.inputs[0])
@@ -463,7 +492,7 @@ CONVERTERS = {
     "MatMul": _matmul, "Gemm": _gemm,
     "Conv": _conv,
     "MaxPool": _pool("maxpool2d"), "AveragePool": _pool("avgpool2d"),
-    "GlobalAveragePool": _global_pool("global_avgpool"), "GlobalMaxPool": _global_pool("global_maxpool"),
+    "GlobalAveragePool": _global_pool("global_avgpool"), "GlobalMaxPool": _global_pool("maxpool2d"),
     "BatchNormalization": _batchnorm,
     "Flatten": _unary("flatten", axis=("axis", 1)),
     "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,

@@ -1,0 +1,82 @@
+"""Every op table agrees with the registry (packager/ops.py).
+
+Backends, the ONNX converters and the tests' NumPy references each keep a
+table of the ops they handle; an op they name must be declared in the
+registry, and the tables derived from it must say what it says. The json
+runtime's C table is checked against the json backend's in test_json_kind.py
+(test_the_c_op_table_is_the_backends).
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+import pytest
+
+import reference as ref
+from packager import ops
+from packager.backends import cblas, host, json as json_backend
+from packager.frontends import onnx_ops
+
+
+def unregistered(names) -> list[str]:
+    """The names of `names` that the registry does not declare."""
+    return sorted(set(names) - set(ops.OPS))
+
+
+TABLES = {
+    "host EMITTERS": lambda: host.EMITTERS,
+    "host MOVE_OPS": lambda: host.MOVE_OPS,
+    "host SOFTMAX_FINISH": lambda: host.SOFTMAX_FINISH,
+    "cblas OPS": lambda: cblas.OPS,
+    "cblas activations": cblas.activations,
+    "cblas fusions": lambda: {op for anchor, followers in cblas.CblasBackend().fuses.items()
+                              for op in (anchor, *followers)},
+    "json OPS": lambda: json_backend.OPS,
+    "ONNX converters' IR ops": lambda: {op for convert in onnx_ops.CONVERTERS.values() for op in convert.emits},
+}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_names_registered_ops(table):
+    assert unregistered(TABLES[table]()) == [], f"{table} claims ops the registry lacks"
+
+
+def test_a_claim_the_registry_lacks_fails(monkeypatch):
+    monkeypatch.setattr(json_backend, "OPS", json_backend.OPS + ("gelu",))
+    assert unregistered(TABLES["json OPS"]()) == ["gelu"]
+
+
+def test_derived_tables():
+    assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat"}
+    assert cblas.activations() == ops.elementwise(1) == ("relu", "sigmoid", "tanh", "leaky_relu", "clip")
+    assert ops.elementwise(2) == ("add", "sub", "mul", "div")
+    assert [op for op in ops.OPS if host.emitter(op) is None] == []
+
+
+def test_every_onnx_converter_declares_what_it_emits():
+    assert [t for t, convert in onnx_ops.CONVERTERS.items() if not isinstance(getattr(convert, "emits", None), tuple)] == []
+
+
+def test_every_op_has_a_numpy_reference():
+    assert [op for op in ops.OPS if not callable(getattr(ref, op, None))] == []
+
+
+@pytest.mark.parametrize("op", ops.elementwise(1) + ops.elementwise(2))
+def test_c_expressions_use_only_their_inputs_and_attributes(op):
+    spec = ops.OPS[op]
+    defaults = {name: attr.default for name, attr in spec.attrs.items()}
+    text = spec.c_expr(defaults) if callable(spec.c_expr) else spec.c_expr
+    fields = set(Template(text).get_identifiers())
+    assert Template(text).is_valid()
+    assert fields <= {i.symbol for i in spec.inputs} | set(spec.attrs)
+    assert {i.symbol for i in spec.inputs} <= fields or op == "clip"  # clip without bounds is x itself
+
+
+def test_attribute_checks_are_declared_on_the_attributes():
+    checked = {(op, name): attr.check.says for op, spec in ops.OPS.items()
+               for name, attr in spec.attrs.items() if attr.check}
+    assert checked == {("argmax", "keepdims"): "0 or 1", ("argmax", "select_last_index"): "0 or 1",
+                       ("conv2d", "groups"): ">= 1", ("avgpool2d", "count_include_pad"): "0 or 1",
+                       ("batchnorm", "epsilon"): ">= 0"}
+    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]
