@@ -1,9 +1,10 @@
 """The host backend: C kernels generated for the static shapes of each node.
 
 `lower(region)` turns a region (normally one node; several work too, their
-intermediates live in the workspace) into one packed function named
-`region.name` taking `region.inputs` (weights included), then `region.outputs`,
-then a uint8 workspace tensor if the region needs one (backends/base.py).
+intermediates live in the workspace, placed by plan.plan_arena so a dead one's
+bytes are reused) into one packed function named `region.name` taking
+`region.inputs` (weights included), then `region.outputs`, then a uint8
+workspace tensor if the region needs one (backends/base.py).
 
 The function (cgen.function) checks its arguments (count, type codes, dtype and
 shape of each tensor: a few compares per call) and reports a mismatch through
@@ -23,7 +24,7 @@ from string import Template
 
 import numpy as np
 
-from packager import ops
+from packager import ops, plan
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
 from packager.ir import BuildError, Graph, Node, TensorType
@@ -532,20 +533,19 @@ class HostBackend(Backend):
         params = list(region.inputs) + list(region.outputs)
         where = {name: cgen.arg_data(i) for i, name in reversed(list(enumerate(params)))}
         checks = [cgen.check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
-        # intermediates (multi-node regions) live in the workspace, 64-aligned, no reuse
-        workspace = 0
-        for node in region.nodes:
-            if node.output not in where:
-                where[node.output] = f"((unsigned char *){cgen.arg_data(len(params))} + {workspace})"
-                workspace += (graph.type_of(node.output).nbytes + 63) // 64 * 64
-        if workspace:
-            checks.append(cgen.check_workspace(fn, len(params), workspace))
+        # intermediates (multi-node regions) live in the workspace: a liveness plan reuses a dead one's bytes
+        sizes = {n.output: graph.type_of(n.output).nbytes for n in region.nodes if n.output not in where}
+        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output]) for n in region.nodes], sizes)
+        for name, offset in arena.offsets.items():
+            where[name] = f"((unsigned char *){cgen.arg_data(len(params))} + {offset})"
+        if arena.size:
+            checks.append(cgen.check_workspace(fn, len(params), arena.size))
         tasks: list[str] = []
         blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks) for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = "".join(t + "\n" for t in tasks) + cgen.function(fn, comment, checks, blocks)
         return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, HOST_PRELUDE],
-                       workspace_bytes=workspace)
+                       workspace_bytes=arena.size)
 
     def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
         ins = [graph.type_of(name) for name in node.inputs]
