@@ -1,24 +1,57 @@
-"""packager/backends/cgen.py, the C codegen layer: the fixed C of packager/backends/c/ compiling on its
-own, the text helpers, and kernels that bind only the operands they read."""
+"""packager/backends/cgen.py, the C codegen layer: the plugin example of docs/backends.md built and run
+through it, the fixed C of packager/backends/c/ compiling on its own, the text helpers, and kernels that
+bind only the operands they read."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 
 import numpy as np
 import pytest
 
-from kernel_harness import CC, INCLUDE, compile_sources, lower_node
+from kernel_harness import CC, INCLUDE, KernelError, compile_sources, lower_node
 from packager.backends import cgen
+from packager.backends.base import Region
+from packager.ir import Graph, Node, TensorType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "backends.md")
 
 
 @pytest.fixture(scope="module")
 def kdir(tmp_path_factory):
     return tmp_path_factory.mktemp("cgen")
+
+
+def doc_backend():
+    """The ReluBackend class of docs/backends.md ("Generating C")."""
+    text = open(DOC, encoding="utf-8").read()
+    section = text[text.index("### Generating C"):]
+    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M).group(1)
+    scope: dict = {}
+    exec(compile(code, DOC, "exec"), scope)
+    return scope["ReluBackend"]()
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (7, 10000)])  # serial, and split over the harness's threads
+def test_the_documented_backend_builds_a_working_kernel(kdir, shape):
+    backend = doc_backend()
+    node = Node("relu", ["x"], "y", {}, "relu_0")
+    graph = Graph("g", {"x": TensorType(shape, "float32")}, {}, [node], ["y"]).infer()
+    assert backend.supports(node, graph) is None
+    csrc = backend.lower(Region("relu_c_0", [node], ["x"], ["y"], []), graph)
+    assert ("dpk_host_parallel(" in csrc.source) == (np.prod(shape) >= cgen.PARALLEL_MIN_WORK)
+    lib = compile_sources([csrc], kdir, parallel=True)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = np.full(shape, np.nan, np.float32)
+    lib.call("relu_c_0", x, y)
+    assert np.array_equal(y, np.maximum(x, 0))
+    with pytest.raises(KernelError, match=rf"^kernel relu_c_0: argument 1 \(y\) must be compact "
+                                          rf"float32\[{shape[0]}, {shape[1]}\], got code 2 bits 32 \[2, 2\]$"):
+        lib.call("relu_c_0", x, np.zeros((2, 2), np.float32))
 
 
 @pytest.mark.parametrize("header", ["host_prelude.h", "cblas_prelude.h"])
