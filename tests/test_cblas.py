@@ -778,9 +778,9 @@ def test_an_add_that_broadcasts_is_not_fused_into_a_conv():
 
 
 def test_a_task_refuses_more_inputs_than_its_context_carries():
-    from packager.backends import host
+    from packager.backends import cgen
     from packager.ir import BuildError
 
-    host.task("t", "ok", ["float"] * (host.TASK_MAX_INPUTS + 1), 8, "", True)  # 4 inputs + the output
+    cgen.task("t", "ok", ["float"] * (cgen.TASK_MAX_INPUTS + 1), 8, "", True)  # 4 inputs + the output
     with pytest.raises(BuildError, match=r"task t: 5 inputs, more than the 4 a task carries"):
-        host.task("t", "too many", ["float"] * (host.TASK_MAX_INPUTS + 2), 8, "", True)
+        cgen.task("t", "too many", ["float"] * (cgen.TASK_MAX_INPUTS + 2), 8, "", True)

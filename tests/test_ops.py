@@ -11,6 +11,7 @@ import pytest
 import reference as ref
 from kernel_harness import KernelError, compile_sources, dltensor, lower_node, run_node, DpkValue
 from packager import ops
+from packager.backends import cgen
 from packager.backends.base import Region
 from packager.backends.host import HOST_PRELUDE, HostBackend
 from packager.ir import BuildError, Graph, Node, TensorType
@@ -272,12 +273,28 @@ def test_multi_node_region_uses_workspace(kdir):
     ref.assert_close(y, ref.softmax_approx(ref.unary_approx(ref.relu, ref.dense_approx(x, w, b))))
 
 
+def test_multi_node_region_reuses_a_dead_intermediate(kdir):
+    # h dies when a is made, so b (made after a, read by the softmax) takes h's bytes: 2 x 64, not 3 x 64
+    x, w, b = rand(2, 8), rand(6, 8), rand(6)
+    nodes = [Node("dense", ["x", "w", "b"], "h", {}, "fc"), Node("relu", ["h"], "a", {}, "act"),
+             Node("tanh", ["a"], "t", {}, "th"), Node("softmax", ["t"], "y", {"axis": -1}, "sm")]
+    graph = Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]).infer()
+    region = Region("host_fused_1", nodes, ["x", "w", "b"], ["y"], ["w", "b"])
+    csrc = HostBackend().lower(region, graph)
+    assert csrc.workspace_bytes == 128
+    lib = compile_sources([csrc], kdir)
+    y = np.zeros((2, 6), np.float32)
+    lib.call("host_fused_1", x, w, b, y, np.zeros(128, np.uint8))
+    h = ref.unary_approx(ref.relu, ref.dense_approx(x, w, b))
+    ref.assert_close(y, ref.softmax_approx(ref.unary_approx(ref.tanh, h)))
+
+
 def test_prelude_is_one_text_for_all_nodes():
     a = lower_node("relu", [rand(2, 2)])
     b = lower_node("conv2d", [rand(1, 1, 3, 3), rand(1, 1, 2, 2)], weights=(1,))
     ca, cb = a[0].lower(a[1], a[2]), b[0].lower(b[1], b[2])
-    assert ca.prelude == cb.prelude == HOST_PRELUDE
-    assert ca.functions == ["host_relu_0"] and "__dpk_api =" not in ca.source + ca.prelude
+    assert ca.prelude == cb.prelude == [cgen.PRELUDE, HOST_PRELUDE]
+    assert ca.functions == ["host_relu_0"] and "__dpk_api =" not in ca.source + "".join(ca.prelude)
 
 
 @pytest.fixture(scope="module")

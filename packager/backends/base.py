@@ -37,8 +37,8 @@ class CSource:
     The region's function takes all `region.inputs` (weights included), then
     `region.outputs`, then a uint8 workspace tensor if `workspace_bytes` > 0.
     `prelude` (static helpers, #includes) is emitted once per file however many
-    regions share it; it is one text or a list of texts, each emitted once (so a
-    backend can reuse another's helpers by listing that backend's prelude before
+    regions share it; it is one text or a list of texts, each emitted once (so
+    every backend that writes its C with cgen's helpers lists cgen.PRELUDE before
     its own); `source` must not define non-static symbols other than
     `functions`. `install_hint` is said when the compiler or linker cannot find
     a header or library the source needs ("on Debian: apt-get install ...").

@@ -1,9 +1,9 @@
 """The `cblas` backend: dense, matmul and conv2d as calls into OpenBLAS (CBLAS).
 
-`lower(region)` emits one packed function per region (backends/base.py) that
-checks its arguments with the host backend's helpers (it lists HOST_PRELUDE
-before its own prelude, so they are emitted once per file). The loop body is
-a task over blocks (host.task) that the runtime may split over its threads.
+`lower(region)` emits one packed function per region (backends/base.py), built
+from cgen's helpers like host's (both list cgen.PRELUDE first, so it is emitted
+once per file; this backend's fixed C is c/cblas_prelude.h). The loop body is a
+task over blocks (cgen.task) that the runtime may split over its threads.
 A block is fixed at build time (block b covers the same outputs whatever the
 thread count) and is ONE library call or kernel invocation of the same shape,
 so the outputs are bit-identical for any thread count, any load on the pool
@@ -43,8 +43,9 @@ import math
 from string import Template
 
 from packager import ops
-from packager.backends import host
+from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
+from packager.backends.host import unary_expr  # a fused activation computes what host's op does
 from packager.ir import BuildError, Graph, Node, TensorType
 
 OPS = ("dense", "matmul", "conv2d")
@@ -56,37 +57,10 @@ INSTALL_HINT = ("the cblas backend needs the OpenBLAS headers (cblas.h) and libr
                 "time; on Debian/Ubuntu: apt-get install libopenblas-dev (scripts/setup.sh installs it), or "
                 "leave cblas out of `backends`")
 
-CBLAS_PRELUDE = r"""
-/* ---- dsopack cblas backend: OpenBLAS through CBLAS ------------------- */
-#include <cblas.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-typedef float dpk_v16 __attribute__((vector_size(64))); /* the direct conv's vectors: a zmm */
-typedef float dpk_v8 __attribute__((vector_size(32)));  /* and a ymm, for rows of 8 */
-
-/* even[m] = x[2m], odd[m] = x[2m + 1] for m < pairs: 16 pairs per two permutes
- * (gcc unrolls the plain loop into scalar moves instead of vectorising it) */
-static inline void dpk_deinterleave(const float *restrict x, float *restrict even, float *restrict odd,
-                                    int64_t pairs) {
-  const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  int64_t m = 0;
-  for (; m + 16 <= pairs; m += 16) {
-    const __m512 a = _mm512_loadu_ps(x + 2 * m), b = _mm512_loadu_ps(x + 2 * m + 16);
-    _mm512_storeu_ps(even + m, _mm512_permutex2var_ps(a, ev, b));
-    _mm512_storeu_ps(odd + m, _mm512_permutex2var_ps(a, od, b));
-  }
-  for (; m < pairs; ++m) {
-    even[m] = x[2 * m];
-    odd[m] = x[2 * m + 1];
-  }
-}
-#endif
-
-"""
+CBLAS_PRELUDE = cgen.read_c("cblas_prelude.h")  # cblas.h, and the AVX-512 kernels' helpers
 
 # Blocks (the units of parallel work): a loop is split over threads only if it does at least
-# host.PARALLEL_MIN_WORK multiply-adds. block_size() fixes each block at build time: at most
+# cgen.PARALLEL_MIN_WORK multiply-adds. block_size() fixes each block at build time: at most
 # MAX_BLOCKS blocks (enough to share among a few threads; each is one library call, and more calls
 # cost more in call overhead and smaller GEMMs), and at least BLOCK_MIN_WORK multiply-adds each.
 MAX_BLOCKS = 16
@@ -104,7 +78,7 @@ PANEL = 32  # columns per unit of a transposed dense: two zmm
 MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
 
 TEMPLATES = {
-    # Every template below is the body of one block u (host.EACH_UNIT runs it for u in [begin, end)).
+    # Every template below is the body of one block u (cgen.each_unit runs it for u in [begin, end)).
     # dense, one sgemv (batch 1) or sgemm per block: rows of x, or W's rows
     "gemv": Template("""\
 const int64_t n0 = u * $NB, nc = $N - n0 < $NB ? $N - n0 : $NB;
@@ -134,7 +108,6 @@ $bias
 $act
 }"""),
     "dense_t_fast": Template("""\
-#if defined(__AVX512F__)
 for (; done + 8 <= mc; done += 8)
   for (int64_t c = n0; c < n0 + nc; c += 32) {
     dpk_v16 acc[8][2];
@@ -158,8 +131,7 @@ for (; done + 8 <= mc; done += 8)
 $act
         memcpy(y + (done + i) * $N + (c - n0) + 16 * j, t, sizeof t);
       }
-  }
-#endif"""),
+  }"""),
     # matmul: block u is $RB output rows of batch entry b (each entry has $NBK blocks)
     "matmul": Template("""\
 const int64_t b = u / $NBK, m0 = u % $NBK * $RB, mc = $M - m0 < $RB ? $M - m0 : $RB;
@@ -304,15 +276,15 @@ def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str
     """The fused activation over `rows` rows of `n` floats, `ld` apart, from `y`."""
     if act is None:
         return ""
-    return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=host.unary_expr(act))
+    return TEMPLATES["activation"].substitute(y=y, rows=rows, n=n, ld=ld, expr=unary_expr(act))
 
 
 def _vector_act(act: Node | None, width: int, indent: str) -> str:
     """The activation over `t[0..width)`, a vector's worth of outputs about to be stored."""
     if act is None:
         return ""
-    return host._indent(f"for (int64_t k = 0; k < {width}; ++k) {{\n  const float v = t[k];\n"
-                        f"  t[k] = {host.unary_expr(act)};\n}}", indent)
+    return cgen.indent(f"for (int64_t k = 0; k < {width}; ++k) {{\n  const float v = t[k];\n"
+                       f"  t[k] = {unary_expr(act)};\n}}", indent)
 
 
 def transposes_weight(node: Node, graph: Graph) -> bool:
@@ -350,12 +322,13 @@ def _dense_t(node: Node, types: list[TensorType], act: Node | None) -> tuple[str
     if N % PANEL == 0:
         init = ("{ memcpy(&acc[i][j], in2 + c + 16 * j, sizeof acc[i][j]); }" if has_bias
                 else "acc[i][j] = (dpk_v16){0};")
-        fast = TEMPLATES["dense_t_fast"].substitute(N=N, K=K, init=init, act=_vector_act(act, 16, "        "))
+        fast = cgen.if_defined("__AVX512F__", TEMPLATES["dense_t_fast"].substitute(
+            N=N, K=K, init=init, act=_vector_act(act, 16, "        ")))
     bias = (f"  for (int64_t m = 0; m < rows; ++m) memcpy(z + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
             if has_bias else "")
     text = TEMPLATES["dense_t"].substitute(fields, N=N, K=K, fast=fast, bias=bias, beta="1.0f" if has_bias else "0.0f",
-                                           act=host._indent(_activation(act, "z", "rows", "nc", N), "  "))
-    return text, units, M * N * K >= host.PARALLEL_MIN_WORK
+                                           act=cgen.indent(_activation(act, "z", "rows", "nc", N), "  "))
+    return text, units, M * N * K >= cgen.PARALLEL_MIN_WORK
 
 
 def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
@@ -363,7 +336,7 @@ def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, 
     M, N, K = math.prod(x[:-1]), w[0], w[1]
     has_bias = len(types) == 3
     beta = "1.0f" if has_bias else "0.0f"
-    parallel = M * N * K >= host.PARALLEL_MIN_WORK
+    parallel = M * N * K >= cgen.PARALLEL_MIN_WORK
     # blocks of W's rows (each thread streams its share of W, and an sgemm on a share of the
     # columns runs at full speed, where one on a share of the rows of a short x does not), or
     # of rows of x when W has too few rows to share
@@ -386,33 +359,20 @@ def _dense(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, 
     return text, units, parallel
 
 
-def _offset(dims: list[int], strides: list[int], index: str) -> str:
-    """C expression of the element offset of flat batch index `index` over `dims`."""
-    terms, inner = [], math.prod(dims)
-    for d, s in zip(dims, strides):
-        inner //= d
-        if s == 0:
-            continue
-        q = index if inner == 1 else f"{index} / {inner}"
-        q = q if inner * d == math.prod(dims) else f"{q} % {d}"
-        terms.append(q if s == 1 else f"({q}) * {s}")
-    return " + ".join(terms) or "0"
-
-
 def _matmul(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
     a, b = types[0].shape, types[1].shape
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
     M, K, N = a2[-2], a2[-1], b2[-1]
     batch = ops.broadcast_shapes(a2[:-2], b2[:-2])
-    strides = [[s * M * N for s in host._strides(batch)],
-               [s * M * K for s in host._broadcast_strides(a2[:-2], batch)],
-               [s * K * N for s in host._broadcast_strides(b2[:-2], batch)]]
-    dims, strides = host._collapse(batch, strides)
+    strides = [[s * M * N for s in cgen.strides(batch)],
+               [s * M * K for s in cgen.broadcast_strides(a2[:-2], batch)],
+               [s * K * N for s in cgen.broadcast_strides(b2[:-2], batch)]]
+    dims, strides = cgen.collapse(batch, strides)
     nbatch = math.prod(dims)
-    parallel = nbatch * M * N * K >= host.PARALLEL_MIN_WORK
+    parallel = nbatch * M * N * K >= cgen.PARALLEL_MIN_WORK
     rb = block_size(nbatch * M, N * K, most=M)  # rows per block, within one batch entry
-    o, oa, ob = (_offset(dims, st, "b") for st in strides)
+    o, oa, ob = (cgen.flat_offset(dims, st, "b") for st in strides)
     text = TEMPLATES["matmul"].substitute(M=M, N=N, K=K, o=o, a=oa, b=ob, RB=rb, NBK=-(-M // rb),
                                           act=_activation(act, "y", 1, f"mc * {N}", 0))
     return text, nbatch * -(-M // rb), parallel
@@ -476,7 +436,7 @@ def _im2col(C: int, IH: int, IW: int, KH: int, KW: int, SH: int, SW: int, DH: in
         ow0 = min(ow0, ow1)
         taps.append(TEMPLATES["im2col_tap"].substitute(kw=kw, OW=OW, SW=SW, shift=shift, ow0=ow0, ow1=ow1))
     return TEMPLATES["im2col"].substitute(ICG=C, IH=IH, IW=IW, KH=KH, KW=KW, SH=SH, DH=DH, PT=PT, OW=OW,
-                                          taps=host._indent("\n".join(taps), "      "))
+                                          taps=cgen.indent("\n".join(taps), "      "))
 
 
 def _phase_copy(IW: int, PL: int, SW: int, QW: int) -> str:
@@ -514,12 +474,12 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
     nbk = -(-y[2] // rb)  # blocks per image and group
     text = TEMPLATES["conv2d"].substitute(
         G=g, RB=rb, NBK=nbk, IC=x[1], ICG=ICG, IH=x[2], IW=x[3], OC=w[0], OCG=OCG, OH=y[2],
-        OW=y[3], P=P, R=R, colptr_decl=decl, col=host._indent(col, "  "), colptr=colptr, ldb=ldb,
-        bias=host._indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
-        act=host._indent((TEMPLATES["residual"].substitute(res=res, OCG=OCG, OW=y[3], P=P) if res else "")
-                         + "\n" + _activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
-    text = host.EACH_UNIT.substitute(body=host._indent(text, "  "))
-    parallel = x[0] * w[0] * P * R >= host.PARALLEL_MIN_WORK
+        OW=y[3], P=P, R=R, colptr_decl=decl, col=cgen.indent(col, "  "), colptr=colptr, ldb=ldb,
+        bias=cgen.indent(bias, "  "), beta="1.0f" if has_bias else "0.0f",
+        act=cgen.indent((TEMPLATES["residual"].substitute(res=res, OCG=OCG, OW=y[3], P=P) if res else "")
+                        + "\n" + _activation(act, "y", OCG, f"rows * {y[3]}", P), "  "))
+    text = cgen.each_unit(text)
+    parallel = x[0] * w[0] * P * R >= cgen.PARALLEL_MIN_WORK
     direct = _direct(node, types, out)
     if direct:  # the same blocks (g = 1): rows of an image
         pads_ = node.attrs["pads"]
@@ -534,9 +494,9 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
         fast = TEMPLATES["conv2d_direct"].substitute(
             OB=direct[0], NV=direct[1], VW=direct[2], VT=f"dpk_v{direct[2]}", RB=rb, NBK=nbk, C=x[1], IH=x[2], IW=x[3], OC=w[0],
             OH=y[2], OW=y[3], P=P, KH=KH, KW=KW, PT=pads_[0], PH=x[2] + pads_[0] + pads_[2], SH=sh, SW=sw,
-            QW=qw, skip=skip, copy=host._indent(_phase_copy(x[3], pads_[1], sw, qw), "        "),
+            QW=qw, skip=skip, copy=cgen.indent(_phase_copy(x[3], pads_[1], sw, qw), "        "),
             bias="in2[o0 + i]" if has_bias else "0.0f", act=act_text)
-        text = f"#if defined(__AVX512F__)\n{fast}\n#else\n{text}\n#endif"
+        text = cgen.if_defined("__AVX512F__", fast, text)
     return text, x[0] * g * nbk, parallel
 
 
@@ -568,7 +528,7 @@ class CblasBackend(Backend):
         # input still fits the task's context
         other = [t for t in follower.inputs if t != node.output]
         return (node.op == "conv2d" and len(other) == 1 and graph.type_of(other[0]) == graph.type_of(node.output)
-                and len(node.inputs) < host.TASK_MAX_INPUTS)
+                and len(node.inputs) < cgen.TASK_MAX_INPUTS)
 
     def supports(self, node: Node, graph: Graph) -> str | None:
         if node.op in activations():
@@ -593,7 +553,7 @@ class CblasBackend(Backend):
 
     def lower(self, region: Region, graph: Graph) -> CSource:
         fn = region.name
-        if not host._IDENT.match(fn):
+        if not cgen.is_identifier(fn):
             raise BuildError(f"cblas backend: region name '{fn}' is not a C identifier")
         node, add, act = _fused_chain(fn, region.nodes)
         reason = self.supports(node, graph)
@@ -609,41 +569,33 @@ class CblasBackend(Backend):
         if transposes_weight(node, graph):
             relaid[node.inputs[1]] = graph.weights[node.inputs[1]].T.copy()
         types_of = {name: TensorType(a.shape, a.dtype.name) for name, a in relaid.items()}
-        checks = [host._check(fn, i, name, types_of.get(name) or graph.type_of(name)) for i, name in enumerate(params)]
+        checks = [cgen.check(fn, i, name, types_of.get(name) or graph.type_of(name)) for i, name in enumerate(params)]
         types = [types_of.get(name) or graph.type_of(name) for name in node.inputs]
         out = graph.type_of(result)
         workspace = 0
         if node.op == "conv2d":
             workspace = _conv_workspace(node, types, out)
             workspace = (workspace + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
-        nargs = len(params)
         scratch = "(void *)0"
         if workspace:
-            checks.append(host.CHECK.substitute(fn=fn, i=nargs, tensor="workspace", code=1, bits=8, ndim=1,
-                                                dims=workspace, want=f"uint8[{workspace}]"))
-            scratch = f"dpk_host_data(&args[{nargs}])"
-            nargs += 1
+            checks.append(cgen.check_workspace(fn, len(params), workspace))
+            scratch = cgen.arg_data(len(params))
         task_inputs = node.inputs + ([residual] if residual else [])
         if node.op == "conv2d":
             body, units, parallel = _conv2d(node, types, act, out, f"in{len(node.inputs)}" if residual else None)
         else:
             kernel = _dense_t if relaid else {"dense": _dense, "matmul": _matmul}[node.op]
             body, units, parallel = kernel(node, types, act)
-            body = host.EACH_UNIT.substitute(body=host._indent(body, "  "))
-        body = "\n".join(line for line in body.splitlines() if line.strip())
+            body = cgen.each_unit(body)
         what = " + ".join(f"{n.name}: {n.op}" for n in region.nodes)
-        definition, call = host.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,
+        definition, call = cgen.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,
                                      workspace, scratch)
         index = {name: i for i, name in reversed(list(enumerate(params)))}
-        lines = [f"  {{ /* {what} -> {out} */"]
-        for i, name in enumerate(task_inputs):
-            lines.append(f"    const float *restrict in{i} = (const float *)dpk_host_data(&args[{index[name]}]);")
-        lines.append(f"    float *restrict out0 = (float *)dpk_host_data(&args[{index[result]}]);")
-        lines.append("    " + call)
-        lines.append("  }")
+        bindings = [cgen.pointer(f"in{i}", "float", cgen.arg_data(index[name])) for i, name in enumerate(task_inputs)]
+        bindings.append(cgen.pointer("out0", "float", cgen.arg_data(index[result]), const=False))
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
-        source = definition + "\n" + host.FUNCTION.substitute(comment=comment.replace("*/", "* /") + " (OpenBLAS)", name=fn, nargs=nargs,
-                                          checks="\n".join(checks), blocks="\n".join(lines))
-        return CSource(source=source, functions=[fn], prelude=[host.HOST_PRELUDE, CBLAS_PRELUDE],
+        source = definition + "\n" + cgen.function(fn, comment + " (OpenBLAS)", checks,
+                                                   [cgen.block(f"{what} -> {out}", bindings, call)])
+        return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, CBLAS_PRELUDE],
                        workspace_bytes=workspace, libraries=list(LIBRARIES), requires=list(REQUIRES),
                        install_hint=INSTALL_HINT, weights=relaid)

@@ -1,31 +1,32 @@
 """The host backend: C kernels generated for the static shapes of each node.
 
 `lower(region)` turns a region (normally one node; several work too, their
-intermediates live in the workspace) into one packed function named
-`region.name` taking `region.inputs` (weights included), then `region.outputs`,
-then a uint8 workspace tensor if the region needs one (backends/base.py).
+intermediates live in the workspace, placed by plan.plan_arena so a dead one's
+bytes are reused) into one packed function named `region.name` taking
+`region.inputs` (weights included), then `region.outputs`, then a uint8
+workspace tensor if the region needs one (backends/base.py).
 
-The function checks its arguments (count, type codes, dtype and shape of each
-tensor: a few compares per call) and reports a mismatch through
+The function (cgen.function) checks its arguments (count, type codes, dtype and
+shape of each tensor: a few compares per call) and reports a mismatch through
 `__dpk_api->set_error`. Each node becomes a block that binds `in0, in1...` and
-`out0` (restrict pointers: outputs never overlap inputs) and runs the op's body.
-Bodies are plain text: a template per op in `TEMPLATES`, filled by the op's
-entry in `EMITTERS` (elementwise ops: with the C expression the registry,
-packager/ops.py, declares for them) with shape constants (and, for
-broadcasting, transposing and batched ops, a loop nest over dimensions
-collapsed as far as strides allow).
-Shared helpers live in `HOST_PRELUDE`, one constant text for every node.
+`out0` (restrict pointers: outputs never overlap inputs), those its body reads,
+and runs the op's body. Bodies are plain text: a template per op in
+`TEMPLATES`, filled by the op's entry in `EMITTERS` (elementwise ops: with the
+C expression the registry, packager/ops.py, declares for them) with shape
+constants (and, for broadcasting, transposing and batched ops, a cgen loop nest
+over dimensions collapsed as far as strides allow). The C helpers the kernels
+call are in c/host_prelude.h, one constant text for every node.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from string import Template
 
 import numpy as np
 
-from packager import ops
+from packager import ops, plan
+from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -34,180 +35,10 @@ from packager.ir import BuildError, Graph, Node, TensorType
 
 COMPUTE_DTYPES = ("float32",)
 MOVE_ITEMSIZES = (1, 2, 4, 8)  # data-movement ops copy elements of any of these sizes
-WORKSPACE_ALIGN = 64
-
-HOST_PRELUDE = r"""
-/* ---- dsopack host backend: shared helpers ---------------------------- */
-#include <stdio.h> /* snprintf, for argument errors */
-#define DPK_HOST_ERROR(...) \
-  do { if (__dpk_api && __dpk_api->set_error) __dpk_api->set_error(__VA_ARGS__); } while (0)
-
-/* Argument count and type codes of a packed call. */
-static int dpk_host_check_args(const char *fn, const int *type_codes, int nargs, int expected) {
-  if (nargs != expected) {
-    DPK_HOST_ERROR("kernel %s expects %d arguments, got %d", fn, expected, nargs);
-    return -1;
-  }
-  for (int i = 0; i < nargs; ++i) {
-    if (type_codes[i] != DPK_TYPE_TENSOR) {
-      DPK_HOST_ERROR("kernel %s: argument %d must be a tensor (type code %d), got type code %d",
-                     fn, i, (int)DPK_TYPE_TENSOR, type_codes[i]);
-      return -1;
-    }
-  }
-  return 0;
-}
-
-/* One tensor argument: dtype, shape, compact layout. `want` spells the expected type. */
-static int dpk_host_check_tensor(const char *fn, const dpk_value *args, int i, const char *name,
-                                 int code, int bits, int ndim, const int64_t *dims,
-                                 const char *want) {
-  const DLTensor *t = args[i].v_tensor;
-  if (!t || !t->data) {
-    DPK_HOST_ERROR("kernel %s: argument %d (%s) has no data", fn, i, name);
-    return -1;
-  }
-  int ok = t->ndim == ndim && t->dtype.code == code && t->dtype.bits == bits && t->dtype.lanes == 1;
-  for (int d = 0; ok && d < ndim; ++d) ok = t->shape[d] == dims[d];
-  int64_t stride = 1;
-  for (int d = ndim - 1; ok && t->strides && d >= 0; --d) {
-    ok = dims[d] == 1 || t->strides[d] == stride;
-    stride *= dims[d];
-  }
-  if (!ok) {
-    char got[160];
-    int n = snprintf(got, sizeof got, "code %d bits %d [", (int)t->dtype.code, (int)t->dtype.bits);
-    for (int d = 0; d < t->ndim && n > 0 && n < (int)sizeof got - 24; ++d)
-      n += snprintf(got + n, sizeof got - n, d ? ", %lld" : "%lld", (long long)t->shape[d]);
-    if (n > 0 && n < (int)sizeof got - 2) snprintf(got + n, sizeof got - n, "]%s", t->strides ? " strided" : "");
-    DPK_HOST_ERROR("kernel %s: argument %d (%s) must be compact %s, got %s", fn, i, name, want, got);
-    return -1;
-  }
-  return 0;
-}
-
-static inline void *dpk_host_data(const dpk_value *v) {
-  return (char *)v->v_tensor->data + v->v_tensor->byte_offset;
-}
-
-/* First o >= 0 with o * s >= a, and first o with o * s >= b (clamped to [lo, n]):
- * the outputs of a sliding window whose taps land inside the input. */
-static inline int64_t dpk_host_first(int64_t a, int64_t s) {
-  return a <= 0 ? 0 : (a + s - 1) / s;
-}
-static inline int64_t dpk_host_end(int64_t b, int64_t s, int64_t n) {
-  int64_t e = b <= 0 ? 0 : (b + s - 1) / s;
-  return e < n ? e : n;
-}
-
-/* Parallel loops (dpk_abi.h, "Parallel loops for code inside a model file").
- * A loop body is a static task over units [begin, end) that reads its tensors
- * from a dpk_host_task (the in0.. / out0 of its block) and its scratch (the
- * region's workspace on the calling thread, the runtime's buffer on others).
- * dpk_host_parallel hands the units to the runtime's threads when it offers
- * them, else (an older runtime, or scratch it could not allocate) runs them
- * all here: the serial path is always there and always correct. */
-typedef struct dpk_host_task {
-  const void *in[4];
-  void *out;
-} dpk_host_task;
-
-static inline void dpk_host_parallel(int64_t n, dpk_task_fn fn, dpk_host_task *ctx, size_t scratch_bytes,
-                                     void *scratch) {
-  if (__dpk_parallel && __dpk_parallel->parallel_for &&
-      __dpk_parallel->parallel_for(n, fn, ctx, scratch_bytes, scratch) == 0)
-    return;
-  fn(ctx, 0, n, scratch);
-}
-
-/* y[m, n] = sum_k x[m, k] * w[n, k] + (b ? b[n] : 0): x [M, K], w [N, K] (dense).
- * A lane array keeps DPK_HOST_LANES partial sums (an explicit reassociation, so
- * the compiler vectorizes the dot product without -ffast-math). Blocking several
- * rows of w per x load measured 3x slower with gcc 12: it defeats the vectorizer. */
-#define DPK_HOST_LANES 8
-static inline void dpk_host_dense(const float *restrict x, const float *restrict w,
-                                  const float *restrict b, float *restrict y,
-                                  int64_t M, int64_t N, int64_t K) {
-  const int64_t K8 = K / DPK_HOST_LANES * DPK_HOST_LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const float *restrict xr = x + m * K;
-    float *restrict yr = y + m * N;
-    for (int64_t n = 0; n < N; ++n) {
-      const float *restrict wr = w + n * K;
-      float a[DPK_HOST_LANES] = {0};
-      for (int64_t k = 0; k < K8; k += DPK_HOST_LANES)
-        for (int j = 0; j < DPK_HOST_LANES; ++j) a[j] += xr[k + j] * wr[k + j];
-      float s = 0.0f;
-      for (int j = 0; j < DPK_HOST_LANES; ++j) s += a[j];
-      for (int64_t k = K8; k < K; ++k) s += xr[k] * wr[k];
-      yr[n] = b ? s + b[n] : s;
-    }
-  }
-}
-"""
-
-FUNCTION = Template("""\
-/* $comment */
-DPK_EXPORT int $name(const dpk_value *args, const int *type_codes, int nargs,
-    dpk_value *ret, int *ret_type_code, void *resource) {
-  (void)ret; (void)ret_type_code; (void)resource;
-  if (dpk_host_check_args("$name", type_codes, nargs, $nargs) != 0) return -1;
-$checks
-$blocks
-  return 0;
-}
-""")
-
-# A loop body run as a task over units [begin, end) (see dpk_host_parallel):
-# `in0..` and `out0` are bound from the dpk_host_task. The body takes the
-# whole range (so a serial run is one big call, not many small ones);
-# EACH_UNIT wraps a body written for one unit `u`.
-TASK = Template("""\
-/* $comment: $units units */
-static void $name(void *ctx, int64_t begin, int64_t end, void *scratch) {
-  const dpk_host_task *task = (const dpk_host_task *)ctx;
-$bind
-  (void)scratch;
-$body
-}
-""")
-EACH_UNIT = Template("""\
-for (int64_t u = begin; u < end; ++u) {
-$body
-}""")
-TASK_CALL = {  # parallel?
-    True: Template("dpk_host_parallel($units, $name, &(dpk_host_task){{$ins}, out0}, $scratch_bytes, $scratch);"),
-    False: Template("$name(&(dpk_host_task){{$ins}, out0}, 0, $units, $scratch);"),
-}
-# Work (multiply-adds, or elements touched) below which a loop stays on the
-# calling thread: waking a worker and joining costs about as much as this
-# (2^16 multiply-adds is about 1 us; 2^18 left ResNet's 1x1 shortcut convs
-# serial while a worker spun, 3.7% slower at batch 1 on 2 threads).
-PARALLEL_MIN_WORK = 1 << 16
-TASK_MAX_INPUTS = 4  # the size of dpk_host_task.in in HOST_PRELUDE
+HOST_PRELUDE = cgen.read_c("host_prelude.h")
 UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
 DEPTHWISE_PLANE_BYTES = 64 * 1024  # the padded plane of a depthwise conv lives on the stack (in L1/L2)
 
-
-def task(name: str, comment: str, types: list[str], units: int, body: str, parallel: bool,
-         scratch_bytes: int = 0, scratch: str = "(void *)0") -> tuple[str, str]:
-    """(definition, call) of a task running `body` for each unit u < units.
-    `types` are the C element types of in0.., then out0."""
-    if len(types) - 1 > TASK_MAX_INPUTS:  # dpk_host_task.in holds this many
-        raise BuildError(f"task {name}: {len(types) - 1} inputs, more than the {TASK_MAX_INPUTS} a task carries")
-    bind = [f"  const {t} *restrict in{i} = (const {t} *)task->in[{i}];" for i, t in enumerate(types[:-1])]
-    bind.append(f"  {types[-1]} *restrict out0 = ({types[-1]} *)task->out;")
-    bind += [f"  (void)in{i};" for i in range(len(types) - 1) if not re.search(rf"\bin{i}\b", body)]
-    definition = TASK.substitute(comment=comment.replace("*/", "* /"), units=units, name=name,
-                                 bind="\n".join(bind), body=_indent(body, "  "))
-    ins = ", ".join(f"in{i}" for i in range(len(types) - 1)) or "0"
-    call = TASK_CALL[parallel and units > 1].substitute(units=units, name=name, ins=ins,
-                                                        scratch_bytes=scratch_bytes, scratch=scratch)
-    return definition, call
-
-
-CHECK = Template('  if (dpk_host_check_tensor("$fn", args, $i, "$tensor", $code, $bits, $ndim, '
-                 '(const int64_t[]){$dims}, "$want") != 0) return -1;')
 
 TEMPLATES = {
     # units are blocks of UNARY_BLOCK elements
@@ -440,86 +271,27 @@ ARGMAX_BETTER = {  # select_last_index -> when v replaces the best so far
 }
 
 # ---------------------------------------------------------------------------
-# Loop nests over strided dimensions (broadcasting, transposes, batches)
-
-
-def _strides(shape) -> list[int]:
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return out[::-1]
-
-
-def _broadcast_strides(shape, out_shape) -> list[int]:
-    """Element strides of `shape` read as `out_shape` (0 along broadcast dims)."""
-    pad = [1] * (len(out_shape) - len(shape)) + list(shape)
-    return [s if d == o and d != 1 else 0 for d, o, s in zip(pad, out_shape, _strides(pad))]
-
-
-def _collapse(dims, strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Drop size-1 dims and merge neighbours that every operand walks contiguously."""
-    kept: list[tuple[int, list[int]]] = []
-    for k, d in enumerate(dims):
-        if d == 1:
-            continue
-        st = [s[k] for s in strides]
-        if kept and all(ps == s * d for ps, s in zip(kept[-1][1], st)):
-            kept[-1] = (kept[-1][0] * d, st)
-        else:
-            kept.append((d, st))
-    return [d for d, _ in kept], [[st[j] for _, st in kept] for j in range(len(strides))]
-
-
-def _term(base: str, index: str, stride: int) -> str:
-    if stride == 0:
-        return base
-    step = index if stride == 1 else f"{index} * {stride}"
-    return step if base == "0" else f"{base} + {step}"
-
-
-def _nest(dims, strides: list[list[int]], body: Template, **fields) -> str:
-    """Loops over `dims`; operand j's offset (`o`, then `a`, `b`) walks strides[j]."""
-    names = ["o", "a", "b"][: len(strides)]
-    offs = ["0"] * len(strides)
-    lines, pad = [], ""
-    for k, d in enumerate(dims):
-        i = f"i{k}"
-        lines.append(f"{pad}for (int64_t {i} = 0; {i} < {d}; ++{i}) {{")
-        pad += "  "
-        last = k == len(dims) - 1
-        for j in range(len(strides)):
-            expr = _term(offs[j], i, strides[j][k])
-            if last or expr == offs[j]:
-                offs[j] = expr
-            else:
-                var = f"{names[j]}{k}"
-                lines.append(f"{pad}const int64_t {var} = {expr};")
-                offs[j] = var
-    text = body.substitute(fields, **dict(zip(names, offs)))
-    lines.extend(pad + line for line in text.splitlines())
-    for k in range(len(dims)):
-        pad = pad[:-2]
-        lines.append(f"{pad}}}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------
-# Emitters: node -> body text (in0.. and out0 are bound by the caller)
+# Emitters: node -> body text (the caller binds in0.. and out0, those in k.reads)
 
 
 class _K:
-    """What an emitter sees: the node and its types."""
+    """What an emitter sees: the node and its types; what it tells: the operands its body reads and the
+    tasks it made."""
 
     def __init__(self, node: Node, ins: list[TensorType], out: TensorType, name: str = "task"):
         self.node, self.ins, self.out, self.attrs = node, ins, out, node.attrs
         self.name = name  # of the task, if the emitter makes one
         self.tasks: list[str] = []  # task definitions, emitted before the function
+        self.reads = [f"in{i}" for i in range(len(ins))] + ["out0"]  # every operand, unless read_only says less
+
+    def read_only(self, *operands: str) -> None:
+        """The body reads only these of in0.. and out0 (an empty tensor's body reads none)."""
+        self.reads = list(operands)
 
     def task(self, body: str, units: int, parallel: bool) -> str:
         """Run `body` as a task over `units` units (split over threads if `parallel`); returns the call."""
         types = [_ctype(self.node.op, t.dtype) for t in [*self.ins, self.out]]
-        definition, call = task(self.name, f"{self.node.name}: {self.node.op}", types, units, body, parallel)
+        definition, call = cgen.task(self.name, f"{self.node.name}: {self.node.op}", types, units, body, parallel)
         self.tasks.append(definition)
         return call
 
@@ -531,7 +303,7 @@ def _elementwise_expr(node: Node, *operands: str) -> str:
     """The registry's C expression of an elementwise node: `operands` for its inputs, attributes as constants."""
     spec = ops.OPS[node.op]
     text = spec.c_expr(node.attrs) if callable(spec.c_expr) else spec.c_expr
-    fields = {name: _c_float(value) for name, value in node.attrs.items()}
+    fields = {name: cgen.c_float(value) for name, value in node.attrs.items()}
     fields.update((i.symbol, operand) for i, operand in zip(spec.inputs, operands))
     return Template(text).substitute(fields)
 
@@ -545,16 +317,16 @@ def _unary(k: _K) -> str:
     expr = unary_expr(k.node)
     n = math.prod(k.out.shape)
     body = TEMPLATES["unary"].substitute(n=n, expr=expr, block=UNARY_BLOCK)
-    return k.task(body, -(-n // UNARY_BLOCK), n >= PARALLEL_MIN_WORK)
+    return k.task(body, -(-n // UNARY_BLOCK), n >= cgen.PARALLEL_MIN_WORK)
 
 
 def _binary(k: _K) -> str:
     out = k.out.shape
-    strides = [_strides(out), _broadcast_strides(k.shape(0), out), _broadcast_strides(k.shape(1), out)]
-    dims, strides = _collapse(out, strides)
+    strides = [cgen.strides(out), cgen.broadcast_strides(k.shape(0), out), cgen.broadcast_strides(k.shape(1), out)]
+    dims, strides = cgen.collapse(out, strides)
     # $a and $b are left for the loop nest to fill with the operands' offsets
     body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, "in0[$a]", "in1[$b]"))
-    return _nest(dims, strides, Template(body))
+    return cgen.nest(dims, strides, Template(body))
 
 
 def _dense(k: _K) -> str:
@@ -569,11 +341,11 @@ def _matmul(k: _K) -> str:
     b2 = b + (1,) if len(b) == 1 else b
     M, K, N = a2[-2], a2[-1], b2[-1]
     batch = ops.broadcast_shapes(a2[:-2], b2[:-2])
-    strides = [[s * M * N for s in _strides(batch)],
-               [s * M * K for s in _broadcast_strides(a2[:-2], batch)],
-               [s * K * N for s in _broadcast_strides(b2[:-2], batch)]]
-    dims, strides = _collapse(batch, strides)
-    return _nest(dims, strides, TEMPLATES["matmul"], M=M, N=N, K=K)
+    strides = [[s * M * N for s in cgen.strides(batch)],
+               [s * M * K for s in cgen.broadcast_strides(a2[:-2], batch)],
+               [s * K * N for s in cgen.broadcast_strides(b2[:-2], batch)]]
+    dims, strides = cgen.collapse(batch, strides)
+    return cgen.nest(dims, strides, TEMPLATES["matmul"], M=M, N=N, K=K)
 
 
 def _softmax(k: _K) -> str:
@@ -581,6 +353,7 @@ def _softmax(k: _K) -> str:
     axis = ops.axis_of(k.attrs["axis"], len(x))
     outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
     if outer * L * inner == 0:
+        k.read_only()
         return "/* empty */"
     name = "softmax_rows" if inner == 1 else "softmax_cols"
     fields = dict(outer=outer, L=L, inner=inner)
@@ -593,6 +366,7 @@ def _argmax(k: _K) -> str:
     axis = ops.axis_of(k.attrs["axis"], len(x))
     outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
     if outer * inner == 0:
+        k.read_only()
         return "/* empty */"
     return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
                                           better=ARGMAX_BETTER[k.attrs["select_last_index"]])
@@ -601,9 +375,10 @@ def _argmax(k: _K) -> str:
 def _cast(k: _K) -> str:
     n = math.prod(k.out.shape)
     if n == 0:
+        k.read_only()
         return "/* empty */"
     to = k.attrs["to"]
-    expr = "(uint8_t)(in0[i] != 0)" if to == "bool" else f"({_C_TYPES[to]})in0[i]"
+    expr = "(uint8_t)(in0[i] != 0)" if to == "bool" else f"({cgen.ctype(to)})in0[i]"
     return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
@@ -624,8 +399,7 @@ def _conv2d(k: _K) -> str:
         OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias,
         PH=ph, RW=sw * qw, QW=qw, CH=min(x[2], ph - pads[0]), fill=fill)
     units = x[0] * w[0]
-    body = EACH_UNIT.substitute(body=_indent(body, "  "))
-    return k.task(body, units, units * math.prod(out[2:]) * math.prod(w[1:]) >= PARALLEL_MIN_WORK)
+    return k.task(cgen.each_unit(body), units, units * math.prod(out[2:]) * math.prod(w[1:]) >= cgen.PARALLEL_MIN_WORK)
 
 
 def _pool(k: _K) -> str:
@@ -649,13 +423,14 @@ def _pool(k: _K) -> str:
                                                          accumulate=pool["accumulate"]))
         body = TEMPLATES["pool"].substitute(
             pool, IH=x[2], IW=x[3], OH=out[2], OW=out[3], KH=kh, KW=kw, SH=sh, SW=sw, PT=pads[0], PL=pads[1],
-            CW=min(out[3], POOL_CHUNK), taps=_indent("\n".join(taps), "        "))
-    return k.task(body, planes, planes * out[2] * out[3] * kh * kw >= PARALLEL_MIN_WORK)
+            CW=min(out[3], POOL_CHUNK), taps=cgen.indent("\n".join(taps), "        "))
+    return k.task(body, planes, planes * out[2] * out[3] * kh * kw >= cgen.PARALLEL_MIN_WORK)
 
 
 def _global_avgpool(k: _K) -> str:
     x = k.shape(0)
     if x[2] * x[3] == 0:
+        k.read_only("out0")
         return f"for (int64_t p = 0; p < {x[0] * x[1]}; ++p) out0[p] = NAN;"
     return TEMPLATES["global_avgpool"].substitute(NC=x[0] * x[1], HW=x[2] * x[3])
 
@@ -667,9 +442,9 @@ def _copy(k: _K) -> str:
 def _transpose(k: _K) -> str:
     x = k.shape(0)
     perm = ops.perm_of(k.node, len(x))
-    xs = _strides(x)
-    dims, strides = _collapse(k.out.shape, [_strides(k.out.shape), [xs[p] for p in perm]])
-    return _nest(dims, strides, TEMPLATES["transpose"])
+    xs = cgen.strides(x)
+    dims, strides = cgen.collapse(k.out.shape, [cgen.strides(k.out.shape), [xs[p] for p in perm]])
+    return cgen.nest(dims, strides, TEMPLATES["transpose"])
 
 
 def _concat(k: _K) -> str:
@@ -677,20 +452,22 @@ def _concat(k: _K) -> str:
     axis = ops.axis_of(k.attrs["axis"], len(k.out.shape))
     outer = math.prod(k.out.shape[:axis])
     out_row = math.prod(k.out.shape[axis:]) * item
-    parts, offset = [], 0
+    parts, offset, copied = [], 0, []
     for i in range(len(k.ins)):
         row = math.prod(k.shape(i)[axis:]) * item
         if row and outer:
             parts.append(TEMPLATES["concat_part"].substitute(
                 outer=outer, out_row=out_row, offset=offset, i=i, row=row))
+            copied.append(f"in{i}")
         offset += row
+    k.read_only(*copied, *(["out0"] if copied else []))
     return "\n".join(parts) or "/* empty */"
 
 
 def _batchnorm(k: _K) -> str:
     x = k.shape(0)
     return TEMPLATES["batchnorm"].substitute(
-        C=x[1], N=x[0], inner=math.prod(x[2:]), eps=_c_float(k.attrs["epsilon"]))
+        C=x[1], N=x[0], inner=math.prod(x[2:]), eps=cgen.c_float(k.attrs["epsilon"]))
 
 
 EMITTERS = {
@@ -711,45 +488,12 @@ def emitter(op: str):
         return ELEMENTWISE[len(spec.inputs)]
     return EMITTERS.get(op)
 
-# ---------------------------------------------------------------------------
-# C spelling of types and constants
-
-_DL_CODE = {"f": 2, "i": 0, "u": 1, "b": 6}
-_MOVE_CTYPE = {1: "uint8_t", 2: "uint16_t", 4: "uint32_t", 8: "uint64_t"}
-_C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
-            "int64": "int64_t", "uint8": "uint8_t", "bool": "uint8_t"}  # what cast converts between
-
-
-def _c_float(value: float) -> str:
-    value = float(value)
-    if math.isinf(value):
-        return "INFINITY" if value > 0 else "(-INFINITY)"
-    text = repr(value)
-    return text + ("f" if ("." in text or "e" in text) else ".0f")
-
 
 def _ctype(op: str, dtype: str) -> str:
+    """Elements of data-movement ops are copied as unsigned integers of their size."""
     if op in MOVE_OPS and op != "cast":
-        return _MOVE_CTYPE[np.dtype(dtype).itemsize]
-    return _C_TYPES[dtype]
-
-
-def _check(fn: str, index: int, tensor: str, t: TensorType) -> str:
-    dt = np.dtype(t.dtype)
-    dims = ", ".join(str(d) for d in t.shape) or "0"
-    return CHECK.substitute(fn=fn, i=index, tensor=_c_string(tensor), code=_DL_CODE[dt.kind],
-                            bits=dt.itemsize * 8, ndim=len(t.shape), dims=dims, want=_c_string(str(t)))
-
-
-def _c_string(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _indent(text: str, pad: str) -> str:
-    return "\n".join(pad + line if line else line for line in text.splitlines())
+        return cgen.uint_ctype(np.dtype(dtype).itemsize)
+    return cgen.ctype(dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -764,8 +508,8 @@ class HostBackend(Backend):
         types = [graph.type_of(name) for name in node.inputs]
         if node.op == "cast":
             for name, t in [(node.inputs[0], types[0]), (node.output, graph.type_of(node.output))]:
-                if t.dtype not in _C_TYPES:
-                    return f"cast converts between {', '.join(_C_TYPES)}; {name} is {t}"
+                if t.dtype not in cgen.C_TYPES:
+                    return f"cast converts between {', '.join(cgen.C_TYPES)}; {name} is {t}"
             return None
         if node.op in MOVE_OPS:
             for name, t in zip(node.inputs, types):
@@ -779,50 +523,37 @@ class HostBackend(Backend):
 
     def lower(self, region: Region, graph: Graph) -> CSource:
         fn = region.name
-        if not _IDENT.match(fn):
+        if not cgen.is_identifier(fn):
             raise BuildError(f"host backend: region name '{fn}' is not a C identifier")
         for node in region.nodes:
             reason = self.supports(node, graph)
             if reason is not None:
                 raise BuildError(f"{node.describe()}: host backend cannot lower it: {reason}")
         params = list(region.inputs) + list(region.outputs)
-        where = {name: f"dpk_host_data(&args[{i}])" for i, name in reversed(list(enumerate(params)))}
-        checks = [_check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
-        # intermediates (multi-node regions) live in the workspace, 64-aligned, no reuse
-        workspace = 0
-        for node in region.nodes:
-            if node.output not in where:
-                where[node.output] = f"((unsigned char *)dpk_host_data(&args[{len(params)}]) + {workspace})"
-                size = graph.type_of(node.output).nbytes
-                workspace += (size + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
-        nargs = len(params)
-        if workspace:
-            checks.append(CHECK.substitute(fn=fn, i=nargs, tensor="workspace", code=1, bits=8, ndim=1,
-                                           dims=workspace, want=f"uint8[{workspace}]"))
-            nargs += 1
+        where = {name: cgen.arg_data(i) for i, name in reversed(list(enumerate(params)))}
+        checks = [cgen.check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
+        # intermediates (multi-node regions) live in the workspace: a liveness plan reuses a dead one's bytes
+        sizes = {n.output: graph.type_of(n.output).nbytes for n in region.nodes if n.output not in where}
+        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output]) for n in region.nodes], sizes)
+        for name, offset in arena.offsets.items():
+            where[name] = f"((unsigned char *){cgen.arg_data(len(params))} + {offset})"
+        if arena.size:
+            checks.append(cgen.check_workspace(fn, len(params), arena.size))
         tasks: list[str] = []
         blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks) for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
-        source = "".join(t + "\n" for t in tasks) + FUNCTION.substitute(comment=comment.replace("*/", "* /"), name=fn, nargs=nargs,
-                                     checks="\n".join(checks), blocks="\n".join(blocks))
-        return CSource(source=source, functions=[fn], prelude=HOST_PRELUDE, workspace_bytes=workspace)
+        source = "".join(t + "\n" for t in tasks) + cgen.function(fn, comment, checks, blocks)
+        return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, HOST_PRELUDE],
+                       workspace_bytes=arena.size)
 
     def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
         ins = [graph.type_of(name) for name in node.inputs]
         out = graph.type_of(node.output)
-        lines = [f"  {{ /* {node.name}: {node.op} -> {out} */"]
-        for i, (name, t) in enumerate(zip(node.inputs, ins)):
-            ct = _ctype(node.op, t.dtype)
-            lines.append(f"    const {ct} *restrict in{i} = (const {ct} *){where[name]};")
-        ct = _ctype(node.op, out.dtype)
-        lines.append(f"    {ct} *restrict out0 = ({ct} *){where[node.output]};")
         k = _K(node, ins, out, task_name)
         body = emitter(node.op)(k)
         tasks.extend(k.tasks)
-        unused = [v for v in [f"in{i}" for i in range(len(ins))] + ["out0"]
-                  if not re.search(rf"\b{v}\b", body)]
-        if unused:
-            lines.append("    " + " ".join(f"(void){v};" for v in unused))
-        lines.append(_indent(body, "    "))
-        lines.append("  }")
-        return "\n".join(lines)
+        operands = {f"in{i}": (name, t) for i, (name, t) in enumerate(zip(node.inputs, ins))}
+        operands["out0"] = (node.output, out)
+        bindings = [cgen.pointer(v, _ctype(node.op, t.dtype), where[name], const=v != "out0")
+                    for v, (name, t) in operands.items() if v in k.reads]
+        return cgen.block(f"{node.name}: {node.op} -> {out}", bindings, body)
