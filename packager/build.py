@@ -1,6 +1,6 @@
 """The pipeline: deployment manifest -> one shared library, stage by stage.
 
-    [1/6] frontend   parse the manifest (frontends/yaml_graph.py), pick the compiler
+    [1/6] frontend   parse the manifest (spec.py, frontends/), pick the compiler
     [2/6] infer      check the graph, infer every tensor's type (ir_check.py)
     [3/6] partition  nodes -> backends -> regions (partition.py)
     [4/6] lower      regions -> C (one file) and payload modules; the call list; the arena plan
@@ -30,7 +30,7 @@ from packager import toolchain, wording
 from packager.backends.base import CSource, Payload, Region
 from packager.blob import BlobWriter, write_incbin_stub
 from packager.carried_kinds import CarriedKinds
-from packager.frontends import yaml_graph
+from packager import spec as spec_mod
 from packager.ir import BuildError, Graph, TensorType
 
 STAGES = 6
@@ -150,7 +150,7 @@ def _relay_weights(graph: Graph, regions, outputs, relaid: dict) -> None:
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
           target: str | None = None, march: str | None = None) -> BuildReport:
-    """Build `spec` (a manifest path, a dict, a frontends.yaml_graph.Spec or an .onnx path) into the
+    """Build `spec` (a manifest path, a dict, a spec.Spec or an .onnx path) into the
     shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims.
     `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple; `march`
     replaces any -march in its target.cflags (recorded in the manifest's producer.cflags)."""
@@ -163,10 +163,10 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         raise BuildError(f"output '{output}': directory '{out_dir}' does not exist")
 
     # [1/6] frontend
-    if isinstance(spec, yaml_graph.Spec):
+    if isinstance(spec, spec_mod.Spec):
         s = spec
     else:
-        s = yaml_graph.load(spec, base_dir, shapes=shapes)
+        s = spec_mod.load(spec, base_dir, shapes=shapes)
     # a shallow copy with its own weight table: re-laid out weights (CSource.weights) never reach the caller's graph
     graph = dataclasses.replace(s.graph, weights=dict(s.graph.weights))
     tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
