@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from packager import lower_check
+from packager import ir_check, lower_check
 from packager import partition as partition_mod
 from packager import plan as plan_mod
 from packager import toolchain, wording
@@ -176,7 +176,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                             f"{wording.plural(len(graph.weights), 'weight')} ({wording.size(weight_bytes)}), {cc_name}, {triple}")
 
     # [2/6] infer
-    graph.infer()
+    ir_check.infer(graph)
     types = graph.types
     outputs = _output_plan(graph)
     stages.done("infer", f"{wording.plural(len(types), 'tensor')} typed, {wording.plural(len(graph.outputs), 'output')}"
