@@ -1,15 +1,17 @@
 """The `.dpk` section: header, manifest and payload area (docs/format.md).
 
 `BlobWriter.add` places a payload and returns its descriptor (a dict that goes
-into the manifest as is); `write` streams header, manifest and payloads to a
-file. Raw payloads (weights) are written from the caller's buffers without a
-copy, so a 1 GB model never needs 1 GB of extra memory at build.
+into the manifest as is); `finish` adds the manifest (a Blob, whose size is then
+known) and `Blob.write` streams header, manifest and payloads to a file. Raw
+payloads (weights) are written from the caller's buffers without a copy, so a
+1 GB model never needs 1 GB of extra memory at build.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import xxhash
@@ -71,24 +73,39 @@ class BlobWriter:
     def payload_size(self) -> int:
         return self._end
 
-    def write(self, path: str, manifest: dict) -> int:
-        """Write the blob to `path`; return its size in bytes."""
+    def finish(self, manifest: dict) -> "Blob":
+        """The blob of these payloads under `manifest`: its size is known before it is written."""
         manifest_bytes = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None).encode("utf-8")
         manifest_offset = HEADER_SIZE
         payload_offset = _align(manifest_offset + len(manifest_bytes), WEIGHT_ALIGN)
         header = HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0, manifest_offset, len(manifest_bytes),
                              payload_offset, self._end, xxhash.xxh3_64_intdigest(manifest_bytes))
         header += struct.pack("<Q", xxhash.xxh3_64_intdigest(header))
+        return Blob(header + manifest_bytes, payload_offset, list(self._chunks), payload_offset + self._end)
+
+    def write(self, path: str, manifest: dict) -> int:
+        """Write the blob to `path`; return its size in bytes."""
+        return self.finish(manifest).write(path)
+
+
+@dataclass
+class Blob:
+    head: bytes  # header and manifest
+    payload_offset: int
+    chunks: list[tuple[int, memoryview]]  # (offset in the payload area, bytes)
+    size: int
+
+    def write(self, path: str) -> int:
+        """Write the blob to `path`; return its size in bytes."""
         with open(path, "wb") as f:
-            f.write(header)
-            f.write(manifest_bytes)
-            _write_zeros(f, payload_offset - manifest_offset - len(manifest_bytes))
+            f.write(self.head)
+            _write_zeros(f, self.payload_offset - len(self.head))
             position = 0
-            for offset, stored in self._chunks:
+            for offset, stored in self.chunks:
                 _write_zeros(f, offset - position)
                 f.write(stored)
                 position = offset + stored.nbytes
-        return payload_offset + self._end
+        return self.size
 
 
 def _write_zeros(f, count: int) -> None:

@@ -1,9 +1,8 @@
-"""The packager's graph IR: tensors, nodes, and the checks run on them.
+"""The packager's graph IR: tensors and nodes, plain data.
 
 A Graph holds typed inputs, weights (numpy arrays), nodes in topological order
-(one output each) and output names. `Graph.infer()` fills `types` for every
-tensor using each op's rule in `packager.ops`, naming the node, the op and the
-shapes when something does not fit.
+(one output each) and output names. `ir_check.infer(graph)` checks it and fills
+`types` for every tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +20,10 @@ class BuildError(Exception):
 class TensorType:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name: float32, int64...
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "TensorType":
+        return cls(tuple(int(d) for d in array.shape), array.dtype.name)
 
     @property
     def nbytes(self) -> int:
@@ -57,17 +60,10 @@ class Graph:
         if name in self.types:
             return self.types[name]
         if name in self.weights:
-            w = self.weights[name]
-            return TensorType(tuple(int(d) for d in w.shape), w.dtype.name)
+            return TensorType.of(self.weights[name])
         if name in self.inputs:
             return self.inputs[name]
-        raise BuildError(f"tensor '{name}' has no type (run Graph.infer() first)")
-
-    def infer(self) -> "Graph":
-        from packager import ir_check
-
-        ir_check.infer_and_validate(self)
-        return self
+        raise BuildError(f"tensor '{name}' has no type (run ir_check.infer(graph) first)")
 
     def producer(self) -> dict[str, Node]:
         return {node.output: node for node in self.nodes}

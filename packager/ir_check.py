@@ -1,4 +1,4 @@
-"""Graph validation and type inference (`Graph.infer()` calls `infer_and_validate`).
+"""Graph validation and type inference: `infer(graph)`, the build's infer stage.
 
 Checks, in order, each failure a BuildError that names the node and the tensor:
   - input, weight and node-output names do not collide; node names are unique;
@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import difflib
 
+from packager import ops
 from packager.ir import BuildError, Graph, Node, TensorType
-
-
-def weight_type(array) -> TensorType:
-    return TensorType(tuple(int(d) for d in array.shape), array.dtype.name)
 
 
 def _suggest(name: str, candidates) -> str:
@@ -83,31 +80,20 @@ def _check_uses(graph: Graph) -> None:
                              + _suggest(name, defined))
 
 
-def _normalize(node: Node) -> None:
-    from packager import ops
-
-    result = ops.normalize(node)
-    if isinstance(result, dict):
-        node.attrs = result
-    elif isinstance(result, Node) and result is not node:
-        node.attrs = result.attrs
-
-
-def infer_and_validate(graph: Graph) -> None:
-    from packager import ops
-
+def infer(graph: Graph) -> Graph:
+    """Check `graph`, normalize its nodes' attributes and fill `graph.types`; returns `graph`."""
     _check_names(graph)
     _check_uses(graph)
     types: dict[str, TensorType] = dict(graph.inputs)
     for name, array in graph.weights.items():
-        types[name] = weight_type(array)
+        types[name] = TensorType.of(array)
     for node in graph.nodes:
         if node.op not in ops.OPS:
             raise BuildError(f"{node.describe()}: unknown op '{node.op}'" + _suggest(node.op, ops.OPS)
                              + f" (known: {', '.join(sorted(ops.OPS))})")
         in_types = [types[name] for name in node.inputs]
         try:
-            _normalize(node)
+            ops.normalize(node)
             out = ops.infer(node, in_types)
         except BuildError:
             raise
@@ -118,3 +104,4 @@ def infer_and_validate(graph: Graph) -> None:
             raise BuildError(f"{node.describe()}: shape inference gave {out!r}, not a TensorType")
         types[node.output] = out
     graph.types = types
+    return graph

@@ -130,7 +130,7 @@ def assign(graph: Graph, priority: list[str], backends: dict[str, Backend] | Non
                 break
             declined.append((name, reason))
         else:
-            shapes = ", ".join(f"{n}: {graph.types[n]}" for n in node.inputs if n in graph.types)
+            shapes = ", ".join(f"{n}: {graph.type_of(n)}" for n in node.inputs)
             lines = "; ".join(f"{b}: {r}" for b, r in declined)
             raise BuildError(f"{node.describe()} with inputs ({shapes}): no backend in {listing} takes it ({lines})")
     return assignments

@@ -1,9 +1,11 @@
 """Memory plans: the activation arena (by liveness) and the weight layout.
 
-Arena: every tensor that is neither a graph input, an output nor a weight, and
-every call's workspace, gets an offset into one per-run arena. A tensor lives
-from the call that writes it to the last call that reads it (a workspace only
-during its call); two tensors whose lifetimes overlap never share bytes.
+Arena: the one liveness planner, for the graph's per-run arena (graph_plan.py)
+and for a region's own workspace (backends/json.py: each node a call). Every
+tensor in `sizes` (for the graph: neither a graph input, an output nor a
+weight), and every call's workspace, gets an offset into one arena. A tensor
+lives from the call that writes it to the last call that reads it (a workspace
+only during its call); two tensors whose lifetimes overlap never share bytes.
 Placement is greedy by size (largest first), each at the best-fitting gap
 among the tensors it overlaps in time; offsets and sizes are 64-aligned.
 

@@ -237,6 +237,7 @@ def lower_node(op: str, inputs: list[np.ndarray], weights: tuple[int, ...] = (),
                backend=None, **attrs):
     """(backend, region, graph) for one node reading `inputs` (indices in `weights` become weights)."""
     from packager.backends.base import Region
+    from packager import ir_check
     from packager.backends.host import HostBackend
     from packager.ir import Graph, Node, TensorType
 
@@ -246,7 +247,7 @@ def lower_node(op: str, inputs: list[np.ndarray], weights: tuple[int, ...] = (),
                                     if not n.startswith("w")},
                   weights={n: a for n, a in zip(names, inputs) if n.startswith("w")},
                   nodes=[node], outputs=["y"])
-    graph.infer()
+    ir_check.infer(graph)
     backend = backend or HostBackend()
     region = Region(name=f"host_{op}_0", nodes=[node], inputs=list(dict.fromkeys(names)), outputs=["y"],
                     weights=[n for n in dict.fromkeys(names) if n.startswith("w")])

@@ -12,7 +12,7 @@ import pytest
 import loader
 import reference as ref
 from section import elf_sections
-from packager import partition
+from packager import ir_check, partition
 from packager.build import build
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -160,7 +160,8 @@ def test_pointwise_conv_needs_no_workspace_and_im2col_does(tmp_path):
     g = Graph(name="g", inputs={"x": TensorType((1, 8, 5, 5), F32)},
               weights={"w1": np.zeros((4, 8, 1, 1), np.float32), "w3": np.zeros((4, 8, 3, 3), np.float32)},
               nodes=[Node("conv2d", ["x", "w1"], "a", name="c1"), Node("conv2d", ["x", "w3"], "b", name="c3")],
-              outputs=["a", "b"]).infer()
+              outputs=["a", "b"])
+    ir_check.infer(g)
     p = partition.partition(g, ["cblas"])
     (_, r1), (_, r3) = p.regions
     assert CblasBackend().lower(r1, g).workspace_bytes == 0
@@ -175,7 +176,8 @@ def test_unsupported_shapes_and_dtypes_fall_back_with_a_reason():
               weights={"w": np.zeros((3, 4), np.float64), "w32": np.zeros((3, 4), np.float32)},
               nodes=[Node("dense", ["x", "w"], "y", name="d"), Node("dense", ["e", "w32"], "z", name="d_empty"),
                      Node("softmax", ["z"], "s", name="sm")],
-              outputs=["y", "s"]).infer()
+              outputs=["y", "s"])
+    ir_check.infer(g)
     from packager.backends.cblas import CblasBackend
 
     backend = CblasBackend()
@@ -187,11 +189,11 @@ def test_unsupported_shapes_and_dtypes_fall_back_with_a_reason():
 # ---------------------------------------------------------------- fusion rules
 
 def fusion_graph(nodes, outputs):
-    return Graph(name="g", inputs={"x": TensorType((2, 4), F32)},
-                 weights={"w": np.zeros((4, 4), np.float32), "b": np.zeros(4, np.float32)},
-                 nodes=[Node(op=n[0], inputs=list(n[1]), output=n[2], name=f"{n[0]}_{i}",
-                             backend=n[3] if len(n) > 3 else None) for i, n in enumerate(nodes)],
-                 outputs=outputs).infer()
+    return ir_check.infer(Graph(name="g", inputs={"x": TensorType((2, 4), F32)},
+                                weights={"w": np.zeros((4, 4), np.float32), "b": np.zeros(4, np.float32)},
+                                nodes=[Node(op=n[0], inputs=list(n[1]), output=n[2], name=f"{n[0]}_{i}",
+                                            backend=n[3] if len(n) > 3 else None) for i, n in enumerate(nodes)],
+                                outputs=outputs))
 
 
 def regions(p):
@@ -727,7 +729,7 @@ def test_only_a_dense_of_8_rows_and_a_w_of_at_most_4_mib_is_transposed():
     def dense(rows, n, k):
         g = Graph(name="g", inputs={"x": TensorType((rows, k), F32)}, weights={"w": np.zeros((n, k), np.float32)},
                   nodes=[Node("dense", ["x", "w"], "y", name="d")], outputs=["y"])
-        return g.nodes[0], g.infer()
+        return g.nodes[0], ir_check.infer(g)
     assert transposes_weight(*dense(8, 1024, 1024))        # 4 MiB
     assert not transposes_weight(*dense(7, 1024, 1024))    # batch 7: OpenBLAS on W
     assert not transposes_weight(*dense(64, 1025, 1024))   # just over 4 MiB
@@ -773,7 +775,7 @@ def test_an_add_that_broadcasts_is_not_fused_into_a_conv():
               weights={"w": np.zeros((4, 4, 3, 3), np.float32)},
               nodes=[Node("conv2d", ["x", "w"], "c", attrs={"pads": [1, 1, 1, 1]}, name="conv2d_0"),
                      Node("add", ["c", "b"], "y", name="add_1")], outputs=["y"])
-    g.infer()
+    ir_check.infer(g)
     assert partition.partition(g, ["cblas", "host"]).explain()[1].startswith("add_1 -> host")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kernel_harness import CC, INCLUDE, KernelError, compile_sources, lower_node
+from packager import ir_check
 from packager.backends import cgen
 from packager.backends.base import Region
 from packager.ir import Graph, Node, TensorType
@@ -40,7 +41,7 @@ def doc_backend():
 def test_the_documented_backend_builds_a_working_kernel(kdir, shape):
     backend = doc_backend()
     node = Node("relu", ["x"], "y", {}, "relu_0")
-    graph = Graph("g", {"x": TensorType(shape, "float32")}, {}, [node], ["y"]).infer()
+    graph = ir_check.infer(Graph("g", {"x": TensorType(shape, "float32")}, {}, [node], ["y"]))
     assert backend.supports(node, graph) is None
     csrc = backend.lower(Region("relu_c_0", [node], ["x"], ["y"], []), graph)
     assert ("dpk_host_parallel(" in csrc.source) == (np.prod(shape) >= cgen.PARALLEL_MIN_WORK)

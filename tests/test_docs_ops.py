@@ -17,7 +17,7 @@ import pytest
 
 import reference as ref
 from kernel_harness import compile_sources, run_node
-from packager import ops
+from packager import ir_check, ops
 from packager.backends import cblas
 from packager.backends.base import Region
 from packager.frontends import onnx_ops
@@ -65,7 +65,7 @@ def test_cblas_fuses_it_after_a_dense(softplus, tmp_path):
     rng = np.random.default_rng(2)
     x, w = rng.uniform(-1, 1, (4, 32)).astype(np.float32), rng.uniform(-1, 1, (16, 32)).astype(np.float32)
     nodes = [Node("dense", ["x", "w"], "h", {}, "fc"), Node("softplus", ["h"], "y", {}, "act")]
-    graph = Graph("g", {"x": TensorType((4, 32), "float32")}, {"w": w}, nodes, ["y"]).infer()
+    graph = ir_check.infer(Graph("g", {"x": TensorType((4, 32), "float32")}, {"w": w}, nodes, ["y"]))
     backend = cblas.CblasBackend()
     assert backend.supports(nodes[0], graph) is None and backend.can_fuse(nodes[0], nodes[1], graph)
     region = Region("cblas_fc", nodes, ["x", "w"], ["y"], ["w"])

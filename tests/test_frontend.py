@@ -1,4 +1,4 @@
-"""The YAML deployment manifest frontend (packager/frontends/yaml_graph.py)."""
+"""The deployment manifest (packager/spec.py) and the YAML graph frontend (packager/frontends/yaml_graph.py)."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from packager.frontends import yaml_graph
+from packager import spec as spec_mod
 from packager.ir import BuildError, TensorType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,14 +43,14 @@ def write(tmp_path, doc, name="m.yaml", weights=True):
 def error_of(tmp_path, doc, **kw) -> str:
     path = write(tmp_path, doc, **kw)
     with pytest.raises(BuildError) as info:
-        yaml_graph.load(path)
+        spec_mod.load(path)
     message = str(info.value)
     assert message.startswith(path), message  # every error names the file
     return message
 
 
 def test_loads_graph_weights_and_defaults(tmp_path):
-    spec = yaml_graph.load(write(tmp_path, mlp_doc()))
+    spec = spec_mod.load(write(tmp_path, mlp_doc()))
     g = spec.graph
     assert spec.name == "mlp" and g.name == "mlp"
     assert g.inputs == {"x": TensorType((1, 4), "float32")}
@@ -68,7 +68,7 @@ def test_dict_with_base_dir_names_backends_and_target(tmp_path):
     write(tmp_path, mlp_doc())
     doc = mlp_doc(backends=["json", "host"], target={"triple": "x86_64-linux-gnu", "cflags": ["-O2"], "cc": "gcc"})
     doc["model"]["graph"]["nodes"][1].update(name="act", backend="host")
-    spec = yaml_graph.load(doc, base_dir=tmp_path)
+    spec = spec_mod.load(doc, base_dir=tmp_path)
     assert spec.backends == ["json", "host"]
     assert (spec.target.triple, spec.target.cflags, spec.target.cc) == ("x86_64-linux-gnu", ["-O2"], "gcc")
     node = spec.graph.nodes[1]
@@ -78,7 +78,7 @@ def test_dict_with_base_dir_names_backends_and_target(tmp_path):
 def test_name_defaults_to_the_file_stem(tmp_path):
     doc = mlp_doc()
     del doc["name"]
-    assert yaml_graph.load(write(tmp_path, doc, name="tiny.yaml")).name == "tiny"
+    assert spec_mod.load(write(tmp_path, doc, name="tiny.yaml")).name == "tiny"
 
 
 def test_inline_weights(tmp_path):
@@ -89,7 +89,7 @@ def test_inline_weights(tmp_path):
         "s": 0.5,
         "r": {"data": [1, 2, 3, 4, 5, 6], "dtype": "int64", "shape": [2, 3]},
     }
-    w = yaml_graph.load(write(tmp_path, doc, weights=False)).graph.weights
+    w = spec_mod.load(write(tmp_path, doc, weights=False)).graph.weights
     assert w["w"].dtype == np.float32 and w["w"].shape == (3, 4)
     assert w["b"].dtype == np.float64
     assert w["s"].shape == () and w["s"] == np.float32(0.5)
@@ -99,7 +99,7 @@ def test_inline_weights(tmp_path):
 def test_attrs_mapping_is_merged(tmp_path):
     doc = mlp_doc()
     doc["model"]["graph"]["nodes"][2] = {"op": "softmax", "inputs": ["a"], "output": "y", "attrs": {"axis": 1}}
-    assert yaml_graph.load(write(tmp_path, doc)).graph.nodes[2].attrs == {"axis": 1}
+    assert spec_mod.load(write(tmp_path, doc)).graph.nodes[2].attrs == {"axis": 1}
 
 
 @pytest.mark.parametrize("mutate, field, words", [
@@ -176,7 +176,7 @@ def test_invalid_yaml_and_empty_file(tmp_path):
 
 def test_unreadable_manifest(tmp_path):
     with pytest.raises(BuildError, match="cannot read the manifest"):
-        yaml_graph.load(str(tmp_path / "absent.yaml"))
+        spec_mod.load(str(tmp_path / "absent.yaml"))
 
 
 def test_typo_in_a_node_key_is_reported_as_missing_output(tmp_path):
@@ -192,5 +192,5 @@ def test_bundled_manifests_parse(name):
     path = os.path.join(ROOT, "manifests", f"{name}.yaml")
     if not os.path.exists(path):
         pytest.skip(f"{path} not present")
-    spec = yaml_graph.load(path)
+    spec = spec_mod.load(path)
     assert spec.name == name and spec.graph.nodes and spec.graph.weights

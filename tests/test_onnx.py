@@ -23,7 +23,7 @@ import loader
 from packager.build import build
 from packager.cli import main
 from packager.frontends import onnx as onnx_frontend
-from packager.frontends.yaml_graph import Target
+from packager.spec import Target, from_onnx
 from packager.ir import BuildError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,7 +98,7 @@ def close(got: np.ndarray, ref: np.ndarray) -> float:
 def build_and_compare(path, feeds: dict, tmp_path, shapes=None, cflags=("-O2",), ort_feeds=None) -> dict:
     """Build `path`, run it and onnxruntime on `feeds`; assert every output within TOL; return the outputs."""
     out = str(tmp_path / (os.path.basename(str(path)).replace(".onnx", "") + ".so"))
-    spec = onnx_frontend.load_spec(path, shapes, target=Target(cflags=list(cflags)))
+    spec = from_onnx(path, shapes, target=Target(cflags=list(cflags)))
     build(spec, out, quiet=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     refs = dict(zip([o.name for o in session.get_outputs()], session.run(None, ort_feeds or feeds)))

@@ -10,7 +10,7 @@ import pytest
 
 import reference as ref
 from kernel_harness import KernelError, compile_sources, dltensor, lower_node, run_node, DpkValue
-from packager import ops
+from packager import ir_check, ops
 from packager.backends import cgen
 from packager.backends.base import Region
 from packager.backends.host import HOST_PRELUDE, HostBackend
@@ -263,7 +263,7 @@ def test_multi_node_region_uses_workspace(kdir):
     x, w, b = rand(2, 8), rand(6, 8), rand(6)
     nodes = [Node("dense", ["x", "w", "b"], "h", {}, "fc"), Node("relu", ["h"], "a", {}, "act"),
              Node("softmax", ["a"], "y", {"axis": -1}, "sm")]
-    graph = Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]).infer()
+    graph = ir_check.infer(Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]))
     region = Region("host_fused_0", nodes, ["x", "w", "b"], ["y"], ["w", "b"])
     csrc = HostBackend().lower(region, graph)
     assert csrc.workspace_bytes == 128  # h and a, 48 bytes each, 64-aligned
@@ -278,7 +278,7 @@ def test_multi_node_region_reuses_a_dead_intermediate(kdir):
     x, w, b = rand(2, 8), rand(6, 8), rand(6)
     nodes = [Node("dense", ["x", "w", "b"], "h", {}, "fc"), Node("relu", ["h"], "a", {}, "act"),
              Node("tanh", ["a"], "t", {}, "th"), Node("softmax", ["t"], "y", {"axis": -1}, "sm")]
-    graph = Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]).infer()
+    graph = ir_check.infer(Graph("g", {"x": TensorType((2, 8), "float32")}, {"w": w, "b": b}, nodes, ["y"]))
     region = Region("host_fused_1", nodes, ["x", "w", "b"], ["y"], ["w", "b"])
     csrc = HostBackend().lower(region, graph)
     assert csrc.workspace_bytes == 128

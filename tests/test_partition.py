@@ -1,4 +1,4 @@
-"""Graph checks (ir_check via Graph.infer) and the partitioner (partition.py)."""
+"""Graph checks (ir_check.infer) and the partitioner (partition.py)."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from packager import partition
 from packager.backends.base import Backend
 from packager.ir import BuildError, Graph, Node, TensorType
+from packager.ir_check import infer
 
 F32 = "float32"
 
@@ -23,7 +24,7 @@ def graph(nodes, outputs, inputs=None, weights=None):
 # ---------------------------------------------------------------- ir_check
 
 def test_infer_types_every_tensor():
-    g = graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y")], ["y"]).infer()
+    g = infer(graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "y")], ["y"]))
     assert g.types["x"] == TensorType((2, 4), F32)
     assert g.types["w"] == TensorType((4, 4), F32)  # from the array
     assert g.types["h"] == g.types["y"] == TensorType((2, 4), F32)
@@ -31,7 +32,7 @@ def test_infer_types_every_tensor():
 
 def infer_error(*args, **kw) -> str:
     with pytest.raises(BuildError) as info:
-        graph(*args, **kw).infer()
+        infer(graph(*args, **kw))
     return str(info.value)
 
 
@@ -75,7 +76,7 @@ def test_shape_mismatch_names_node_op_and_shapes():
 
 
 def test_attributes_are_normalized():
-    g = graph([("softmax", ["x"], "y")], ["y"]).infer()
+    g = infer(graph([("softmax", ["x"], "y")], ["y"]))
     assert "axis" in g.nodes[0].attrs
 
 
@@ -110,8 +111,8 @@ def stub_backends(monkeypatch):
 
 def chain():
     # dense -> relu -> add -> dense -> softmax ; add is not json
-    return graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "a"), ("add", ["a", "x"], "s"),
-                  ("dense", ["s", "w", "b"], "l"), ("relu", ["l"], "r"), ("softmax", ["r"], "y")], ["y"]).infer()
+    return infer(graph([("dense", ["x", "w", "b"], "h"), ("relu", ["h"], "a"), ("add", ["a", "x"], "s"),
+                        ("dense", ["s", "w", "b"], "l"), ("relu", ["l"], "r"), ("softmax", ["r"], "y")], ["y"]))
 
 
 def test_first_backend_that_supports_wins_and_reasons_are_kept():
@@ -140,8 +141,8 @@ def test_payload_backends_group_consecutive_runs_host_one_per_node():
 
 
 def test_region_outputs_include_graph_outputs_and_later_uses():
-    g = graph([("relu", ["x"], "a"), ("relu", ["a"], "m"), ("relu", ["m"], "c"), ("add", ["a", "c"], "y")],
-              ["m", "y"]).infer()
+    g = infer(graph([("relu", ["x"], "a"), ("relu", ["a"], "m"), ("relu", ["m"], "c"), ("add", ["a", "c"], "y")],
+                    ["m", "y"]))
     p = partition.partition(g, ["json", "host"])
     (_, ext0), (_, add) = p.regions
     assert ext0.nodes[-1].name == "relu_2"
@@ -150,7 +151,7 @@ def test_region_outputs_include_graph_outputs_and_later_uses():
 
 
 def test_unused_result_still_gets_an_output():
-    g = graph([("relu", ["x"], "dead"), ("relu", ["x"], "y")], ["y"]).infer()
+    g = infer(graph([("relu", ["x"], "dead"), ("relu", ["x"], "y")], ["y"]))
     p = partition.partition(g, ["json"])
     (_, ext0), = p.regions
     assert ext0.outputs == ["dead", "y"]
@@ -193,6 +194,6 @@ def test_unknown_or_unavailable_backend(monkeypatch):
 def test_host_region_names_are_c_identifiers_and_unique():
     g = graph([("relu", ["x"], "a"), ("relu", ["a"], "y")], ["y"])
     g.nodes[0].name, g.nodes[1].name = "fc-1.act", "fc_1_act"
-    g.infer()
+    infer(g)
     names = [r.name for _, r in partition.partition(g, ["host"]).regions]
     assert names == ["host_fc_1_act", "host_fc_1_act_1"]

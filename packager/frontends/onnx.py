@@ -1,12 +1,12 @@
-"""ONNX models -> a Spec (docs/onnx.md).
+"""ONNX models -> an ir.Graph (docs/onnx.md).
 
-    spec = load_spec("model.onnx", shapes={"x": [1, 3, 32, 32]})   # backends [host], target native -O3
-    graph = load_graph("model.onnx")                                 # the ir.Graph only
+    graph = load_graph("model.onnx", shapes={"x": [1, 3, 32, 32]})
 
-The deployment manifest's `model: {onnx: FILE, shapes: {...}}` comes here too
-(frontends/yaml_graph.py). Before any conversion the file is parsed, checked
-with onnx.checker, its external data found, its opset checked, and every op
-type looked up, so that ONE error lists all unsupported ops with their nodes:
+`dsopack build model.onnx` and the deployment manifest's `model: {onnx: FILE,
+shapes: {...}}` come here (through spec.py). Before any conversion the file is
+parsed, checked with onnx.checker, its external data found, its opset checked,
+and every op type looked up, so that ONE error lists all unsupported ops with
+their nodes:
 
     model.onnx: unsupported ONNX ops (opset 17): NonMaxSuppression (nms_1), TopK (topk_3, topk_9)
 
@@ -24,7 +24,6 @@ import os
 import numpy as np
 
 from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
-from packager.frontends.yaml_graph import Spec, Target
 from packager.ir import BuildError, Graph, Node, TensorType
 
 OPSETS = (13, 21)  # the default-domain opsets whose operator semantics the converters follow
@@ -38,16 +37,6 @@ def _onnx():
     except ImportError:
         raise BuildError(f"reading ONNX models needs the onnx package: {INSTALL_HINT}") from None
     return onnx
-
-
-def load_spec(path, shapes: dict | None = None, *, name: str | None = None, backends: list[str] | None = None,
-              target: Target | None = None) -> Spec:
-    """A Spec for an ONNX file with the defaults of `dsopack build model.onnx`: backends [host], native -O3."""
-    path = os.fspath(path)
-    name = name or os.path.splitext(os.path.basename(path))[0]
-    graph = load_graph(path, shapes, name=name)
-    return Spec(name=name, graph=graph, backends=list(backends or ["host"]), target=target or Target(),
-                path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
 def load_graph(path, shapes: dict | None = None, *, name: str | None = None, where: str | None = None) -> Graph:

@@ -37,8 +37,8 @@ class LutBackend(Backend):
         source = node.inputs[0]
         if source in graph.weights:
             return f"lut takes activations, and {source} is a weight"
-        t = graph.types.get(source)
-        if t is None or t.dtype != "float32":
+        t = graph.type_of(source)
+        if t.dtype != "float32":
             return f"lut is float32 only ({source} is {t})"
         return None
 
@@ -47,7 +47,7 @@ class LutBackend(Backend):
         for node in region.nodes:  # intermediates: read inside the region only
             ids.setdefault(node.output, len(ids))
         numel = 1
-        for d in graph.types[region.nodes[0].output].shape:
+        for d in graph.type_of(region.nodes[0].output).shape:
             numel *= int(d)
         stages = [(ids[node.inputs[0]], ids[node.output], node.op) for node in region.nodes]
         data = payload.pack(region.name, len(region.activations), len(region.outputs), len(ids), numel, stages)
