@@ -37,7 +37,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "file.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "package.h"
+#include "registry.h"
 
 static int stub(const dpk_value *args, const int *codes, int nargs, dpk_value *ret, int *ret_code, void *resource) {
   (void)args, (void)codes, (void)nargs, (void)ret, (void)ret_code, (void)resource;

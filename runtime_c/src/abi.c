@@ -8,7 +8,8 @@
  * refusal is the same everywhere. */
 #include <stdio.h>
 
-#include "internal.h"
+#include "abi.h"
+#include "error.h"
 
 char *dpk_abi_version_text(uint32_t version, char buffer[DPK_ABI_VERSION_TEXT]) {
   snprintf(buffer, DPK_ABI_VERSION_TEXT, "%u.%u", (unsigned)DPK_ABI_MAJOR_OF(version),

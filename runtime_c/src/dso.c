@@ -8,7 +8,8 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "kinds.h"
+#include "module.h"
 
 typedef struct {
   void *dl;

@@ -9,7 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
+#include "error.h"
 #include "graph.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "module.h"
+#include "package.h"
+#include "shape.h"
+#include "yamltree.h"
 
 static bool same_type(const dpk_tensor_decl_t *a, DLDataType dtype, int32_t ndim, const int64_t *shape) {
   if (a->dtype.code != dtype.code || a->dtype.bits != dtype.bits || a->ndim != ndim) return false;

@@ -16,7 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
+#include "error.h"
 #include "json_plan.h"
+#include "kinds.h"
+#include "shape.h"
+#include "yamltree.h"
 
 #define JSON_VERSION 1
 #define WORKSPACE_ALIGN 64

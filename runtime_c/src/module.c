@@ -4,7 +4,12 @@
  * the built-in kinds use. */
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "package.h"
 
 int dpk_module_find_function(const dpk_model_t *model, size_t index, bool self, const char *name,
                              dpk_packed_fn *out_fn, void **out_resource) {

@@ -9,7 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "module.h"
+#include "package.h"
 
 typedef struct {
   size_t count;

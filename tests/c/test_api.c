@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "npy.h"
+#include "registry.h"
 
 static int failures;
 
