@@ -304,7 +304,8 @@ def test_api(dpk_build, tmp_path_factory):
     runtime = os.path.join(ROOT, "runtime_c")
     subprocess.run([CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror",
                     "-O1", "-g", "-I", os.path.join(runtime, "include"), "-I", os.path.join(runtime, "src"),
-                    os.path.join(ROOT, "tests", "c", "test_api.c"), os.path.join(dpk_build, "libdpk.a"),
+                    "-I", os.path.join(runtime, "tools"), os.path.join(ROOT, "tests", "c", "test_api.c"),
+                    os.path.join(runtime, "tools", "npy.c"), os.path.join(dpk_build, "libdpk.a"),
                     "-lzstd", "-lyaml", "-lxxhash", "-lsodium", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
     return out
 
