@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -63,12 +64,15 @@ DPK_EXPORT int {func}(const dpk_value *args, const int *type_codes, int nargs,
 
 
 def version() -> str:
+    """dsopack's version: the installed distribution's, else (a source tree that was
+    not installed) DPK_VERSION of dpk.h, where setup.py reads it too."""
     try:
         from importlib.metadata import version as dist_version
 
         return dist_version("dsopack")
     except Exception:
-        return "0.1.0"
+        with open(os.path.join(toolchain.abi_include_dir(), "dpk.h")) as f:
+            return re.search(r'^#define DPK_VERSION "([^"]+)"', f.read(), flags=re.M).group(1)
 
 
 @dataclass

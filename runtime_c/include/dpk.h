@@ -97,8 +97,14 @@ const char *dpk_last_error(void);
  * outside dpk_status_t). Static, never NULL. */
 const char *dpk_status_name(dpk_status_t status);
 
-/* The runtime's version string, e.g. "0.1.0". Static, never NULL. (The
- * ABI version of model code is DPK_ABI_VERSION, dpk_abi.h.) */
+/* The version of dsopack this header belongs to: the one place it is
+ * written (setup.py gives it to the Python distribution, which the packager
+ * stamps into every file's manifest as producer.dsopack). */
+#define DPK_VERSION "0.1.0"
+
+/* The runtime's version string, DPK_VERSION as the runtime was compiled
+ * (compare it with DPK_VERSION to detect a header/library mismatch). Static,
+ * never NULL. (The ABI version of model code is DPK_ABI_VERSION, dpk_abi.h.) */
 const char *dpk_version(void);
 
 /* ---- Packages: the file, mapped and checked, no code run -------------- */

@@ -1,4 +1,5 @@
-/* abi.c: the one rule for ABI versions (dpk_abi.h, "Versions").
+/* abi.c: versions: the runtime's own (dpk_version) and the one rule for ABI
+ * versions (dpk_abi.h, "Versions").
  *
  * A version is accepted if it has the runtime's major and a minor no newer
  * than the runtime's; 1.0 files spelled 1.0 as the plain number 1, which
@@ -10,6 +11,8 @@
 
 #include "abi.h"
 #include "error.h"
+
+const char *dpk_version(void) { return DPK_VERSION; }
 
 char *dpk_abi_version_text(uint32_t version, char buffer[DPK_ABI_VERSION_TEXT]) {
   snprintf(buffer, DPK_ABI_VERSION_TEXT, "%u.%u", (unsigned)DPK_ABI_MAJOR_OF(version),

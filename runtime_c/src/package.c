@@ -13,8 +13,6 @@
 
 #define U(x) ((unsigned long long)(x))
 
-const char *dpk_version(void) { return "0.1.0"; }
-
 /* ---- the package's allocations (manifest.c fills them) ---------------- */
 
 /* One header per allocation, a list freed with the package; `align` keeps
