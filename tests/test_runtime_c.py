@@ -762,7 +762,7 @@ def test_a_kind_carried_by_the_file(dpk_run, tmp_path):
 def test_a_carried_kind_of_another_abi(test_api, tmp_path):
     path = scaled_model(tmp_path, abi="7")
     assert load_error(test_api, path) == (
-        f"UNIMPLEMENTED: '{path}': kind 'scale' was built for ABI version 7.0 but this runtime has ABI version 1.1")
+        f"UNIMPLEMENTED: '{path}': kind 'scale' was built for ABI version 7.0 but this runtime has ABI version 1.2")
 
 
 def test_carried_kinds_stay_with_their_model(test_api, tmp_path):

@@ -67,7 +67,7 @@ static int stub_get_function(void *state, const char *name, dpk_packed_fn *out_f
 
 static void stub_free(void *state) { (void)state; }
 
-static const dpk_kind stub_dso = {"dso", DPK_ABI_VERSION, stub_load, stub_get_function, stub_free};
+static const dpk_kind stub_dso = {"dso", DPK_ABI_VERSION, stub_load, stub_get_function, stub_free, NULL};
 
 /* Depth-first post-order over imports, as model.c; false on a cycle. */
 static bool visit(const dpk_package_t *pkg, size_t i, unsigned char *mark, size_t *order, size_t *n) {

@@ -19,4 +19,11 @@ bool dpk_abi_accepts(uint32_t version);
  * runtime has ABI version 1.2" (the message set). */
 dpk_status_t dpk_abi_check(uint32_t version, const char *what);
 
+/* A kind's get_tensor (dpk_abi.h, since 1.2), or NULL if it has none: left
+ * NULL, or absent because the table is of an older minor (its struct ends
+ * before the field, which is then never read). `kind` has passed
+ * dpk_abi_check. */
+typedef int (*dpk_get_tensor_fn)(void *state, const char *name, const DLTensor **out_tensor);
+dpk_get_tensor_fn dpk_abi_kind_get_tensor(const dpk_kind *kind);
+
 #endif /* DPK_ABI_RULE_H */

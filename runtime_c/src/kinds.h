@@ -11,8 +11,4 @@ extern const dpk_kind dpk_kind_params; /* params.c: named weight tensors */
 extern const dpk_kind dpk_kind_graph;  /* graph.c: the execution graph */
 extern const dpk_kind dpk_kind_json;   /* json.c: a subgraph interpreted by the runtime's kernels */
 
-/* A params module's tensor by name (params.c): 0, or NOT_FOUND without a
- * message. `state` is what the params kind's load built. */
-int dpk_params_find(void *state, const char *name, const DLTensor **out_tensor);
-
 #endif /* DPK_KINDS_H */
