@@ -14,7 +14,9 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
         "`pip install .` (scripts/setup.sh does it) so the C runtime gets compiled"
     ) from exc
 
-DPK_TYPE_INT, DPK_TYPE_FLOAT, DPK_TYPE_HANDLE, DPK_TYPE_NULL, DPK_TYPE_TENSOR, DPK_TYPE_STR = 0, 2, 3, 4, 7, 11
+# the type codes of dpk_abi.h, as the extension was built with them
+DPK_TYPE_INT, DPK_TYPE_FLOAT, DPK_TYPE_HANDLE = lib.DPK_TYPE_INT, lib.DPK_TYPE_FLOAT, lib.DPK_TYPE_HANDLE
+DPK_TYPE_NULL, DPK_TYPE_TENSOR, DPK_TYPE_STR = lib.DPK_TYPE_NULL, lib.DPK_TYPE_TENSOR, lib.DPK_TYPE_STR
 
 # DLPack type codes <-> numpy
 _DL_CODES = {"i": 0, "u": 1, "f": 2, "b": 6}

@@ -1,80 +1,68 @@
 """cffi build script (out-of-line API mode): compiles libdpk's C sources into
 the extension `loader._dpk`. Run by setup.py at install; the runtime code stays
-in runtime_c/ and knows nothing of Python."""
+in runtime_c/ and knows nothing of Python. The cdef is read from the public
+headers (dpk_abi.h, dpk.h) at build time, so no prototype is written twice."""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 
 from cffi import FFI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME = os.path.join(ROOT, "runtime_c")
 
-CDEF = """
-typedef struct { int32_t device_type; int32_t device_id; } DLDevice;
-typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } DLDataType;
-typedef struct {
-  void *data; DLDevice device; int32_t ndim; DLDataType dtype;
-  int64_t *shape; int64_t *strides; uint64_t byte_offset;
-} DLTensor;
-typedef union {
-  int64_t v_int64; double v_float64; void *v_handle; const char *v_str; DLTensor *v_tensor;
-} dpk_value;
-typedef int (*dpk_packed_fn)(const dpk_value *args, const int *type_codes, int nargs,
-                             dpk_value *ret, int *ret_type_code, void *resource);
+INCLUDE = os.path.join(RUNTIME, "include")
+HEADERS = ("dpk_abi.h", "dpk.h")  # dpk.h includes dpk_abi.h; this order declares before use
 
-typedef int dpk_status_t;
-const char *dpk_last_error(void);
-const char *dpk_status_name(dpk_status_t status);
-const char *dpk_version(void);
+# `#define NAME <integer>`: the one kind of macro cffi reads (array sizes, constants)
+_INT_DEFINE = re.compile(r"#\s*define\s+(\w+)\s+(-?(?:0[xX][0-9a-fA-F]+|\d+))[uUlL]*\s*$")
 
-typedef struct dpk_package dpk_package_t;
-dpk_status_t dpk_package_open(const char *path, dpk_package_t **out_package);
-void dpk_package_free(dpk_package_t *package);
-const char *dpk_package_manifest(const dpk_package_t *package, size_t *out_size);
-void dpk_package_format(const dpk_package_t *package, uint16_t *out_major, uint16_t *out_minor,
-                        uint64_t *out_section_size);
-dpk_status_t dpk_package_verify(const dpk_package_t *package);
 
-typedef struct dpk_model dpk_model_t;
-typedef struct dpk_load_options {
-  size_t struct_size; int verify_checksums; int populate; int num_threads;
-} dpk_load_options_t;
-void dpk_load_options_init(dpk_load_options_t *options);
-dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options, dpk_model_t **out_model);
-void dpk_model_free(dpk_model_t *model);
-int dpk_model_num_threads(const dpk_model_t *model);
-const dpk_package_t *dpk_model_package(const dpk_model_t *model);
-typedef struct dpk_tensor_info {
-  const char *name; DLDataType dtype; int32_t ndim; const int64_t *shape;
-} dpk_tensor_info_t;
-size_t dpk_model_num_inputs(const dpk_model_t *model);
-size_t dpk_model_num_outputs(const dpk_model_t *model);
-dpk_status_t dpk_model_input_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
-dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_tensor_info_t *out_info);
-dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
-                           DLTensor *const *outputs, size_t num_outputs);
-size_t dpk_model_num_modules(const dpk_model_t *model);
-dpk_status_t dpk_model_module_info(const dpk_model_t *model, size_t index, const char **out_name,
-                                   const char **out_kind);
-dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, dpk_packed_fn *out_fn,
-                                    void **out_resource);
-dpk_status_t dpk_registered_kinds(const char **names, size_t capacity, size_t *out_count);
+def declarations(text: str, source: str) -> str:
+    """A public header as cffi's cdef reads it: comments, #include lines, include
+    guards and every macro but integer constants removed; `#ifdef __cplusplus`
+    blocks dropped, other #ifdef/#ifndef blocks kept. Any other directive (#if,
+    #else...) is refused, naming the line, rather than guessed at."""
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"\\\n", " ", text)  # a macro continued over lines is one line
+    lines, skipping = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        directive = re.match(r"\s*#\s*(\w+)\s*(.*)", line)
+        if not directive:
+            if not any(skipping) and line.strip():
+                lines.append(line.rstrip())
+        elif directive.group(1) in ("ifdef", "ifndef"):
+            skipping.append(directive.group(1) == "ifdef" and directive.group(2).strip() == "__cplusplus")
+        elif directive.group(1) == "endif" and skipping:
+            skipping.pop()
+        elif directive.group(1) == "define":
+            constant = _INT_DEFINE.match(line.strip())
+            if constant and not any(skipping):
+                lines.append(f"#define {constant.group(1)} {constant.group(2)}")
+        elif directive.group(1) != "include":
+            raise ValueError(f"{source}:{number}: #{directive.group(1)} is not understood by "
+                             "loader/build_ffi.py's header reader")
+    return "\n".join(lines)
 
-typedef struct dpk_public_key { uint8_t bytes[32]; } dpk_public_key_t;
-dpk_status_t dpk_public_key_read(const char *path, dpk_public_key_t *out_key);
-dpk_status_t dpk_package_open_signed(const char *path, const dpk_public_key_t *key, dpk_package_t **out_package);
-dpk_status_t dpk_package_signed_size(const dpk_package_t *package, uint64_t *out_size);
-dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key, const dpk_load_options_t *options,
-                                   dpk_model_t **out_model);
 
+def header_cdef() -> str:
+    """Every declaration of the public headers, for cffi: read from the headers, never copied."""
+    return "\n".join(declarations(open(os.path.join(INCLUDE, name)).read(), name) for name in HEADERS)
+
+
+# The extension's own functions (defined in SOURCE below).
+OWN_CDEF = """
 /* A packed call made from Python: a plain C call so cffi releases the GIL. */
 int dpk_py_run(const dpk_model_t *model, void **inputs, size_t num_inputs, void **outputs, size_t num_outputs);
 int dpk_py_call(dpk_packed_fn fn, void *resource, const dpk_value *args, const int *codes, int nargs,
                 dpk_value *ret, int *ret_code);
 """
+
+CDEF = header_cdef() + "\n" + OWN_CDEF
 
 SOURCE = """
 #include <stdbool.h>

@@ -78,12 +78,15 @@ def runtime_build(kind: str) -> str:
     return build
 
 
-def c_program(source: str, out: str, kind: str, internal: bool = False) -> str:
-    """Compile tests/c/SOURCE against the `kind` build of libdpk.a; the executable's path."""
+def c_program(source: str, out: str, kind: str, internal: bool = False, tools: tuple[str, ...] = ()) -> str:
+    """Compile tests/c/SOURCE (with `tools`, sources of runtime_c/tools/ such as npy.c that
+    libdpk does not hold) against the `kind` build of libdpk.a; the executable's path."""
     build = runtime_build(kind)
     includes = ["-I", os.path.join(RUNTIME, "include")] + (["-I", os.path.join(RUNTIME, "src")] if internal else [])
+    includes += ["-I", os.path.join(RUNTIME, "tools")] if tools else []
     subprocess.run([CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra",
                     "-Wno-format-truncation", *FLAGS[kind], *includes, os.path.join(ROOT, source),
+                    *(os.path.join(RUNTIME, "tools", t) for t in tools),
                     os.path.join(build, "libdpk.a"), *LIBS, *extra_libs(), "-o", out], check=True)
     return out
 

@@ -1,5 +1,5 @@
-"""ABI versions major.minor (dpk_abi.h, "Versions"): a runtime of 1.1 accepts
-code, carried kind tables and registered kinds of major 1 with a minor <= 1
+"""ABI versions major.minor (dpk_abi.h, "Versions"): a runtime of 1.2 accepts
+code, carried kind tables and registered kinds of major 1 with a minor <= 2
 (1.0 spelled as the plain number 1, or packed), and refuses a newer minor or
 another major with UNIMPLEMENTED naming both versions as "M.m".
 
@@ -24,10 +24,11 @@ from test_runtime_c import (KERNELS, K, api, assert_matches, build_model, load_e
                             test_api, weights)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNTIME = "1.1"
-# C spellings of versions a 1.1 runtime accepts, and of versions it refuses (with "M.m")
-ACCEPTED = ["1", "DPK_ABI_MAKE_VERSION(1, 0)", "DPK_ABI_VERSION", "DPK_ABI_MAKE_VERSION(1, 1)"]
-REFUSED = [("DPK_ABI_MAKE_VERSION(1, 2)", "1.2"), ("DPK_ABI_MAKE_VERSION(2, 0)", "2.0"),
+RUNTIME = "1.2"
+# C spellings of versions a 1.2 runtime accepts, and of versions it refuses (with "M.m")
+ACCEPTED = ["1", "DPK_ABI_MAKE_VERSION(1, 0)", "DPK_ABI_MAKE_VERSION(1, 1)", "DPK_ABI_VERSION",
+            "DPK_ABI_MAKE_VERSION(1, 2)"]
+REFUSED = [("DPK_ABI_MAKE_VERSION(1, 3)", "1.3"), ("DPK_ABI_MAKE_VERSION(2, 0)", "2.0"),
            ("DPK_ABI_MAKE_VERSION(2, 1)", "2.1"), ("2", "2.0"), ("0", "0.0")]
 
 
@@ -66,21 +67,21 @@ def test_code_of_a_newer_minor_or_another_major_is_refused(test_api, tmp_path, v
 
 def test_the_runtime_tables_are_not_handed_to_refused_code(test_api, tmp_path):
     """__dpk_api stays NULL in a file whose version is refused: its code never sees a table it does not know."""
-    probe = ("DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_MAKE_VERSION(1, 2);\n"
+    probe = ("DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_MAKE_VERSION(1, 3);\n"
              "#include <stdio.h>\n"
              f'__attribute__((destructor)) static void probe(void) {{ FILE *f = fopen("{tmp_path}/probe", "w");'
              ' if (f) { fprintf(f, "%d\\n", __dpk_api != 0); fclose(f); } }\n')
     path = build_model(tmp_path, name="probe", kernels=KERNELS + probe)
     assert load_error(test_api, path).startswith("UNIMPLEMENTED: ")
     assert (tmp_path / "probe").read_text() == "0\n"
-    ok = build_model(tmp_path, name="probe_ok", kernels=KERNELS + probe.replace("(1, 2)", "(1, 1)"))
+    ok = build_model(tmp_path, name="probe_ok", kernels=KERNELS + probe.replace("(1, 3)", "(1, 2)"))
     assert api(test_api, "load", ok) == "OK\n"
     assert (tmp_path / "probe").read_text() == "1\n"
 
 
 def test_the_packager_stamps_the_code_with_the_current_version(digits_so):
     lib = ctypes.CDLL(digits_so)
-    assert ctypes.c_uint32.in_dll(lib, "__dpk_abi_version").value == (1 << 16) | 1
+    assert ctypes.c_uint32.in_dll(lib, "__dpk_abi_version").value == (1 << 16) | 2
     with loader.load(digits_so) as model:
         assert model.run(x=np.zeros((1, 64), np.float32))["probs"].shape == (1, 10)
 
@@ -141,4 +142,4 @@ def test_an_entry_the_manifest_does_not_declare_is_still_checked(test_api, tmp_p
     from test_kind_table import with_kinds
     path = scaled_model(tmp_path, table=with_kinds(kind(), kind(name='"later"', abi="DPK_ABI_MAKE_VERSION(1, 9)")))
     assert load_error(test_api, path) == (
-        f"UNIMPLEMENTED: '{path}': kind 'later' was built for ABI version 1.9 but this runtime has ABI version 1.1")
+        f"UNIMPLEMENTED: '{path}': kind 'later' was built for ABI version 1.9 but this runtime has ABI version 1.2")

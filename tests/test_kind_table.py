@@ -94,7 +94,7 @@ def test_a_declared_kind_the_file_does_not_export(test_api, tmp_path):
 
 @pytest.mark.parametrize("tail, expected", [
     (table("&scale_kind", abi="9"),
-     "UNIMPLEMENTED: '{}': __dpk_kinds was built for ABI version 9.0 but this runtime has ABI version 1.1"),
+     "UNIMPLEMENTED: '{}': __dpk_kinds was built for ABI version 9.0 but this runtime has ABI version 1.2"),
     (table("&scale_kind", count="65"), "FAILED_PRECONDITION: '{}': __dpk_kinds has 65 entries (at most 64)"),
     (table("&scale_kind", array="0"), "FAILED_PRECONDITION: '{}': __dpk_kinds has 1 entries but no array"),
     (table("&scale_kind, 0", count="2"), "FAILED_PRECONDITION: '{}': __dpk_kinds entry 1 is NULL"),
@@ -107,7 +107,7 @@ def test_a_declared_kind_the_file_does_not_export(test_api, tmp_path):
     (with_kinds(kind(free="0")),
      "FAILED_PRECONDITION: '{}': __dpk_kinds entry 0 (kind 'scale') has no free function"),
     (with_kinds(kind(name='"other"'), kind(abi="3")),
-     "UNIMPLEMENTED: '{}': kind 'scale' was built for ABI version 3.0 but this runtime has ABI version 1.1"),
+     "UNIMPLEMENTED: '{}': kind 'scale' was built for ABI version 3.0 but this runtime has ABI version 1.2"),
     (with_kinds(kind(), kind(name='"other"'), kind()),
      "FAILED_PRECONDITION: '{}': __dpk_kinds lists kind 'scale' twice (entries 0 and 2)"),
 ])

@@ -304,7 +304,8 @@ def test_api(dpk_build, tmp_path_factory):
     runtime = os.path.join(ROOT, "runtime_c")
     subprocess.run([CC, "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror",
                     "-O1", "-g", "-I", os.path.join(runtime, "include"), "-I", os.path.join(runtime, "src"),
-                    os.path.join(ROOT, "tests", "c", "test_api.c"), os.path.join(dpk_build, "libdpk.a"),
+                    "-I", os.path.join(runtime, "tools"), os.path.join(ROOT, "tests", "c", "test_api.c"),
+                    os.path.join(runtime, "tools", "npy.c"), os.path.join(dpk_build, "libdpk.a"),
                     "-lzstd", "-lyaml", "-lxxhash", "-lsodium", "-ldl", "-lpthread", "-lm", "-o", out], check=True)
     return out
 
@@ -761,7 +762,7 @@ def test_a_kind_carried_by_the_file(dpk_run, tmp_path):
 def test_a_carried_kind_of_another_abi(test_api, tmp_path):
     path = scaled_model(tmp_path, abi="7")
     assert load_error(test_api, path) == (
-        f"UNIMPLEMENTED: '{path}': kind 'scale' was built for ABI version 7.0 but this runtime has ABI version 1.1")
+        f"UNIMPLEMENTED: '{path}': kind 'scale' was built for ABI version 7.0 but this runtime has ABI version 1.2")
 
 
 def test_carried_kinds_stay_with_their_model(test_api, tmp_path):

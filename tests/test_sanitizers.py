@@ -62,7 +62,8 @@ def asan(tmp_path_factory):
     out = tmp_path_factory.mktemp("asan")
     return {
         "dpk-run": os.path.join(sanitize.runtime_build("asan"), "dpk-run"),
-        "test_api": sanitize.c_program("tests/c/test_api.c", str(out / "test_api"), "asan", internal=True),
+        "test_api": sanitize.c_program("tests/c/test_api.c", str(out / "test_api"), "asan", internal=True,
+                                       tools=("npy.c",)),
         "stress": sanitize.c_program("tests/c/stress.c", str(out / "stress"), "asan"),
     }
 
@@ -144,7 +145,8 @@ def tsan(tmp_path_factory):
     out = tmp_path_factory.mktemp("tsan")
     return {
         "stress": sanitize.c_program("tests/c/stress.c", str(out / "stress"), "tsan"),
-        "test_api": sanitize.c_program("tests/c/test_api.c", str(out / "test_api"), "tsan", internal=True),
+        "test_api": sanitize.c_program("tests/c/test_api.c", str(out / "test_api"), "tsan", internal=True,
+                                       tools=("npy.c",)),
     }
 
 

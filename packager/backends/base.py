@@ -62,10 +62,11 @@ class KindSource:
 
     `source` includes only dpk_abi.h (and the C library) and defines, with
     external linkage, `const dpk_kind <symbol> = {"<name>", DPK_ABI_VERSION,
-    load, get_function, free};` (everything else static). The build compiles it
-    as its own translation unit, lists every carried kind in the exported
-    `__dpk_kinds` table and in the manifest's `kinds: {carried: [...]}`, so the
-    stock runtime runs the file without knowing the kind beforehand."""
+    load, get_function, free, get_tensor or NULL};` (everything else static).
+    The build compiles it as its own translation unit, lists every carried
+    kind in the exported `__dpk_kinds` table and in the manifest's
+    `kinds: {carried: [...]}`, so the stock runtime runs the file without
+    knowing the kind beforehand."""
 
     name: str  # the kind name, equal to Payload.kind
     source: str

@@ -37,7 +37,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "file.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "package.h"
+#include "registry.h"
 
 static int stub(const dpk_value *args, const int *codes, int nargs, dpk_value *ret, int *ret_code, void *resource) {
   (void)args, (void)codes, (void)nargs, (void)ret, (void)ret_code, (void)resource;
@@ -60,7 +67,7 @@ static int stub_get_function(void *state, const char *name, dpk_packed_fn *out_f
 
 static void stub_free(void *state) { (void)state; }
 
-static const dpk_kind stub_dso = {"dso", DPK_ABI_VERSION, stub_load, stub_get_function, stub_free};
+static const dpk_kind stub_dso = {"dso", DPK_ABI_VERSION, stub_load, stub_get_function, stub_free, NULL};
 
 /* Depth-first post-order over imports, as model.c; false on a cycle. */
 static bool visit(const dpk_package_t *pkg, size_t i, unsigned char *mark, size_t *order, size_t *n) {

@@ -97,8 +97,14 @@ const char *dpk_last_error(void);
  * outside dpk_status_t). Static, never NULL. */
 const char *dpk_status_name(dpk_status_t status);
 
-/* The runtime's version string, e.g. "0.1.0". Static, never NULL. (The
- * ABI version of model code is DPK_ABI_VERSION, dpk_abi.h.) */
+/* The version of dsopack this header belongs to: the one place it is
+ * written (setup.py gives it to the Python distribution, which the packager
+ * stamps into every file's manifest as producer.dsopack). */
+#define DPK_VERSION "0.1.0"
+
+/* The runtime's version string, DPK_VERSION as the runtime was compiled
+ * (compare it with DPK_VERSION to detect a header/library mismatch). Static,
+ * never NULL. (The ABI version of model code is DPK_ABI_VERSION, dpk_abi.h.) */
 const char *dpk_version(void);
 
 /* ---- Packages: the file, mapped and checked, no code run -------------- */
@@ -214,7 +220,7 @@ void dpk_load_options_init(dpk_load_options_t *options);
  * "Threads"), RESOURCE_EXHAUSTED (a worker thread could not be started).
  * UNIMPLEMENTED also covers the ABI version of the file's code
  * (__dpk_abi_version, dpk_abi.h: "'m.so': its code (__dpk_abi_version) was
- * built for ABI version 1.2 but this runtime has ABI version 1.1").
+ * built for ABI version 1.3 but this runtime has ABI version 1.2").
  * The model is owned: free it with dpk_model_free. Thread-safe. */
 dpk_status_t dpk_model_load(const char *path, const dpk_load_options_t *options,
                             dpk_model_t **out_model);
@@ -336,7 +342,7 @@ dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key
 /* ---- Kinds ------------------------------------------------------------- */
 
 /* Register a kind (dpk_abi.h: {name, abi_version, load, get_function,
- * free}) for every later dpk_model_load in this process; call it before
+ * free, and since ABI 1.2 the optional get_tensor}) for every later dpk_model_load in this process; call it before
  * loading the models that use the kind. Models already loaded keep the kind
  * they were bound to. The table is borrowed, never copied: it must stay
  * valid for the life of the process (make it static const); there is no
@@ -347,8 +353,8 @@ dpk_status_t dpk_model_load_signed(const char *path, const dpk_public_key_t *key
  * the new table takes the name for later loads; UNIMPLEMENTED if
  * kind->abi_version is not of this runtime's major with an older or equal
  * minor (dpk_abi.h, "Versions"; the message names both versions as "M.m":
- * "kind 'k' was built for ABI version 1.2 but this runtime has ABI version
- * 1.1"); INVALID_ARGUMENT if kind, its name, load, get_function or free is
+ * "kind 'k' was built for ABI version 1.3 but this runtime has ABI version
+ * 1.2"); INVALID_ARGUMENT if kind, its name, load, get_function or free is
  * NULL; RESOURCE_EXHAUSTED. Thread-safe. */
 dpk_status_t dpk_register_kind(const dpk_kind *kind, int replace);
 

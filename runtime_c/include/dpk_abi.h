@@ -21,7 +21,7 @@
  * anything. A runtime of version M.n accepts code, carried kind tables and
  * registered kinds of version M.m with m <= n, and refuses any other
  * version (a newer minor or another major) with UNIMPLEMENTED naming both,
- * "built for ABI version 1.2 but this runtime has ABI version 1.1"; so
+ * "built for ABI version 1.3 but this runtime has ABI version 1.2"; so
  * code built against M.m is only ever handed tables of M.m or later and may
  * use every field its header declares.
  *
@@ -29,6 +29,10 @@
  *     1.1  abi_version fields hold packed major.minor; the code of a file may
  *          export __dpk_abi_version (below); the runtime checks it before it
  *          hands the file __dpk_api and __dpk_parallel
+ *     1.2  dpk_kind ends with get_tensor (optional): any kind may hold
+ *          tensors that importing modules find through import_tensor (before,
+ *          only the built-in `params` kind could); the runtime reads the
+ *          field only from kind tables of minor 2 or later
  */
 #ifndef DPK_ABI_H
 #define DPK_ABI_H
@@ -41,7 +45,7 @@ extern "C" {
 #endif
 
 #define DPK_ABI_VERSION_MAJOR 1
-#define DPK_ABI_VERSION_MINOR 1
+#define DPK_ABI_VERSION_MINOR 2
 
 /* A packed version, and its parts (a value < 0x10000 is the 1.0 spelling:
  * major = value, minor = 0). */
@@ -171,8 +175,13 @@ typedef struct dpk_kind_services {
    * Returns 0, or DPK_STATUS_NOT_FOUND (2) with the error message set. */
   int (*import_function)(const dpk_kind_ctx *ctx, const char *name, dpk_packed_fn *out_fn,
                          void **out_resource);
-  /* Find a named tensor (a weight of a `params` module) in the imports.
-   * The tensor is borrowed and read-only; valid while the model is loaded. */
+  /* Find a named tensor in the imports, depth-first: each imported module's
+   * kind is asked through its get_tensor (a `params` module's weights, or
+   * any kind's that provides the slot). The tensor is borrowed and
+   * read-only; valid while the model is loaded. Returns 0 (*out_tensor not
+   * NULL), DPK_STATUS_NOT_FOUND (2) with the error message set, or the error
+   * a kind's get_tensor returned (its message set; INTERNAL if it returned 0
+   * without a tensor). */
   int (*import_tensor)(const dpk_kind_ctx *ctx, const char *name, const DLTensor **out_tensor);
 } dpk_kind_services;
 
@@ -198,6 +207,16 @@ typedef struct dpk_kind {
   int (*get_function)(void *state, const char *name, dpk_packed_fn *out_fn, void **out_resource);
   /* Release what load built. Called once, never with functions running. */
   void (*free)(void *state);
+  /* Since ABI 1.2; optional (NULL: the module holds no tensors). Look up one
+   * named tensor the module holds, for the modules that import it
+   * (dpk_kind_services.import_tensor). Return 0 and set *out_tensor (borrowed
+   * by the runtime and the importers, read-only, valid until free), 2
+   * (NOT_FOUND) without setting an error (the runtime then searches on), or
+   * another status after services->set_error (the importer's load fails with
+   * it). Must be thread-safe. A table whose abi_version has a minor below 2
+   * was compiled without this field (its struct ends before it), so the
+   * runtime never reads it from such a table. */
+  int (*get_tensor)(void *state, const char *name, const DLTensor **out_tensor);
 } dpk_kind;
 
 /* A model file may carry kind implementations: it exports
@@ -207,8 +226,8 @@ typedef struct dpk_kind {
  * runtime checks the table: abi_version of its major with an older or equal
  * minor (else UNIMPLEMENTED naming both as "M.m"), count <=
  * DPK_KIND_TABLE_MAX, `kinds` and every entry non-NULL with a non-empty name
- * and load/get_function/free set, each entry's abi_version accepted by the
- * same rule, no name twice, and every kind the
+ * and load/get_function/free set (get_tensor may be NULL), each entry's
+ * abi_version accepted by the same rule, no name twice, and every kind the
  * manifest declares present (else NOT_FOUND naming it). Kinds in the table
  * that the manifest does not declare are never used. The kinds serve that
  * model only (they are not registered in the process) and, for its modules,

@@ -9,7 +9,9 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "error.h"
+#include "yamltree.h"
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }

@@ -8,7 +8,8 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "kinds.h"
+#include "module.h"
 
 typedef struct {
   void *dl;
@@ -45,4 +46,4 @@ static int dso_get_function(void *state, const char *name, dpk_packed_fn *out_fn
 
 static void dso_free(void *state) { free(state); }
 
-const dpk_kind dpk_kind_dso = {"dso", DPK_ABI_VERSION, dso_load, dso_get_function, dso_free};
+const dpk_kind dpk_kind_dso = {"dso", DPK_ABI_VERSION, dso_load, dso_get_function, dso_free, NULL};

@@ -1,7 +1,8 @@
 /* dtype.c: dtype names <-> DLDataType. */
 #include <string.h>
 
-#include "internal.h"
+#include "dtype.h"
+#include "error.h"
 
 static const struct {
   const char *name;

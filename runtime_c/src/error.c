@@ -1,10 +1,11 @@
 /* error.c: the per-thread last-error message and status names. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
 
 #define DPK_ERROR_CAPACITY 1024
 

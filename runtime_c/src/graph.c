@@ -9,7 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
+#include "error.h"
 #include "graph.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "module.h"
+#include "package.h"
+#include "shape.h"
+#include "yamltree.h"
 
 static bool same_type(const dpk_tensor_decl_t *a, DLDataType dtype, int32_t ndim, const int64_t *shape) {
   if (a->dtype.code != dtype.code || a->dtype.bits != dtype.bits || a->ndim != ndim) return false;
@@ -87,7 +95,8 @@ static dpk_status_t parse_tensor(graph_state *s, const dpk_kind_load_args *args,
   } else if (strcmp(storage, "param") == 0) {
     t->storage = ST_PARAM;
     const DLTensor *p;
-    if (args->services->import_tensor(args->ctx, t->decl.name, &p)) return DPK_STATUS_NOT_FOUND;
+    int rc = args->services->import_tensor(args->ctx, t->decl.name, &p); /* the message is set */
+    if (rc) return dpk_status_from_rc(rc);
     snprintf(what, sizeof what, "param tensor '%s'", t->decl.name);
     if (!same_type(&t->decl, p->dtype, p->ndim, p->shape))
       return type_mismatch(what, &t->decl, p->dtype, p->ndim, p->shape, "the imported tensor");
@@ -225,4 +234,4 @@ static void graph_free(void *state) {
   free(s);
 }
 
-const dpk_kind dpk_kind_graph = {"graph", DPK_ABI_VERSION, graph_load, graph_get_function, graph_free};
+const dpk_kind dpk_kind_graph = {"graph", DPK_ABI_VERSION, graph_load, graph_get_function, graph_free, NULL};

@@ -5,7 +5,9 @@
 
 #include <pthread.h>
 
-#include "internal.h"
+#include "dpk.h"
+#include "manifest.h"
+#include "yamltree.h"
 
 enum { ST_INPUT, ST_OUTPUT, ST_PARAM, ST_ARENA };
 

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
 #include "graph.h"
+#include "manifest.h"
+#include "shape.h"
 
 static void ctx_free(run_ctx *c) {
   if (!c) return;

@@ -16,7 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
+#include "error.h"
 #include "json_plan.h"
+#include "kinds.h"
+#include "shape.h"
+#include "yamltree.h"
 
 #define JSON_VERSION 1
 #define WORKSPACE_ALIGN 64
@@ -219,7 +224,10 @@ static dpk_status_t resolve_input(json_loader *L, size_t index, const char *wher
     return DPK_OK;
   }
   const DLTensor *w = NULL;
-  if (L->args->services->import_tensor(L->args->ctx, name, &w) != 0 || !w)
+  int rc = L->args->services->import_tensor(L->args->ctx, name, &w);
+  if (rc && rc != DPK_STATUS_NOT_FOUND) /* a kind's get_tensor failed: its message, in context */
+    return dpk_fail_context(dpk_status_from_rc(rc), "%s: weight '%s'", where, name);
+  if (rc || !w)
     return dpk_fail(DPK_STATUS_NOT_FOUND,
                     "%s: input '%s' is not an input, output or intermediate of function '%s', nor a weight in the "
                     "module's imports",
@@ -448,4 +456,4 @@ static int json_get_function(void *state, const char *name, dpk_packed_fn *out_f
 
 static void json_free(void *state) { module_free(state); }
 
-const dpk_kind dpk_kind_json = {"json", DPK_ABI_VERSION, json_load, json_get_function, json_free};
+const dpk_kind dpk_kind_json = {"json", DPK_ABI_VERSION, json_load, json_get_function, json_free, NULL};

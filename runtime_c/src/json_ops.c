@@ -5,7 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "error.h"
 #include "json_plan.h"
+#include "kernels/kernels.h"
+#include "shape.h"
+#include "yamltree.h"
 
 /* ---- kernels as plan steps ------------------------------------------------- */
 

@@ -10,8 +10,9 @@
 #ifndef DPK_JSON_PLAN_H
 #define DPK_JSON_PLAN_H
 
-#include "internal.h"
+#include "dpk.h"
 #include "kernels/kernels.h"
+#include "yamltree.h"
 
 #define DPK_JSON_MAX_DIMS DPK_K_MAX_DIMS /* rank limit of every tensor */
 #define DPK_JSON_MAX_INPUTS 3            /* inputs of one node (dense: x, W, b) */

@@ -8,29 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-
-struct dpk_alloc {
-  struct dpk_alloc *next;
-  double align;
-};
-
-void *dpk_package_alloc(dpk_package_t *package, size_t count, size_t size) {
-  if (size && count > (SIZE_MAX - sizeof(struct dpk_alloc)) / size) return NULL;
-  struct dpk_alloc *a = calloc(1, sizeof *a + count * size);
-  if (!a) return NULL;
-  a->next = package->allocs;
-  package->allocs = a;
-  return a + 1;
-}
-
-void dpk_package_free_allocs(dpk_package_t *package) {
-  while (package->allocs) {
-    struct dpk_alloc *next = package->allocs->next;
-    free(package->allocs);
-    package->allocs = next;
-  }
-}
+#include "blob.h"
+#include "dtype.h"
+#include "error.h"
+#include "manifest.h"
+#include "package.h"
+#include "shape.h"
+#include "yamltree.h"
 
 #define OOM() dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory reading the manifest")
 

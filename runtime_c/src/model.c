@@ -21,7 +21,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "abi.h"
+#include "blob.h"
+#include "error.h"
+#include "file.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "options.h"
+#include "package.h"
+#include "pool.h"
+#include "signature.h"
+#include "threads.h"
 
 static const dpk_backend_api backend_api = {DPK_ABI_VERSION, dpk_set_error};
 

@@ -12,7 +12,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "abi.h"
+#include "error.h"
+#include "manifest.h"
+#include "model.h"
+#include "package.h"
+#include "registry.h"
 
 #define PATH(m) ((m)->package->path)
 

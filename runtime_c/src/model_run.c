@@ -5,7 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "dtype.h"
+#include "error.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "package.h"
+#include "pool.h"
+#include "shape.h"
 
 #define PATH(m) ((m)->package->path)
 

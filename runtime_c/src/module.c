@@ -4,7 +4,12 @@
  * the built-in kinds use. */
 #include <string.h>
 
-#include "internal.h"
+#include "abi.h"
+#include "error.h"
+#include "manifest.h"
+#include "model.h"
+#include "module.h"
+#include "package.h"
 
 int dpk_module_find_function(const dpk_model_t *model, size_t index, bool self, const char *name,
                              dpk_packed_fn *out_fn, void **out_resource) {
@@ -32,12 +37,18 @@ static int import_function(const dpk_kind_ctx *ctx, const char *name, dpk_packed
   return rc;
 }
 
+/* Each import of module `index` in order: its kind's get_tensor (if the
+ * kind has one), then that import's own imports. 0, DPK_STATUS_NOT_FOUND (no
+ * message set), or a kind's error. */
 static int find_tensor(const dpk_model_t *model, size_t index, const char *name, const DLTensor **out_tensor) {
   const dpk_module_decl_t *decl = &model->package->modules[index];
   for (size_t i = 0; i < decl->num_imports; i++) {
     const dpk_module_rt_t *m = &model->modules[decl->imports[i]];
-    if (m->loaded && m->kind == &dpk_kind_params && dpk_params_find(m->state, name, out_tensor) == 0) return 0;
-    if (find_tensor(model, decl->imports[i], name, out_tensor) == 0) return 0;
+    dpk_get_tensor_fn get_tensor = m->loaded ? dpk_abi_kind_get_tensor(m->kind) : NULL;
+    int rc = get_tensor ? get_tensor(m->state, name, out_tensor) : DPK_STATUS_NOT_FOUND;
+    if (rc != DPK_STATUS_NOT_FOUND) return rc;
+    rc = find_tensor(model, decl->imports[i], name, out_tensor);
+    if (rc != DPK_STATUS_NOT_FOUND) return rc;
   }
   return DPK_STATUS_NOT_FOUND;
 }
@@ -45,7 +56,13 @@ static int find_tensor(const dpk_model_t *model, size_t index, const char *name,
 static int import_tensor(const dpk_kind_ctx *ctx, const char *name, const DLTensor **out_tensor) {
   *out_tensor = NULL;
   int rc = find_tensor(ctx->model, ctx->module, name, out_tensor);
-  if (rc) dpk_set_error("module '%s' needs tensor '%s', which none of its imports holds", dpk_ctx_module(ctx)->name, name);
+  if (rc == DPK_STATUS_NOT_FOUND)
+    dpk_set_error("module '%s' needs tensor '%s', which none of its imports holds", dpk_ctx_module(ctx)->name, name);
+  if (rc == 0 && !*out_tensor) { /* a kind's get_tensor said found but gave nothing */
+    dpk_set_error("module '%s' needs tensor '%s': an import's kind found it but returned no tensor",
+                  dpk_ctx_module(ctx)->name, name);
+    return DPK_STATUS_INTERNAL;
+  }
   return rc;
 }
 

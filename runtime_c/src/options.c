@@ -7,7 +7,8 @@
  * caller's struct_size are ever read. */
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "options.h"
 
 void dpk_load_options_init(dpk_load_options_t *options) {
   if (!options) return;

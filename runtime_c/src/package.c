@@ -1,14 +1,43 @@
 /* package.c: a model file mapped and checked, no code run (dpk_package_*),
- * plus the shape helpers the loader and the kinds share. */
+ * and the allocations its parsed manifest lives in. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "error.h"
+#include "file.h"
+#include "manifest.h"
+#include "package.h"
+#include "yamltree.h"
 
 #define U(x) ((unsigned long long)(x))
 
-const char *dpk_version(void) { return "0.1.0"; }
+/* ---- the package's allocations (manifest.c fills them) ---------------- */
+
+/* One header per allocation, a list freed with the package; `align` keeps
+ * the memory after it aligned for any scalar. */
+struct dpk_alloc {
+  struct dpk_alloc *next;
+  double align;
+};
+
+void *dpk_package_alloc(dpk_package_t *package, size_t count, size_t size) {
+  if (size && count > (SIZE_MAX - sizeof(struct dpk_alloc)) / size) return NULL;
+  struct dpk_alloc *a = calloc(1, sizeof *a + count * size);
+  if (!a) return NULL;
+  a->next = package->allocs;
+  package->allocs = a;
+  return a + 1;
+}
+
+static void free_allocs(dpk_package_t *package) {
+  while (package->allocs) {
+    struct dpk_alloc *next = package->allocs->next;
+    free(package->allocs);
+    package->allocs = next;
+  }
+}
 
 /* target.machine, when the manifest has it, must name the ELF e_machine: a
  * file whose manifest and code disagree is corrupt (DATA_LOSS), whatever the
@@ -64,7 +93,7 @@ dpk_status_t dpk_package_open_memory(const char *source, const void *bytes, size
 void dpk_package_free(dpk_package_t *package) {
   if (!package) return;
   dpk_yaml_free(&package->yaml);
-  dpk_package_free_allocs(package);
+  free_allocs(package);
   dpk_file_close(&package->file);
   free(package->path);
   free(package);
@@ -162,72 +191,4 @@ dpk_status_t dpk_package_verify(const dpk_package_t *package) {
   status = verify_spans(pkg, spans, n);
   free(spans);
   return status;
-}
-
-/* ---- shapes and tensors -------------------------------------------------- */
-
-bool dpk_shape_numel(int32_t ndim, const int64_t *shape, uint64_t *out_numel) {
-  uint64_t n = 1;
-  for (int32_t i = 0; i < ndim; i++) {
-    if (shape[i] < 0) return false;
-    uint64_t d = (uint64_t)shape[i];
-    if (d && n > UINT64_MAX / d) return false;
-    n *= d;
-  }
-  *out_numel = n;
-  return true;
-}
-
-const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size_t capacity) {
-  size_t used = 0;
-  if (!capacity) return "";
-  buffer[0] = '\0';
-  for (int32_t i = -1; i <= ndim && used < capacity; i++) {
-    int n = i < 0 ? snprintf(buffer + used, capacity - used, "[")
-            : i == ndim ? snprintf(buffer + used, capacity - used, "]")
-                        : snprintf(buffer + used, capacity - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < 0) break;
-    used += (size_t)n;
-  }
-  return buffer;
-}
-
-dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dpk_tensor_decl_t *decl) {
-  char want[256], got[256];
-  if (!tensor || (!tensor->data && !tensor->byte_offset)) {
-    uint64_t numel;
-    if (!tensor || (dpk_shape_numel(decl->ndim, decl->shape, &numel) && numel))
-      return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has no data", role, decl->name);
-  }
-  if (tensor->device.device_type != kDLCPU)
-    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' is on device type %d; only CPU (1) tensors are accepted", role,
-                    decl->name, (int)tensor->device.device_type);
-  /* The shape strings are only formatted on failure: this runs on every call. */
-  bool same = tensor->ndim == decl->ndim && (decl->ndim == 0 || tensor->shape);
-  for (int32_t i = 0; same && i < decl->ndim; i++) same = tensor->shape[i] == decl->shape[i];
-  if (!same) {
-    if (tensor->ndim >= 0 && (tensor->shape || tensor->ndim == 0))
-      dpk_shape_str(tensor->ndim, tensor->shape, got, sizeof got);
-    else
-      snprintf(got, sizeof got, "(ndim %d)", (int)tensor->ndim);
-    dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
-    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has shape %s but the model expects %s%s", role, decl->name,
-                    got, dpk_dtype_name(decl->dtype), want);
-  }
-  DLDataType d = tensor->dtype;
-  if (d.code != decl->dtype.code || d.bits != decl->dtype.bits || d.lanes != 1) {
-    dpk_shape_str(decl->ndim, decl->shape, want, sizeof want);
-    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' has dtype %s but the model expects %s%s", role, decl->name,
-                    dpk_dtype_name(d), dpk_dtype_name(decl->dtype), want);
-  }
-  if (tensor->strides) {
-    int64_t expect = 1;
-    for (int32_t i = decl->ndim - 1; i >= 0; i--) {
-      if (decl->shape[i] != 1 && tensor->strides[i] != expect)
-        return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "%s '%s' is not compact row-major (stride %lld of dim %d; want %lld)",
-                        role, decl->name, (long long)tensor->strides[i], (int)i, (long long)expect);
-      expect *= decl->shape[i];
-    }
-  }
-  return DPK_OK;
 }

@@ -4,12 +4,17 @@
  * mapping (zero copy: loading costs the same for 1 MB or 1 GB, and
  * processes share the page cache); zstd tensors are decoded once here.
  * The tensors are read-only and valid while the model is loaded. Exposes
- * no functions; other modules reach the tensors through import_tensor. */
+ * no functions; other modules reach the tensors through import_tensor, which
+ * asks this kind's get_tensor. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "blob.h"
+#include "kinds.h"
+#include "manifest.h"
+#include "module.h"
+#include "package.h"
 
 typedef struct {
   size_t count;
@@ -65,7 +70,7 @@ static int params_load(const dpk_kind_load_args *args, void **out_state) {
   return 0;
 }
 
-int dpk_params_find(void *state, const char *name, const DLTensor **out_tensor) {
+static int params_get_tensor(void *state, const char *name, const DLTensor **out_tensor) {
   const params_state *s = state;
   for (size_t i = 0; i < s->count; i++) {
     if (strcmp(s->decls[i].name, name) == 0) {
@@ -84,4 +89,5 @@ static int params_get_function(void *state, const char *name, dpk_packed_fn *out
   return DPK_STATUS_NOT_FOUND;
 }
 
-const dpk_kind dpk_kind_params = {"params", DPK_ABI_VERSION, params_load, params_get_function, params_free};
+const dpk_kind dpk_kind_params = {"params", DPK_ABI_VERSION, params_load, params_get_function, params_free,
+                                  params_get_tensor};

@@ -13,7 +13,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "error.h"
+#include "pool.h"
 
 #define SPIN_NS 50000 /* a worker spins this long after a loop before it sleeps */
 

@@ -20,7 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "error.h"
+#include "file.h"
+#include "package.h"
+#include "signature.h"
 
 #define U(x) ((unsigned long long)(x))
 #define TRAILER_SIZE 128

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "error.h"
+#include "threads.h"
 
 #define MAX_ENV_THREADS 1024
 

@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "yamltree.h"
 
 dpk_status_t dpk_yaml_parse(const void *bytes, size_t size, const char *source, dpk_yaml_t *out_yaml) {
   memset(out_yaml, 0, sizeof *out_yaml);

@@ -12,7 +12,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "internal.h"
+#include "dtype.h"
+#include "error.h"
+#include "npy.h"
+#include "shape.h"
 
 static const char usage[] =
     "usage: dpk-run MODEL.so [NAME=FILE.npy ...] [-o OUT.npy | -o OUTDIR] [--verify] [--populate]\n"

@@ -38,7 +38,7 @@ static void register_kinds(void) {
   expect(dpk_register_kind(&dpk_kind_lut, 0), DPK_STATUS_ALREADY_EXISTS, "kind 'lut' is already registered");
   expect(dpk_register_kind(&dpk_kind_lut, 1), DPK_OK, "");
   expect(dpk_register_kind(other_abi(), 0), DPK_STATUS_UNIMPLEMENTED,
-         "kind 'lut_v2' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+         "kind 'lut_v2' was built for ABI version 2.0 but this runtime has ABI version 1.2");
   const char *names[8];
   size_t count = 0;
   expect(dpk_registered_kinds(names, 8, &count), DPK_OK, "");

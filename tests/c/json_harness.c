@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "kinds.h"
 
 #define MAX_WEIGHTS 64
 

@@ -29,7 +29,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "dtype.h"
+#include "manifest.h"
+#include "package.h"
+#include "shape.h"
 
 static uint64_t state;
 static uint64_t next_random(void) {

@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "pool.h"
 
 #define MAX_N 4096
 #define MAX_RANGES 128

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
+#include "npy.h"
+#include "registry.h"
 
 static int failures;
 
@@ -92,18 +94,18 @@ static int custom_get(void *state, const char *name, dpk_packed_fn *out_fn, void
   return 0;
 }
 static void custom_free(void *state) { (void)state; }
-static const dpk_kind custom = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
-static const dpk_kind custom2 = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free};
+static const dpk_kind custom = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free, NULL};
+static const dpk_kind custom2 = {"custom", DPK_ABI_VERSION, custom_load, custom_get, custom_free, NULL};
 /* ABI versions (dpk_abi.h, "Versions"): 1 is how 1.0 spelled itself */
-static const dpk_kind legacy = {"legacy", 1, custom_load, custom_get, custom_free};
+static const dpk_kind legacy = {"legacy", 1, custom_load, custom_get, custom_free, NULL};
 static const dpk_kind old_minor = {"old_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR - 1),
-                                   custom_load, custom_get, custom_free};
+                                   custom_load, custom_get, custom_free, NULL};
 static const dpk_kind new_minor = {"new_minor", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR + 1),
-                                   custom_load, custom_get, custom_free};
+                                   custom_load, custom_get, custom_free, NULL};
 static const dpk_kind next_major = {"next_major", DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR + 1, 0), custom_load,
-                                    custom_get, custom_free};
-static const dpk_kind legacy_two = {"legacy_two", 2, custom_load, custom_get, custom_free};
-static const dpk_kind zero = {"zero", 0, custom_load, custom_get, custom_free};
+                                    custom_get, custom_free, NULL};
+static const dpk_kind legacy_two = {"legacy_two", 2, custom_load, custom_get, custom_free, NULL};
+static const dpk_kind zero = {"zero", 0, custom_load, custom_get, custom_free, NULL};
 
 /* The registered names as one string, through a caller buffer. */
 static const char *kind_list(char *text, size_t capacity) {
@@ -149,16 +151,16 @@ static void check_kinds(void) {
   CHECK_STATUS(dpk_register_kind(&legacy, 0), DPK_OK, "");
   CHECK_STATUS(dpk_register_kind(&old_minor, 0), DPK_OK, "");
   CHECK_STATUS(dpk_register_kind(&new_minor, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'new_minor' was built for ABI version 1.2 but this runtime has ABI version 1.1");
+               "kind 'new_minor' was built for ABI version 1.3 but this runtime has ABI version 1.2");
   CHECK_STATUS(dpk_register_kind(&next_major, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'next_major' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+               "kind 'next_major' was built for ABI version 2.0 but this runtime has ABI version 1.2");
   CHECK_STATUS(dpk_register_kind(&legacy_two, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'legacy_two' was built for ABI version 2.0 but this runtime has ABI version 1.1");
+               "kind 'legacy_two' was built for ABI version 2.0 but this runtime has ABI version 1.2");
   CHECK_STATUS(dpk_register_kind(&zero, 0), DPK_STATUS_UNIMPLEMENTED,
-               "kind 'zero' was built for ABI version 0.0 but this runtime has ABI version 1.1");
+               "kind 'zero' was built for ABI version 0.0 but this runtime has ABI version 1.2");
   CHECK(dpk_registry_find("new_minor") == NULL && dpk_registry_find("next_major") == NULL);
   CHECK(strcmp(kind_list(text, sizeof text), "custom, dso, graph, json, legacy, old_minor, params") == 0);
-  CHECK(DPK_ABI_VERSION == 0x10001u && DPK_ABI_MAJOR_OF(1) == 1 && DPK_ABI_MINOR_OF(1) == 0);
+  CHECK(DPK_ABI_VERSION == 0x10002u && DPK_ABI_MAJOR_OF(1) == 1 && DPK_ABI_MINOR_OF(1) == 0);
   CHECK(DPK_ABI_MAJOR_OF(0x10000u) == 1 && DPK_ABI_MINOR_OF(0x10000u) == 0 && DPK_ABI_MINOR_OF(0x20003u) == 3);
 }
 
@@ -201,7 +203,7 @@ static void *race_read(void *arg) {
 static void check_kinds_race(void) {
   for (int i = 0; i < RACE_KINDS; i++) {
     snprintf(race_names[i], sizeof race_names[i], "race%02d", i);
-    race_kinds[i] = (dpk_kind){race_names[i], DPK_ABI_VERSION, custom_load, custom_get, custom_free};
+    race_kinds[i] = (dpk_kind){race_names[i], DPK_ABI_VERSION, custom_load, custom_get, custom_free, NULL};
   }
   pthread_t writers[2], readers[4];
   int firsts[2] = {0, 1};

@@ -195,4 +195,4 @@ static int lut_get_function(void *state, const char *name, dpk_packed_fn *out_fn
 }
 
 /* The one symbol with external linkage: the dsopack build lists it in __dpk_kinds. */
-const dpk_kind dpk_kind_lut = {"lut", DPK_ABI_VERSION, lut_load, lut_get_function, lut_free};
+const dpk_kind dpk_kind_lut = {"lut", DPK_ABI_VERSION, lut_load, lut_get_function, lut_free, NULL};

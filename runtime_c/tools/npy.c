@@ -9,7 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "dtype.h"
+#include "error.h"
+#include "npy.h"
+#include "shape.h"
 
 static const struct {
   const char *descr; /* without the byte-order character */
