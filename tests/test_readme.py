@@ -21,3 +21,14 @@ def test_readme_python_example_runs(tmp_path):
     printed = result.stdout.splitlines()
     promised = re.findall(r"print\(.*\)\s+# (.*)", block)  # what each print's comment says it shows
     assert printed == promised == ["[x: float32[1, 64]] [probs: float32[1, 10]]", "7"]
+
+
+def test_every_file_the_layout_names_exists():
+    """The Layout's stage lists name real modules: a moved or renamed one fails here, not in a reader's hands."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    layout = readme[readme.index("## Layout"):readme.index("## Dependencies")]
+    named = set(re.findall(r"\b(packager/[\w/]+(?:\.py|/))", layout))
+    named |= {os.path.join("runtime_c", "src", f) for f in re.findall(r"(?<![\w/-])(\w+\.c)\b", layout)
+              if f != "npy.c"}  # tools/npy.c
+    missing = sorted(p for p in named if not os.path.exists(os.path.join(ROOT, p)))
+    assert len(named) > 25 and not missing, missing
