@@ -33,7 +33,7 @@ C_HEADER = """\
 #include <float.h>
 #include "dpk_abi.h"
 
-DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_VERSION; /* checked by the runtime before it fills the two below */
+DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_CODE_VERSION; /* checked by the runtime before it fills the two below */
 DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
 DPK_EXPORT const dpk_parallel_api *__dpk_parallel = 0; /* set by a runtime with threads (dpk_abi.h) */
 """

@@ -13,9 +13,9 @@ import re
 import numpy as np
 
 from packager.backends.base import CSource, KindSource, Payload, Region
+from packager.backends.cgen import is_identifier
 from packager.ir import BuildError
 
-IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 CODECS = ("raw", "zstd")
 
 
@@ -54,7 +54,7 @@ def check(backend_name: str, region: Region, lowered):
             fail("a CSource whose prelude is not text")
         text = lowered.source + "\n" + "\n".join(preludes)
         for fn in lowered.functions:
-            if not IDENT.match(fn):
+            if not is_identifier(fn):
                 fail(f"a CSource function name {fn!r}, which is not a C identifier")
             if not defines_function(text, fn):
                 fail(f"a CSource that does not define function '{fn}'")
@@ -67,7 +67,7 @@ def check(backend_name: str, region: Region, lowered):
         _check_weights(lowered, region, fail)
         return lowered
     if isinstance(lowered, Payload):
-        if not isinstance(lowered.kind, str) or not IDENT.match(lowered.kind):
+        if not isinstance(lowered.kind, str) or not is_identifier(lowered.kind):
             fail(f"a Payload whose kind is {lowered.kind!r} (a name such as 'json' is expected)")
         if isinstance(lowered.data, bytearray):
             lowered.data = bytes(lowered.data)
@@ -75,7 +75,7 @@ def check(backend_name: str, region: Region, lowered):
             fail(f"a Payload whose data is {type(lowered.data).__name__}, not bytes")
         if not isinstance(lowered.function, str) or not lowered.function:
             fail("a Payload without a function name")
-        if not IDENT.match(lowered.function):
+        if not is_identifier(lowered.function):
             fail(f"a Payload function name {lowered.function!r}, which is not a C identifier")
         if not _workspace(lowered.workspace_bytes):
             fail(f"a Payload whose workspace_bytes is {lowered.workspace_bytes!r}")
@@ -105,7 +105,7 @@ def _check_kind_source(payload: Payload, fail) -> None:
         fail(f"a Payload of kind '{payload.kind}' whose kind_source implements kind {ks.name!r}")
     if not isinstance(ks.source, str) or not ks.source.strip():
         fail(f"a Payload whose kind_source for '{ks.name}' has no C source")
-    if not isinstance(ks.symbol, str) or not IDENT.match(ks.c_symbol):
+    if not isinstance(ks.symbol, str) or not is_identifier(ks.c_symbol):
         fail(f"a Payload whose kind_source symbol {ks.symbol!r} is not a C identifier")
     if not defines_kind(ks.source, ks.c_symbol):
         fail(f"a Payload whose kind_source for '{ks.name}' does not define "

@@ -79,9 +79,10 @@ def test_the_runtime_tables_are_not_handed_to_refused_code(test_api, tmp_path):
     assert (tmp_path / "probe").read_text() == "1\n"
 
 
-def test_the_packager_stamps_the_code_with_the_current_version(digits_so):
+def test_the_packager_stamps_the_code_with_the_oldest_version_it_needs(digits_so):
+    """DPK_ABI_CODE_VERSION, 1.1: generated code reads nothing 1.2 added, so runtimes of 1.1 load it."""
     lib = ctypes.CDLL(digits_so)
-    assert ctypes.c_uint32.in_dll(lib, "__dpk_abi_version").value == (1 << 16) | 2
+    assert ctypes.c_uint32.in_dll(lib, "__dpk_abi_version").value == (1 << 16) | 1
     with loader.load(digits_so) as model:
         assert model.run(x=np.zeros((1, 64), np.float32))["probs"].shape == (1, 10)
 

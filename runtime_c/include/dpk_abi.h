@@ -59,6 +59,13 @@ extern "C" {
  * out. */
 #define DPK_ABI_VERSION DPK_ABI_MAKE_VERSION(DPK_ABI_VERSION_MAJOR, DPK_ABI_VERSION_MINOR)
 
+/* What the packager's generated model code declares (__dpk_abi_version): the
+ * oldest version whose dpk_backend_api and dpk_parallel_api are the ones that
+ * code reads. 1.2 grew only dpk_kind (get_tensor), which model code does not
+ * use, so a file built today still loads on a 1.1 runtime already deployed.
+ * Raise it when the generated code starts to read something newer. */
+#define DPK_ABI_CODE_VERSION DPK_ABI_MAKE_VERSION(1, 1)
+
 /* ---- DLPack tensors ------------------------------------------------------
  * Layout-compatible with DLPack's DLTensor (dlpack.h v0.8 and later), so
  * numpy/torch buffers can be described without conversion. If the real
@@ -123,9 +130,9 @@ typedef struct dpk_backend_api {
  * and the runtime stores its table there right after dlopen. */
 #define DPK_EXPORT __attribute__((visibility("default")))
 
-/* The ABI version a model file's code was compiled against (since 1.1; the
- * packager emits this definition next to __dpk_api):
- *     DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_VERSION;
+/* The ABI version a model file's code needs (since 1.1; the packager emits
+ * this definition next to __dpk_api; other code may say DPK_ABI_VERSION):
+ *     DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_CODE_VERSION;
  * Right after dlopen, before it fills __dpk_api or __dpk_parallel, the
  * runtime reads it and refuses the file (UNIMPLEMENTED, naming both
  * versions) unless it is of the runtime's major with an older or equal
