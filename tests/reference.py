@@ -264,6 +264,30 @@ def add_approx(a, b) -> Approx:
     return Approx(value, a.err + b.err + EPS32 * (np.abs(a.value) + np.abs(b.value) + a.err + b.err))
 
 
+def sub_approx(a, b) -> Approx:
+    b = exact(b)
+    return add_approx(a, Approx(-b.value, b.err))
+
+
+def mul_approx(a, b) -> Approx:
+    """a * b: each operand's error times the other's magnitude, plus the product's rounding."""
+    a, b = exact(a), exact(b)
+    value = a.value * b.value
+    err = a.err * np.abs(b.value) + b.err * np.abs(a.value) + a.err * b.err
+    return Approx(value, err + EPS32 * (np.abs(value) + err))
+
+
+def div_approx(a, b) -> Approx:
+    """a / b: |d(a/b)| <= ea / |b| + |a| eb / (|b| (|b| - eb)) (infinite where eb reaches |b|), plus the
+    quotient's rounding."""
+    a, b = exact(a), exact(b)
+    value = a.value / b.value
+    room = np.abs(b.value) - b.err
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(room > 0, a.err / np.abs(b.value) + np.abs(a.value) * b.err / (np.abs(b.value) * room), np.inf)
+    return Approx(value, err + EPS32 * (np.abs(value) + err))
+
+
 def _shifted_err(x: Approx, axis) -> np.ndarray:
     """The error of x - max(x) along `axis` in float32: x's own, plus the subtraction's rounding."""
     return x.err + EPS32 / 2 * np.abs(x.value - x.value.max(axis=axis, keepdims=True))

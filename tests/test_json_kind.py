@@ -22,6 +22,8 @@ import threading
 import numpy as np
 import pytest
 
+import reference as ref
+
 from packager.backends.base import Region
 from packager.backends.json import JsonBackend
 from packager.ir import Graph, Node, TensorType
@@ -196,6 +198,36 @@ def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return values
 
 
+def _approx_shape(fn):
+    """A data-movement op on an Approx: the same move of the value and of the bound."""
+    return lambda x, **attrs: ref.Approx(fn(x.value, **attrs), fn(x.err, **attrs))
+
+
+APPROX = {  # op -> the float32 rounding bound of the json kernel's result (tests/reference.py)
+    "dense": lambda x, w, b=None, **_: ref.dense_approx(x, w.value, None if b is None else b.value),
+    "matmul": lambda a, b, **_: ref.matmul_approx(a, b),
+    "add": lambda a, b, **_: ref.add_approx(a, b),
+    "sub": lambda a, b, **_: ref.sub_approx(a, b),
+    "mul": lambda a, b, **_: ref.mul_approx(a, b),
+    "div": lambda a, b, **_: ref.div_approx(a, b),
+    "relu": lambda x, **_: ref.unary_approx(ref.relu, x, ref.LIPSCHITZ["relu"]),
+    "sigmoid": lambda x, **_: ref.unary_approx(ref.sigmoid, x, ref.LIPSCHITZ["sigmoid"]),
+    "tanh": lambda x, **_: ref.unary_approx(ref.tanh, x, ref.LIPSCHITZ["tanh"]),
+    "softmax": lambda x, axis=-1, **_: ref.softmax_approx(x, axis),
+    "reshape": _approx_shape(lambda v, shape, **_: v.reshape(shape)),
+    "flatten": _approx_shape(lambda v, axis=1, **_: _flatten_ref(v, axis)),
+}
+
+
+def evaluate_approx(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, ref.Approx]:
+    """Every tensor's float64 value with its float32 rounding bound, carried through the graph."""
+    values = {k: ref.exact(np.asarray(v, np.float64)) for k, v in {**graph.weights, **feeds}.items()}
+    with np.errstate(over="ignore"):
+        for node in graph.nodes:
+            values[node.output] = APPROX[node.op](*[values[n] for n in node.inputs], **node.attrs)
+    return values
+
+
 def make_graph(nodes: list[Node], inputs: dict[str, np.ndarray], weights: dict[str, np.ndarray],
                outputs: list[str]) -> Graph:
     """A graph whose `types` come from the NumPy reference (not from packager.ir_check)."""
@@ -242,9 +274,7 @@ def check_node(harness, op, shapes, attrs=None, weights=(), seed=0, positive=())
     wts = {n: a for n, a in zip(names, arrays) if n.startswith("w")}
     graph = make_graph([node], feeds, wts, ["y"])
     got = run_graph(harness, graph, feeds)["y"]
-    want = evaluate(graph, feeds)["y"]
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    ref.assert_close(got, evaluate_approx(graph, feeds)["y"], err_msg=op)
 
 
 # ---- numerics: one op at a time -----------------------------------------------------------------------
@@ -368,7 +398,7 @@ def mlp_graph(batch=2):
 def test_mlp_region(harness):
     graph, x = mlp_graph()
     got = run_graph(harness, graph, {"x": x})["probs"]
-    np.testing.assert_allclose(got, evaluate(graph, {"x": x})["probs"], rtol=1e-5, atol=1e-6)
+    ref.assert_close(got, evaluate_approx(graph, {"x": x})["probs"])
     np.testing.assert_allclose(got.sum(axis=1), 1, rtol=1e-6)
 
 
@@ -379,9 +409,9 @@ def test_region_with_two_outputs_and_an_output_read_inside(harness):
              Node("sigmoid", ["r"], "out", name="sig")]
     graph = make_graph(nodes, {"x": x, "y": y}, {}, ["s", "out"])
     got = run_graph(harness, graph, {"x": x, "y": y})
-    want = evaluate(graph, {"x": x, "y": y})
+    want = evaluate_approx(graph, {"x": x, "y": y})
     for name in ("s", "out"):
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+        ref.assert_close(got[name], want[name], err_msg=name)
 
 
 def test_workspace_is_reused_along_a_chain(harness):
@@ -394,7 +424,7 @@ def test_workspace_is_reused_along_a_chain(harness):
     doc = json.loads(payload.data)
     offsets = sorted({t["offset"] for t in doc["intermediates"].values()})
     assert offsets == [0, 512] and payload.workspace_bytes == 1024  # two 512-byte slots, alternating
-    np.testing.assert_allclose(run_graph(harness, graph, {"x": x})["y"], evaluate(graph, {"x": x})["y"], rtol=1e-5)
+    ref.assert_close(run_graph(harness, graph, {"x": x})["y"], evaluate_approx(graph, {"x": x})["y"])
 
 
 def test_workspace_keeps_live_intermediates_apart(harness):
@@ -413,7 +443,7 @@ def test_workspace_keeps_live_intermediates_apart(harness):
                 assert abs(offsets[p] - offsets[q]) >= 128, (p, q, offsets)
     assert payload.workspace_bytes == max(offsets.values()) + 128 == 3 * 128
     assert offsets["d"] == offsets["a"]  # a is dead by then: d reuses its bytes
-    np.testing.assert_allclose(run_graph(harness, graph, {"x": x})["e"], evaluate(graph, {"x": x})["e"], rtol=1e-5)
+    ref.assert_close(run_graph(harness, graph, {"x": x})["e"], evaluate_approx(graph, {"x": x})["e"])
 
 
 def test_payload_follows_the_format():
@@ -804,7 +834,7 @@ def dpk_run_outputs(dpk_run, model: str, tmp_path, feeds: dict[str, np.ndarray])
 def test_hand_built_model_runs_in_dpk_run(dpk_run, tmp_path):
     graph, x = mlp_graph(batch=3)
     got = dpk_run_outputs(dpk_run, hand_built_model(tmp_path, graph), tmp_path, {"x": x})
-    np.testing.assert_allclose(got["probs"], evaluate(graph, {"x": x})["probs"], rtol=1e-5, atol=1e-6)
+    ref.assert_close(got["probs"], evaluate_approx(graph, {"x": x})["probs"])
 
 
 def test_hand_built_model_with_a_bad_payload_fails_at_load(dpk_run, tmp_path):
@@ -853,7 +883,7 @@ def test_built_model_with_every_json_op_runs_in_dpk_run(dpk_run, tmp_path, monke
     graph_nodes = [Node(n["op"], n["inputs"], n["output"], {k: v for k, v in n.items()
                                                             if k not in ("op", "inputs", "output")}) for n in nodes]
     graph = make_graph(graph_nodes, feeds, weights, ["y0", "y1"])
-    want = evaluate(graph, feeds)
+    want = evaluate_approx(graph, feeds)
     got = dpk_run_outputs(dpk_run, model, tmp_path, feeds)
     for name in ("y0", "y1"):
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+        ref.assert_close(got[name], want[name], err_msg=name)
