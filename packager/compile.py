@@ -1,6 +1,7 @@
 """Generated C, carried kinds and the blob -> the .so: the build's compile stage.
 
-Everything goes to a temporary directory (removed afterwards): model.c, each carried
+Everything goes to a temporary directory (removed afterwards): model.c (and model_2.c...
+for a large model: lower.c_units), each carried
 kind's C and kinds.c (carried_kinds.py), model.blob and blob.s, the assembly stub that
 `.incbin`s it (blob.py). toolchain.compile_shared compiles, links and moves the
 library into place atomically. `save_temps` keeps the sources and the blob, with a
@@ -20,18 +21,20 @@ from packager.carried_kinds import CarriedKinds
 from packager.ir import BuildError
 
 
-def compile_model(c_text: str, carried: CarriedKinds, blob: Blob, output: str, tc: toolchain.Toolchain, *,
+def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output: str, tc: toolchain.Toolchain, *,
                   libraries: list[str] = (), install_hints: list[str] = (), save_temps: str | None = None,
                   use_cache: bool = True) -> dict:
     """Write the shared library `output`; returns toolchain.compile_shared's counts ("compiled", "cached")."""
     work = tempfile.mkdtemp(prefix="dsopack-build-")
     try:
-        c_path = os.path.join(work, "model.c")
         blob_path = os.path.join(work, "model.blob")
         stub_path = os.path.join(work, "blob.s")
-        with open(c_path, "w", encoding="utf-8") as f:
-            f.write(c_text)
-        c_paths = [c_path, *carried.write_sources(work)]
+        c_paths = []
+        for k, text in enumerate(c_units):
+            c_paths.append(os.path.join(work, "model.c" if k == 0 else f"model_{k + 1}.c"))
+            with open(c_paths[-1], "w", encoding="utf-8") as f:
+                f.write(text)
+        c_paths += carried.write_sources(work)
         blob.write(blob_path)
         write_incbin_stub(stub_path, blob_path)
         if save_temps:

@@ -33,10 +33,20 @@ C_HEADER = """\
 #include <float.h>
 #include "dpk_abi.h"
 
+{symbols}"""
+SYMBOLS = """\
 DPK_EXPORT const uint32_t __dpk_abi_version = DPK_ABI_CODE_VERSION; /* checked by the runtime before it fills the two below */
 DPK_EXPORT const dpk_backend_api *__dpk_api = 0;
 DPK_EXPORT const dpk_parallel_api *__dpk_parallel = 0; /* set by a runtime with threads (dpk_abi.h) */
 """
+SYMBOLS_ELSEWHERE = """\
+/* translation unit {unit} of {units}: the runtime's tables are defined in the first */
+extern const dpk_backend_api *__dpk_api;
+extern const dpk_parallel_api *__dpk_parallel;
+"""
+# Generated kernels per translation unit, in lines: the units compile in parallel (and are cached) on their own.
+# Fixed by the code's size, not by this machine's cores, so the same model always gives the same units.
+UNIT_LINES = 4000
 COPY_KERNEL = """
 /* graph output '{output}' is '{source}': copy it ({nbytes} bytes) */
 DPK_EXPORT int {func}(const dpk_value *args, const int *type_codes, int nargs,
@@ -68,7 +78,7 @@ class PayloadModule(NamedTuple):
 @dataclass
 class Lowered:
     graph: Graph  # the weights as the file stores them
-    c_text: str  # every generated function, one translation unit
+    c_units: list[str]  # every generated function, in translation units of about UNIT_LINES lines
     functions: dict[str, list[str]]  # backend name -> its compiled functions: one dso module each
     payloads: list[PayloadModule]
     calls: list[Call]  # in run order
@@ -77,6 +87,11 @@ class Lowered:
     requires: list[str]  # sonames needed at run time
     install_hints: list[str]  # said when a header or library is missing at compile
     carried: CarriedKinds  # kinds whose C the file carries
+
+    @property
+    def c_text(self) -> str:
+        """All the units, one after the other (what a reader or a line count wants)."""
+        return "\n".join(self.c_units)
 
     @property
     def all_functions(self) -> list[str]:
@@ -102,7 +117,7 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     of model `name`; `outputs` is output_plan(graph)."""
     preludes: list[str] = []
     sources: list[str] = []
-    low = Lowered(graph=graph, c_text="", functions={}, payloads=[], calls=[], dso_weights=[], libraries=[],
+    low = Lowered(graph=graph, c_units=[], functions={}, payloads=[], calls=[], dso_weights=[], libraries=[],
                   requires=[], install_hints=[], carried=CarriedKinds())
     relaid: dict[str, tuple[Region, np.ndarray]] = {}  # weight -> (the region that re-lays it out, new array)
     for backend, region in regions:
@@ -142,9 +157,27 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     dupes = sorted({f for f in functions if functions.count(f) > 1})
     if dupes:
         raise BuildError(f"generated code defines {', '.join(dupes)} more than once (a backend bug)")
-    low.c_text = C_HEADER.format(version=version(), name=name.replace("*/", "* /")) + "".join(
-        "\n" + text.rstrip("\n") + "\n" for text in [*preludes, *sources])
+    low.c_units = c_units(name, preludes, sources)
     return low
+
+
+def c_units(name: str, preludes: list[str], sources: list[str]) -> list[str]:
+    """The generated C as translation units: each has the header and every prelude (static helpers), and a
+    run of whole sources (a region's source may hold static tasks only it calls) of about UNIT_LINES lines."""
+    runs: list[list[str]] = [[]]
+    lines = 0
+    for text in sources:
+        if runs[-1] and lines >= UNIT_LINES:
+            runs.append([])
+            lines = 0
+        runs[-1].append(text)
+        lines += text.count("\n") + 1
+    units = []
+    for k, run in enumerate(runs):
+        symbols = SYMBOLS if k == 0 else SYMBOLS_ELSEWHERE.format(unit=k + 1, units=len(runs))
+        header = C_HEADER.format(version=version(), name=name.replace("*/", "* /"), symbols=symbols)
+        units.append(header + "".join("\n" + text.rstrip("\n") + "\n" for text in [*preludes, *run]))
+    return units
 
 
 def _lower_region(backend, region: Region, graph: Graph) -> CSource | Payload:

@@ -22,6 +22,7 @@ and moved in place with os.replace, so a failed build leaves nothing behind.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import os
@@ -304,9 +305,11 @@ def compile_shared(c_sources: list[str], asm_sources: list[str], output: str, *,
         raise BuildError(f"cannot write {output}: directory {out_dir} does not exist")
     stats = {"cc": cc, "cached": 0, "compiled": 0}
     with tempfile.TemporaryDirectory(prefix="dsopack-cc-") as work:
+        # the compiler runs in its own processes: threads are enough to keep every core busy
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            compiled = list(pool.map(lambda source: compile_object(source, cc, cflags, work, use_cache), c_sources))
         objects = []
-        for source in c_sources:
-            obj, hit = compile_object(source, cc, cflags, work, use_cache)
+        for obj, hit in compiled:
             stats["cached" if hit else "compiled"] += 1
             objects.append(obj)
         for source in asm_sources:

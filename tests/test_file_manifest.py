@@ -27,7 +27,7 @@ def graph(outputs=("y",)):
 
 
 def lowered(g, functions=None, payloads=(), dso_weights=("w",), requires=("libm.so.6", "libm.so.6")):
-    return Lowered(graph=g, c_text="", functions={"host": ["host_fc"]} if functions is None else functions,
+    return Lowered(graph=g, c_units=[], functions={"host": ["host_fc"]} if functions is None else functions,
                    payloads=list(payloads), calls=[], dso_weights=list(dso_weights), libraries=[],
                    requires=list(requires), install_hints=[], carried=CarriedKinds())
 

@@ -130,3 +130,40 @@ def test_a_function_defined_twice_is_refused():
                (CBackend(function="same"), region(g, "b", ["act"], ["y"]))]
     with pytest.raises(BuildError, match="generated code defines same more than once"):
         lower.lower("m", g, regions, lower.output_plan(g))
+
+
+def test_a_large_model_is_split_into_translation_units(monkeypatch):
+    """Whole sources of about UNIT_LINES lines per unit, each with the header and the preludes; the runtime's
+    tables are defined in the first unit only."""
+    monkeypatch.setattr(lower, "UNIT_LINES", 3)
+    sources = [f"/* f{i} */\nint f{i}(void) {{\n  return {i};\n}}\n" for i in range(5)]
+    units = lower.c_units("m", ["/* shared */"], sources)
+    assert len(units) == 5 and all(u.count("/* shared */") == 1 for u in units)
+    assert [sum(f"int f{i}(" in u for i in range(5)) for u in units] == [1] * 5
+    assert "DPK_EXPORT const dpk_backend_api *__dpk_api = 0;" in units[0]
+    assert all("extern const dpk_backend_api *__dpk_api;" in u and "__dpk_api = 0" not in u for u in units[1:])
+    monkeypatch.undo()
+    assert len(lower.c_units("m", [], sources)) == 1
+
+
+def test_a_model_in_several_units_builds_and_runs_the_same(tmp_path, monkeypatch):
+    """The units compile (in parallel) and link into one file that gives the bits of the one-unit build."""
+    import loader
+    from packager.build import build
+
+    rng = np.random.default_rng(0)
+    weights = {f"w{i}": rng.standard_normal((16, 16)).astype(np.float32) for i in range(6)}
+    np.savez(tmp_path / "m.npz", **weights)
+    nodes = [{"op": "dense", "inputs": [f"h{i}" if i else "x", f"w{i}"], "output": f"d{i}"} for i in range(6)]
+    for i in range(6):
+        nodes.insert(2 * i + 1, {"op": "tanh", "inputs": [f"d{i}"], "output": f"h{i + 1}"})
+    spec = {"name": "units", "backends": ["cblas", "host"],
+            "model": {"graph": {"inputs": {"x": {"shape": [2, 16], "dtype": F32}}, "weights": "m.npz",
+                                "nodes": nodes, "outputs": ["h6"]}}}
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    one = build(spec, tmp_path / "one.so", base_dir=str(tmp_path), quiet=True, use_cache=False)
+    monkeypatch.setattr(lower, "UNIT_LINES", 10)
+    many = build(spec, tmp_path / "many.so", base_dir=str(tmp_path), quiet=True, use_cache=False)
+    assert (one.compiled, many.compiled) == (1, 6)  # six regions (cblas fuses each tanh), a unit each
+    with loader.load(one.output) as a, loader.load(many.output) as b:
+        np.testing.assert_array_equal(a.run(x=x)["h6"], b.run(x=x)["h6"])
