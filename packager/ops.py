@@ -9,7 +9,8 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
-minimum): the ONNX frontend emits them, and a YAML graph may use them too. Frontends and `ir` use two entry points:
+minimum): the ONNX frontend emits them, and a YAML graph may use them too.
+Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
     infer(node, in_types)      -> the output TensorType
@@ -402,7 +403,7 @@ def _reduce(c: _Ctx) -> TensorType:
 
 
 def reduction(name: str, doc: str) -> OpSpec:
-    """A float32 reduction over `axes` (empty: all, or none if noop_with_empty_axes), keepdims 0/1."""
+    """A reduction over `axes` (empty: all, or none if noop_with_empty_axes), keepdims 0/1."""
     return OpSpec(name, (_X,), {"axes": Attr("ints", [], "axes to reduce (negative from the end); [] = all"),
                                 "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
                                 "noop_with_empty_axes": _FLAG0}, _reduce, doc)

@@ -524,8 +524,6 @@ def _argmin(k: _K) -> str:
     return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
                                           better=ARGMIN_BETTER[k.attrs["select_last_index"]])
 
-
-
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
     "softmax": _softmax, "log_softmax": _softmax, "argmax": _argmax, "cast": _cast,

@@ -513,8 +513,6 @@ def _variadic(op: str, mean: bool = False):
             cv.emit(node, "div", [y, np.asarray(len(inputs), cv.type_of(y).dtype)], node.outputs[0])
     return convert
 
-
-
 CONVERTERS = {
     "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
