@@ -8,15 +8,17 @@ and the tests derive their tables from it, or a test checks that theirs agree
 with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
-cast; avgpool2d's count_include_pad): the ONNX frontend emits them, and a YAML
-graph may use them too. Frontends and `ir` use two entry points:
+cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
+minimum): the ONNX frontend emits them, and a YAML graph may use them too.
+Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
     infer(node, in_types)      -> the output TensorType
 
 After `normalize`, attributes are canonical: kernel, strides and dilations are
 lists of two ints, pads a list of four [top, left, bottom, right], axes are
-ints (possibly negative; `axis_of` resolves them), `perm` is a list or None
+ints (possibly negative; `axis_of` resolves them; a reduction's `axes` is a
+list, [] meaning all axes, `reduced_axes` resolves it), `perm` is a list or None
 (reversed; `perm_of` resolves it), epsilon is a float, `shape` a list of ints.
 Every failure is a BuildError that names the node, the op and the shapes.
 """
@@ -233,7 +235,7 @@ def _argmax(c: _Ctx) -> TensorType:
     c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
     axis = c.axis("axis", len(x))
     if x[axis] == 0:
-        raise c.fail(f"argmax over an empty axis ({axis})", 0)
+        raise c.fail(f"{c.node.op} over an empty axis ({axis})", 0)
     shape = x[:axis] + ((1,) if c.attrs["keepdims"] else ()) + x[axis + 1:]
     return c.out(shape, "int64")
 
@@ -374,6 +376,57 @@ def _clip_bounds(attrs: dict) -> str | None:
     return None
 
 
+# ---- reductions and variadic elementwise ops (ReduceMean & co., ArgMin, Sum/Mean/Max/Min) ----------
+
+
+def reduced_axes(attrs: dict, ndim: int) -> list[int]:
+    """The sorted, non-negative axes a normalized reduction reduces: `axes`, or every axis if `axes` is
+    empty, unless noop_with_empty_axes (then none: each element is reduced alone)."""
+    axes = attrs["axes"]
+    if not axes:
+        return [] if attrs["noop_with_empty_axes"] else list(range(ndim))
+    return sorted(axis_of(a, ndim) for a in axes)
+
+
+def _reduce(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    axes = c.attrs["axes"]
+    for a in axes:
+        if not -len(x) <= a < len(x):
+            raise c.fail(f"axes {axes}: axis {a} is out of range for {len(x)} dimensions "
+                         f"(allowed {-len(x)}..{len(x) - 1})", 0)
+    if len({axis_of(a, len(x)) for a in axes}) != len(axes):
+        raise c.fail(f"axes {axes} name an axis twice", 0)
+    reduced = set(reduced_axes(c.attrs, len(x)))
+    keep = c.attrs["keepdims"]
+    return c.out([1 if k in reduced else d for k, d in enumerate(x) if keep or k not in reduced])
+
+
+def reduction(name: str, doc: str) -> OpSpec:
+    """A reduction over `axes` (empty: all, or none if noop_with_empty_axes), keepdims 0/1."""
+    return OpSpec(name, (_X,), {"axes": Attr("ints", [], "axes to reduce (negative from the end); [] = all"),
+                                "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
+                                "noop_with_empty_axes": _FLAG0}, _reduce, doc)
+
+
+_REDUCTIONS = [
+    reduction("reduce_sum", "sum over axes"),
+    reduction("reduce_mean", "sum over axes / number of elements reduced (NaN over none)"),
+    reduction("reduce_max", "largest value over axes (-inf over none); NaN if any is NaN"),
+    reduction("reduce_min", "smallest value over axes (+inf over none); NaN if any is NaN"),
+    reduction("reduce_prod", "product over axes (1 over none)"),
+    reduction("reduce_l2", "sqrt(sum of squares over axes)"),
+    reduction("reduce_sum_square", "sum of squares over axes"),
+    OpSpec("argmin", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
+                             "select_last_index": _FLAG0}, _argmax,
+           "int64 index of the smallest value along axis (first, or last if select_last_index); "
+           "NaN counts as smallest"),
+    # Max / Min of ONNX (Sum and Mean are chains of add, then a div): NaN in either operand gives NaN
+    binary("maximum", "max(A, B) with NumPy broadcasting; NaN if either is NaN", "($A > $B || $A != $A) ? $A : $B"),
+    binary("minimum", "min(A, B) with NumPy broadcasting; NaN if either is NaN", "($A < $B || $A != $A) ? $A : $B"),
+]
+
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
@@ -420,6 +473,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
                          Input("variance", "var")),
            {"epsilon": Attr("float", 1e-5, check=NOT_NEGATIVE)}, _batchnorm,
            "(x - mean) / sqrt(var + epsilon) * scale + bias, channel axis 1"),
+    *_REDUCTIONS,
 ]}
 
 

@@ -178,6 +178,78 @@ def avgpool2d_include_pad(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)):
     return _pool(xp, kernel, strides, (0, 0, 0, 0), lambda v: v.mean(axis=-1))
 
 
+# ---- reductions, argmin, maximum / minimum ----------------------------------------------------
+
+
+def _reduce(fn, x, axes=(), keepdims=1, noop_with_empty_axes=0):
+    """fn(x64, axis=tuple, keepdims=bool) over `axes` (empty: every axis, or none if noop_with_empty_axes)."""
+    if not axes:
+        axes = () if noop_with_empty_axes else tuple(range(x.ndim))
+    return fn(x.astype(np.float64), axis=tuple(axes), keepdims=bool(keepdims))
+
+
+def reduce_sum(x, **attrs):
+    return _reduce(np.sum, x, **attrs)
+
+
+def reduce_mean(x, **attrs):
+    with np.errstate(invalid="ignore"):  # 0 / 0 over an empty axis: NaN
+        return _reduce(lambda v, axis, keepdims: np.sum(v, axis=axis, keepdims=keepdims)
+                       / int(np.prod([v.shape[a] for a in axis])), x, **attrs)
+
+
+def reduce_max(x, **attrs):
+    return _reduce(lambda v, axis, keepdims: np.max(v, axis=axis, keepdims=keepdims, initial=-np.inf), x, **attrs)
+
+
+def reduce_min(x, **attrs):
+    return _reduce(lambda v, axis, keepdims: np.min(v, axis=axis, keepdims=keepdims, initial=np.inf), x, **attrs)
+
+
+def reduce_prod(x, **attrs):
+    return _reduce(np.prod, x, **attrs)
+
+
+def reduce_sum_square(x, **attrs):
+    return _reduce(lambda v, axis, keepdims: np.sum(v * v, axis=axis, keepdims=keepdims), x, **attrs)
+
+
+def reduce_l2(x, **attrs):
+    return np.sqrt(reduce_sum_square(x, **attrs))
+
+
+def reduce_approx(op, x, **attrs) -> Approx:
+    """A reduction's float32 rounding bound: sums (of n terms, |x| or x*x) accumulate in double, then round
+    once (EPS32 / 2 of the result; mean adds a division); max and min are exact; a product of n terms in
+    double is within n double ulps, then rounds once."""
+    value = globals()[op](x, **attrs)
+    if op in ("reduce_max", "reduce_min"):
+        return Approx(value)
+    mag = {"reduce_sum": lambda: reduce_sum(np.abs(x), **attrs), "reduce_mean": lambda: reduce_mean(np.abs(x), **attrs),
+           "reduce_l2": lambda: value, "reduce_sum_square": lambda: value,
+           "reduce_prod": lambda: np.abs(value)}[op]()
+    n = x.size // max(np.size(value), 1)  # terms per output
+    return Approx(value, EPS32 * np.abs(value) + (n + 1) * 2.0 ** -52 * mag)
+
+
+def argmin(x, axis=0, keepdims=1, select_last_index=0):
+    """NaN counts as the smallest value (NumPy's rule); ties go to the first (or last) index."""
+    if select_last_index:
+        index = x.shape[axis] - 1 - np.argmin(np.flip(x, axis=axis), axis=axis)
+    else:
+        index = np.argmin(x, axis=axis)
+    index = index.astype(np.int64)
+    return np.expand_dims(index, axis) if keepdims else index
+
+
+def maximum(a, b):
+    return np.maximum(a.astype(np.float64), b)
+
+
+def minimum(a, b):
+    return np.minimum(a.astype(np.float64), b)
+
+
 # ---- how close a float32 result must be to these references ----------------------------
 #
 # A kernel computes in float32 and the references above in float64 from the same float32

@@ -52,6 +52,10 @@ KERNEL_CASES = [  # (backend, op, input shapes, weight indices, attrs): each one
     ("host", "maxpool2d", [(64, 96, 9, 9)], (), {"kernel": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1]}),
     ("host", "avgpool2d", [(64, 32, 16, 16)], (), {"kernel": [2, 2], "strides": [2, 2]}),
     ("host", "sigmoid", [(300001,)], (), {}),
+    ("host", "reduce_mean", [(64, 96, 7, 7)], (), {"axes": [2, 3]}),                 # adaptive average pooling
+    ("host", "reduce_sum", [(20, 300, 40)], (), {"axes": [1], "keepdims": 0}),        # strided: one unit per output
+    ("host", "reduce_l2", [(8, 6, 50, 30)], (), {"axes": [0, -1]}),                   # alternating kept / reduced
+    ("host", "reduce_max", [(500, 400)], (), {"axes": [1]}),
 ]
 
 

@@ -507,3 +507,63 @@ def test_shape_option_is_for_onnx_only(tmp_path):
     manifest.write_text(yaml.safe_dump(doc))
     with pytest.raises(BuildError, match=r"g.yaml: model: input shapes \(--shape\) apply to ONNX models only"):
         build(str(manifest), str(tmp_path / "g.so"), quiet=True, shapes={"x": [1, 2]})
+
+
+# ---- reductions, ArgMin, variadic Sum / Mean / Max / Min (more in test_onnx_conformance_reduce.py) ----------
+
+
+@pytest.mark.parametrize("opset", [17, 18])  # axes an attribute (17), a constant input (18+)
+def test_global_average_pool_as_reduce_mean_after_conv(tmp_path, cache, opset):
+    """torchvision's adaptive average pooling: Conv -> Relu -> ReduceMean(axes [2, 3], keepdims=1) -> Flatten
+    -> Gemm, against onnxruntime."""
+    axes = {"axes": [2, 3]} if opset < 18 else {}
+    mean_in = ["r"] + (["axes"] if opset >= 18 else [])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ReduceMean", mean_in, ["m"], keepdims=1, **axes),
+             helper.make_node("Flatten", ["m"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
+    inits = {"w": rand(8, 3, 3, 3), "b": rand(8), "fw": rand(5, 8), "fb": rand(5)}
+    if opset >= 18:
+        inits["axes"] = np.array([2, 3], np.int64)
+    path = save(make_model(nodes, {"x": ("float32", (None, 3, 9, 9))}, inits, {"y": "float32"}, opset),
+                tmp_path / "gap.onnx")
+    graph = onnx_frontend.load_graph(path, {"x": [2, 3, 9, 9]})
+    assert [n.op for n in graph.nodes] == ["conv2d", "relu", "reduce_mean", "flatten", "dense"]
+    assert graph.nodes[2].attrs == {"axes": [2, 3], "keepdims": 1, "noop_with_empty_axes": 0}
+    build_and_compare(path, {"x": rand(2, 3, 9, 9)}, tmp_path, shapes={"x": [2, 3, 9, 9]})
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
+                                "ReduceSumSquare"])
+@pytest.mark.parametrize("axes,keepdims", [([1], 0), ([-1, 0], 1), (None, 0)])
+def test_reductions_against_onnxruntime(tmp_path, cache, op, axes, keepdims):
+    opset = 13 if op == "ReduceSum" else 18  # both take axes as an input
+    ins = ["x"] + (["axes"] if axes is not None else [])
+    inits = {"axes": np.array(axes, np.int64)} if axes is not None else {}
+    node = helper.make_node(op, ins, ["y"], keepdims=keepdims)
+    path = save(make_model([node], {"x": ("float32", (3, 4, 5))}, inits, {"y": "float32"}, opset),
+                tmp_path / "r.onnx")
+    lo = 0.7 if op == "ReduceProd" else -2.0
+    build_and_compare(path, {"x": rand(3, 4, 5, lo=lo, hi=1.3 if op == "ReduceProd" else 2.0)}, tmp_path)
+
+
+@pytest.mark.parametrize("op", ["Sum", "Mean", "Max", "Min"])
+def test_variadic_ops_broadcast_against_onnxruntime(tmp_path, cache, op):
+    node = helper.make_node(op, ["a", "b", "c"], ["y"])
+    path = save(make_model([node], {"a": ("float32", (2, 1, 4)), "b": ("float32", (3, 1))}, {"c": rand(4)},
+                           {"y": "float32"}, 13), tmp_path / "v.onnx")
+    got = build_and_compare(path, {"a": rand(2, 1, 4), "b": rand(3, 1)}, tmp_path)
+    assert got["y"].shape == (2, 3, 4)
+
+
+def test_argmin_against_onnxruntime(tmp_path, cache):
+    node = helper.make_node("ArgMin", ["x"], ["y"], axis=-1, keepdims=0, select_last_index=1)
+    path = save(make_model([node], {"x": ("float32", (3, 6))}, {}, {"y": "int64"}, 13), tmp_path / "a.onnx")
+    build_and_compare(path, {"x": np.round(rand(3, 6, lo=-2, hi=2))}, tmp_path)
+
+
+def test_reduce_axes_computed_at_run_time_are_refused(tmp_path):
+    node = helper.make_node("ReduceSum", ["x", "a"], ["y"], name="r")
+    model = make_model([node], {"x": ("float32", (2, 3)), "a": ("int64", (1,))}, {}, {"y": "float32"}, 13)
+    assert "node 'r' (ReduceSum): axes ('a') must be known at build time" in error_of(save(model, tmp_path / "m.onnx"))

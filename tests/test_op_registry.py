@@ -50,7 +50,7 @@ def test_a_claim_the_registry_lacks_fails(monkeypatch):
 def test_derived_tables():
     assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat"}
     assert cblas.activations() == ops.elementwise(1) == ("relu", "sigmoid", "tanh", "leaky_relu", "clip")
-    assert ops.elementwise(2) == ("add", "sub", "mul", "div")
+    assert ops.elementwise(2) == ("add", "sub", "mul", "div", "maximum", "minimum")
     assert [op for op in ops.OPS if host.emitter(op) is None] == []
 
 
@@ -78,5 +78,8 @@ def test_attribute_checks_are_declared_on_the_attributes():
                for name, attr in spec.attrs.items() if attr.check}
     assert checked == {("argmax", "keepdims"): "0 or 1", ("argmax", "select_last_index"): "0 or 1",
                        ("conv2d", "groups"): ">= 1", ("avgpool2d", "count_include_pad"): "0 or 1",
-                       ("batchnorm", "epsilon"): ">= 0"}
+                       ("batchnorm", "epsilon"): ">= 0",
+                       **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
+                          for flag in ("keepdims", "noop_with_empty_axes")},
+                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1"}
     assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]

@@ -585,3 +585,124 @@ def test_extension_inference_and_errors():
         infer("leaky_relu", [(2,)], dtype="int64")
     with pytest.raises(BuildError, match=r"'min' and 'max' must be numbers, not NaN"):
         infer("clip", [(2,)], min=float("nan"))
+
+
+# ---- reductions (reduce_*), argmin, maximum / minimum ---------------------------------------------
+
+REDUCTIONS = ["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l2", "reduce_sum_square"]
+REDUCE_CASES = [  # shape, attrs
+    ((2, 3, 4), {"axes": [1]}),
+    ((2, 3, 4), {"axes": [1], "keepdims": 0}),
+    ((2, 3, 4), {"axes": [-1]}),
+    ((2, 3, 4), {"axes": [0, 2], "keepdims": 0}),
+    ((2, 3, 4), {"axes": [-3, -2]}),
+    ((2, 3, 4), {}),                                   # empty axes: all
+    ((2, 3, 4), {"keepdims": 0}),                      # all, to a scalar
+    ((2, 3, 4), {"noop_with_empty_axes": 1}),           # none: each element alone
+    ((1, 16, 7, 7), {"axes": [2, 3]}),                  # adaptive average pooling
+    ((3, 1, 5), {"axes": [1], "keepdims": 0}),          # a size-1 reduced dim
+    ((1, 5, 1, 6), {"axes": [0, 2, 3]}),                # size-1 kept and reduced dims
+    ((2, 3, 4, 5), {"axes": [1, 3]}),                   # alternating kept / reduced
+    ((17,), {"axes": [0], "keepdims": 0}),
+    ((2, 0, 3), {"axes": [1]}),                          # empty reduced axis: the initial value
+    ((0, 3), {"axes": [1]}),                            # no outputs
+]
+
+
+@pytest.mark.parametrize("op", REDUCTIONS)
+@pytest.mark.parametrize("shape,attrs", REDUCE_CASES)
+def test_reduce(kdir, op, shape, attrs):
+    lo = 0.5 if op == "reduce_prod" else -2.0  # products of values near 1 stay in range
+    x = rand(*shape, lo=lo, hi=2.0 if op != "reduce_prod" else 1.5)
+    want = ref.reduce_approx(op, x, **attrs)
+    got = run_node(op, [x], kdir, **attrs)
+    assert got.dtype == np.float32
+    if x.size == 0:  # the identity (inf, NaN for a mean): exactly
+        np.testing.assert_array_equal(got, want.value.astype(np.float32))
+    else:
+        ref.assert_close(got, want, op)
+
+
+@pytest.mark.parametrize("op,expected", [("reduce_sum", 0.0), ("reduce_mean", np.nan), ("reduce_max", -np.inf),
+                                         ("reduce_min", np.inf), ("reduce_prod", 1.0), ("reduce_l2", 0.0),
+                                         ("reduce_sum_square", 0.0)])
+def test_reduce_over_an_empty_axis_gives_the_identity(kdir, op, expected):
+    got = run_node(op, [np.zeros((2, 0, 3), np.float32)], kdir, axes=[1], keepdims=0)
+    np.testing.assert_array_equal(got, np.full((2, 3), expected, np.float32))
+
+
+@pytest.mark.parametrize("op", ["reduce_max", "reduce_min", "reduce_sum"])
+def test_reduce_propagates_nan(kdir, op):
+    x = np.array([[1.0, np.nan, 3.0], [np.nan, 0.0, -1.0], [2.0, 5.0, -4.0]], np.float32)
+    got = run_node(op, [x], kdir, axes=[1], keepdims=0)
+    np.testing.assert_array_equal(np.isnan(got), [True, True, False])
+
+
+def test_reduce_sums_in_double(kdir):
+    # 1 + 2^-24 * 4096 terms: a float32 running sum stays at 1, a double one reaches 1 + 2^-12
+    x = np.full((1, 4097), 2.0 ** -24, np.float32)
+    x[0, 0] = 1.0
+    got = run_node("reduce_sum", [x], kdir, axes=[1], keepdims=0)
+    assert got[0] == np.float32(1.0 + 2.0 ** -12)
+
+
+@pytest.mark.parametrize("shape,axis,keepdims", [
+    ((1, 10), 1, 1), ((1, 10), -1, 0), ((2, 3, 4), 0, 1), ((2, 3, 4), 1, 0), ((2, 3, 4), 2, 1), ((7,), 0, 0),
+    ((3, 1), 1, 1),
+])
+@pytest.mark.parametrize("last", [0, 1])
+def test_argmin(kdir, shape, axis, keepdims, last):
+    x = np.round(rand(*shape, lo=-3, hi=3))  # rounding makes ties
+    got = run_node("argmin", [x], kdir, axis=axis, keepdims=keepdims, select_last_index=last)
+    expected = ref.argmin(x, axis, keepdims, last)
+    assert got.dtype == np.int64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_argmin_nan_counts_as_smallest(kdir):
+    x = np.array([[1.0, np.nan, -5.0, np.nan], [np.nan, 2.0, -3.0, 0.0]], np.float32)
+    for last in (0, 1):
+        got = run_node("argmin", [x], kdir, axis=1, keepdims=0, select_last_index=last)
+        np.testing.assert_array_equal(got, ref.argmin(x, 1, 0, last))
+        np.testing.assert_array_equal(got, [3, 0] if last else [1, 0])
+
+
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_maximum_minimum_propagate_nan(kdir, op):
+    a = np.array([np.nan, 1.0, np.nan, 2.0, -np.inf], np.float32)
+    b = np.array([1.0, np.nan, np.nan, 3.0, 0.0], np.float32)
+    got = run_node(op, [a, b], kdir)
+    np.testing.assert_array_equal(got, getattr(np, op)(a, b))
+
+
+def test_reduce_inference_and_errors():
+    assert infer("reduce_mean", [(2, 3, 4, 5)], axes=[2, 3]).shape == (2, 3, 1, 1)
+    assert infer("reduce_sum", [(2, 3, 4)], axes=[-1], keepdims=0).shape == (2, 3)
+    assert infer("reduce_max", [(2, 3, 4)], keepdims=0).shape == ()
+    assert infer("reduce_max", [(2, 3, 4)]).shape == (1, 1, 1)
+    assert infer("reduce_l2", [(2, 3, 4)], noop_with_empty_axes=1, keepdims=0).shape == (2, 3, 4)
+    assert infer("argmin", [(2, 3, 4)], axis=-1, keepdims=0).shape == (2, 3)
+    assert infer("maximum", [(2, 1, 4), (3, 1)]).shape == (2, 3, 4)
+    node = Node("reduce_sum", ["x"], "y", {}, "r")
+    ops.normalize(node)
+    assert node.attrs == {"axes": [], "keepdims": 1, "noop_with_empty_axes": 0}
+    with pytest.raises(BuildError, match=r"node 'reduce_sum_1' \(op reduce_sum\): input t0 is float32\[2, 3\]: "
+                                         r"axes \[0, 2\]: axis 2 is out of range for 2 dimensions \(allowed -2..1\)"):
+        infer("reduce_sum", [(2, 3)], axes=[0, 2])
+    with pytest.raises(BuildError, match=r"axes \[1, -1\] name an axis twice"):
+        infer("reduce_mean", [(2, 3)], axes=[1, -1])
+    with pytest.raises(BuildError, match=r"attribute 'keepdims' must be 0 or 1, got 2"):
+        infer("reduce_prod", [(2,)], keepdims=2)
+    with pytest.raises(BuildError, match=r"attribute 'noop_with_empty_axes' must be 0 or 1, got -1"):
+        infer("reduce_min", [(2,)], noop_with_empty_axes=-1)
+    with pytest.raises(BuildError, match=r"attribute 'axes' must be a list of integers, got 1.5"):
+        infer("reduce_min", [(2,)], axes=1.5)
+    with pytest.raises(BuildError, match=r"op reduce_sum needs floating-point inputs"):
+        infer("reduce_sum", [(2,)], dtype="int32")
+    with pytest.raises(BuildError, match=r"argmin over an empty axis"):
+        infer("argmin", [(2, 0)], axis=1)
+
+
+def test_host_refuses_float64_reductions():
+    _, region, graph = lower_node("reduce_sum", [rand(2, 3, dtype=np.float64)])
+    assert HostBackend().supports(region.nodes[0], graph) == "op reduce_sum needs float32 inputs, x0 is float64[2, 3]"

@@ -470,12 +470,67 @@ def _batchnorm(k: _K) -> str:
         C=x[1], N=x[0], inner=math.prod(x[2:]), eps=cgen.c_float(k.attrs["epsilon"]))
 
 
+# ---- reductions (ReduceMean & co.) and argmin ------------------------------------------------------
+# One unit per output element: it reduces its elements in one fixed order (row-major over the reduced
+# dims) into `acc`, so a split over threads never changes a bit. Sums and products accumulate in double.
+REDUCE_TEMPLATE = Template("""\
+const float *restrict xr = in0 + $base;
+$acc_t acc = $init;
+$loops
+out0[u] = $finish;""")
+REDUCE = {  # op -> (accumulator type, initial value, acc after one element v, output from acc and $n)
+    "reduce_sum": ("double", "0.0", "acc + v", "(float)acc"),
+    "reduce_mean": ("double", "0.0", "acc + v", "(float)(acc / $n)"),
+    "reduce_sum_square": ("double", "0.0", "acc + (double)v * v", "(float)acc"),
+    "reduce_l2": ("double", "0.0", "acc + (double)v * v", "(float)sqrt(acc)"),
+    "reduce_prod": ("double", "1.0", "acc * v", "(float)acc"),
+    "reduce_max": ("float", "-INFINITY", "(v > acc || v != v) ? v : acc", "acc"),  # a NaN acc stays NaN
+    "reduce_min": ("float", "INFINITY", "(v < acc || v != v) ? v : acc", "acc"),
+}
+ARGMIN_BETTER = {  # select_last_index -> when v replaces the best so far (NaN counts as smallest)
+    0: "v < best || (v != v && best == best)",
+    1: "v <= best || v != v",
+}
+
+
+def _reduce(k: _K) -> str:
+    x, out = k.shape(0), k.out.shape
+    n_out = math.prod(out)
+    if n_out == 0:
+        k.read_only()
+        return "/* empty */"
+    reduced = set(ops.reduced_axes(k.attrs, len(x)))
+    xs = cgen.strides(x)
+    kept = [(d, s) for a, (d, s) in enumerate(zip(x, xs)) if a not in reduced]
+    red = [(d, s) for a, (d, s) in enumerate(zip(x, xs)) if a in reduced]
+    kd, ks = cgen.collapse([d for d, _ in kept], [[s for _, s in kept]])
+    rd, rs = cgen.collapse([d for d, _ in red], [[s for _, s in red]])
+    acc_t, init, step, finish = REDUCE[k.node.op]
+    n = math.prod(d for d, _ in red)
+    # nothing to reduce (an empty axis): every output is the initial value, finished
+    loops = cgen.nest(rd, rs, Template(f"const float v = xr[$o];\nacc = {step};")) if n else "(void)xr;"
+    body = REDUCE_TEMPLATE.substitute(base=cgen.flat_offset(kd, ks[0], "u") if kd else "0", acc_t=acc_t,
+                                      init=init, loops=loops, finish=Template(finish).substitute(n=f"{n}.0"))
+    return k.task(cgen.each_unit(body), n_out, n_out * max(n, 1) >= cgen.PARALLEL_MIN_WORK)
+
+
+def _argmin(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
+    if outer * inner == 0:
+        k.read_only()
+        return "/* empty */"
+    return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
+                                          better=ARGMIN_BETTER[k.attrs["select_last_index"]])
+
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
     "softmax": _softmax, "log_softmax": _softmax, "argmax": _argmax, "cast": _cast,
     "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
+    **{op: _reduce for op in REDUCE}, "argmin": _argmin,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}

@@ -481,6 +481,38 @@ def _array_feature_extractor(cv: Converter, node: OnnxNode) -> None:
         cv.emit(node, "cast", [flat], node.outputs[0], to=table.dtype.name)
 
 
+# ---- reductions (ReduceMean & co.), ArgMin, variadic Sum / Mean / Max / Min ----------------------------
+
+
+def _reduce(op: str):
+    """ReduceX -> IR op `op`: axes from the attribute (opset < 18) or a constant second input (18+),
+    whichever the node has; keepdims, noop_with_empty_axes."""
+    @_emits(op)
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        axes = _axes(cv, node)
+        cv.emit(node, op, [node.inputs[0]], node.outputs[0], axes=axes or [], keepdims=node.attrs.get("keepdims", 1),
+                noop_with_empty_axes=node.attrs.get("noop_with_empty_axes", 0))
+    return convert
+
+
+def _variadic(op: str, mean: bool = False):
+    """Sum / Max / Min of n inputs -> a chain of n - 1 broadcasting `op` nodes, left to right (as the ONNX
+    reference computes them: exact for max and min, the same float32 order for sums); Mean divides that
+    sum by n. One input is the input itself."""
+    @_emits(*((op, "div") if mean else (op,)))
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        inputs = [i for i in node.inputs if i]
+        if len(inputs) == 1:
+            _identity(cv, node)
+            return
+        y = inputs[0]
+        for k, x in enumerate(inputs[1:], 2):
+            last = k == len(inputs) and not mean
+            y = cv.emit(node, op, [y, x], node.outputs[0] if last else None)
+        if mean:
+            cv.emit(node, "div", [y, np.asarray(len(inputs), cv.type_of(y).dtype)], node.outputs[0])
+    return convert
+
 CONVERTERS = {
     "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
@@ -499,5 +531,11 @@ CONVERTERS = {
     "Transpose": _transpose, "Concat": _concat,
     "Identity": _identity, "Dropout": _identity, "Cast": _cast,
     "ai.onnx.ml.ArrayFeatureExtractor": _array_feature_extractor,
+    "ReduceSum": _reduce("reduce_sum"), "ReduceMean": _reduce("reduce_mean"), "ReduceMax": _reduce("reduce_max"),
+    "ReduceMin": _reduce("reduce_min"), "ReduceProd": _reduce("reduce_prod"), "ReduceL2": _reduce("reduce_l2"),
+    "ReduceSumSquare": _reduce("reduce_sum_square"),
+    "ArgMin": _unary("argmin", axis=("axis", 0), keepdims=("keepdims", 1), select_last_index=("select_last_index", 0)),
+    "Sum": _variadic("add"), "Mean": _variadic("add", mean=True), "Max": _variadic("maximum"),
+    "Min": _variadic("minimum"),
 }
 SUPPORTED = set(CONVERTERS) | set(FOLDERS)

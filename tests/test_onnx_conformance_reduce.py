@@ -1,0 +1,152 @@
+"""ONNX's own node conformance cases for the reductions, ArgMin and variadic Sum / Mean / Max / Min.
+
+`onnx.backend.test.case.node.collect_testcases()` gives each case's model (one node) and data sets
+[(inputs, outputs)]. Every case whose single node is one of OPS is built with dsopack (the real
+pipeline: packager.build.build, then the loader) and compared with the case's expected outputs; the
+`_expanded` variants (the op rewritten as a function of other ops) have several nodes and test those
+other ops, so they are not collected here. Two rewrites, both keeping the op's semantics:
+
+- The reductions' `axes` is a graph input in these cases (opset 18+; 13+ for ReduceSum), fed by the
+  data set. dsopack needs axes at build time, so the data set's value becomes an initializer.
+- A case declaring a default-domain opset outside what dsopack reads (13..21) would get the
+  version in 13..21 where its op has the same schema (same since_version); none does with the onnx
+  installed today (they declare 13, 18 or 20), so test_every_case_is_in_range checks that it applies
+  to none, and the rewrite is there for a newer onnx.
+
+Cases dsopack cannot run must fail to build with a BuildError that says why; none is skipped:
+- integer, bool, float16 and float64 tensors (the host computes in float32): the error names the dtype;
+- the `empty_set` cases feed a tensor with a dimension of 0, which the ONNX frontend reads as a
+  dimension with no fixed size (packager/frontends/onnx.py `_inputs`) and refuses. The kernels' result
+  over an empty axis (0, 1, -inf, +inf, NaN for a mean) is tested in test_ops.py
+  (test_reduce_over_an_empty_axis_gives_the_identity).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import onnx
+from onnx import numpy_helper
+
+import loader
+from packager.build import build
+from packager.frontends.onnx import OPSETS
+from packager.ir import BuildError
+from packager.spec import Target, from_onnx
+
+OPS = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceSumSquare",
+       "ArgMin", "Sum", "Mean", "Max", "Min"}
+RTOL = 1e-5  # float32 kernels against the reference's float32 results (sums here have at most 60 terms)
+
+
+def _cases():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some generators (Cast, ReduceLogSum...) overflow on purpose
+        from onnx.backend.test.case.node import collect_testcases
+        cases = collect_testcases()
+    return [c for c in cases if c.model is not None and len(c.model.graph.node) == 1
+            and c.model.graph.node[0].op_type in OPS]
+
+
+CASES = _cases()
+
+
+def _opset(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _in_range_opset(op: str, version: int) -> int:
+    """`version` if dsopack reads it, else the highest opset in 13..21 where `op` has the same schema."""
+    lo, hi = OPSETS
+    if lo <= version <= hi:
+        return version
+    since = onnx.defs.get_schema(op, version).since_version
+    same = [v for v in range(lo, hi + 1) if onnx.defs.get_schema(op, v).since_version == since]
+    assert same, f"{op} at opset {version} (since {since}) has no equivalent in {lo}..{hi}"
+    return max(same)
+
+
+def _prepare(case, inputs):
+    """The case's model with constant axes (from the data set) and an opset dsopack reads; the run-time feeds."""
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    node = model.graph.node[0]
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = _in_range_opset(node.op_type, o.version)
+    names = [i.name for i in model.graph.input]
+    feeds = dict(zip(names, inputs))
+    if node.op_type.startswith("Reduce") and len(node.input) > 1 and node.input[1] in feeds:
+        axes = node.input[1]
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds.pop(axes)), axes))
+        keep = [i for i in model.graph.input if i.name != axes]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+    return model, feeds
+
+
+def _runnable(feeds) -> bool:
+    return all(np.asarray(a).dtype == np.float32 for a in feeds.values())
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("DSOPACK_CACHE")
+    os.environ["DSOPACK_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DSOPACK_CACHE", None)
+    else:
+        os.environ["DSOPACK_CACHE"] = old
+
+
+def test_the_cases_are_collected():
+    ops = {c.model.graph.node[0].op_type for c in CASES}
+    assert ops == OPS
+    assert len(CASES) >= 100
+
+
+def test_every_case_is_in_range():
+    """The opset rewrite changes nothing with today's onnx (see the module docstring)."""
+    lo, hi = OPSETS
+    assert all(lo <= _opset(c.model) <= hi for c in CASES)
+    assert _in_range_opset("ReduceMean", 18) == 18
+    assert _in_range_opset("ReduceMax", 22) == 21  # ReduceMax-20 is the schema at 22 and at 21
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_conformance(tmp_path, cache, case):
+    (inputs, outputs), = case.data_sets
+    model, feeds = _prepare(case, inputs)
+    path = str(tmp_path / "model.onnx")
+    onnx.save(model, path)
+    out = str(tmp_path / "model.so")
+    if any(0 in np.shape(a) for a in feeds.values()):
+        with pytest.raises(BuildError, match=r"input 'data' dimension \d+ has no fixed size"):
+            build(from_onnx(path, target=Target(cflags=["-O1"])), out, quiet=True)
+        return
+    if not _runnable(feeds):
+        dtypes = sorted({np.asarray(a).dtype.name for a in feeds.values()} - {"float32"})
+        with pytest.raises(BuildError) as e:
+            build(from_onnx(path, target=Target(cflags=["-O1"])), out, quiet=True)
+        message = str(e.value)
+        named = {"float16": "FLOAT16", "float64": "DOUBLE", "bool": "BOOL"}
+        assert any(d in message or named.get(d, d.upper()) in message for d in dtypes), message
+        return
+    build(from_onnx(path, target=Target(cflags=["-O1"])), out, quiet=True)
+    with loader.load(out) as m:
+        got = m.run(**feeds)
+    names = [o.name for o in model.graph.output]
+    assert list(got) == names
+    for name, want in zip(names, outputs):
+        want = np.asarray(want)
+        assert got[name].dtype == want.dtype and got[name].shape == want.shape, (got[name], want)
+        if want.dtype.kind == "f":
+            np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=1e-6, err_msg=case.name)
+        else:
+            np.testing.assert_array_equal(got[name], want, err_msg=case.name)
