@@ -1,6 +1,10 @@
 """`dsopack build model.onnx` without a manifest uses the fastest backends the target has
 (packager/backend_choice.py); `--backends` and `build(backends=...)` set the priority."""
 
+import os
+import platform
+import shutil
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -144,3 +148,19 @@ def test_help_teaches_backends(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--backends A,B,..." in text and "overrides the manifest's `backends`" in text
     assert "cblas,host when OpenBLAS is installed for it, else host" in text
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or platform.machine() != "x86_64",
+                    reason="needs an x86-64 host with aarch64-linux-gnu-gcc (bash scripts/setup.sh --cross)")
+def test_cross_target_default_follows_the_targets_openblas(tmp_path, mlp, capsys):
+    """The probe uses the cross toolchain and the target's own libraries: cblas exactly when the arm64
+    OpenBLAS is installed (the x86-64 one does not count); else host and the note names the :arm64 package."""
+    has_arm64_openblas = os.path.exists("/usr/lib/aarch64-linux-gnu/libopenblas.so")
+    assert main(["build", mlp, "-o", str(tmp_path / "a.so"), "--target", "aarch64-linux-gnu", "--explain"]) == 0
+    text = capsys.readouterr().out
+    if has_arm64_openblas:
+        assert "backends [cblas, host]: the default for aarch64-linux-gnu: OpenBLAS found" in text
+        assert "mm -> cblas" in text
+    else:
+        assert "backends [host]: OpenBLAS not found for aarch64-linux-gnu" in text
+        assert "libopenblas-dev:arm64" in text
