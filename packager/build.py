@@ -82,7 +82,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     graph = s.graph
     tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
     choice = backend_choice.choose(backends if backends is not None else s.backends, tc,
-                                   "backends=" if backends is not None else "the manifest")
+                                   "--backends (build's backends=)" if backends is not None else "the manifest")
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
     stages.done("frontend", f"'{s.name}': {plural(len(graph.nodes), 'node')}, {plural(len(graph.inputs), 'input')}, "
                             f"{plural(len(graph.weights), 'weight')} ({size(weight_bytes)}), {tc.cc_name}, {tc.triple}")

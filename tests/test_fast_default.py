@@ -101,7 +101,7 @@ def test_backends_option_overrides(tmp_path, mlp, capsys):
     out = tmp_path / "m.so"
     assert main(["build", mlp, "-o", str(out), "--backends", "host", "--explain"]) == 0
     text = capsys.readouterr().out
-    assert "backends [host]: as given by backends=" in text
+    assert "backends [host]: as given by --backends (build's backends=)" in text
     assert "mm -> host" in text and "cblas" not in text
     check_outputs(str(out), mlp)
     report = build(mlp, str(tmp_path / "j.so"), quiet=True, backends=["json", "host"])
@@ -113,9 +113,10 @@ def test_backends_option_overrides_a_manifest(tmp_path, mlp):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"model: {{onnx: {mlp}}}\nbackends: [json, host]\n")
     report = build(str(manifest), str(tmp_path / "a.so"), quiet=True)
-    assert report.backends == ["json", "host"]
+    assert report.backends == ["json", "host"] and report.backends_reason == "as given by the manifest"
     report = build(str(manifest), str(tmp_path / "b.so"), quiet=True, backends="cblas,host")
     assert report.backends == ["cblas", "host"] and report.manifest["requires"] == ["libopenblas.so.0"]
+    assert report.backends_reason.startswith("as given by --backends")
     # a manifest without `backends` keeps its documented default, [host]
     manifest.write_text(f"model: {{onnx: {mlp}}}\n")
     assert build(str(manifest), str(tmp_path / "c.so"), quiet=True).backends == ["host"]
