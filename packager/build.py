@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from packager import graph_plan, ir_check, lower, toolchain
+from packager import backend_choice, graph_plan, ir_check, lower, toolchain
 from packager import partition as partition_mod
 from packager import spec as spec_mod
 from packager.compile import compile_model
@@ -35,6 +35,8 @@ class BuildReport:
     name: str
     manifest: dict
     explain: list[str]  # one line per node: which backend took it and why
+    backends: list[str]  # the priority used
+    backends_reason: str  # why those (the default for the target, or who gave them)
     functions: list[str]  # exported by the dso module
     arena_bytes: int
     blob_bytes: int
@@ -62,22 +64,30 @@ class _Stages:
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
-          target: str | None = None, march: str | None = None) -> BuildReport:
+          target: str | None = None, march: str | None = None, backends=None) -> BuildReport:
     """Build `spec` (a manifest path, a dict, a spec.Spec or an .onnx path) into the
     shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims.
     `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple; `march`
-    replaces any -march in its target.cflags (recorded in the manifest's producer.cflags)."""
+    replaces any -march in its target.cflags (recorded in the manifest's producer.cflags).
+    `backends` (names in priority order, or "a,b,c") replaces the manifest's; without either (a bare
+    .onnx file) the build uses the fastest backends the target has (backend_choice.py) and says which."""
     output = os.fspath(output)
     _check_output(output)
+    if backends is not None:
+        backends = backend_choice.check(backends)
     stages = _Stages(quiet, log)
 
     # [1/6] frontend
     s = spec if isinstance(spec, spec_mod.Spec) else spec_mod.load(spec, base_dir, shapes=shapes)
     graph = s.graph
     tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
+    choice = backend_choice.choose(backends if backends is not None else s.backends, tc,
+                                   "--backends (build's backends=)" if backends is not None else "the manifest")
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
     stages.done("frontend", f"'{s.name}': {plural(len(graph.nodes), 'node')}, {plural(len(graph.inputs), 'input')}, "
                             f"{plural(len(graph.weights), 'weight')} ({size(weight_bytes)}), {tc.cc_name}, {tc.triple}")
+    if choice.left_out and not quiet:
+        log(f"      backends [{', '.join(choice.backends)}]: {choice.left_out}")
 
     # [2/6] infer
     ir_check.infer(graph)
@@ -87,12 +97,13 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                 + (f", {plural(copies, 'output copy')}" if copies else ""))
 
     # [3/6] partition
-    part = partition_mod.partition(graph, s.backends)
+    part = partition_mod.partition(graph, choice.backends)
     explain_lines = part.explain()
     counts = Counter(backend.name for backend, _ in part.regions)
     stages.done("partition", plural(len(part.regions), "region")
                 + (" (" + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")" if counts else ""))
     if explain:
+        log(f"      backends [{', '.join(choice.backends)}]: {choice.reason}")  # asked for: printed even when quiet
         for line in explain_lines:
             log(f"      {line}")  # asked for: printed even when quiet
 
@@ -117,7 +128,7 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         cache_note += f" ({len(low.c_units)} units in parallel)"
     stages.done("compile", f"{tc.cc_name} {' '.join(tc.cflags)}, C {cache_note} -> {output} ({size(file_bytes)})")
     return BuildReport(output=output, name=s.name, manifest=pkg.manifest, explain=explain_lines,
-                       functions=low.all_functions, arena_bytes=plan.arena.size, blob_bytes=pkg.blob.size,
+                       backends=choice.backends, backends_reason=choice.reason, functions=low.all_functions, arena_bytes=plan.arena.size, blob_bytes=pkg.blob.size,
                        file_bytes=file_bytes, compiled=stats["compiled"], cached=stats["cached"],
                        timings=stages.timings)
 

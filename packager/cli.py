@@ -25,7 +25,8 @@ EPILOG = """\
 examples:
   dsopack build manifests/digits_mlp.yaml -o digits.so       build a model file
   dsopack build manifests/lenet.yaml -o lenet.so --explain    ... and say which backend took each node
-  dsopack build model.onnx -o model.so --shape x=1,3,32,32   an ONNX model (fix its dynamic dims)
+  dsopack build model.onnx -o model.so --shape x=1,3,32,32   an ONNX model (fix its dynamic dims); fastest backends found
+  dsopack build model.onnx -o model.so --backends host        ... with the backends you choose, in priority order
   dsopack inspect digits.so                                   the embedded manifest and its modules
   dsopack verify digits.so                                    check the structure and every checksum
   dsopack keygen -o release.key                               an Ed25519 key pair: release.key, release.key.pub
@@ -44,10 +45,13 @@ a deployment manifest (YAML) says what to build:
         - {op: dense, inputs: [x, fc1.weight, fc1.bias], output: h}
         - {op: relu,  inputs: [h], output: y}
       outputs: [y]
-  backends: [json, host]                   # priority; default [host]
+  backends: [json, host]                   # priority; default [host] (--backends overrides)
   target: {triple: native, cflags: [-O3]}  # also cc: (or --cc, or $CC)
 or, for an ONNX model (needs pip install 'dsopack[onnx]'; see docs/onnx.md):
   model: {onnx: model.onnx, shapes: {x: [1, 3, 32, 32]}}
+an .onnx file given without a manifest uses the fastest backends the target has:
+[cblas, host] when OpenBLAS (cblas.h, libopenblas) is installed for it, else [host]
+(the build says so, with the install hint; --explain says why).
 
 environment: CC (the compiler when neither --cc nor target.cc says),
 DSOPACK_CACHE (object cache directory, default ~/.cache/dsopack)."""
@@ -73,9 +77,14 @@ def cmd_build(args) -> int:
         if name in shapes:
             raise UserError(f"--shape given twice for input '{name}'")
         shapes[name] = list(shape)
+    backends = None
+    if args.backends is not None:
+        from packager import backend_choice
+
+        backends = backend_choice.check(args.backends, "--backends")
     report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
                    save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None,
-                   target=args.target, march=args.march)
+                   target=args.target, march=args.march, backends=backends)
     if not args.quiet:
         print(f"wrote {report.output} ({wording.size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
               f"arena {wording.size(report.arena_bytes)}")
@@ -285,9 +294,11 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build a model file from a deployment manifest or an ONNX file",
                        description="Build ONE shared library from a deployment manifest (YAML) or an ONNX "
-                                   "file (backends [host], target native -O3).",
+                                   "file (target native -O3; backends: the fastest the target has, [cblas, host] "
+                                   "with OpenBLAS, else [host]).",
                        epilog="examples:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain\n"
-                              "  dsopack build model.onnx -o model.so --shape x=1,3,32,32",
+                              "  dsopack build model.onnx -o model.so --shape x=1,3,32,32\n"
+                              "  dsopack build model.onnx -o model.so --backends host --explain",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml) or an ONNX model (.onnx)")
     b.add_argument("-o", "--output", required=True, metavar="OUT.so", help="the model file to write")
@@ -301,8 +312,13 @@ def parser() -> argparse.ArgumentParser:
                         "fastest here; x86-64-v3: any AVX2 machine); replaces the manifest's; recorded in the "
                         "file's producer.cflags. Default: the manifest's target.cflags (none: the baseline of "
                         "the target, runs on any machine of that architecture)")
+    b.add_argument("--backends", metavar="A,B,...",
+                   help="the backends in priority order, e.g. cblas,host or json,host (a node goes to the first "
+                        "that takes it); overrides the manifest's `backends`. Default: the manifest's, else "
+                        "(an .onnx file alone) the fastest the target has: cblas,host when OpenBLAS is installed "
+                        "for it, else host")
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    b.add_argument("--explain", action="store_true", help="say which backend took each node, and why")
+    b.add_argument("--explain", action="store_true", help="say which backends were used and why (the default's choice too), and which took each node")
     b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")
     b.add_argument("--no-cache", action="store_true", help="do not use the object cache")
     b.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",

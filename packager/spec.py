@@ -6,7 +6,8 @@
 
 A Spec is the ir.Graph (not yet inferred; made by a frontend: frontends/yaml_graph.py
 for `model.graph`, frontends/onnx.py for `model.onnx`), the backend priority list and
-the target. `shapes` (the CLI's --shape) fixes ONNX input dimensions; it overrides the
+the target. A manifest without `backends` means [host]; a bare .onnx file leaves
+`backends` None: the build then uses the fastest the target has (backend_choice.py). `shapes` (the CLI's --shape) fixes ONNX input dimensions; it overrides the
 manifest's `model.shapes` input by input, and is an error for a YAML graph. Every
 problem is a BuildError that names the file and the field.
 """
@@ -36,7 +37,7 @@ class Target:
 class Spec:
     name: str
     graph: Graph
-    backends: list[str] = field(default_factory=lambda: ["host"])
+    backends: list[str] | None = field(default_factory=lambda: ["host"])  # None: the fastest for the target
     target: Target = field(default_factory=Target)
     path: str | None = None  # the manifest file, if it came from one
     base_dir: str = "."  # relative paths (weights) are resolved here
@@ -68,11 +69,12 @@ def load(source, base_dir: str | os.PathLike | None = None, shapes: dict | None 
 
 def from_onnx(path, shapes: dict | None = None, *, name: str | None = None, backends: list[str] | None = None,
               target: Target | None = None) -> Spec:
-    """A Spec for an ONNX file with the defaults of `dsopack build model.onnx`: backends [host], native -O3."""
+    """A Spec for an ONNX file with the defaults of `dsopack build model.onnx`: native -O3, and backends None
+    (the build picks the fastest the target has: backend_choice.choose) unless `backends` is given."""
     path = os.fspath(path)
     name = name or os.path.splitext(os.path.basename(path))[0]
     graph = onnx_frontend.load_graph(path, shapes, name=name)
-    return Spec(name=name, graph=graph, backends=list(backends or ["host"]), target=target or Target(),
+    return Spec(name=name, graph=graph, backends=list(backends) if backends else None, target=target or Target(),
                 path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 

@@ -351,6 +351,21 @@ def missing_dependency(compiler_output: str) -> str | None:
     return None
 
 
+def link_probe(c_text: str, cc: list[str], cflags: list[str], ldflags: list[str], libraries: list[str]) -> str | None:
+    """None if `c_text` compiles and links into a shared object with `libraries`, else what is
+    missing ("header cblas.h", "library -lopenblas"; else the failure's first line)."""
+    with tempfile.TemporaryDirectory(prefix="dsopack-probe-") as work:
+        source = os.path.join(work, "probe.c")
+        with open(source, "w", encoding="utf-8") as f:
+            f.write(c_text)
+        try:
+            _run([*cc, "-shared", *BASE_CFLAGS, *cflags, source, "-o", os.path.join(work, "probe.so"), *ldflags,
+                  *(f"-l{lib}" for lib in libraries)], "probing the toolchain")
+        except BuildError as e:
+            return missing_dependency(str(e)) or str(e).splitlines()[0]
+    return None
+
+
 def elf_machine(path: str) -> str | None:
     """The ELF e_machine of a file as a machine name (None if not ELF)."""
     with open(path, "rb") as f:

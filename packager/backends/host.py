@@ -261,9 +261,10 @@ POOL_CHUNK = 256  # outputs of a padded pool's row accumulated at once (a local 
 SOFTMAX_FINISH = {  # (rows, cols): after the loop that left exp(x - max) in y and its sum in `sum`
     "softmax": ("const float inv = 1.0f / sum;\n  for (int64_t l = 0; l < $L; ++l) yr[l] *= inv;",
                 "const float inv = 1.0f / sum;\n    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] *= inv;"),
-    "log_softmax": ("const float lse = mx + logf(sum);\n  for (int64_t l = 0; l < $L; ++l) yr[l] = xr[l] - lse;",
-                    "const float lse = mx + logf(sum);\n"
-                    "    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] = xr[l * $inner] - lse;"),
+    # (x - max) - log(sum), not x - (max + log(sum)): with a large max, max + log(sum) rounds off log(sum)
+    "log_softmax": ("const float lse = logf(sum);\n  for (int64_t l = 0; l < $L; ++l) yr[l] = (xr[l] - mx) - lse;",
+                    "const float lse = logf(sum);\n"
+                    "    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] = (xr[l * $inner] - mx) - lse;"),
 }
 ARGMAX_BETTER = {  # select_last_index -> when v replaces the best so far
     0: "v > best || (v != v && best == best)",

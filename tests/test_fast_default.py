@@ -1,0 +1,167 @@
+"""`dsopack build model.onnx` without a manifest uses the fastest backends the target has
+(packager/backend_choice.py); `--backends` and `build(backends=...)` set the priority."""
+
+import os
+import platform
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import loader
+from packager import backend_choice
+from packager.build import build
+from packager.cli import main
+from packager.ir import BuildError
+
+RNG = np.random.default_rng(3)
+W = RNG.standard_normal((16, 8)).astype(np.float32)
+
+
+@pytest.fixture
+def mlp(tmp_path):
+    """x[2, 16] @ W -> relu: a MatMul cblas takes (as dense, with the relu fused) and a Softmax it does not."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["a"], name="act"),
+         helper.make_node("Softmax", ["a"], ["y"], name="sm")],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], initializer=[numpy_helper.from_array(W, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def check_outputs(so: str, onnx_path: str) -> None:
+    x = RNG.standard_normal((2, 16)).astype(np.float32)
+    ref = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with loader.load(so) as model:
+        got = model.run(x=x)["y"]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_openblas_is_found_here():
+    """scripts/setup.sh installs libopenblas-dev: the probe must find it (else the default tests below test nothing)."""
+    from packager import toolchain
+    from packager.spec import Target
+
+    assert backend_choice.openblas_missing(toolchain.configure(Target())) is None
+
+
+def test_default_is_cblas_then_host(tmp_path, mlp, capsys):
+    out = tmp_path / "m.so"
+    assert main(["build", mlp, "-o", str(out), "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "backends [cblas, host]: the default for " in text and "OpenBLAS found" in text
+    assert "mm -> cblas (first in [cblas, host] that supports dense)" in text
+    assert "act -> cblas (fused into mm)" in text
+    assert "sm -> host (cblas: op softmax has no cblas kernel" in text
+    report = build(mlp, str(tmp_path / "r.so"), quiet=True)
+    assert report.backends == ["cblas", "host"]
+    assert report.manifest["requires"] == ["libopenblas.so.0"]
+    check_outputs(str(out), mlp)
+
+
+def test_default_without_openblas_is_host_and_says_so(tmp_path, mlp, capsys, monkeypatch):
+    """No OpenBLAS for the target (the probe's answer simulated): host alone, one progress line with the hint."""
+    monkeypatch.setattr(backend_choice, "_probe", lambda cc, cflags, ldflags: "header cblas.h")
+    out = tmp_path / "m.so"
+    assert main(["build", mlp, "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = [line for line in captured.out.splitlines() if "OpenBLAS not found" in line]
+    assert len(lines) == 1, captured.out
+    assert "backends [host]: OpenBLAS not found for " in lines[0] and "(header cblas.h)" in lines[0]
+    assert "apt-get install libopenblas-dev" in lines[0]
+    assert main(["build", mlp, "-o", str(out), "--explain", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "backends [host]: the default for " in text and "without cblas: OpenBLAS not found" in text
+    assert "mm -> host (first in [host] that supports dense)" in text
+    report = build(mlp, str(tmp_path / "r.so"), quiet=True)
+    assert report.backends == ["host"] and report.manifest.get("requires", []) == []
+    check_outputs(str(out), mlp)
+
+
+def test_probe_names_what_is_missing():
+    """The real probe (toolchain.link_probe), with a library and a header that do not exist."""
+    from packager import toolchain
+
+    assert toolchain.link_probe(backend_choice.PROBE_C, ["cc"], [], [], ["openblas"]) is None
+    missing = toolchain.link_probe(backend_choice.PROBE_C, ["cc"], [], [], ["openblas", "dsopack_no_such_library"])
+    assert missing == "library -ldsopack_no_such_library"
+    missing = toolchain.link_probe("#include <dsopack_no_such_header.h>\n", ["cc"], [], [], [])
+    assert missing == "header dsopack_no_such_header.h"
+
+
+def test_backends_option_overrides(tmp_path, mlp, capsys):
+    out = tmp_path / "m.so"
+    assert main(["build", mlp, "-o", str(out), "--backends", "host", "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "backends [host]: as given by --backends (build's backends=)" in text
+    assert "mm -> host" in text and "cblas" not in text
+    check_outputs(str(out), mlp)
+    report = build(mlp, str(tmp_path / "j.so"), quiet=True, backends=["json", "host"])
+    assert report.backends == ["json", "host"] and report.manifest.get("requires", []) == []
+    assert any(m["kind"] == "json" for m in report.manifest["modules"])
+
+
+def test_backends_option_overrides_a_manifest(tmp_path, mlp):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"model: {{onnx: {mlp}}}\nbackends: [json, host]\n")
+    report = build(str(manifest), str(tmp_path / "a.so"), quiet=True)
+    assert report.backends == ["json", "host"] and report.backends_reason == "as given by the manifest"
+    report = build(str(manifest), str(tmp_path / "b.so"), quiet=True, backends="cblas,host")
+    assert report.backends == ["cblas", "host"] and report.manifest["requires"] == ["libopenblas.so.0"]
+    assert report.backends_reason.startswith("as given by --backends")
+    # a manifest without `backends` keeps its documented default, [host]
+    manifest.write_text(f"model: {{onnx: {mlp}}}\n")
+    assert build(str(manifest), str(tmp_path / "c.so"), quiet=True).backends == ["host"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("cuda,host", "--backends: unknown backend 'cuda' (known: cblas, host, json"),
+    ("host,host", "--backends: lists host more than once"),
+    ("", "--backends: expected backend names separated by commas"),
+    ("cblas,,host", "--backends: expected backend names separated by commas"),
+])
+def test_bad_backends_option(tmp_path, mlp, capsys, value, message):
+    out = tmp_path / "m.so"
+    assert main(["build", mlp, "-o", str(out), "--backends", value]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dsopack: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_bad_backends_keyword(tmp_path, mlp):
+    with pytest.raises(BuildError, match=r"backends: unknown backend 'nope' \(known: "):
+        build(mlp, str(tmp_path / "m.so"), quiet=True, backends=["nope"])
+    with pytest.raises(BuildError, match="backends: expected backend names"):
+        build(mlp, str(tmp_path / "m.so"), quiet=True, backends=[])
+
+
+def test_help_teaches_backends(capsys):
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--backends A,B,..." in text and "overrides the manifest's `backends`" in text
+    assert "cblas,host when OpenBLAS is installed for it, else host" in text
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or platform.machine() != "x86_64",
+                    reason="needs an x86-64 host with aarch64-linux-gnu-gcc (bash scripts/setup.sh --cross)")
+def test_cross_target_default_follows_the_targets_openblas(tmp_path, mlp, capsys):
+    """The probe uses the cross toolchain and the target's own libraries: cblas exactly when the arm64
+    OpenBLAS is installed (the x86-64 one does not count); else host and the note names the :arm64 package."""
+    has_arm64_openblas = os.path.exists("/usr/lib/aarch64-linux-gnu/libopenblas.so")
+    assert main(["build", mlp, "-o", str(tmp_path / "a.so"), "--target", "aarch64-linux-gnu", "--explain"]) == 0
+    text = capsys.readouterr().out
+    if has_arm64_openblas:
+        assert "backends [cblas, host]: the default for aarch64-linux-gnu: OpenBLAS found" in text
+        assert "mm -> cblas" in text
+    else:
+        assert "backends [host]: OpenBLAS not found for aarch64-linux-gnu" in text
+        assert "libopenblas-dev:arm64" in text
