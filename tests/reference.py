@@ -380,13 +380,15 @@ def softmax_approx(x, axis=-1) -> Approx:
 
 def log_softmax_approx(x, axis=-1) -> Approx:
     """(x - max) - log(sum exp(x - max)): the shifted input's error, plus log's, whose argument is off by a
-    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output."""
+    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output. A kernel that computes
+    x - (max + log(sum)) also rounds lse = max + log(sum) (EPS32 / 2 of |lse|, counted as EPS32 |lse|)."""
     x = exact(x)
     value = log_softmax(x.value, axis)
     n = x.value.shape[axis]
     shifted = _shifted_err(x, axis)
     spread = shifted.max(axis=axis, keepdims=True) if x.value.size else 0.0
-    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value))
+    lse = np.abs(x.value - value)
+    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value) + EPS32 * lse)
 
 
 def mean_approx(x, axes) -> Approx:
