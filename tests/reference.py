@@ -250,6 +250,105 @@ def minimum(a, b):
     return np.minimum(a.astype(np.float64), b)
 
 
+# ---- float elementwise math and activations (float64, from the ONNX definitions) -----------
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def _quiet(fn):
+    """NumPy's NaN and infinity results without its warnings (log(-1), 1 / 0...)."""
+    def wrapped(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+abs = _quiet(lambda x: np.abs(_f64(x)))  # noqa: A001 (the op's name)
+neg = _quiet(lambda x: -_f64(x))
+exp = _quiet(lambda x: np.exp(_f64(x)))
+log = _quiet(lambda x: np.log(_f64(x)))
+sqrt = _quiet(lambda x: np.sqrt(_f64(x)))
+reciprocal = _quiet(lambda x: 1.0 / _f64(x))
+sin = _quiet(lambda x: np.sin(_f64(x)))
+cos = _quiet(lambda x: np.cos(_f64(x)))
+floor = _quiet(lambda x: np.floor(_f64(x)))
+ceil = _quiet(lambda x: np.ceil(_f64(x)))
+round = _quiet(lambda x: np.round(_f64(x)))  # noqa: A001 (halves to even, as ONNX Round)
+sign = _quiet(lambda x: np.sign(_f64(x)))
+pow = _quiet(lambda a, b: np.power(_f64(a), _f64(b)))  # noqa: A001
+softsign = _quiet(lambda x: _f64(x) / (1.0 + np.abs(_f64(x))))
+prelu = _quiet(lambda x, slope: np.where(_f64(x) < 0, _f64(slope) * x, _f64(x)))
+
+
+@_quiet
+def erf(x):
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(_f64(x))
+
+
+@_quiet
+def mod(a, b, fmod=0):
+    """fmod=1: C fmod (sign of a); fmod=0: NumPy's mod (sign of b), ONNX Mod-28 on floats."""
+    return np.fmod(_f64(a), _f64(b)) if fmod else np.mod(_f64(a), _f64(b))
+
+
+@_quiet
+def gelu(x):
+    return 0.5 * _f64(x) * (1.0 + erf(_f64(x) / np.sqrt(2.0)))
+
+
+@_quiet
+def gelu_tanh(x):
+    x = _f64(x)
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+@_quiet
+def elu(x, alpha=1.0):
+    x = _f64(x)
+    return np.where(x < 0, alpha * np.expm1(x), x)
+
+
+@_quiet
+def selu(x, alpha=1.6732632423543772, gamma=1.0507009873554805):
+    x = _f64(x)
+    return np.where(x > 0, gamma * x, gamma * alpha * np.expm1(x))
+
+
+def softplus(x):
+    return np.logaddexp(0.0, np.asarray(x, np.float64))
+
+
+@_quiet
+def hard_sigmoid(x, alpha=0.2, beta=0.5):
+    return np.clip(alpha * _f64(x) + beta, 0.0, 1.0)
+
+
+@_quiet
+def hard_swish(x):
+    return _f64(x) * hard_sigmoid(x, 1.0 / 6.0, 0.5)
+
+
+@_quiet
+def mish(x):
+    return _f64(x) * np.tanh(softplus(x))
+
+
+@_quiet
+def celu(x, alpha=1.0):
+    x = _f64(x)
+    return np.maximum(0.0, x) + np.minimum(0.0, alpha * np.expm1(x / alpha))
+
+
+@_quiet
+def thresholded_relu(x, alpha=1.0):
+    x = _f64(x)
+    return np.where(x > alpha, x, np.where(np.isnan(x), x, 0.0))
+
+
 # ---- how close a float32 result must be to these references ----------------------------
 #
 # A kernel computes in float32 and the references above in float64 from the same float32
@@ -377,13 +476,15 @@ def softmax_approx(x, axis=-1) -> Approx:
 
 def log_softmax_approx(x, axis=-1) -> Approx:
     """(x - max) - log(sum exp(x - max)): the shifted input's error, plus log's, whose argument is off by a
-    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output."""
+    factor of at most 1 + max|dx| + (n + ULPS) EPS32; plus ULPS of the output. A kernel that computes
+    x - (max + log(sum)) also rounds lse = max + log(sum) (EPS32 / 2 of |lse|, counted as EPS32 |lse|)."""
     x = exact(x)
     value = log_softmax(x.value, axis)
     n = x.value.shape[axis]
     shifted = _shifted_err(x, axis)
     spread = shifted.max(axis=axis, keepdims=True) if x.value.size else 0.0
-    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value))
+    lse = np.abs(x.value - value)
+    return Approx(value, shifted + spread + (n + ULPS) * EPS32 + ULPS * EPS32 * np.abs(value) + EPS32 * lse)
 
 
 def mean_approx(x, axes) -> Approx:

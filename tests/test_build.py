@@ -148,7 +148,8 @@ def test_output_listed_twice_is_refused(tmp_path):
 
 @pytest.mark.parametrize("nodes, words", [
     ([{"op": "dense", "inputs": ["x", "fc1.weight", "fc1.bias"], "output": "h"},
-      {"op": "gelu", "inputs": ["h"], "output": "probs"}], ["node 'gelu_1' (op gelu): unknown op 'gelu'"]),
+      {"op": "frobnicate", "inputs": ["h"], "output": "probs"}],
+     ["node 'frobnicate_1' (op frobnicate): unknown op 'frobnicate'"]),
     ([{"op": "dense", "inputs": ["x", "fc2.weight", "fc2.bias"], "output": "probs"}],
      ["dense_0", "dense", "[2, 4]", "[3, 8]"]),
     ([{"op": "dense", "inputs": ["x", "fc3.weight", "fc1.bias"], "output": "probs"}],

@@ -49,7 +49,16 @@ def softplus(monkeypatch):
 def test_the_doc_has_the_three_snippets():
     assert set(snippets()) == {"packager/ops.py, in OPS:", "packager/frontends/onnx_ops.py, in CONVERTERS:",
                                "tests/reference.py:"}
-    assert "softplus" not in ops.OPS  # an example, not part of the product
+
+
+def test_the_snippets_are_the_codes_own_text():
+    """softplus was added exactly as the doc says: each snippet is in its file, verbatim."""
+    root = os.path.dirname(DOC)
+    for where, text in snippets().items():
+        path = os.path.join(root, "..", where.split(",")[0].rstrip(":"))
+        assert text.strip() in open(path, encoding="utf-8").read(), f"docs/ops.md's snippet for {where} is not in it"
+    (spec,) = eval(snippets()["packager/ops.py, in OPS:"], vars(ops))
+    assert spec == ops.OPS["softplus"]
 
 
 def test_the_host_backend_runs_it(softplus, tmp_path):

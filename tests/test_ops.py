@@ -109,6 +109,36 @@ def test_unary_extremes(kdir):
     check(kdir, "tanh", [x], ref.tanh(x), atol=1e-7)
 
 
+
+@pytest.mark.parametrize("op,attrs", [
+    ("elu", {}), ("elu", {"alpha": 0.5}), ("selu", {}), ("selu", {"alpha": 2.0, "gamma": 3.0}),
+    ("hard_sigmoid", {}), ("hard_sigmoid", {"alpha": 0.5, "beta": 0.6}), ("celu", {}), ("celu", {"alpha": 2.0}),
+    ("thresholded_relu", {}), ("thresholded_relu", {"alpha": -0.5}),
+])
+def test_unary_with_attributes(kdir, op, attrs):
+    x = np.random.default_rng(11).uniform(-8, 8, (3, 50)).astype(np.float32)  # own generator: rand's sequence stays
+    check(kdir, op, [x], getattr(ref, op)(x, **attrs), atol=1e-6, **attrs)
+
+
+@pytest.mark.parametrize("op", ["softplus", "mish", "gelu", "gelu_tanh", "elu", "selu", "celu", "sign", "round",
+                                "hard_sigmoid", "hard_swish", "softsign", "erf", "abs", "thresholded_relu"])
+def test_new_unary_extremes_and_nan(kdir, op):
+    """Large |x| (softplus and mish must not overflow through expf) and NaN in, NaN out."""
+    x = np.array([-100.0, -20.0, -2.5, -0.5, -0.0, 0.0, 0.5, 1.5, 2.5, 20.0, 100.0, np.nan], np.float32)
+    with np.errstate(invalid="ignore"):  # NumPy's logaddexp warns about the NaN
+        want = getattr(ref, op)(x)
+    got = check(kdir, op, [x], want, atol=1e-6)
+    assert np.isnan(got[-1])
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod(kdir, fmod):
+    a = np.array([[5.0, -5.0, 5.0, -5.0, 0.0, -0.0, 7.5, np.inf, 3.0, 3.0]], np.float32)
+    b = np.array([[3.0, 3.0, -3.0, -3.0, 2.0, 2.0, 0.0, 2.0, np.inf, -np.inf]], np.float32)
+    want = ref.mod(a, b, fmod)
+    got = check(kdir, "mod", [a, b], want, fmod=fmod)
+    assert np.array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
+
 @pytest.mark.parametrize("shape,axis", [
     ((1, 10), -1), ((1, 10), 1), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), 2), ((2, 3, 4), -2),
     ((5,), 0), ((3, 1), 1), ((2, 2, 3, 3), 1),
@@ -421,9 +451,9 @@ def test_normalize_fills_defaults_and_canonical_forms():
 
 def test_unknown_op_lists_known_ops():
     with pytest.raises(BuildError) as e:
-        ops.normalize(Node("gelu", ["x"], "y", {}, "act_3"))
+        ops.normalize(Node("frobnicate", ["x"], "y", {}, "act_3"))
     message = str(e.value)
-    assert message.startswith("node 'act_3' (op gelu): unknown op 'gelu'; known ops: ")
+    assert message.startswith("node 'act_3' (op frobnicate): unknown op 'frobnicate'; known ops: ")
     for op in ops.OPS:
         assert op in message
 

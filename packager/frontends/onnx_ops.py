@@ -513,11 +513,46 @@ def _variadic(op: str, mean: bool = False):
             cv.emit(node, "div", [y, np.asarray(len(inputs), cv.type_of(y).dtype)], node.outputs[0])
     return convert
 
+
+@_emits("gelu", "gelu_tanh")
+def _gelu(cv: Converter, node: OnnxNode) -> None:
+    approximate = node.attrs.get("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise cv.error(node, f"approximate '{approximate}' is not one of none, tanh")
+    cv.emit(node, "gelu" if approximate == "none" else "gelu_tanh", [node.inputs[0]], node.outputs[0])
+
+
+MOD_FLOAT_FLOOR_OPSET = 28  # Mod-28 defines fmod=0 on floats (A - floor(A / B) * B); Mod-13 requires fmod=1
+
+
+@_emits("mod")
+def _mod(cv: Converter, node: OnnxNode) -> None:
+    fmod = node.attrs.get("fmod", 0)
+    a = cv.type_of(node.inputs[0])
+    if fmod == 0 and a.dtype in ops.FLOAT_DTYPES and node.opset < MOD_FLOAT_FLOOR_OPSET:
+        raise cv.error(node, f"fmod=0 on floating-point inputs ('{node.inputs[0]}' is {a}) is invalid at opset "
+                             f"{node.opset}: Mod before opset {MOD_FLOAT_FLOOR_OPSET} requires fmod=1 for floats")
+    cv.emit(node, "mod", node.inputs[:2], node.outputs[0], fmod=fmod)
+
+
 CONVERTERS = {
     "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
     "LeakyRelu": _unary("leaky_relu", alpha=("alpha", 0.01)),
     "Clip": _clip,
+    "Abs": _unary("abs"), "Neg": _unary("neg"), "Exp": _unary("exp"), "Log": _unary("log"),
+    "Sqrt": _unary("sqrt"), "Reciprocal": _unary("reciprocal"), "Erf": _unary("erf"),
+    "Sin": _unary("sin"), "Cos": _unary("cos"), "Floor": _unary("floor"), "Ceil": _unary("ceil"),
+    "Round": _unary("round"), "Sign": _unary("sign"),
+    "Pow": _binary("pow"), "Mod": _mod, "PRelu": _binary("prelu"),
+    "Gelu": _gelu,
+    "Elu": _unary("elu", alpha=("alpha", 1.0)),
+    "Selu": _unary("selu", alpha=("alpha", 1.67326319217681884765625), gamma=("gamma", 1.05070102214813232421875)),
+    "Softplus": _unary("softplus"), "Softsign": _unary("softsign"),
+    "HardSigmoid": _unary("hard_sigmoid", alpha=("alpha", 0.2), beta=("beta", 0.5)),
+    "HardSwish": _unary("hard_swish"), "Mish": _unary("mish"),
+    "Celu": _unary("celu", alpha=("alpha", 1.0)),
+    "ThresholdedRelu": _unary("thresholded_relu", alpha=("alpha", 1.0)),
     "Softmax": _unary("softmax", axis=("axis", -1)),
     "LogSoftmax": _unary("log_softmax", axis=("axis", -1)),
     "ArgMax": _unary("argmax", axis=("axis", 0), keepdims=("keepdims", 1), select_last_index=("select_last_index", 0)),

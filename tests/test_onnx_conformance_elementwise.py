@@ -1,0 +1,255 @@
+"""ONNX's own node conformance cases for the float elementwise ops and activations.
+
+`onnx.backend.test.case.node.collect_testcases()` holds, per case, a model and
+its expected outputs (computed by ONNX's reference implementation). Every case
+whose nodes are all ops of this set (NEW_OPS, plus the elementwise ops dsopack
+already had, which the "_expanded" cases use) is built with the real pipeline
+into a .so, loaded with the loader and run:
+
+- float32 cases must match the expected outputs (NaN where they have NaN);
+- cases dsopack cannot run must be refused at build time with a BuildError that
+  says why: the unsupported dtype (float64, float16, bfloat16, integers), or Mod
+  with fmod=0 on floats before opset 28. REFUSED lists them, so a case that
+  starts or stops being refused fails the test until the list is updated.
+
+Opsets: the cases declare the opset of their op's newest version (up to 28),
+while dsopack reads `onnx_frontend.OPSETS` (13..21 today; widening to 7..28 is
+under way). A case outside that range is rewritten to the nearest opset inside
+it (the model's default-domain opset_import only), and only if every op of the
+case keeps its semantics between the two: each schema version crossed must be
+in CROSSED, which records what ONNX changed in it (most opset-22 versions only
+add bfloat16). When OPSETS covers a case's opset, the case runs as it is.
+
+A second test runs a small model chaining several of the new activations on the
+host and cblas backends against onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+import loader
+from packager.build import build
+from packager.frontends import onnx as onnx_frontend
+from packager.ir import BuildError
+from packager.spec import Target, from_onnx
+
+NEW_OPS = {"Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
+           "Pow", "Mod", "PRelu", "Gelu", "Elu", "Selu", "Softplus", "Softsign", "HardSigmoid", "HardSwish", "Mish",
+           "Celu", "ThresholdedRelu"}
+OLD_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh"}
+
+# (op, schema since_version) -> what ONNX changed in that version, for versions a rewritten case crosses
+CROSSED = {
+    **{(op, 22): "adds bfloat16 (no change for float32)" for op in (
+        "Cos", "Sin", "Elu", "Selu", "Softplus", "Softsign", "HardSigmoid", "HardSwish", "Mish", "Round",
+        "ThresholdedRelu")},
+    ("Celu", 28): "adds float16, bfloat16 and double (no change for float32)",
+    ("Mod", 28): "defines fmod=0 on floats (A - floor(A / B) * B); before, floats needed fmod=1",
+}
+
+# case -> what its BuildError must say (with OPSETS 13..21; the Mod fmod=0 float32 cases run once 28 is read)
+DTYPE_REFUSED = {
+    "test_celu_float16": "float16", "test_celu_bfloat16": "bfloat16",
+    "test_mod_mixed_sign_float64": "float64", "test_mod_mixed_sign_float16": "float16",
+    "test_mod_float64_mixed_sign_fmod_0": "float64", "test_mod_float16_mixed_sign_fmod_0": "float16",
+    "test_mod_float_edge_cases_fmod_0_float16": "float16", "test_mod_float_edge_cases_fmod_0_float64": "float64",
+    "test_mod_mixed_sign_int64": "int64", "test_mod_mixed_sign_int32": "int32", "test_mod_mixed_sign_int16": "int16",
+    "test_mod_mixed_sign_int8": "int8", "test_mod_uint8": "uint8", "test_mod_uint16": "uint16",
+    "test_mod_uint32": "uint32", "test_mod_uint64": "uint64", "test_mod_int64_fmod": "int64",
+    "test_mod_broadcast": "int32",
+    "test_pow_types_float32_int64": "int64", "test_pow_types_int64_float32": "int64",
+    "test_pow_types_float32_int32": "int32", "test_pow_types_int32_float32": "int32",
+    "test_pow_types_float32_uint64": "uint64", "test_pow_types_float32_uint32": "uint32",
+    "test_pow_types_int64_int64": "int64", "test_pow_types_int32_int32": "int32",
+}
+FMOD0_FLOAT32 = ("test_mod_float32_mixed_sign_fmod_0", "test_mod_float_edge_cases_fmod_0_float32")
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _cases():
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():  # some generators of other ops' cases overflow on purpose
+        warnings.simplefilter("ignore")
+        everything = collect_testcases()
+    ours = []
+    for case in everything:
+        types = {n.op_type for n in case.model.graph.node}
+        if types & NEW_OPS and types <= NEW_OPS | OLD_ELEMENTWISE and all(n.domain in ("", "ai.onnx") for n in case.model.graph.node):
+            ours.append(case)
+    return ours
+
+
+CASES = _cases()
+
+
+def _opset(model) -> int:
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _readable(model):
+    """(the model at an opset dsopack reads, that opset); raises if an op's semantics differ between the two."""
+    opset = _opset(model)
+    lo, hi = onnx_frontend.OPSETS
+    target = min(max(opset, lo), hi)
+    if target == opset:
+        return model, opset
+    for node in model.graph.node:
+        have, want = (onnx.defs.get_schema(node.op_type, v).since_version for v in (opset, target))
+        for since in range(want + 1, have + 1):
+            try:
+                crossed = onnx.defs.get_schema(node.op_type, since).since_version == since
+            except onnx.defs.SchemaError:
+                crossed = False
+            assert not crossed or (node.op_type, since) in CROSSED, \
+                f"{node.op_type}-{since} changed between opsets {target} and {opset}: review it, add it to CROSSED"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for o in copy.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = target
+    return copy, target
+
+
+def expect_refusal(name: str, opset: int) -> str | None:
+    """What the BuildError of case `name` at `opset` must say, or None if it must run."""
+    if name in DTYPE_REFUSED:
+        return DTYPE_REFUSED[name]
+    if name in FMOD0_FLOAT32 and opset < 28:
+        return "fmod=0 on floating-point inputs"
+    return None
+
+
+def test_the_selection_is_what_this_file_expects():
+    names = {c.name for c in CASES}
+    assert len(CASES) == 82, sorted(names)
+    assert set(DTYPE_REFUSED) | set(FMOD0_FLOAT32) <= names
+    assert {n.op_type for c in CASES for n in c.model.graph.node} == NEW_OPS | {"Mul", "Tanh"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One object cache for the module (a kernel shared by several cases compiles once)."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("DSOPACK_CACHE")
+    os.environ["DSOPACK_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DSOPACK_CACHE", None)
+    else:
+        os.environ["DSOPACK_CACHE"] = old
+
+
+def _build(model, tmp_path, backends=None, log=None):
+    path = str(tmp_path / "case.onnx")
+    onnx.save(model, path)
+    out = str(tmp_path / "case.so")
+    spec = from_onnx(path, backends=backends, target=Target(cflags=["-O2"]))
+    if log is None:
+        build(spec, out, quiet=True)
+    else:
+        build(spec, out, explain=True, log=log)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_conformance_case(case, tmp_path, cache):
+    model, opset = _readable(case.model)
+    refused = expect_refusal(case.name, opset)
+    if refused is not None:
+        with pytest.raises(BuildError) as e:
+            _build(model, tmp_path)
+        assert refused.lower() in str(e.value).lower(), str(e.value)
+        return
+    so = _build(model, tmp_path)
+    names_in = [i.name for i in model.graph.input]
+    names_out = [o.name for o in model.graph.output]
+    with loader.load(so) as m:
+        for inputs, outputs in case.data_sets:
+            got = m.run(**dict(zip(names_in, inputs)))
+            for name, want in zip(names_out, outputs):
+                assert got[name].shape == want.shape and got[name].dtype == want.dtype, (name, got[name], want)
+                np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, err_msg=f"{case.name}: {name}")
+
+
+
+@pytest.mark.parametrize("name", FMOD0_FLOAT32)
+def test_mod_fmod0_kernel_on_the_opset_28_cases(name, tmp_path):
+    """Until dsopack reads opset 28, the Mod-28 fmod=0 float32 cases are refused above; the IR op they become
+    at opset 28 (mod, fmod=0) runs here on their data: values, NaN and the sign of zero (that of B)."""
+    from kernel_harness import run_node
+    (case,) = [c for c in CASES if c.name == name]
+    assert case.model.graph.node[0].attribute[0].i == 0 and _opset(case.model) == 28
+    for (a, b), (want,) in case.data_sets:
+        got = run_node("mod", [a, b], tmp_path, fmod=0)
+        np.testing.assert_array_equal(got, want)  # NaN where NaN
+        assert np.array_equal(np.signbit(got), np.signbit(want)), (got, want)
+
+
+def test_mod_converter_follows_the_nodes_opset():
+    from packager.frontends import onnx_ops
+    from packager.ir import TensorType
+    t = TensorType((6,), "float32")
+
+    def convert(opset, **attrs):
+        cv = onnx_ops.Converter("m.onnx", {"a": t, "b": t}, {}, {"a": 1, "b": 1}, {"a", "b", "y"})
+        cv.run([onnx_ops.OnnxNode("Mod", "", "mod0", ["a", "b"], ["y"], attrs, opset)])
+        return [(n.op, n.attrs) for n in cv.nodes]
+
+    assert convert(28) == [("mod", {"fmod": 0})]
+    assert convert(13, fmod=1) == [("mod", {"fmod": 1})]
+    with pytest.raises(BuildError, match=r"m.onnx: node 'mod0' \(Mod\): fmod=0 on floating-point inputs \('a' is "
+                                         r"float32\[6\]\) is invalid at opset 21: Mod before opset 28 requires fmod=1"):
+        convert(21)
+
+# ---------------------------------------------------------------------------
+# A chain of the new activations against onnxruntime, on host and on cblas (which fuses each one after its
+# MatMul: dense + gelu and friends)
+
+
+def _chain_model():
+    rng = np.random.default_rng(7)
+    sizes = [16, 32, 32, 32, 32, 32, 32, 8]
+    acts = [("Gelu", {}), ("Elu", {"alpha": 0.7}), ("Gelu", {"approximate": "tanh"}), ("Selu", {}),
+            ("HardSwish", {}), ("Mish", {}), ("Softplus", {})]
+    nodes, inits, x = [], [], "x"
+    for i, (op, attrs) in enumerate(acts):
+        w = rng.uniform(-0.5, 0.5, (sizes[i], sizes[i + 1])).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
+        x = f"a{i}" if i < len(acts) - 1 else "y"
+        nodes.append(helper.make_node(op, [f"h{i}"], [x], name=f"{op.lower()}{i}", **attrs))
+    nodes.insert(4, helper.make_node("PRelu", ["h1b", "slope"], ["a1"], name="prelu"))
+    nodes[3].output[0] = "h1b"  # elu1 -> PRelu (a per-column slope) -> a1
+    inits.append(numpy_helper.from_array(rng.uniform(0, 0.5, (sizes[2],)).astype(np.float32), "slope"))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, sizes[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, sizes[-1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("backends", [["host"], ["cblas", "host"]])
+def test_activation_chain_matches_onnxruntime(backends, tmp_path, cache):
+    model = _chain_model()
+    x = np.random.default_rng(8).uniform(-3, 3, (4, 16)).astype(np.float32)
+    lines = []
+    so = _build(model, tmp_path, backends, log=lines.append)
+    if "cblas" in backends:  # every activation rides on its MatMul (a dense); PRelu has two inputs: host
+        placed = "\n".join(lines)
+        for act in ("gelu0", "elu1", "gelu2", "selu3", "hardswish4", "mish5", "softplus6"):
+            assert f"{act} -> cblas (fused into mm{act[-1]})" in placed, placed
+    with loader.load(so) as m:
+        got = m.run(x=x)["y"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
