@@ -98,7 +98,7 @@ def _opset(model) -> int:
 def _readable(model):
     """(the model at an opset dsopack reads, that opset); raises if an op's semantics differ between the two."""
     opset = _opset(model)
-    lo, hi = onnx_frontend.OPSETS
+    lo, hi = onnx_frontend.OLDEST_OPSET, onnx.defs.onnx_opset_version()
     target = min(max(opset, lo), hi)
     if target == opset:
         return model, opset

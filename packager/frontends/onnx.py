@@ -26,7 +26,39 @@ import numpy as np
 from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
 from packager.ir import BuildError, Graph, Node, TensorType
 
-OPSETS = (13, 21)  # the default-domain opsets whose operator semantics the converters follow
+OLDEST_OPSET = 7  # the newest is the installed onnx's (onnx.defs.onnx_opset_version())
+LEGACY_OPSETS = (13, 21)  # an op without an entry in VERSIONS is read at these opsets only
+# The versions (schema since_version) of each default-domain op whose semantics the converters and
+# folders follow, from opset 7 to 28 (onnx 1.23); docs/onnx.md says what differs between them.
+# tests/test_onnx_versions.py checks that every version the installed onnx defines is listed.
+VERSIONS = {
+    "Abs": (6, 13), "Add": (7, 13, 14), "ArgMax": (1, 11, 12, 13), "AveragePool": (7, 10, 11, 19, 22),
+    "BatchNormalization": (7, 9, 14, 15), "Cast": (6, 9, 13, 19, 21, 23, 24, 25, 28), "Ceil": (6, 13),
+    "Clip": (6, 11, 12, 13), "Concat": (4, 11, 13), "Constant": (1, 9, 11, 12, 13, 19, 21, 23, 24, 25),
+    "ConstantOfShape": (9, 20, 21, 23, 24, 25), "Conv": (1, 11, 22), "Div": (7, 13, 14),
+    "Dropout": (7, 10, 12, 13, 22), "Equal": (7, 11, 13, 19), "Exp": (6, 13), "Expand": (8, 13),
+    "Flatten": (1, 9, 11, 13, 21, 23, 24, 25), "Floor": (6, 13), "Gather": (1, 11, 13), "Gemm": (7, 9, 11, 13),
+    "GlobalAveragePool": (1, 22), "GlobalMaxPool": (1, 22), "Greater": (7, 9, 13),
+    "Identity": (1, 13, 14, 16, 19, 21, 23, 24, 25), "LeakyRelu": (6, 16), "Less": (7, 9, 13), "Log": (6, 13),
+    "LogSoftmax": (1, 11, 13), "MatMul": (1, 9, 13), "Max": (6, 8, 12, 13), "MaxPool": (1, 8, 10, 11, 12, 22),
+    "Min": (6, 8, 12, 13), "Mul": (7, 13, 14), "Neg": (6, 13), "Not": (1,), "Pow": (7, 12, 13, 15),
+    "Range": (11, 27), "ReduceProd": (1, 11, 13, 18), "Relu": (6, 13, 14),
+    "Reshape": (5, 13, 14, 19, 21, 23, 24, 25), "Shape": (1, 13, 15, 19, 21, 23, 24, 25),
+    "Sigmoid": (6, 13), "Size": (1, 13, 19, 21, 23, 24, 25), "Slice": (1, 10, 11, 13), "Softmax": (1, 11, 13),
+    "Sqrt": (6, 13), "Squeeze": (1, 11, 13, 21, 23, 24, 25), "Sub": (7, 13, 14), "Tanh": (6, 13),
+    "Transpose": (1, 13, 21, 23, 24, 25), "Unsqueeze": (1, 11, 13, 21, 23, 24, 25), "Where": (9, 16),
+    # elementwise ops and activations: the later versions add element types only (Mod-28 defines fmod=0 on
+    # floats, which its converter reads from the opset; PRelu-7 broadcasts the slope, as the converter does)
+    "Reciprocal": (6, 13), "Erf": (9, 13), "Sin": (7, 22), "Cos": (7, 22), "Round": (11, 22), "Sign": (9, 13),
+    "Mod": (10, 13, 28), "PRelu": (7, 9, 16), "Gelu": (20,), "Elu": (6, 22), "Selu": (6, 22),
+    "Softplus": (1, 22), "Softsign": (1, 22), "HardSigmoid": (6, 22), "HardSwish": (14, 22), "Mish": (18, 22),
+    "Celu": (12, 28), "ThresholdedRelu": (10, 22),
+    # reductions: axes an attribute before 13 (ReduceSum) or 18 (the others), then a constant input; the
+    # converter reads either; 11 allows negative axes, 12 and 20 add element types
+    "ReduceSum": (1, 11, 13), "ReduceMean": (1, 11, 13, 18), "ReduceMax": (1, 11, 12, 13, 18, 20),
+    "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
+    "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
+}
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -51,9 +83,15 @@ def load_graph(path, shapes: dict | None = None, *, name: str | None = None, whe
     for node in nodes:
         if node.op_type not in SUPPORTED:
             unsupported.setdefault(node.op_type, []).append(node.name)
+        elif not _handled(node):
+            unsupported.setdefault(f"{node.op_type} version {node.version}", []).append(node.name)
     if unsupported:
         listing = ", ".join(f"{op} ({', '.join(names)})" for op, names in sorted(unsupported.items()))
-        raise BuildError(f"{where}: unsupported ONNX ops (opset {opset}): {listing}")
+        hint = ""
+        if any(" version " in op for op in unsupported):
+            hint = (f"; dsopack reads these ops at other versions: convert the model with "
+                    f"onnx.version_converter.convert_version(model, {LEGACY_OPSETS[1]}) or export it at that opset")
+        raise BuildError(f"{where}: unsupported ONNX ops (opset {opset}): {listing}{hint}")
 
     constants = {t.name: _array(onnx, t, where) for t in model.graph.initializer}
     inputs = _inputs(onnx, model.graph, constants, shapes or {}, where)
@@ -115,12 +153,13 @@ def _opset(model, where: str) -> int:
     if not versions:
         raise BuildError(f"{where}: the model imports no default-domain (ai.onnx) opset")
     opset = max(versions)
-    lo, hi = OPSETS
+    lo, hi = OLDEST_OPSET, _onnx().defs.onnx_opset_version()
     if not lo <= opset <= hi:
         raise BuildError(f"{where}: opset {opset} is not supported (dsopack reads opsets {lo} to {hi}); "
                          f"export with an opset in that range, e.g. torch.onnx.export(..., opset_version=17) "
-                         f"or skl2onnx.to_onnx(..., target_opset={hi}), or convert it with "
-                         f"onnx.version_converter.convert_version(model, {hi})")
+                         f"or skl2onnx.to_onnx(..., target_opset=21), or convert it with "
+                         f"onnx.version_converter.convert_version(model, 21)"
+                         + (" (a newer onnx package reads newer opsets)" if opset > hi else ""))
     return opset
 
 
@@ -149,8 +188,25 @@ def _nodes(onnx, graph, opset: int, where: str) -> list[OnnxNode]:
         attrs = _attrs(onnx, proto, where, name)
         if proto.op_type == "Cast" and proto.domain in DEFAULT_DOMAINS and "to" in attrs:
             attrs["to"] = _np_dtype(onnx, attrs["to"], f"{where}: node '{name}' (Cast): to")
-        nodes.append(OnnxNode(proto.op_type, proto.domain, name, list(proto.input), list(proto.output), attrs, opset))
+        version = 0
+        if proto.domain in DEFAULT_DOMAINS:
+            try:
+                version = onnx.defs.get_schema(proto.op_type, max_inclusive_version=opset, domain="").since_version
+            except Exception:  # no such op at this opset: the op check reports it as unsupported
+                version = 0
+        nodes.append(OnnxNode(proto.op_type, proto.domain, name, list(proto.input), list(proto.output), attrs, opset,
+                              version))
     return nodes
+
+
+def _handled(node: OnnxNode) -> bool:
+    """Whether the converters follow the semantics of this version of the node's op."""
+    if node.domain not in DEFAULT_DOMAINS:
+        return True
+    if node.op in VERSIONS:
+        return node.version in VERSIONS[node.op]
+    lo, hi = LEGACY_OPSETS
+    return lo <= node.opset <= hi
 
 
 def _np_dtype(onnx, elem_type: int, what: str) -> str:

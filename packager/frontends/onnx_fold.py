@@ -6,7 +6,8 @@ become constants: this is how the Shape -> Gather -> Unsqueeze -> Concat ->
 Reshape chains that exporters emit for `x.view(x.size(0), -1)` turn into one
 static reshape. `FOLDERS` maps an op type to `fn(node, inputs) -> [outputs]`;
 `node.attrs` holds the node's attributes (ints, floats, lists, numpy arrays for
-tensors, str for strings) and `node.opset` the model's default-domain opset.
+tensors, str for strings) and `node.opset` the model's default-domain opset, `node.version` the op's version
+(its schema's since_version at that opset).
 
 Ops listed here but without a converter in onnx_ops.CONVERTERS (Shape, Gather,
 Slice, Range...) are build-time only: with an input computed at run time they
@@ -42,6 +43,15 @@ def _log_softmax(x, axis):
     x64 = x.astype(np.float64)
     s = x64 - x64.max(axis=axis, keepdims=True)
     return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+def _coerced(fn, node, x):
+    """Softmax / LogSoftmax: one axis from version 13; before, x as 2-D [.., axis) x [axis, ..) (axis 1)."""
+    if node.version >= 13:
+        return fn(x, node.attrs.get("axis", -1)).astype(x.dtype)
+    axis = _axis(node.attrs.get("axis", 1), x.ndim)
+    flat = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+    return fn(flat, 1).astype(x.dtype).reshape(x.shape)
 
 
 def squeezed_shape(shape: tuple[int, ...], axes: list[int] | None) -> list[int]:
@@ -94,6 +104,9 @@ def axes_of(node, inputs, index: int = 1) -> list[int] | None:
 
 
 def _slice(node, inputs):
+    if node.version < 10:  # starts, ends, axes are attributes
+        inputs = [inputs[0]] + [None if k not in node.attrs else np.asarray(node.attrs[k], np.int64)
+                                for k in ("starts", "ends", "axes")]
     data, starts, ends = inputs[:3]
     axes = inputs[3] if len(inputs) > 3 and inputs[3] is not None else np.arange(len(starts))
     steps = inputs[4] if len(inputs) > 4 and inputs[4] is not None else np.ones(len(starts), np.int64)
@@ -228,8 +241,8 @@ FOLDERS = {
     "LeakyRelu": lambda node, inputs: [np.where(inputs[0] >= 0, inputs[0],
                                                 node.attrs.get("alpha", 0.01) * inputs[0]).astype(inputs[0].dtype)],
     "Clip": _clip,
-    "Softmax": lambda node, inputs: [_softmax(inputs[0], node.attrs.get("axis", -1)).astype(inputs[0].dtype)],
-    "LogSoftmax": lambda node, inputs: [_log_softmax(inputs[0], node.attrs.get("axis", -1)).astype(inputs[0].dtype)],
+    "Softmax": lambda node, inputs: [_coerced(_softmax, node, inputs[0])],
+    "LogSoftmax": lambda node, inputs: [_coerced(_log_softmax, node, inputs[0])],
     "MatMul": lambda node, inputs: [np.matmul(inputs[0].astype(np.float64), inputs[1]).astype(inputs[0].dtype)],
     "Gemm": _gemm,
     "ArgMax": _argmax,

@@ -30,12 +30,14 @@ from packager.ir import BuildError, Node, TensorType
 
 
 class OnnxNode:
-    """An ONNX node as the converters see it: op, name, inputs ('' = absent), outputs, attrs, opset."""
+    """An ONNX node as the converters see it: op, name, inputs ('' = absent), outputs, attrs, opset, and
+    version: the since_version of the op's schema at that opset (0 outside the default domain)."""
 
     def __init__(self, op: str, domain: str, name: str, inputs: list[str], outputs: list[str], attrs: dict,
-                 opset: int):
+                 opset: int, version: int = 0):
         self.op, self.domain, self.name = op, domain, name
         self.inputs, self.outputs, self.attrs, self.opset = inputs, outputs, attrs, opset
+        self.version = version
 
     @property
     def op_type(self) -> str:
@@ -358,10 +360,38 @@ def _global_pool(op: str):
     return convert
 
 
+def _softmax(op: str):
+    """Softmax / LogSoftmax. Before version 13 the input is coerced to 2-D, [d0 * .. * d(axis-1),
+    d(axis) * .. * d(n-1)] (axis default 1), and normalized over the second dimension: a reshape around
+    the IR op unless axis is the last one."""
+    @_emits(op, "reshape")
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        x, out = node.inputs[0], node.outputs[0]
+        if node.version >= 13:
+            cv.emit(node, op, [x], out, axis=node.attrs.get("axis", -1))
+            return
+        shape = cv.type_of(x).shape
+        axis = node.attrs.get("axis", 1)
+        axis = axis + len(shape) if axis < 0 else axis
+        if not 0 <= axis <= len(shape):
+            raise cv.error(node, f"axis {node.attrs.get('axis', 1)} is out of range for input '{x}' of rank {len(shape)}")
+        if axis >= len(shape) - 1:
+            if axis == len(shape):  # coerced to [N, 1]: every value is its own row
+                raise cv.error(node, f"axis {axis} equal to the rank is not supported")
+            cv.emit(node, op, [x], out, axis=-1)
+            return
+        flat = cv.emit(node, "reshape", [x], shape=[math.prod(shape[:axis]), math.prod(shape[axis:])])
+        y = cv.emit(node, op, [flat], axis=-1)
+        cv.emit(node, "reshape", [y], out, shape=list(shape))
+    return convert
+
+
 @_emits("batchnorm")
 def _batchnorm(cv: Converter, node: OnnxNode) -> None:
     if node.attrs.get("training_mode", 0):
         raise cv.error(node, "training_mode=1 is not supported (export the model in eval mode)")
+    if node.version < 9 and node.attrs.get("spatial", 1) != 1:
+        raise cv.error(node, f"spatial=0 (version {node.version}: per-activation statistics) is not supported")
     x, scale, bias, mean, var = node.inputs[:5]
     eps = float(node.attrs.get("epsilon", 1e-5))
     params = [cv.const(t) for t in (scale, bias, mean, var)]
@@ -438,6 +468,15 @@ def _unsqueeze(cv: Converter, node: OnnxNode) -> None:
 @_emits("reshape")  # no node here; a graph output that aliases another tensor is copied by one (onnx._finish)
 def _identity(cv: Converter, node: OnnxNode) -> None:
     cv.alias[node.outputs[0]] = cv.resolve(node.inputs[0])
+
+
+@_emits("reshape")
+def _dropout(cv: Converter, node: OnnxNode) -> None:
+    """Inference: the identity. From version 12 training_mode is an input; a true one is refused."""
+    mode = cv.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    if len(node.inputs) > 2 and node.inputs[2] and (mode is None or bool(np.asarray(mode).reshape(-1)[0])):
+        raise cv.error(node, "training_mode must be a constant false (dsopack runs inference only)")
+    _identity(cv, node)
 
 
 @_emits("cast")
@@ -553,8 +592,8 @@ CONVERTERS = {
     "HardSwish": _unary("hard_swish"), "Mish": _unary("mish"),
     "Celu": _unary("celu", alpha=("alpha", 1.0)),
     "ThresholdedRelu": _unary("thresholded_relu", alpha=("alpha", 1.0)),
-    "Softmax": _unary("softmax", axis=("axis", -1)),
-    "LogSoftmax": _unary("log_softmax", axis=("axis", -1)),
+    "Softmax": _softmax("softmax"),
+    "LogSoftmax": _softmax("log_softmax"),
     "ArgMax": _unary("argmax", axis=("axis", 0), keepdims=("keepdims", 1), select_last_index=("select_last_index", 0)),
     "MatMul": _matmul, "Gemm": _gemm,
     "Conv": _conv,
@@ -564,7 +603,7 @@ CONVERTERS = {
     "Flatten": _unary("flatten", axis=("axis", 1)),
     "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Transpose": _transpose, "Concat": _concat,
-    "Identity": _identity, "Dropout": _identity, "Cast": _cast,
+    "Identity": _identity, "Dropout": _dropout, "Cast": _cast,
     "ai.onnx.ml.ArrayFeatureExtractor": _array_feature_extractor,
     "ReduceSum": _reduce("reduce_sum"), "ReduceMean": _reduce("reduce_mean"), "ReduceMax": _reduce("reduce_max"),
     "ReduceMin": _reduce("reduce_min"), "ReduceProd": _reduce("reduce_prod"), "ReduceL2": _reduce("reduce_l2"),
