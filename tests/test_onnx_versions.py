@@ -310,12 +310,9 @@ def _cases():
 
 CASES = _cases()
 BUILT = []
-# Built but not within 1e-4 of ONNX's expected outputs, with the reason.
-KNOWN_DIFFERENCES = {
-    # x ~ 1e4: the host kernel computes x - (max + log(sum)); max + log(sum) rounds to float32's 1e-3 steps
-    # there (onnxruntime computes (x - max) - log(sum)). Errors up to 2.4e-4 on outputs near -0.44.
-    "test_logsoftmax_large_number": "log_softmax loses precision for inputs near 1e4 (host kernel)",
-}
+# Built but not within 1e-4 of ONNX's expected outputs, with the reason (none today: the host's log_softmax
+# computes (x - max) - log(sum), which keeps test_logsoftmax_large_number's inputs near 1e4 exact enough).
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
