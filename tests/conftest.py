@@ -33,3 +33,16 @@ def digits_so(tmp_path_factory):
     build(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests", "digits_mlp.yaml"),
           str(out), quiet=True)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One object cache (DSOPACK_CACHE) for the module: a kernel several cases or opsets share compiles once."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("DSOPACK_CACHE")
+    os.environ["DSOPACK_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DSOPACK_CACHE", None)
+    else:
+        os.environ["DSOPACK_CACHE"] = old

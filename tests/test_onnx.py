@@ -34,17 +34,6 @@ ONNX_TYPE = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "int32": 
              "float64": TensorProto.DOUBLE, "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL}
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One object cache for the module: the same kernel at several opsets compiles once."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DSOPACK_CACHE")
-    os.environ["DSOPACK_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DSOPACK_CACHE", None)
-    else:
-        os.environ["DSOPACK_CACHE"] = old
 
 
 def rand(*shape, lo=-1.0, hi=1.0):

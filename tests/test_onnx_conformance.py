@@ -23,17 +23,6 @@ _spec.loader.exec_module(oc)
 FEW = ["Relu", "Softmax", "LogSoftmax", "Gemm", "MatMul", "Add", "Conv"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One object cache for the module (the whole set compiles each kernel once)."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DSOPACK_CACHE")
-    os.environ["DSOPACK_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DSOPACK_CACHE", None)
-    else:
-        os.environ["DSOPACK_CACHE"] = old
 
 
 @pytest.fixture(scope="module")

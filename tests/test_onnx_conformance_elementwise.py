@@ -26,7 +26,6 @@ host and cblas backends against onnxruntime.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -135,17 +134,6 @@ def test_the_selection_is_what_this_file_expects():
     assert {n.op_type for c in CASES for n in c.model.graph.node} == NEW_OPS | {"Mul", "Tanh"}
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One object cache for the module (a kernel shared by several cases compiles once)."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DSOPACK_CACHE")
-    os.environ["DSOPACK_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DSOPACK_CACHE", None)
-    else:
-        os.environ["DSOPACK_CACHE"] = old
 
 
 def _build(model, tmp_path, backends=None, log=None):

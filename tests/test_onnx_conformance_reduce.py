@@ -23,7 +23,6 @@ Cases dsopack cannot run must fail to build with a BuildError that says why; non
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -95,16 +94,6 @@ def _runnable(feeds) -> bool:
     return all(np.asarray(a).dtype == np.float32 for a in feeds.values())
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DSOPACK_CACHE")
-    os.environ["DSOPACK_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DSOPACK_CACHE", None)
-    else:
-        os.environ["DSOPACK_CACHE"] = old
 
 
 def test_the_cases_are_collected():

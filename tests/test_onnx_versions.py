@@ -9,7 +9,6 @@ either builds and matches ONNX's expected outputs, or is refused by an error
 that names the feature (listed in REFUSALS with the reason).
 """
 
-import os
 import re
 import warnings
 
@@ -33,16 +32,6 @@ OLD = [7, 9, 11, 12]
 NEW = list(range(22, NEWEST + 1))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DSOPACK_CACHE")
-    os.environ["DSOPACK_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DSOPACK_CACHE", None)
-    else:
-        os.environ["DSOPACK_CACHE"] = old
 
 
 def single(tmp_path, op, ins, opset, out="float32", **attrs):

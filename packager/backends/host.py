@@ -266,9 +266,9 @@ SOFTMAX_FINISH = {  # (rows, cols): after the loop that left exp(x - max) in y a
                     "const float lse = logf(sum);\n"
                     "    for (int64_t l = 0; l < $L; ++l) yr[l * $inner] = (xr[l * $inner] - mx) - lse;"),
 }
-ARGMAX_BETTER = {  # select_last_index -> when v replaces the best so far
-    0: "v > best || (v != v && best == best)",
-    1: "v >= best || v != v",
+BETTER = {  # op -> select_last_index -> when v replaces the best so far (NaN counts as largest / smallest)
+    "argmax": {0: "v > best || (v != v && best == best)", 1: "v >= best || v != v"},
+    "argmin": {0: "v < best || (v != v && best == best)", 1: "v <= best || v != v"},
 }
 
 # ---------------------------------------------------------------------------
@@ -362,7 +362,8 @@ def _softmax(k: _K) -> str:
     return TEMPLATES[name].substitute(fields, finish_rows=rows, finish_cols=cols)
 
 
-def _argmax(k: _K) -> str:
+def _arg_best(k: _K) -> str:
+    """argmax and argmin: one scan per (outer, inner) position, BETTER says when a value wins."""
     x = k.shape(0)
     axis = ops.axis_of(k.attrs["axis"], len(x))
     outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
@@ -370,7 +371,7 @@ def _argmax(k: _K) -> str:
         k.read_only()
         return "/* empty */"
     return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
-                                          better=ARGMAX_BETTER[k.attrs["select_last_index"]])
+                                          better=BETTER[k.node.op][k.attrs["select_last_index"]])
 
 
 def _cast(k: _K) -> str:
@@ -488,10 +489,6 @@ REDUCE = {  # op -> (accumulator type, initial value, acc after one element v, o
     "reduce_max": ("float", "-INFINITY", "(v > acc || v != v) ? v : acc", "acc"),  # a NaN acc stays NaN
     "reduce_min": ("float", "INFINITY", "(v < acc || v != v) ? v : acc", "acc"),
 }
-ARGMIN_BETTER = {  # select_last_index -> when v replaces the best so far (NaN counts as smallest)
-    0: "v < best || (v != v && best == best)",
-    1: "v <= best || v != v",
-}
 
 
 def _reduce(k: _K) -> str:
@@ -515,23 +512,13 @@ def _reduce(k: _K) -> str:
     return k.task(cgen.each_unit(body), n_out, n_out * max(n, 1) >= cgen.PARALLEL_MIN_WORK)
 
 
-def _argmin(k: _K) -> str:
-    x = k.shape(0)
-    axis = ops.axis_of(k.attrs["axis"], len(x))
-    outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
-    if outer * inner == 0:
-        k.read_only()
-        return "/* empty */"
-    return TEMPLATES["argmax"].substitute(outer=outer, L=L, inner=inner,
-                                          better=ARGMIN_BETTER[k.attrs["select_last_index"]])
-
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
-    "softmax": _softmax, "log_softmax": _softmax, "argmax": _argmax, "cast": _cast,
+    "softmax": _softmax, "log_softmax": _softmax, "argmax": _arg_best, "cast": _cast,
     "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
-    **{op: _reduce for op in REDUCE}, "argmin": _argmin,
+    **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
