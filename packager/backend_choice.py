@@ -77,9 +77,12 @@ def choose(asked: list[str] | None, tc: toolchain.Toolchain, asked_by: str = "th
 def openblas_missing(tc: toolchain.Toolchain) -> str | None:
     """None if `tc` compiles and links a cblas call against -lopenblas, else what is missing
     ("header cblas.h", "library -lopenblas", or the compiler's first line)."""
-    return _probe(tuple(tc.cc), tuple(tc.compile_flags), tuple(tc.link_flags))
+    from packager.backends import cblas
+
+    return _probe(tuple(tc.cc), tuple(tc.compile_flags), tuple(tc.link_flags), tuple(cblas.LIBRARIES))
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(cc: tuple[str, ...], cflags: tuple[str, ...], ldflags: tuple[str, ...]) -> str | None:
-    return toolchain.link_probe(PROBE_C, list(cc), list(cflags), list(ldflags), ["openblas"])
+def _probe(cc: tuple[str, ...], cflags: tuple[str, ...], ldflags: tuple[str, ...],
+           libraries: tuple[str, ...]) -> str | None:
+    return toolchain.link_probe(PROBE_C, list(cc), list(cflags), list(ldflags), list(libraries))

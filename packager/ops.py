@@ -402,6 +402,14 @@ def _reduce(c: _Ctx) -> TensorType:
     return c.out([1 if k in reduced else d for k, d in enumerate(x) if keep or k not in reduced])
 
 
+def arg_best(name: str, best: str) -> OpSpec:
+    """argmax / argmin: the int64 index of the `best` value along axis."""
+    return OpSpec(name, (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
+                                "select_last_index": _FLAG0}, _argmax,
+                  f"int64 index of the {best} value along axis (first, or last if select_last_index); "
+                  f"NaN counts as {best}")
+
+
 def reduction(name: str, doc: str) -> OpSpec:
     """A reduction over `axes` (empty: all, or none if noop_with_empty_axes), keepdims 0/1."""
     return OpSpec(name, (_X,), {"axes": Attr("ints", [], "axes to reduce (negative from the end); [] = all"),
@@ -417,10 +425,7 @@ _REDUCTIONS = [
     reduction("reduce_prod", "product over axes (1 over none)"),
     reduction("reduce_l2", "sqrt(sum of squares over axes)"),
     reduction("reduce_sum_square", "sum of squares over axes"),
-    OpSpec("argmin", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
-                             "select_last_index": _FLAG0}, _argmax,
-           "int64 index of the smallest value along axis (first, or last if select_last_index); "
-           "NaN counts as smallest"),
+    arg_best("argmin", "smallest"),
     # Max / Min of ONNX (Sum and Mean are chains of add, then a div): NaN in either operand gives NaN
     binary("maximum", "max(A, B) with NumPy broadcasting; NaN if either is NaN", "($A > $B || $A != $A) ? $A : $B"),
     binary("minimum", "min(A, B) with NumPy broadcasting; NaN if either is NaN", "($A < $B || $A != $A) ? $A : $B"),
@@ -488,10 +493,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("prelu", (_X, Input("slope", "slope")), {}, _broadcast,
            "x if x >= 0 else slope x; slope broadcasts (NumPy rules)", c_expr="$x < 0.0f ? $slope * $x : $x"),
     OpSpec("log_softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "log(softmax(x)) along axis"),
-    OpSpec("argmax", (_X,), {"axis": Attr("int", 0), "keepdims": Attr("int", 1, check=ZERO_OR_ONE),
-                             "select_last_index": _FLAG0}, _argmax,
-           "int64 index of the largest value along axis (first, or last if select_last_index); "
-           "NaN counts as largest"),
+    arg_best("argmax", "largest"),
     OpSpec("cast", (_MOVED,), {"to": Attr("dtype")}, _cast,
            "convert elements to dtype `to` (float -> int truncates toward zero; -> bool is x != 0)"),
     OpSpec("conv2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),

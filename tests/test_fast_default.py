@@ -68,7 +68,7 @@ def test_default_is_cblas_then_host(tmp_path, mlp, capsys):
 
 def test_default_without_openblas_is_host_and_says_so(tmp_path, mlp, capsys, monkeypatch):
     """No OpenBLAS for the target (the probe's answer simulated): host alone, one progress line with the hint."""
-    monkeypatch.setattr(backend_choice, "_probe", lambda cc, cflags, ldflags: "header cblas.h")
+    monkeypatch.setattr(backend_choice, "_probe", lambda cc, cflags, ldflags, libraries: "header cblas.h")
     out = tmp_path / "m.so"
     assert main(["build", mlp, "-o", str(out)]) == 0
     captured = capsys.readouterr()

@@ -12,13 +12,9 @@ into a .so, loaded with the loader and run:
   with fmod=0 on floats before opset 28. REFUSED lists them, so a case that
   starts or stops being refused fails the test until the list is updated.
 
-Opsets: the cases declare the opset of their op's newest version (up to 28),
-while dsopack reads `onnx_frontend.OPSETS` (13..21 today; widening to 7..28 is
-under way). A case outside that range is rewritten to the nearest opset inside
-it (the model's default-domain opset_import only), and only if every op of the
-case keeps its semantics between the two: each schema version crossed must be
-in CROSSED, which records what ONNX changed in it (most opset-22 versions only
-add bfloat16). When OPSETS covers a case's opset, the case runs as it is.
+Opsets: each case runs at the opset it declares (its op's newest version, up to
+28; dsopack reads 7 to the installed onnx's newest), so the Mod fmod=0 float32
+cases, declared at 28, run with Mod-28's floor semantics.
 
 A second test runs a small model chaining several of the new activations on the
 host and cblas backends against onnxruntime.
@@ -37,7 +33,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import loader
 from packager.build import build
-from packager.frontends import onnx as onnx_frontend
 from packager.ir import BuildError
 from packager.spec import Target, from_onnx
 
@@ -46,16 +41,7 @@ NEW_OPS = {"Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos"
            "Celu", "ThresholdedRelu"}
 OLD_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh"}
 
-# (op, schema since_version) -> what ONNX changed in that version, for versions a rewritten case crosses
-CROSSED = {
-    **{(op, 22): "adds bfloat16 (no change for float32)" for op in (
-        "Cos", "Sin", "Elu", "Selu", "Softplus", "Softsign", "HardSigmoid", "HardSwish", "Mish", "Round",
-        "ThresholdedRelu")},
-    ("Celu", 28): "adds float16, bfloat16 and double (no change for float32)",
-    ("Mod", 28): "defines fmod=0 on floats (A - floor(A / B) * B); before, floats needed fmod=1",
-}
-
-# case -> what its BuildError must say (with OPSETS 13..21; the Mod fmod=0 float32 cases run once 28 is read)
+# case -> what its BuildError must say (the dtype dsopack does not compute in)
 DTYPE_REFUSED = {
     "test_celu_float16": "float16", "test_celu_bfloat16": "bfloat16",
     "test_mod_mixed_sign_float64": "float64", "test_mod_mixed_sign_float16": "float16",
@@ -94,39 +80,6 @@ def _opset(model) -> int:
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _readable(model):
-    """(the model at an opset dsopack reads, that opset); raises if an op's semantics differ between the two."""
-    opset = _opset(model)
-    lo, hi = onnx_frontend.OLDEST_OPSET, onnx.defs.onnx_opset_version()
-    target = min(max(opset, lo), hi)
-    if target == opset:
-        return model, opset
-    for node in model.graph.node:
-        have, want = (onnx.defs.get_schema(node.op_type, v).since_version for v in (opset, target))
-        for since in range(want + 1, have + 1):
-            try:
-                crossed = onnx.defs.get_schema(node.op_type, since).since_version == since
-            except onnx.defs.SchemaError:
-                crossed = False
-            assert not crossed or (node.op_type, since) in CROSSED, \
-                f"{node.op_type}-{since} changed between opsets {target} and {opset}: review it, add it to CROSSED"
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for o in copy.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = target
-    return copy, target
-
-
-def expect_refusal(name: str, opset: int) -> str | None:
-    """What the BuildError of case `name` at `opset` must say, or None if it must run."""
-    if name in DTYPE_REFUSED:
-        return DTYPE_REFUSED[name]
-    if name in FMOD0_FLOAT32 and opset < 28:
-        return "fmod=0 on floating-point inputs"
-    return None
-
-
 def test_the_selection_is_what_this_file_expects():
     names = {c.name for c in CASES}
     assert len(CASES) == 82, sorted(names)
@@ -150,8 +103,8 @@ def _build(model, tmp_path, backends=None, log=None):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_conformance_case(case, tmp_path, cache):
-    model, opset = _readable(case.model)
-    refused = expect_refusal(case.name, opset)
+    model = case.model
+    refused = DTYPE_REFUSED.get(case.name)
     if refused is not None:
         with pytest.raises(BuildError) as e:
             _build(model, tmp_path)
@@ -171,8 +124,8 @@ def test_conformance_case(case, tmp_path, cache):
 
 @pytest.mark.parametrize("name", FMOD0_FLOAT32)
 def test_mod_fmod0_kernel_on_the_opset_28_cases(name, tmp_path):
-    """Until dsopack reads opset 28, the Mod-28 fmod=0 float32 cases are refused above; the IR op they become
-    at opset 28 (mod, fmod=0) runs here on their data: values, NaN and the sign of zero (that of B)."""
+    """The Mod-28 fmod=0 float32 cases' IR op (mod, fmod=0) on their data, down to what test_conformance_case's
+    allclose cannot see: NaN positions and the sign of zero (that of B)."""
     from kernel_harness import run_node
     (case,) = [c for c in CASES if c.name == name]
     assert case.model.graph.node[0].attribute[0].i == 0 and _opset(case.model) == 28

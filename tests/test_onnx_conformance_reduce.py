@@ -4,14 +4,10 @@
 [(inputs, outputs)]. Every case whose single node is one of OPS is built with dsopack (the real
 pipeline: packager.build.build, then the loader) and compared with the case's expected outputs; the
 `_expanded` variants (the op rewritten as a function of other ops) have several nodes and test those
-other ops, so they are not collected here. Two rewrites, both keeping the op's semantics:
-
-- The reductions' `axes` is a graph input in these cases (opset 18+; 13+ for ReduceSum), fed by the
-  data set. dsopack needs axes at build time, so the data set's value becomes an initializer.
-- A case declaring a default-domain opset outside what dsopack reads (13..21) would get the
-  version in 13..21 where its op has the same schema (same since_version); none does with the onnx
-  installed today (they declare 13, 18 or 20), so test_every_case_is_in_range checks that it applies
-  to none, and the rewrite is there for a newer onnx.
+other ops, so they are not collected here. One rewrite, keeping the op's semantics: the reductions'
+`axes` is a graph input in these cases (opset 18+; 13+ for ReduceSum), fed by the data set. dsopack
+needs axes at build time, so the data set's value becomes an initializer. Every case runs at the opset
+it declares (dsopack reads 7 to the installed onnx's newest).
 
 Cases dsopack cannot run must fail to build with a BuildError that says why; none is skipped:
 - integer, bool, float16 and float64 tensors (the host computes in float32): the error names the dtype;
@@ -33,9 +29,6 @@ from onnx import numpy_helper
 
 import loader
 from packager.build import build
-from packager.frontends.onnx import OLDEST_OPSET
-
-OPSETS = (OLDEST_OPSET, onnx.defs.onnx_opset_version())  # what dsopack reads
 from packager.ir import BuildError
 from packager.spec import Target, from_onnx
 
@@ -56,29 +49,11 @@ def _cases():
 CASES = _cases()
 
 
-def _opset(model) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _in_range_opset(op: str, version: int) -> int:
-    """`version` if dsopack reads it, else the highest opset in 13..21 where `op` has the same schema."""
-    lo, hi = OPSETS
-    if lo <= version <= hi:
-        return version
-    since = onnx.defs.get_schema(op, version).since_version
-    same = [v for v in range(lo, hi + 1) if onnx.defs.get_schema(op, v).since_version == since]
-    assert same, f"{op} at opset {version} (since {since}) has no equivalent in {lo}..{hi}"
-    return max(same)
-
-
 def _prepare(case, inputs):
-    """The case's model with constant axes (from the data set) and an opset dsopack reads; the run-time feeds."""
+    """The case's model with constant axes (from the data set); the run-time feeds."""
     model = onnx.ModelProto()
     model.CopyFrom(case.model)
     node = model.graph.node[0]
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = _in_range_opset(node.op_type, o.version)
     names = [i.name for i in model.graph.input]
     feeds = dict(zip(names, inputs))
     if node.op_type.startswith("Reduce") and len(node.input) > 1 and node.input[1] in feeds:
@@ -100,14 +75,6 @@ def test_the_cases_are_collected():
     ops = {c.model.graph.node[0].op_type for c in CASES}
     assert ops == OPS
     assert len(CASES) >= 100
-
-
-def test_every_case_is_in_range():
-    """The opset rewrite changes nothing with today's onnx (see the module docstring)."""
-    lo, hi = OPSETS
-    assert all(lo <= _opset(c.model) <= hi for c in CASES)
-    assert _in_range_opset("ReduceMean", 18) == 18
-    assert _in_range_opset("ReduceMax", 22) == 22  # dsopack reads every opset from 7 to the installed newest
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
