@@ -70,6 +70,8 @@ class Dtypes:
 
 FLOAT = Dtypes("floating-point", FLOAT_DTYPES)
 ANY = Dtypes("any", None)  # data movement: elements are copied, never computed on
+INDEX = Dtypes("index", ("int32", "int64"))  # positions into another tensor (Gather's indices...)
+BOOL = Dtypes("bool", ("bool",))  # masks and conditions
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,10 @@ class Input:
     symbol: str  # how formulas call it: x, W, b...
     optional: bool = False
     variadic: bool = False  # one or more of these (concat)
-    dtypes: Dtypes = FLOAT  # every input of a node has the same dtype, and it must be one of these
+    dtypes: Dtypes = FLOAT  # the dtypes it takes
+    # Inputs of the same group must have the same dtype (the op's "T"); an input of its own group
+    # (Gather's indices "I", Where's condition "C") has its own.
+    group: str = "T"
 
 
 @dataclass(frozen=True)
@@ -627,14 +632,14 @@ def infer(node: Node, in_types: list[TensorType]) -> TensorType:
     if len(in_types) < lo or (hi is not None and len(in_types) > hi):
         raise BuildError(f"{node.describe()}: got {len(in_types)} input types for inputs {node.inputs}")
     c = _Ctx(node, spec, list(in_types))
-    dtype = in_types[0].dtype
-    for i, t in enumerate(in_types[1:], 1):
-        if t.dtype != dtype:
-            raise c.fail(f"all inputs must have the same dtype ({dtype})", 0, i)
-    for i in range(len(in_types)):
-        allowed = c.input_spec(i).dtypes
-        if dtype not in allowed:
-            raise c.fail(f"op {node.op} needs {allowed.what} inputs ({', '.join(allowed.names)})", i)
+    first: dict[str, int] = {}  # group -> the first input of it
+    for i, t in enumerate(in_types):
+        want = c.input_spec(i)
+        j = first.setdefault(want.group, i)
+        if t.dtype != in_types[j].dtype:
+            raise c.fail(f"all inputs must have the same dtype ({in_types[j].dtype})", j, i)
+        if t.dtype not in want.dtypes:
+            raise c.fail(f"op {node.op} needs {want.dtypes.what} inputs ({', '.join(want.dtypes.names)})", i)
     for i, t in enumerate(in_types):
         if any(not _is_int(d) or d < 0 for d in t.shape):
             raise c.fail("dimensions must be non-negative integers", i)
