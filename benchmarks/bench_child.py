@@ -10,6 +10,7 @@ T_MAIN = time.monotonic()  # first thing: the parent compares this with its own 
     bench_child.py overhead MODEL INPUT.npy MEASURE_S      Python call overhead on a trivial model
     bench_child.py dlopen   LIBRARY                        dlopen time after the dsopack imports
 
+INPUT is one array (.npy, fed to the first input) or every input by name (.npz).
 RUNTIME is dsopack (MODEL a .so), onnxruntime (MODEL a .onnx), numpy (MODEL a
 .json describing the nodes next to its .npz) or mmap (MODEL a raw weight file:
 the page-cache read floor). onnxruntime's intra-op threads come from
@@ -56,8 +57,16 @@ def import_runtime(runtime: str):
     return np, None
 
 
+def load_input(np, input_path: str):
+    """An array (.npy), or a dict of named arrays (.npz: every input of the model)."""
+    if input_path.endswith(".npz"):
+        with np.load(input_path) as z:
+            return {k: z[k] for k in z.files}
+    return np.load(input_path)
+
+
 def open_model(runtime: str, mod, path: str):
-    """Load `path`; returns fn(x) -> first output."""
+    """Load `path`; returns fn(x) -> first output (x: the first input's array, or a dict of every input)."""
     import numpy as np
 
     if runtime == "dsopack":
@@ -66,7 +75,7 @@ def open_model(runtime: str, mod, path: str):
         out = model.outputs[0].name
 
         def run(x):
-            return model.run(**{name: x})[out]
+            return model.run(**(x if isinstance(x, dict) else {name: x}))[out]
         run.keep = model
         return run
     if runtime == "onnxruntime":
@@ -78,7 +87,7 @@ def open_model(runtime: str, mod, path: str):
         name = sess.get_inputs()[0].name
 
         def run(x):
-            return sess.run(None, {name: x})[0]
+            return sess.run(None, x if isinstance(x, dict) else {name: x})[0]
         run.keep = sess
         return run
     if runtime == "numpy":
@@ -108,7 +117,7 @@ def open_model(runtime: str, mod, path: str):
 
 def startup(runtime: str, path: str, input_path: str) -> dict:
     np, mod = import_runtime(runtime)
-    x = np.load(input_path)
+    x = load_input(np, input_path)
     t_imports = time.monotonic()
     rss_imports = _rss_kib()
     f0 = _minflt()
@@ -126,7 +135,7 @@ def startup(runtime: str, path: str, input_path: str) -> dict:
 
 def latency(runtime: str, path: str, input_path: str, warmup_s: float, measure_s: float, max_n: int) -> dict:
     np, mod = import_runtime(runtime)
-    x = np.load(input_path)
+    x = load_input(np, input_path)
     run = open_model(runtime, mod, path)
     clock = time.perf_counter
     warm = 0
@@ -146,7 +155,7 @@ def latency(runtime: str, path: str, input_path: str, warmup_s: float, measure_s
 def serve(runtime: str, path: str, input_path: str) -> None:
     np, mod = import_runtime(runtime)
     if path != "-":
-        x = np.load(input_path)
+        x = load_input(np, input_path)
         run = open_model(runtime, mod, path)
         run(x)  # every weight touched once
     print(json.dumps({"ready": True, "rss_kib": _rss_kib()}), flush=True)
@@ -155,7 +164,7 @@ def serve(runtime: str, path: str, input_path: str) -> None:
 
 def overhead(path: str, input_path: str, measure_s: float) -> dict:
     np, loader = import_runtime("dsopack")
-    x = np.load(input_path)
+    x = load_input(np, input_path)
     model = loader.load(path)
     name = model.inputs[0].name
     clock = time.perf_counter

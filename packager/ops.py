@@ -638,6 +638,8 @@ def infer(node: Node, in_types: list[TensorType]) -> TensorType:
         j = first.setdefault(want.group, i)
         if t.dtype != in_types[j].dtype:
             raise c.fail(f"all inputs must have the same dtype ({in_types[j].dtype})", j, i)
+    for i, t in enumerate(in_types):  # after every group agrees: a mixed pair is reported as such
+        want = c.input_spec(i)
         if t.dtype not in want.dtypes:
             raise c.fail(f"op {node.op} needs {want.dtypes.what} inputs ({', '.join(want.dtypes.names)})", i)
     for i, t in enumerate(in_types):

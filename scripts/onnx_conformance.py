@@ -347,6 +347,15 @@ def report(results: list[Result]) -> str:
             f"this machine.\n\n{table(results)}")
 
 
+def read_doc(path: str = DOC) -> str:
+    """What lies between the markers in docs/onnx.md (what `--write` last wrote)."""
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{path}: the markers {BEGIN} and {END} are missing")
+    return doc.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
+
+
 def write_doc(text: str, path: str = DOC) -> None:
     with open(path, encoding="utf-8") as f:
         doc = f.read()

@@ -1,23 +1,7 @@
-"""ONNX's own node conformance cases for the float elementwise ops and activations.
-
-`onnx.backend.test.case.node.collect_testcases()` holds, per case, a model and
-its expected outputs (computed by ONNX's reference implementation). Every case
-whose nodes are all ops of this set (NEW_OPS, plus the elementwise ops dsopack
-already had, which the "_expanded" cases use) is built with the real pipeline
-into a .so, loaded with the loader and run:
-
-- float32 cases must match the expected outputs (NaN where they have NaN);
-- cases dsopack cannot run must be refused at build time with a BuildError that
-  says why: the unsupported dtype (float64, float16, bfloat16, integers), or Mod
-  with fmod=0 on floats before opset 28. REFUSED lists them, so a case that
-  starts or stops being refused fails the test until the list is updated.
-
-Opsets: each case runs at the opset it declares (its op's newest version, up to
-28; dsopack reads 7 to the installed onnx's newest), so the Mod fmod=0 float32
-cases, declared at 28, run with Mod-28's floor semantics.
-
-A second test runs a small model chaining several of the new activations on the
-host and cblas backends against onnxruntime.
+"""The float elementwise ops and activations beyond ONNX's node cases (which
+tests/test_onnx_conformance.py runs, all of them): the Mod-28 fmod=0 kernel's NaN
+positions and signs of zero, the Mod converter's opset rule, and a chain of the
+activations on the host and cblas backends (fused after MatMul) against onnxruntime.
 """
 
 from __future__ import annotations
@@ -36,57 +20,19 @@ from packager.build import build
 from packager.ir import BuildError
 from packager.spec import Target, from_onnx
 
-NEW_OPS = {"Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
-           "Pow", "Mod", "PRelu", "Gelu", "Elu", "Selu", "Softplus", "Softsign", "HardSigmoid", "HardSwish", "Mish",
-           "Celu", "ThresholdedRelu"}
-OLD_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh"}
-
-# case -> what its BuildError must say (the dtype dsopack does not compute in)
-DTYPE_REFUSED = {
-    "test_celu_float16": "float16", "test_celu_bfloat16": "bfloat16",
-    "test_mod_mixed_sign_float64": "float64", "test_mod_mixed_sign_float16": "float16",
-    "test_mod_float64_mixed_sign_fmod_0": "float64", "test_mod_float16_mixed_sign_fmod_0": "float16",
-    "test_mod_float_edge_cases_fmod_0_float16": "float16", "test_mod_float_edge_cases_fmod_0_float64": "float64",
-    "test_mod_mixed_sign_int64": "int64", "test_mod_mixed_sign_int32": "int32", "test_mod_mixed_sign_int16": "int16",
-    "test_mod_mixed_sign_int8": "int8", "test_mod_uint8": "uint8", "test_mod_uint16": "uint16",
-    "test_mod_uint32": "uint32", "test_mod_uint64": "uint64", "test_mod_int64_fmod": "int64",
-    "test_mod_broadcast": "int32",
-    "test_pow_types_float32_int64": "int64", "test_pow_types_int64_float32": "int64",
-    "test_pow_types_float32_int32": "int32", "test_pow_types_int32_float32": "int32",
-    "test_pow_types_float32_uint64": "uint64", "test_pow_types_float32_uint32": "uint32",
-    "test_pow_types_int64_int64": "int64", "test_pow_types_int32_int32": "int32",
-}
 FMOD0_FLOAT32 = ("test_mod_float32_mixed_sign_fmod_0", "test_mod_float_edge_cases_fmod_0_float32")
-RTOL, ATOL = 1e-5, 1e-6
 
 
-def _cases():
+def _case(name):
     from onnx.backend.test.case.node import collect_testcases
     with warnings.catch_warnings():  # some generators of other ops' cases overflow on purpose
         warnings.simplefilter("ignore")
-        everything = collect_testcases()
-    ours = []
-    for case in everything:
-        types = {n.op_type for n in case.model.graph.node}
-        if types & NEW_OPS and types <= NEW_OPS | OLD_ELEMENTWISE and all(n.domain in ("", "ai.onnx") for n in case.model.graph.node):
-            ours.append(case)
-    return ours
-
-
-CASES = _cases()
+        (case,) = [c for c in collect_testcases() if c.name == name]
+    return case
 
 
 def _opset(model) -> int:
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def test_the_selection_is_what_this_file_expects():
-    names = {c.name for c in CASES}
-    assert len(CASES) == 82, sorted(names)
-    assert set(DTYPE_REFUSED) | set(FMOD0_FLOAT32) <= names
-    assert {n.op_type for c in CASES for n in c.model.graph.node} == NEW_OPS | {"Mul", "Tanh"}
-
-
 
 
 def _build(model, tmp_path, backends=None, log=None):
@@ -101,33 +47,12 @@ def _build(model, tmp_path, backends=None, log=None):
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_conformance_case(case, tmp_path, cache):
-    model = case.model
-    refused = DTYPE_REFUSED.get(case.name)
-    if refused is not None:
-        with pytest.raises(BuildError) as e:
-            _build(model, tmp_path)
-        assert refused.lower() in str(e.value).lower(), str(e.value)
-        return
-    so = _build(model, tmp_path)
-    names_in = [i.name for i in model.graph.input]
-    names_out = [o.name for o in model.graph.output]
-    with loader.load(so) as m:
-        for inputs, outputs in case.data_sets:
-            got = m.run(**dict(zip(names_in, inputs)))
-            for name, want in zip(names_out, outputs):
-                assert got[name].shape == want.shape and got[name].dtype == want.dtype, (name, got[name], want)
-                np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, err_msg=f"{case.name}: {name}")
-
-
-
 @pytest.mark.parametrize("name", FMOD0_FLOAT32)
 def test_mod_fmod0_kernel_on_the_opset_28_cases(name, tmp_path):
-    """The Mod-28 fmod=0 float32 cases' IR op (mod, fmod=0) on their data, down to what test_conformance_case's
+    """The Mod-28 fmod=0 float32 cases' IR op (mod, fmod=0) on their data, down to what the conformance run's
     allclose cannot see: NaN positions and the sign of zero (that of B)."""
     from kernel_harness import run_node
-    (case,) = [c for c in CASES if c.name == name]
+    case = _case(name)
     assert case.model.graph.node[0].attribute[0].i == 0 and _opset(case.model) == 28
     for (a, b), (want,) in case.data_sets:
         got = run_node("mod", [a, b], tmp_path, fmod=0)
