@@ -512,6 +512,152 @@ def _reduce(k: _K) -> str:
     return k.task(cgen.each_unit(body), n_out, n_out * max(n, 1) >= cgen.PARALLEL_MIN_WORK)
 
 
+# ---- recurrent: lstm, gru, rnn (ONNX LSTM, GRU, RNN) -----------------------------------------------
+# Per direction: x W^T for every step as one dense product into the scratch (rows in x's order), then
+# the steps in time order (reversed for the reverse direction), each one dense product h R^T and the
+# gates, per (batch row, hidden unit). Single-threaded: a step needs the one before it. The gate text is
+# generated per direction (its activations and time order are constants). A node computes one output
+# (`returns`): ONNX nodes whose outputs are all read run the recurrence once per output.
+RNN_TEMPLATE = Template("""\
+{ /* direction $d ($order) */
+  dpk_host_dense(in0, in1 + $W_off, (const float *)0, xw, $SB, $GH, $I);
+  for (int64_t b = 0; b < $B; ++b)
+    for (int64_t j = 0; j < $H; ++j) {
+      h[b * $H + j] = $h0;$c0
+    }
+  for (int64_t s = 0; s < $S; ++s) {
+    const int64_t t = $t;
+    dpk_host_dense(h, in2 + $R_off, (const float *)0, hr, $B, $NR, $H);
+$step
+  }$last
+}""")
+RNN_GATE_LOOP = Template("""\
+for (int64_t b = 0; b < $B; ++b) {
+  const float *restrict xg = xw + ($row) * $GH;
+  const float *restrict hg = hr + b * $NR;
+  for (int64_t j = 0; j < $H; ++j) {
+$body
+  }
+}""")
+
+
+def _rnn_sizes(k: _K) -> dict[str, int]:
+    seq, batch, inp, hidden, dirs = ops.rnn_dims(k.node, k.shape(0), k.shape(1))
+    gh = len(ops.RNN_GATES[k.node.op]) * hidden
+    # GRU without linear_before_reset multiplies r * h by R_h: the step's first product is z and r only
+    nr = 2 * hidden if k.node.op == "gru" and not k.attrs["linear_before_reset"] else gh
+    return dict(S=seq, B=batch, I=inp, H=hidden, D=dirs, GH=gh, NR=nr, SB=seq * batch)
+
+
+def _rnn_scratch(k: _K) -> list[tuple[str, int]]:
+    """The scratch arrays (name, floats): x W^T, h R^T, the state h, the cell c (lstm), r * h and its
+    product with R_h (gru without linear_before_reset)."""
+    n = _rnn_sizes(k)
+    parts = [("xw", n["SB"] * n["GH"]), ("hr", n["B"] * n["NR"]), ("h", n["B"] * n["H"])]
+    if k.node.op == "lstm":
+        parts.append(("c", n["B"] * n["H"]))
+    if n["NR"] != n["GH"]:
+        parts += [("rh", n["B"] * n["H"]), ("rhr", n["B"] * n["H"])]
+    return parts
+
+
+def _rnn_scratch_bytes(k: _K) -> int:
+    return 4 * max(1, sum(size for _, size in _rnn_scratch(k)))
+
+
+def _rnn_activation(code: int, operand: str) -> str:
+    name = ops.RNN_ACTIVATIONS[code]
+    node = Node(name, ["x"], "y", {}, name)
+    ops.normalize(node)  # the registry's default attributes
+    return _elementwise_expr(node, operand)
+
+
+def _rnn_direction(k: _K, n: dict[str, int], d: int) -> str:
+    op, attrs, H, GH = k.node.op, k.attrs, n["H"], n["GH"]
+    acts = attrs["activations"]
+    per = len(ops.RNN_DEFAULT_ACTIVATIONS[op])
+    acts = acts[d * per:(d + 1) * per] if len(acts) > per else acts
+    layout, reverse = attrs["layout"], attrs["direction"] == 1 or d == 1
+    state = f"({d} * {n['B']} + b) * {H} + j" if layout == 0 else f"(b * {n['D']} + {d}) * {H} + j"
+    row = f"t * {n['B']} + b" if layout == 0 else f"b * {n['S']} + t"
+    out_index = f"((t * {n['D']} + {d}) * {n['B']} + b) * {H} + j" if layout == 0 else \
+        f"((b * {n['S']} + t) * {n['D']} + {d}) * {H} + j"
+    has_b, has_p = len(k.ins) > 3, len(k.ins) > 6
+
+    def wb(g: int) -> str:
+        return f" + in3[{d * 2 * GH + g * H} + j]" if has_b else ""
+
+    def rb(g: int) -> str:
+        return f" + in3[{d * 2 * GH + GH + g * H} + j]" if has_b else ""
+
+    def pre(g: int, recurrent: str | None = None) -> str:
+        return f"xg[{g * H} + j] + {recurrent or f'hg[{g * H} + j]'}{wb(g)}{rb(g)}"
+
+    clip = attrs["clip"]
+
+    def gate(var: str, total: str) -> str:
+        """`float var = total;`, clipped to [-clip, clip] if clip is finite"""
+        text = f"float {var} = {total};"
+        if clip != math.inf:
+            c = cgen.c_float(clip)
+            text += f"\n{var} = {var} < -{c} ? -{c} : ({var} > {c} ? {c} : {var});"
+        return text
+
+    f = lambda v: _rnn_activation(acts[0], v)  # noqa: E731
+    emit = f"out0[{out_index}] = hn;" if attrs["returns"] == 0 else ""
+    peep = (lambda g, cell: f" + in6[{d * 3 * H + g * H} + j] * {cell}") if has_p else (lambda g, cell: "")
+    if op == "rnn":
+        body = f"{gate('ai', pre(0))}\nconst float hn = {f('ai')};\n{emit}"
+    elif op == "lstm":
+        g, h = (lambda v: _rnn_activation(acts[1], v)), (lambda v: _rnn_activation(acts[2], v))
+        forget = "const float f = 1.0f - i;" if attrs["input_forget"] else \
+            f"{gate('af', pre(2) + peep(2, 'cp'))}\nconst float f = {f('af')};"
+        body = "\n".join([
+            "const float cp = c[b * $H + j];", gate("ai", pre(0) + peep(0, "cp")), f"const float i = {f('ai')};",
+            forget, gate("ag", pre(3)), f"const float g = {g('ag')};", "const float cn = f * cp + i * g;",
+            gate("ao", pre(1) + peep(1, "cn")), f"const float o = {f('ao')};", "c[b * $H + j] = cn;",
+            f"const float hn = o * {h('cn')};", emit])
+    else:
+        g = lambda v: _rnn_activation(acts[1], v)  # noqa: E731
+        if attrs["linear_before_reset"]:  # r * (h R_h^T + Rb_h)
+            cand = f"xg[{2 * H} + j]{wb(2)} + r * (hg[{2 * H} + j]{rb(2)})"
+        else:
+            cand = pre(2, "rhr[b * $H + j]")
+        body = "\n".join([
+            gate("az", pre(0)), f"const float z = {f('az')};",
+            *([] if not attrs["linear_before_reset"] else [gate("ar", pre(1)), f"const float r = {f('ar')};"]),
+            gate("ah", cand), f"const float g = {g('ah')};",
+            "const float hp = h[b * $H + j];", "const float hn = (1.0f - z) * g + z * hp;", emit])
+    body += "\nh[b * $H + j] = hn;"
+    loops = [RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent(Template(body).substitute(H=H), "    "))]
+    if op == "gru" and not attrs["linear_before_reset"]:  # r first, then (r * h) R_h^T
+        reset = "\n".join([gate("ar", pre(1)), f"const float r = {f('ar')};", f"rh[b * {H} + j] = r * h[b * {H} + j];"])
+        loops.insert(0, RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent(reset, "    ")) +
+                     f"\ndpk_host_dense(rh, in2 + {d * GH * H + 2 * H * H}, (const float *)0, rhr, {n['B']}, {H}, {H});")
+    initial = lambda i: f"in{i}[{state}]" if len(k.ins) > i else "0.0f"  # noqa: E731
+    c0 = f"\n      c[b * {H} + j] = {initial(5)};" if op == "lstm" else ""
+    last = ""
+    if attrs["returns"]:
+        src = "h" if attrs["returns"] == 1 else "c"
+        last = (f"\n  for (int64_t b = 0; b < {n['B']}; ++b)\n    for (int64_t j = 0; j < {H}; ++j) "
+                f"out0[{state}] = {src}[b * {H} + j];")
+    return RNN_TEMPLATE.substitute(
+        n, d=d, order="reverse" if reverse else "forward", W_off=d * GH * n["I"], R_off=d * GH * H,
+        t=f"{n['S'] - 1} - s" if reverse else "s", h0=initial(4), c0=c0,
+        step=cgen.indent("\n".join(loops), "    "), last=last)
+
+
+def _recurrent(k: _K) -> str:
+    n = _rnn_sizes(k)
+    offsets, at = [], 0
+    for name, size in _rnn_scratch(k):
+        offsets.append(f"float *restrict {name} = scratch + {at};")
+        at += size
+    return "\n".join(offsets + [_rnn_direction(k, n, d) for d in range(n["D"])])
+
+
+SCRATCH = {"lstm": _rnn_scratch_bytes, "gru": _rnn_scratch_bytes, "rnn": _rnn_scratch_bytes}  # op -> bytes
+
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
     "softmax": _softmax, "log_softmax": _softmax, "argmax": _arg_best, "cast": _cast,
@@ -519,6 +665,7 @@ EMITTERS = {
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
     **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
+    "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
@@ -577,19 +724,33 @@ class HostBackend(Backend):
         checks = [cgen.check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
         # intermediates (multi-node regions) live in the workspace: a liveness plan reuses a dead one's bytes
         sizes = {n.output: graph.type_of(n.output).nbytes for n in region.nodes if n.output not in where}
-        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output]) for n in region.nodes], sizes)
+        # and so does the scratch of a node that needs one (SCRATCH), for the node's own call
+        scratch = [self._scratch_bytes(n, graph) for n in region.nodes]
+        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output], s)
+                                 for n, s in zip(region.nodes, scratch)], sizes)
+        workspace = cgen.arg_data(len(params))
         for name, offset in arena.offsets.items():
-            where[name] = f"((unsigned char *){cgen.arg_data(len(params))} + {offset})"
+            where[name] = f"((unsigned char *){workspace} + {offset})"
         if arena.size:
             checks.append(cgen.check_workspace(fn, len(params), arena.size))
         tasks: list[str] = []
-        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks) for i, node in enumerate(region.nodes)]
+        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks,
+                              f"((unsigned char *){workspace} + {arena.workspaces[i]})" if i in arena.workspaces else None)
+                  for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = "".join(t + "\n" for t in tasks) + cgen.function(fn, comment, checks, blocks)
         return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, HOST_PRELUDE],
                        workspace_bytes=arena.size)
 
-    def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
+    @staticmethod
+    def _scratch_bytes(node: Node, graph: Graph) -> int:
+        """Bytes of scratch the node's body needs (SCRATCH), placed in the region's workspace."""
+        if node.op not in SCRATCH:
+            return 0
+        return SCRATCH[node.op](_K(node, [graph.type_of(name) for name in node.inputs], graph.type_of(node.output)))
+
+    def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str],
+               scratch: str | None = None) -> str:
         ins = [graph.type_of(name) for name in node.inputs]
         out = graph.type_of(node.output)
         k = _K(node, ins, out, task_name)
@@ -599,4 +760,6 @@ class HostBackend(Backend):
         operands["out0"] = (node.output, out)
         bindings = [cgen.pointer(v, _ctype(node.op, t.dtype), where[name], const=v != "out0")
                     for v, (name, t) in operands.items() if v in k.reads]
+        if scratch is not None:  # a float scratch: the only one so far (SCRATCH) is the recurrent ops'
+            bindings.append(cgen.pointer("scratch", "float", scratch, const=False))
         return cgen.block(f"{node.name}: {node.op} -> {out}", bindings, body)
