@@ -448,8 +448,7 @@ RNN_GATES = {"lstm": "iofc", "gru": "zrh", "rnn": "i"}  # the gates in ONNX's or
 RNN_OUTPUTS = ("Y", "Y_h", "Y_c")  # `returns` 0, 1, 2: every step's h, the last h, the last c (lstm)
 RNN_DIRECTIONS = ("forward", "reverse", "bidirectional")  # `direction` 0, 1, 2
 # `activations` are indices into this: registry ops (their default attributes), applied as their c_expr
-RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "thresholded_relu", "hard_sigmoid", "elu",
-                   "softsign", "softplus")
+RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid", "elu", "softsign", "softplus")
 RNN_DEFAULT_ACTIVATIONS = {"lstm": [0, 1, 1], "gru": [0, 1], "rnn": [1]}  # f, g, h: Sigmoid, Tanh, Tanh
 
 

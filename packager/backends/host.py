@@ -569,7 +569,7 @@ def _rnn_activation(code: int, operand: str) -> str:
     name = ops.RNN_ACTIVATIONS[code]
     node = Node(name, ["x"], "y", {}, name)
     ops.normalize(node)  # the registry's default attributes
-    return _elementwise_expr(node, operand)
+    return f"({_elementwise_expr(node, operand)})"  # an operand of a product: its ternary needs the parentheses
 
 
 def _rnn_direction(k: _K, n: dict[str, int], d: int) -> str:

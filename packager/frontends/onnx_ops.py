@@ -577,14 +577,16 @@ def _mod(cv: Converter, node: OnnxNode) -> None:
 
 # ---- recurrent: LSTM, GRU, RNN (versions 7, 14 adds layout, 22 adds types) -------------------------------
 
+# ONNX name -> IR op (ops.RNN_ACTIVATIONS). Not taken: Affine and ScaledTanh (no IR op), ThresholdedRelu (the spec
+# gives recurrent activations no default alpha: onnxruntime uses 0, the ThresholdedRelu op 1).
 RNN_ACTIVATION_NAMES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "LeakyRelu": "leaky_relu",
-                        "ThresholdedRelu": "thresholded_relu", "HardSigmoid": "hard_sigmoid", "Elu": "elu",
-                        "Softsign": "softsign", "Softplus": "softplus"}  # ONNX name -> IR op (ops.RNN_ACTIVATIONS)
+                        "HardSigmoid": "hard_sigmoid", "Elu": "elu", "Softsign": "softsign", "Softplus": "softplus"}
 
 
-def _rnn_activations(cv: Converter, node: OnnxNode) -> list[int] | None:
-    """The activations as indices into ops.RNN_ACTIVATIONS, or None for the defaults. activation_alpha and
-    activation_beta are refused: each activation runs with its ONNX default parameters."""
+def _rnn_activations(cv: Converter, node: OnnxNode, count: int) -> list[int] | None:
+    """The activations (`count` of them: the op's per direction, times the directions) as indices into
+    ops.RNN_ACTIVATIONS, or None for the defaults. activation_alpha and activation_beta are refused: each
+    activation runs with its ONNX default parameters."""
     given = [k for k in ("activation_alpha", "activation_beta") if k in node.attrs]
     if given:
         raise cv.error(node, f"{' and '.join(given)} not supported (activations run with their default "
@@ -592,6 +594,8 @@ def _rnn_activations(cv: Converter, node: OnnxNode) -> list[int] | None:
     names = node.attrs.get("activations")
     if names is None:
         return None
+    if len(names) != count:
+        raise cv.error(node, f"activations {names} must be {count} functions (one per gate function and direction)")
     by_lower = {k.lower(): v for k, v in RNN_ACTIVATION_NAMES.items()}  # onnxruntime reads them in any case
     unknown = [a for a in names if a.lower() not in by_lower]
     if unknown:
@@ -632,7 +636,7 @@ def _recurrent(op: str):
         inputs = ins[:3] + [ins[i] or np.zeros(zeros[i], np.dtype(x.dtype)) for i in wanted if i <= last]
         attrs = dict(direction=ops.RNN_DIRECTIONS.index(direction), layout=layout,
                      clip=float(node.attrs.get("clip", math.inf)))
-        acts = _rnn_activations(cv, node)
+        acts = _rnn_activations(cv, node, len(ops.RNN_DEFAULT_ACTIVATIONS[op]) * dirs)
         if acts is not None:
             attrs["activations"] = acts
         attrs.update({"input_forget": node.attrs.get("input_forget", 0)} if op == "lstm" else
