@@ -15,7 +15,9 @@ and runs the op's body. Bodies are plain text: a template per op in
 C expression the registry, packager/ops.py, declares for them) with shape
 constants (and, for broadcasting, transposing and batched ops, a cgen loop nest
 over dimensions collapsed as far as strides allow). The C helpers the kernels
-call are in c/host_prelude.h, one constant text for every node.
+call are in c/host_prelude.h, one constant text for every node. A node whose
+body needs scratch memory (`SCRATCH`: the recurrent ops) gets it in the
+region's workspace, planned beside the intermediates, bound as `scratch`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Rewrites (each exact up to float32 rounding; docs/onnx.md):
   BatchNormalization after Conv        -> folded into the conv's weight and bias
   Identity, Dropout, Cast to the same dtype -> no node
   Squeeze, Unsqueeze                    -> reshape
+  LSTM, GRU, RNN                        -> one lstm / gru / rnn node per output read (Y, Y_h, Y_c)
 """
 
 from __future__ import annotations
