@@ -484,12 +484,14 @@ def recurrent(op: str, doc: str) -> OpSpec:
               Input("initial state", "initial_h", optional=True)]
     if op == "lstm":
         inputs += [Input("initial cell", "initial_c", optional=True), Input("peepholes", "P", optional=True)]
-    attrs = {"direction": Attr("int", 0, "0 forward, 1 reverse, 2 bidirectional", Check(lambda v: 0 <= v <= 2, "0, 1 or 2")),
+    last = 2 if op == "lstm" else 1  # the last of Y, Y_h, Y_c it has
+    attrs = {"direction": Attr("int", 0, "0 forward, 1 reverse, 2 bidirectional",
+                               Check(lambda v: 0 <= v <= 2, "0, 1 or 2")),
              "layout": _FLAG0,
              "clip": Attr("float", math.inf, "gate inputs clipped to [-clip, clip]", Check(lambda v: v > 0, "> 0")),
              "activations": Attr("ints", RNN_DEFAULT_ACTIVATIONS[op], "indices into RNN_ACTIVATIONS"),
-             "returns": Attr("int", 0, "0 Y, 1 Y_h" + (", 2 Y_c" if op == "lstm" else ""),
-                            Check(lambda v: 0 <= v <= (2 if op == "lstm" else 1), "0 to 2" if op == "lstm" else "0 or 1"))}
+             "returns": Attr("int", 0, "0 Y, 1 Y_h" + (", 2 Y_c" if last == 2 else ""),
+                             Check(lambda v: 0 <= v <= last, "0 to 2" if last == 2 else "0 or 1"))}
     attrs.update({"input_forget": _FLAG0} if op == "lstm" else {"linear_before_reset": _FLAG0} if op == "gru" else {})
     n_act = len(RNN_DEFAULT_ACTIVATIONS[op])
 

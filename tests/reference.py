@@ -352,7 +352,8 @@ def thresholded_relu(x, alpha=1.0):
 
 # ---- recurrent: lstm, gru, rnn (float64, ONNX's equations, one time step at a time) ---------------------
 
-_RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid", "elu", "softsign", "softplus")  # the IR's `activations` index this (packager/ops.py)
+# the IR's `activations` index this (packager/ops.py)
+_RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid", "elu", "softsign", "softplus")
 _RNN_DEFAULTS = {"lstm": [0, 1, 1], "gru": [0, 1], "rnn": [1]}
 
 

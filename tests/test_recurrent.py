@@ -21,13 +21,12 @@ import loader
 import real_models
 import reference as ref
 from kernel_harness import compile_sources, lower_node
-from packager import ops
+from packager import ir_check, ops
 from packager.backends.base import Region
 from packager.backends.host import HostBackend
 from packager.build import build
 from packager.frontends import onnx as onnx_frontend
 from packager.ir import BuildError, Graph, Node, TensorType
-from packager import ir_check
 from test_onnx import TOL, build_and_compare, close, error_of, make_model, save
 
 RNG = np.random.default_rng(14)
@@ -220,7 +219,8 @@ KERNEL_CASES = [  # (op, inputs present beyond x, W, R, attributes)
 
 def _kernel_inputs(op, present, attrs):
     dirs, layout, gates = 2 if attrs.get("direction") == 2 else 1, attrs.get("layout", 0), len(ops.RNN_GATES[op])
-    arrays = [rand(*((B, S, I) if layout else (S, B, I)), scale=1.0), rand(dirs, gates * H, I), rand(dirs, gates * H, H)]
+    x = rand(*((B, S, I) if layout else (S, B, I)), scale=1.0)
+    arrays = [x, rand(dirs, gates * H, I), rand(dirs, gates * H, H)]
     extra = {"b": rand(dirs, 2 * gates * H, scale=0.5), "h": states(dirs, layout), "c": states(dirs, layout),
              "P": rand(dirs, 3 * H)}
     return arrays + [extra[k] for k in present]

@@ -567,85 +567,102 @@ def _rnn_scratch_bytes(k: _K) -> int:
     return 4 * max(1, sum(size for _, size in _rnn_scratch(k)))
 
 
-def _rnn_activation(code: int, operand: str) -> str:
-    name = ops.RNN_ACTIVATIONS[code]
-    node = Node(name, ["x"], "y", {}, name)
-    ops.normalize(node)  # the registry's default attributes
-    return f"({_elementwise_expr(node, operand)})"  # an operand of a product: its ternary needs the parentheses
+class _Direction:
+    """One direction `d` of a recurrent node: the C text of its gate sums, clipping and activations, for
+    one (batch row b, hidden unit j) of a step (xg: the row's x W^T, hg: its h R^T)."""
+
+    def __init__(self, k: _K, n: dict[str, int], d: int):
+        self.k, self.n, self.d, self.H, self.GH = k, n, d, n["H"], n["GH"]
+        acts, per = k.attrs["activations"], len(ops.RNN_DEFAULT_ACTIVATIONS[k.node.op])
+        self.acts = acts[d * per:(d + 1) * per] if len(acts) > per else acts  # one list, or one per direction
+
+    def act(self, slot: int, operand: str) -> str:
+        """Activation `slot` (f, g, h) applied to `operand`: the registry op's C with its default attributes."""
+        name = ops.RNN_ACTIVATIONS[self.acts[slot]]
+        node = Node(name, ["x"], "y", {}, name)
+        ops.normalize(node)
+        return f"({_elementwise_expr(node, operand)})"  # an operand of a product: a ternary needs the parentheses
+
+    def bias(self, g: int, recurrent: bool) -> str:
+        """` + Wb[g]` (or Rb[g]) of this direction for unit j, or nothing without a bias input."""
+        at = self.d * 2 * self.GH + (self.GH if recurrent else 0) + g * self.H
+        return f" + in3[{at} + j]" if len(self.k.ins) > 3 else ""
+
+    def pre(self, g: int, recurrent: str | None = None) -> str:
+        """Gate g's sum: x W^T + h R^T (or `recurrent`) + Wb + Rb."""
+        rec = recurrent or f"hg[{g * self.H} + j]"
+        return f"xg[{g * self.H} + j] + {rec}{self.bias(g, False)}{self.bias(g, True)}"
+
+    def peephole(self, g: int, cell: str) -> str:
+        return f" + in6[{self.d * 3 * self.H + g * self.H} + j] * {cell}" if len(self.k.ins) > 6 else ""
+
+    def gate(self, var: str, total: str, slot: int, value: str) -> list[str]:
+        """`value` = activation `slot` of `total`, clipped to [-clip, clip] first if clip is finite."""
+        lines = [f"float {var} = {total};"]
+        clip = self.k.attrs["clip"]
+        if clip != math.inf:
+            c = cgen.c_float(clip)
+            lines.append(f"{var} = {var} < -{c} ? -{c} : ({var} > {c} ? {c} : {var});")
+        return lines + [f"const float {value} = {self.act(slot, var)};"]
+
+
+def _rnn_cell(x: _Direction) -> list[str]:
+    return x.gate("ai", x.pre(0), 0, "hn")
+
+
+def _lstm_cell(x: _Direction) -> list[str]:
+    """Gates iofc (0 1 2 3), peepholes iof; input_forget couples f to 1 - i (as onnxruntime)."""
+    forget = ["const float f = 1.0f - i;"] if x.k.attrs["input_forget"] else \
+        x.gate("af", x.pre(2) + x.peephole(2, "cp"), 0, "f")
+    return [f"const float cp = c[b * {x.H} + j];", *x.gate("ai", x.pre(0) + x.peephole(0, "cp"), 0, "i"), *forget,
+            *x.gate("ag", x.pre(3), 1, "g"), "const float cn = f * cp + i * g;",
+            *x.gate("ao", x.pre(1) + x.peephole(1, "cn"), 0, "o"), f"c[b * {x.H} + j] = cn;",
+            f"const float hn = o * {x.act(2, 'cn')};"]
+
+
+def _gru_cell(x: _Direction) -> list[str]:
+    """Gates zrh (0 1 2). linear_before_reset: r * (h R_h^T + Rb_h); else (r * h) R_h^T, which the reset
+    pass (_gru_reset) left in rhr."""
+    H = x.H
+    if x.k.attrs["linear_before_reset"]:
+        reset = x.gate("ar", x.pre(1), 0, "r")
+        candidate = f"xg[{2 * H} + j]{x.bias(2, False)} + r * (hg[{2 * H} + j]{x.bias(2, True)})"
+    else:
+        reset, candidate = [], x.pre(2, f"rhr[b * {H} + j]")
+    return [*x.gate("az", x.pre(0), 0, "z"), *reset, *x.gate("ah", candidate, 1, "g"),
+            f"const float hn = (1.0f - z) * g + z * h[b * {H} + j];"]
+
+
+def _gru_reset(x: _Direction) -> list[str]:
+    """GRU without linear_before_reset: r first, and r * h into rh (then one dense product by R_h)."""
+    return [*x.gate("ar", x.pre(1), 0, "r"), f"rh[b * {x.H} + j] = r * h[b * {x.H} + j];"]
+
+
+RNN_CELLS = {"lstm": _lstm_cell, "gru": _gru_cell, "rnn": _rnn_cell}  # op -> one (b, j) of a step, ending in hn
 
 
 def _rnn_direction(k: _K, n: dict[str, int], d: int) -> str:
-    op, attrs, H, GH = k.node.op, k.attrs, n["H"], n["GH"]
-    acts = attrs["activations"]
-    per = len(ops.RNN_DEFAULT_ACTIVATIONS[op])
-    acts = acts[d * per:(d + 1) * per] if len(acts) > per else acts
-    layout, reverse = attrs["layout"], attrs["direction"] == 1 or d == 1
-    state = f"({d} * {n['B']} + b) * {H} + j" if layout == 0 else f"(b * {n['D']} + {d}) * {H} + j"
-    row = f"t * {n['B']} + b" if layout == 0 else f"b * {n['S']} + t"
-    out_index = f"((t * {n['D']} + {d}) * {n['B']} + b) * {H} + j" if layout == 0 else \
-        f"((b * {n['S']} + t) * {n['D']} + {d}) * {H} + j"
-    has_b, has_p = len(k.ins) > 3, len(k.ins) > 6
-
-    def wb(g: int) -> str:
-        return f" + in3[{d * 2 * GH + g * H} + j]" if has_b else ""
-
-    def rb(g: int) -> str:
-        return f" + in3[{d * 2 * GH + GH + g * H} + j]" if has_b else ""
-
-    def pre(g: int, recurrent: str | None = None) -> str:
-        return f"xg[{g * H} + j] + {recurrent or f'hg[{g * H} + j]'}{wb(g)}{rb(g)}"
-
-    clip = attrs["clip"]
-
-    def gate(var: str, total: str) -> str:
-        """`float var = total;`, clipped to [-clip, clip] if clip is finite"""
-        text = f"float {var} = {total};"
-        if clip != math.inf:
-            c = cgen.c_float(clip)
-            text += f"\n{var} = {var} < -{c} ? -{c} : ({var} > {c} ? {c} : {var});"
-        return text
-
-    f = lambda v: _rnn_activation(acts[0], v)  # noqa: E731
-    emit = f"out0[{out_index}] = hn;" if attrs["returns"] == 0 else ""
-    peep = (lambda g, cell: f" + in6[{d * 3 * H + g * H} + j] * {cell}") if has_p else (lambda g, cell: "")
-    if op == "rnn":
-        body = f"{gate('ai', pre(0))}\nconst float hn = {f('ai')};\n{emit}"
-    elif op == "lstm":
-        g, h = (lambda v: _rnn_activation(acts[1], v)), (lambda v: _rnn_activation(acts[2], v))
-        forget = "const float f = 1.0f - i;" if attrs["input_forget"] else \
-            f"{gate('af', pre(2) + peep(2, 'cp'))}\nconst float f = {f('af')};"
-        body = "\n".join([
-            "const float cp = c[b * $H + j];", gate("ai", pre(0) + peep(0, "cp")), f"const float i = {f('ai')};",
-            forget, gate("ag", pre(3)), f"const float g = {g('ag')};", "const float cn = f * cp + i * g;",
-            gate("ao", pre(1) + peep(1, "cn")), f"const float o = {f('ao')};", "c[b * $H + j] = cn;",
-            f"const float hn = o * {h('cn')};", emit])
-    else:
-        g = lambda v: _rnn_activation(acts[1], v)  # noqa: E731
-        if attrs["linear_before_reset"]:  # r * (h R_h^T + Rb_h)
-            cand = f"xg[{2 * H} + j]{wb(2)} + r * (hg[{2 * H} + j]{rb(2)})"
-        else:
-            cand = pre(2, "rhr[b * $H + j]")
-        body = "\n".join([
-            gate("az", pre(0)), f"const float z = {f('az')};",
-            *([] if not attrs["linear_before_reset"] else [gate("ar", pre(1)), f"const float r = {f('ar')};"]),
-            gate("ah", cand), f"const float g = {g('ah')};",
-            "const float hp = h[b * $H + j];", "const float hn = (1.0f - z) * g + z * hp;", emit])
-    body += "\nh[b * $H + j] = hn;"
-    loops = [RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent(Template(body).substitute(H=H), "    "))]
-    if op == "gru" and not attrs["linear_before_reset"]:  # r first, then (r * h) R_h^T
-        reset = "\n".join([gate("ar", pre(1)), f"const float r = {f('ar')};", f"rh[b * {H} + j] = r * h[b * {H} + j];"])
-        loops.insert(0, RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent(reset, "    ")) +
-                     f"\ndpk_host_dense(rh, in2 + {d * GH * H + 2 * H * H}, (const float *)0, rhr, {n['B']}, {H}, {H});")
+    x, H, D, B, S = _Direction(k, n, d), n["H"], n["D"], n["B"], n["S"]
+    reverse, layout0 = k.attrs["direction"] == 1 or d == 1, k.attrs["layout"] == 0
+    state = f"({d} * {B} + b) * {H} + j" if layout0 else f"(b * {D} + {d}) * {H} + j"  # in initial_h, Y_h...
+    row = f"t * {B} + b" if layout0 else f"b * {S} + t"  # of x, and of x W^T
+    y = f"((t * {D} + {d}) * {B} + b) * {H} + j" if layout0 else f"((b * {S} + t) * {D} + {d}) * {H} + j"
+    cell = RNN_CELLS[k.node.op](x) + ([f"out0[{y}] = hn;"] if k.attrs["returns"] == 0 else []) + \
+        [f"h[b * {H} + j] = hn;"]
+    loops = [RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent("\n".join(cell), "    "))]
+    if n["NR"] != n["GH"]:
+        r_h = d * n["GH"] * H + 2 * H * H  # R_h of this direction
+        loops.insert(0, RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent("\n".join(_gru_reset(x)), "    ")) +
+                     f"\ndpk_host_dense(rh, in2 + {r_h}, (const float *)0, rhr, {B}, {H}, {H});")
     initial = lambda i: f"in{i}[{state}]" if len(k.ins) > i else "0.0f"  # noqa: E731
-    c0 = f"\n      c[b * {H} + j] = {initial(5)};" if op == "lstm" else ""
     last = ""
-    if attrs["returns"]:
-        src = "h" if attrs["returns"] == 1 else "c"
-        last = (f"\n  for (int64_t b = 0; b < {n['B']}; ++b)\n    for (int64_t j = 0; j < {H}; ++j) "
-                f"out0[{state}] = {src}[b * {H} + j];")
+    if k.attrs["returns"]:
+        last = (f"\n  for (int64_t b = 0; b < {B}; ++b)\n    for (int64_t j = 0; j < {H}; ++j) "
+                f"out0[{state}] = {'h' if k.attrs['returns'] == 1 else 'c'}[b * {H} + j];")
     return RNN_TEMPLATE.substitute(
-        n, d=d, order="reverse" if reverse else "forward", W_off=d * GH * n["I"], R_off=d * GH * H,
-        t=f"{n['S'] - 1} - s" if reverse else "s", h0=initial(4), c0=c0,
+        n, d=d, order="reverse" if reverse else "forward", W_off=d * n["GH"] * n["I"], R_off=d * n["GH"] * H,
+        t=f"{S - 1} - s" if reverse else "s", h0=initial(4),
+        c0=f"\n      c[b * {H} + j] = {initial(5)};" if k.node.op == "lstm" else "",
         step=cgen.indent("\n".join(loops), "    "), last=last)
 
 
@@ -736,8 +753,8 @@ class HostBackend(Backend):
         if arena.size:
             checks.append(cgen.check_workspace(fn, len(params), arena.size))
         tasks: list[str] = []
-        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks,
-                              f"((unsigned char *){workspace} + {arena.workspaces[i]})" if i in arena.workspaces else None)
+        scratch_at = {i: f"((unsigned char *){workspace} + {offset})" for i, offset in arena.workspaces.items()}
+        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks, scratch_at.get(i))
                   for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = "".join(t + "\n" for t in tasks) + cgen.function(fn, comment, checks, blocks)
