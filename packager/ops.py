@@ -512,6 +512,7 @@ _RECURRENT = [
     recurrent("rnn", "simple RNN: h = f(x W + h R + Wb + Rb)"),
 ]
 
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
