@@ -437,6 +437,82 @@ _REDUCTIONS = [
 ]
 
 
+# ---- recurrent: lstm, gru, rnn (ONNX LSTM, GRU, RNN) ---------------------------------------------------
+# ONNX's shapes and gate orders: x [seq, batch, input] (layout 0) or [batch, seq, input] (layout 1);
+# W [directions, gates * hidden, input], R [directions, gates * hidden, hidden], b [directions,
+# 2 * gates * hidden] (W's biases, then R's); states [directions, batch, hidden] (layout 1: [batch,
+# directions, hidden]); LSTM's peepholes P [directions, 3 * hidden]. A node computes ONE of the ONNX
+# outputs (`returns`): a graph that reads several has a node per output, each running the recurrence.
+
+RNN_GATES = {"lstm": "iofc", "gru": "zrh", "rnn": "i"}  # the gates in ONNX's order within W, R and b
+RNN_OUTPUTS = ("Y", "Y_h", "Y_c")  # `returns` 0, 1, 2: every step's h, the last h, the last c (lstm)
+RNN_DIRECTIONS = ("forward", "reverse", "bidirectional")  # `direction` 0, 1, 2
+# `activations` are indices into this: registry ops (their default attributes), applied as their c_expr
+RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid", "elu", "softsign", "softplus")
+RNN_DEFAULT_ACTIVATIONS = {"lstm": [0, 1, 1], "gru": [0, 1], "rnn": [1]}  # f, g, h: Sigmoid, Tanh, Tanh
+
+
+def rnn_dims(node: Node, x: tuple[int, ...], w: tuple[int, ...]) -> tuple[int, int, int, int, int]:
+    """(seq, batch, input, hidden, directions) of a normalized recurrent node from the shapes of x and W."""
+    seq, batch = (x[0], x[1]) if node.attrs["layout"] == 0 else (x[1], x[0])
+    return seq, batch, x[2], w[1] // len(RNN_GATES[node.op]), w[0]
+
+
+def _recurrent(c: _Ctx) -> TensorType:
+    op, layout = c.node.op, c.attrs["layout"]
+    c.need_ndim(0, lambda n: n == 3, "3-D: [seq, batch, input] (layout 0) or [batch, seq, input] (layout 1)")
+    c.need_ndim(1, lambda n: n == 3, "3-D [directions, gates * hidden, input]")
+    gates, dirs = len(RNN_GATES[op]), 2 if c.attrs["direction"] == 2 else 1
+    w = c.shape(1)
+    if w[0] != dirs or w[1] % gates or w[2] != c.shape(0)[2]:
+        raise c.fail(f"W must be [{dirs}, {gates} * hidden, {c.shape(0)[2]}] ({RNN_DIRECTIONS[c.attrs['direction']]}, "
+                     f"{op}'s {gates} gates, x's input size)", 0, 1)
+    seq, batch, _, hidden, _ = rnn_dims(c.node, c.shape(0), w)
+    state = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+    want = [(dirs, gates * hidden, hidden), (dirs, 2 * gates * hidden), state, state, (dirs, 3 * hidden)]
+    for i in range(2, len(c.types)):
+        if c.shape(i) != want[i - 2]:
+            raise c.fail(f"{c.input_spec(i).symbol} must have shape {list(want[i - 2])}", 1, i)
+    if c.attrs["returns"] == 0:
+        return c.out((seq, dirs, batch, hidden) if layout == 0 else (batch, seq, dirs, hidden))
+    return c.out(state)
+
+
+def recurrent(op: str, doc: str) -> OpSpec:
+    """lstm, gru or rnn: its inputs (lstm adds initial_c and the peepholes P) and attributes."""
+    inputs = [_X, Input("weight", "W"), Input("recurrence", "R"), Input("bias", "b", optional=True),
+              Input("initial state", "initial_h", optional=True)]
+    if op == "lstm":
+        inputs += [Input("initial cell", "initial_c", optional=True), Input("peepholes", "P", optional=True)]
+    last = 2 if op == "lstm" else 1  # the last of Y, Y_h, Y_c it has
+    attrs = {"direction": Attr("int", 0, "0 forward, 1 reverse, 2 bidirectional",
+                               Check(lambda v: 0 <= v <= 2, "0, 1 or 2")),
+             "layout": _FLAG0,
+             "clip": Attr("float", math.inf, "gate inputs clipped to [-clip, clip]", Check(lambda v: v > 0, "> 0")),
+             "activations": Attr("ints", RNN_DEFAULT_ACTIVATIONS[op], "indices into RNN_ACTIVATIONS"),
+             "returns": Attr("int", 0, "0 Y, 1 Y_h" + (", 2 Y_c" if last == 2 else ""),
+                             Check(lambda v: 0 <= v <= last, "0 to 2" if last == 2 else "0 or 1"))}
+    attrs.update({"input_forget": _FLAG0} if op == "lstm" else {"linear_before_reset": _FLAG0} if op == "gru" else {})
+    n_act = len(RNN_DEFAULT_ACTIVATIONS[op])
+
+    def check(a: dict) -> str | None:
+        acts, dirs = a["activations"], 2 if a["direction"] == 2 else 1
+        if len(acts) not in (n_act, n_act * dirs) or any(not 0 <= k < len(RNN_ACTIVATIONS) for k in acts):
+            return (f"activations {acts} must be {n_act}" + (f" or {n_act * dirs}" if dirs == 2 else "") +
+                    f" indices into {list(RNN_ACTIVATIONS)}")
+        return None
+    return OpSpec(op, tuple(inputs), attrs, _recurrent, doc, check=check)
+
+
+_RECURRENT = [
+    recurrent("lstm", "LSTM (ONNX's equations, gates iofc): c = f*c + i*g(x W_c + h R_c + b_c), h = o*h(c); "
+                      "input_forget: f = 1 - i"),
+    recurrent("gru", "GRU (ONNX's equations, gates zrh): h = (1 - z)*g(...) + z*h; linear_before_reset: "
+                     "r multiplies h R_h + Rb_h, not h"),
+    recurrent("rnn", "simple RNN: h = f(x W + h R + Wb + Rb)"),
+]
+
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
@@ -523,6 +599,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            {"epsilon": Attr("float", 1e-5, check=NOT_NEGATIVE)}, _batchnorm,
            "(x - mean) / sqrt(var + epsilon) * scale + bias, channel axis 1"),
     *_REDUCTIONS,
+    *_RECURRENT,
 ]}
 
 

@@ -349,6 +349,83 @@ def thresholded_relu(x, alpha=1.0):
     return np.where(x > alpha, x, np.where(np.isnan(x), x, 0.0))
 
 
+
+# ---- recurrent: lstm, gru, rnn (float64, ONNX's equations, one time step at a time) ---------------------
+
+# the IR's `activations` index this (packager/ops.py)
+_RNN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid", "elu", "softsign", "softplus")
+_RNN_DEFAULTS = {"lstm": [0, 1, 1], "gru": [0, 1], "rnn": [1]}
+
+
+def _lstm_step(x, h, c, w, r, wb, rb, p, f, g, hact, clip, input_forget):
+    H = h.shape[-1]
+    pre = x @ w.T + h @ r.T + wb + rb
+    pi, po, pf = (p[:H], p[H:2 * H], p[2 * H:]) if p is not None else (0.0, 0.0, 0.0)
+    i = f(clip(pre[:, :H] + pi * c))
+    fg = 1.0 - i if input_forget else f(clip(pre[:, 2 * H:3 * H] + pf * c))
+    c = fg * c + i * g(clip(pre[:, 3 * H:]))
+    o = f(clip(pre[:, H:2 * H] + po * c))
+    return o * hact(c), c
+
+
+def _gru_step(x, h, w, r, wb, rb, f, g, clip, linear_before_reset):
+    H = h.shape[-1]
+    xw = x @ w.T + wb
+    hr = h @ r[:2 * H].T + rb[:2 * H]
+    z = f(clip(xw[:, :H] + hr[:, :H]))
+    rr = f(clip(xw[:, H:2 * H] + hr[:, H:]))
+    if linear_before_reset:
+        cand = xw[:, 2 * H:] + rr * (h @ r[2 * H:].T + rb[2 * H:])
+    else:
+        cand = xw[:, 2 * H:] + (rr * h) @ r[2 * H:].T + rb[2 * H:]
+    return (1.0 - z) * g(clip(cand)) + z * h
+
+
+def _recurrence(op, x, w, r, b=None, initial_h=None, initial_c=None, p=None, direction=0, layout=0,
+                clip=np.inf, activations=None, returns=0, input_forget=0, linear_before_reset=0):
+    x, w, r = (np.asarray(a, np.float64) for a in (x, w, r))
+    if layout:
+        x = x.transpose(1, 0, 2)
+        initial_h, initial_c = (None if s is None else np.asarray(s).transpose(1, 0, 2) for s in (initial_h, initial_c))
+    S, B, _ = x.shape
+    D, H = w.shape[0], r.shape[-1]
+    acts = [globals()[_RNN_ACTIVATIONS[k]] for k in (activations or _RNN_DEFAULTS[op])]
+    per = len(_RNN_DEFAULTS[op])
+    cut = (lambda v: np.clip(v, -clip, clip)) if np.isfinite(clip) else (lambda v: v)
+    Y, Yh, Yc = np.zeros((S, D, B, H)), np.zeros((D, B, H)), np.zeros((D, B, H))
+    for d in range(D):
+        f = acts[d * per:(d + 1) * per] if len(acts) > per else acts
+        bias = np.zeros(2 * w.shape[1]) if b is None else np.asarray(b, np.float64)[d]
+        wb, rb = bias[:w.shape[1]], bias[w.shape[1]:]
+        h = np.zeros((B, H)) if initial_h is None else np.asarray(initial_h, np.float64)[d]
+        c = np.zeros((B, H)) if initial_c is None else np.asarray(initial_c, np.float64)[d]
+        for t in (range(S - 1, -1, -1) if direction == 1 or d == 1 else range(S)):
+            if op == "lstm":
+                h, c = _lstm_step(x[t], h, c, w[d], r[d], wb, rb, None if p is None else np.asarray(p)[d],
+                                  *f, cut, input_forget)
+            elif op == "gru":
+                h = _gru_step(x[t], h, w[d], r[d], wb, rb, *f, cut, linear_before_reset)
+            else:
+                h = f[0](cut(x[t] @ w[d].T + h @ r[d].T + wb + rb))
+            Y[t, d] = h
+        Yh[d], Yc[d] = h, c
+    out = (Y, Yh, Yc)[returns]
+    if layout:
+        return out.transpose(2, 0, 1, 3) if returns == 0 else out.transpose(1, 0, 2)
+    return out
+
+
+def lstm(x, w, r, b=None, initial_h=None, initial_c=None, p=None, **attrs):
+    return _recurrence("lstm", x, w, r, b, initial_h, initial_c, p, **attrs)
+
+
+def gru(x, w, r, b=None, initial_h=None, **attrs):
+    return _recurrence("gru", x, w, r, b, initial_h, **attrs)
+
+
+def rnn(x, w, r, b=None, initial_h=None, **attrs):
+    return _recurrence("rnn", x, w, r, b, initial_h, **attrs)
+
 # ---- how close a float32 result must be to these references ----------------------------
 #
 # A kernel computes in float32 and the references above in float64 from the same float32

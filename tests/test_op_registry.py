@@ -86,5 +86,10 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("batchnorm", "epsilon"): ">= 0",
                        **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
                           for flag in ("keepdims", "noop_with_empty_axes")},
-                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1"}
-    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]
+                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1",
+                       # recurrent
+                       **{(op, name): says for op in ("lstm", "gru", "rnn") for name, says in
+                          (("direction", "0, 1 or 2"), ("layout", "0 or 1"), ("clip", "> 0"))},
+                       ("lstm", "returns"): "0 to 2", ("gru", "returns"): "0 or 1", ("rnn", "returns"): "0 or 1",
+                       ("lstm", "input_forget"): "0 or 1", ("gru", "linear_before_reset"): "0 or 1"}
+    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "lstm", "gru", "rnn"]  # activations

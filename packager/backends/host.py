@@ -15,7 +15,9 @@ and runs the op's body. Bodies are plain text: a template per op in
 C expression the registry, packager/ops.py, declares for them) with shape
 constants (and, for broadcasting, transposing and batched ops, a cgen loop nest
 over dimensions collapsed as far as strides allow). The C helpers the kernels
-call are in c/host_prelude.h, one constant text for every node.
+call are in c/host_prelude.h, one constant text for every node. A node whose
+body needs scratch memory (`SCRATCH`: the recurrent ops) gets it in the
+region's workspace, planned beside the intermediates, bound as `scratch`.
 """
 
 from __future__ import annotations
@@ -512,6 +514,169 @@ def _reduce(k: _K) -> str:
     return k.task(cgen.each_unit(body), n_out, n_out * max(n, 1) >= cgen.PARALLEL_MIN_WORK)
 
 
+# ---- recurrent: lstm, gru, rnn (ONNX LSTM, GRU, RNN) -----------------------------------------------
+# Per direction: x W^T for every step as one dense product into the scratch (rows in x's order), then
+# the steps in time order (reversed for the reverse direction), each one dense product h R^T and the
+# gates, per (batch row, hidden unit). Single-threaded: a step needs the one before it. The gate text is
+# generated per direction (its activations and time order are constants). A node computes one output
+# (`returns`): ONNX nodes whose outputs are all read run the recurrence once per output.
+RNN_TEMPLATE = Template("""\
+{ /* direction $d ($order) */
+  dpk_host_dense(in0, in1 + $W_off, (const float *)0, xw, $SB, $GH, $I);
+  for (int64_t b = 0; b < $B; ++b)
+    for (int64_t j = 0; j < $H; ++j) {
+      h[b * $H + j] = $h0;$c0
+    }
+  for (int64_t s = 0; s < $S; ++s) {
+    const int64_t t = $t;
+    dpk_host_dense(h, in2 + $R_off, (const float *)0, hr, $B, $NR, $H);
+$step
+  }$last
+}""")
+RNN_GATE_LOOP = Template("""\
+for (int64_t b = 0; b < $B; ++b) {
+  const float *restrict xg = xw + ($row) * $GH;
+  const float *restrict hg = hr + b * $NR;
+  for (int64_t j = 0; j < $H; ++j) {
+$body
+  }
+}""")
+
+
+def _rnn_sizes(k: _K) -> dict[str, int]:
+    seq, batch, inp, hidden, dirs = ops.rnn_dims(k.node, k.shape(0), k.shape(1))
+    gh = len(ops.RNN_GATES[k.node.op]) * hidden
+    # GRU without linear_before_reset multiplies r * h by R_h: the step's first product is z and r only
+    nr = 2 * hidden if k.node.op == "gru" and not k.attrs["linear_before_reset"] else gh
+    return dict(S=seq, B=batch, I=inp, H=hidden, D=dirs, GH=gh, NR=nr, SB=seq * batch)
+
+
+def _rnn_scratch(k: _K) -> list[tuple[str, int]]:
+    """The scratch arrays (name, floats): x W^T, h R^T, the state h, the cell c (lstm), r * h and its
+    product with R_h (gru without linear_before_reset)."""
+    n = _rnn_sizes(k)
+    parts = [("xw", n["SB"] * n["GH"]), ("hr", n["B"] * n["NR"]), ("h", n["B"] * n["H"])]
+    if k.node.op == "lstm":
+        parts.append(("c", n["B"] * n["H"]))
+    if n["NR"] != n["GH"]:
+        parts += [("rh", n["B"] * n["H"]), ("rhr", n["B"] * n["H"])]
+    return parts
+
+
+def _rnn_scratch_bytes(k: _K) -> int:
+    return 4 * max(1, sum(size for _, size in _rnn_scratch(k)))
+
+
+class _Direction:
+    """One direction `d` of a recurrent node: the C text of its gate sums, clipping and activations, for
+    one (batch row b, hidden unit j) of a step (xg: the row's x W^T, hg: its h R^T)."""
+
+    def __init__(self, k: _K, n: dict[str, int], d: int):
+        self.k, self.n, self.d, self.H, self.GH = k, n, d, n["H"], n["GH"]
+        acts, per = k.attrs["activations"], len(ops.RNN_DEFAULT_ACTIVATIONS[k.node.op])
+        self.acts = acts[d * per:(d + 1) * per] if len(acts) > per else acts  # one list, or one per direction
+
+    def act(self, slot: int, operand: str) -> str:
+        """Activation `slot` (f, g, h) applied to `operand`: the registry op's C with its default attributes."""
+        name = ops.RNN_ACTIVATIONS[self.acts[slot]]
+        node = Node(name, ["x"], "y", {}, name)
+        ops.normalize(node)
+        return f"({_elementwise_expr(node, operand)})"  # an operand of a product: a ternary needs the parentheses
+
+    def bias(self, g: int, recurrent: bool) -> str:
+        """` + Wb[g]` (or Rb[g]) of this direction for unit j, or nothing without a bias input."""
+        at = self.d * 2 * self.GH + (self.GH if recurrent else 0) + g * self.H
+        return f" + in3[{at} + j]" if len(self.k.ins) > 3 else ""
+
+    def pre(self, g: int, recurrent: str | None = None) -> str:
+        """Gate g's sum: x W^T + h R^T (or `recurrent`) + Wb + Rb."""
+        rec = recurrent or f"hg[{g * self.H} + j]"
+        return f"xg[{g * self.H} + j] + {rec}{self.bias(g, False)}{self.bias(g, True)}"
+
+    def peephole(self, g: int, cell: str) -> str:
+        return f" + in6[{self.d * 3 * self.H + g * self.H} + j] * {cell}" if len(self.k.ins) > 6 else ""
+
+    def gate(self, var: str, total: str, slot: int, value: str) -> list[str]:
+        """`value` = activation `slot` of `total`, clipped to [-clip, clip] first if clip is finite."""
+        lines = [f"float {var} = {total};"]
+        clip = self.k.attrs["clip"]
+        if clip != math.inf:
+            c = cgen.c_float(clip)
+            lines.append(f"{var} = {var} < -{c} ? -{c} : ({var} > {c} ? {c} : {var});")
+        return lines + [f"const float {value} = {self.act(slot, var)};"]
+
+
+def _rnn_cell(x: _Direction) -> list[str]:
+    return x.gate("ai", x.pre(0), 0, "hn")
+
+
+def _lstm_cell(x: _Direction) -> list[str]:
+    """Gates iofc (0 1 2 3), peepholes iof; input_forget couples f to 1 - i (as onnxruntime)."""
+    forget = ["const float f = 1.0f - i;"] if x.k.attrs["input_forget"] else \
+        x.gate("af", x.pre(2) + x.peephole(2, "cp"), 0, "f")
+    return [f"const float cp = c[b * {x.H} + j];", *x.gate("ai", x.pre(0) + x.peephole(0, "cp"), 0, "i"), *forget,
+            *x.gate("ag", x.pre(3), 1, "g"), "const float cn = f * cp + i * g;",
+            *x.gate("ao", x.pre(1) + x.peephole(1, "cn"), 0, "o"), f"c[b * {x.H} + j] = cn;",
+            f"const float hn = o * {x.act(2, 'cn')};"]
+
+
+def _gru_cell(x: _Direction) -> list[str]:
+    """Gates zrh (0 1 2). linear_before_reset: r * (h R_h^T + Rb_h); else (r * h) R_h^T, which the reset
+    pass (_gru_reset) left in rhr."""
+    H = x.H
+    if x.k.attrs["linear_before_reset"]:
+        reset = x.gate("ar", x.pre(1), 0, "r")
+        candidate = f"xg[{2 * H} + j]{x.bias(2, False)} + r * (hg[{2 * H} + j]{x.bias(2, True)})"
+    else:
+        reset, candidate = [], x.pre(2, f"rhr[b * {H} + j]")
+    return [*x.gate("az", x.pre(0), 0, "z"), *reset, *x.gate("ah", candidate, 1, "g"),
+            f"const float hn = (1.0f - z) * g + z * h[b * {H} + j];"]
+
+
+def _gru_reset(x: _Direction) -> list[str]:
+    """GRU without linear_before_reset: r first, and r * h into rh (then one dense product by R_h)."""
+    return [*x.gate("ar", x.pre(1), 0, "r"), f"rh[b * {x.H} + j] = r * h[b * {x.H} + j];"]
+
+
+RNN_CELLS = {"lstm": _lstm_cell, "gru": _gru_cell, "rnn": _rnn_cell}  # op -> one (b, j) of a step, ending in hn
+
+
+def _rnn_direction(k: _K, n: dict[str, int], d: int) -> str:
+    x, H, D, B, S = _Direction(k, n, d), n["H"], n["D"], n["B"], n["S"]
+    reverse, layout0 = k.attrs["direction"] == 1 or d == 1, k.attrs["layout"] == 0
+    state = f"({d} * {B} + b) * {H} + j" if layout0 else f"(b * {D} + {d}) * {H} + j"  # in initial_h, Y_h...
+    row = f"t * {B} + b" if layout0 else f"b * {S} + t"  # of x, and of x W^T
+    y = f"((t * {D} + {d}) * {B} + b) * {H} + j" if layout0 else f"((b * {S} + t) * {D} + {d}) * {H} + j"
+    cell = RNN_CELLS[k.node.op](x) + ([f"out0[{y}] = hn;"] if k.attrs["returns"] == 0 else []) + \
+        [f"h[b * {H} + j] = hn;"]
+    loops = [RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent("\n".join(cell), "    "))]
+    if n["NR"] != n["GH"]:
+        r_h = d * n["GH"] * H + 2 * H * H  # R_h of this direction
+        loops.insert(0, RNN_GATE_LOOP.substitute(n, row=row, body=cgen.indent("\n".join(_gru_reset(x)), "    ")) +
+                     f"\ndpk_host_dense(rh, in2 + {r_h}, (const float *)0, rhr, {B}, {H}, {H});")
+    initial = lambda i: f"in{i}[{state}]" if len(k.ins) > i else "0.0f"  # noqa: E731
+    last = ""
+    if k.attrs["returns"]:
+        last = (f"\n  for (int64_t b = 0; b < {B}; ++b)\n    for (int64_t j = 0; j < {H}; ++j) "
+                f"out0[{state}] = {'h' if k.attrs['returns'] == 1 else 'c'}[b * {H} + j];")
+    return RNN_TEMPLATE.substitute(
+        n, d=d, order="reverse" if reverse else "forward", W_off=d * n["GH"] * n["I"], R_off=d * n["GH"] * H,
+        t=f"{S - 1} - s" if reverse else "s", h0=initial(4),
+        c0=f"\n      c[b * {H} + j] = {initial(5)};" if k.node.op == "lstm" else "",
+        step=cgen.indent("\n".join(loops), "    "), last=last)
+
+
+def _recurrent(k: _K) -> str:
+    n = _rnn_sizes(k)
+    offsets, at = [], 0
+    for name, size in _rnn_scratch(k):
+        offsets.append(f"float *restrict {name} = scratch + {at};")
+        at += size
+    return "\n".join(offsets + [_rnn_direction(k, n, d) for d in range(n["D"])])
+
+
+SCRATCH = {"lstm": _rnn_scratch_bytes, "gru": _rnn_scratch_bytes, "rnn": _rnn_scratch_bytes}  # op -> bytes
+
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
     "softmax": _softmax, "log_softmax": _softmax, "argmax": _arg_best, "cast": _cast,
@@ -519,6 +684,7 @@ EMITTERS = {
     "global_avgpool": _global_avgpool, "flatten": _copy, "reshape": _copy,
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
     **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
+    "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
@@ -577,19 +743,33 @@ class HostBackend(Backend):
         checks = [cgen.check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]
         # intermediates (multi-node regions) live in the workspace: a liveness plan reuses a dead one's bytes
         sizes = {n.output: graph.type_of(n.output).nbytes for n in region.nodes if n.output not in where}
-        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output]) for n in region.nodes], sizes)
+        # and so does the scratch of a node that needs one (SCRATCH), for the node's own call
+        scratch = [self._scratch_bytes(n, graph) for n in region.nodes]
+        arena = plan.plan_arena([plan.Call(n.name, list(n.inputs), [n.output], s)
+                                 for n, s in zip(region.nodes, scratch)], sizes)
+        workspace = cgen.arg_data(len(params))
         for name, offset in arena.offsets.items():
-            where[name] = f"((unsigned char *){cgen.arg_data(len(params))} + {offset})"
+            where[name] = f"((unsigned char *){workspace} + {offset})"
         if arena.size:
             checks.append(cgen.check_workspace(fn, len(params), arena.size))
         tasks: list[str] = []
-        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks) for i, node in enumerate(region.nodes)]
+        scratch_at = {i: f"((unsigned char *){workspace} + {offset})" for i, offset in arena.workspaces.items()}
+        blocks = [self._block(node, graph, where, f"{fn}_task{i}", tasks, scratch_at.get(i))
+                  for i, node in enumerate(region.nodes)]
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = "".join(t + "\n" for t in tasks) + cgen.function(fn, comment, checks, blocks)
         return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, HOST_PRELUDE],
                        workspace_bytes=arena.size)
 
-    def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str]) -> str:
+    @staticmethod
+    def _scratch_bytes(node: Node, graph: Graph) -> int:
+        """Bytes of scratch the node's body needs (SCRATCH), placed in the region's workspace."""
+        if node.op not in SCRATCH:
+            return 0
+        return SCRATCH[node.op](_K(node, [graph.type_of(name) for name in node.inputs], graph.type_of(node.output)))
+
+    def _block(self, node: Node, graph: Graph, where: dict[str, str], task_name: str, tasks: list[str],
+               scratch: str | None = None) -> str:
         ins = [graph.type_of(name) for name in node.inputs]
         out = graph.type_of(node.output)
         k = _K(node, ins, out, task_name)
@@ -599,4 +779,6 @@ class HostBackend(Backend):
         operands["out0"] = (node.output, out)
         bindings = [cgen.pointer(v, _ctype(node.op, t.dtype), where[name], const=v != "out0")
                     for v, (name, t) in operands.items() if v in k.reads]
+        if scratch is not None:  # a float scratch: the only one so far (SCRATCH) is the recurrent ops'
+            bindings.append(cgen.pointer("scratch", "float", scratch, const=False))
         return cgen.block(f"{node.name}: {node.op} -> {out}", bindings, body)

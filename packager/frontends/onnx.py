@@ -58,6 +58,8 @@ VERSIONS = {
     "ReduceSum": (1, 11, 13), "ReduceMean": (1, 11, 13, 18), "ReduceMax": (1, 11, 12, 13, 18, 20),
     "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
+    # recurrent: 14 adds layout (batch first), 22 adds element types; 1 and 3 (output_sequence) are not read
+    "LSTM": (7, 14, 22), "GRU": (7, 14, 22), "RNN": (7, 14, 22),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
