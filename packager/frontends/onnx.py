@@ -58,6 +58,13 @@ VERSIONS = {
     "ReduceSum": (1, 11, 13), "ReduceMean": (1, 11, 13, 18), "ReduceMax": (1, 11, 12, 13, 18, 20),
     "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
+    # data movement at run time: later versions add element types (Gather-11 and GatherElements take negative
+    # indices, as every version is read; Split-13 and Pad-11 move sizes and pads from attributes to inputs,
+    # Split-18 adds num_outputs, Pad-18 axes, Pad-19 mode wrap; DepthToSpace-11 and SpaceToDepth-28
+    # add mode CRD)
+    "GatherElements": (11, 13), "Split": (2, 11, 13, 18), "Tile": (6, 13),
+    "Pad": (2, 11, 13, 18, 19, 21, 23, 24, 25), "DepthToSpace": (1, 11, 13, 28), "SpaceToDepth": (1, 13, 28),
+    "Trilu": (14,),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
