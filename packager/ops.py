@@ -503,8 +503,9 @@ def _pad(c: _Ctx) -> TensorType:
     out = [d + b + e for d, b, e in zip(x, pads, pads[len(x):])]
     if min(out, default=0) < 0:
         raise c.fail(f"pads {pads} crop more than the input has (output {out})", 0)
-    if c.attrs["mode"] != "constant" and any(d == 0 < o for d, o in zip(x, out)):
-        raise c.fail(f"mode '{c.attrs['mode']}' cannot pad an empty dimension", 0)
+    cropped = [d + min(0, b) + min(0, e) for d, b, e in zip(x, pads, pads[len(x):])]  # negative pads crop first
+    if c.attrs["mode"] != "constant" and any(d == 0 < o for d, o in zip(cropped, out)):
+        raise c.fail(f"mode '{c.attrs['mode']}' cannot pad an empty dimension (output {out})", 0)
     if len(c.types) == 2 and math.prod(c.shape(1)) != 1:
         raise c.fail("the pad value must be one element", 0, 1)
     return c.out(out)
@@ -548,7 +549,8 @@ _MOVEMENT = [
     OpSpec("pad", (_MOVED, Input("value", "value", optional=True, dtypes=ANY)),
            {"pads": Attr("ints", doc="begin of each dim, then end of each; negative crops"),
             "mode": Attr("str", "constant", check=_one_of(PAD_MODES))}, _pad,
-           "x padded: constant (value, default 0), reflect (mirror without the edge), edge (repeat it), wrap"),
+           "x cropped by the negative pads, then padded by the others: constant (value, default 0), reflect "
+           "(mirror without the edge), edge (repeat it), wrap"),
     OpSpec("depth_to_space", (_MOVED,), {"blocksize": Attr("int", check=AT_LEAST_1),
                                          "mode": Attr("str", "DCR", check=_one_of(DEPTH_MODES))},
            _depth_to_space, "channel blocks moved into b x b spatial blocks (DCR: depth, column, row order)"),

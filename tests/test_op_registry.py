@@ -48,7 +48,9 @@ def test_a_claim_the_registry_lacks_fails(monkeypatch):
 
 
 def test_derived_tables():
-    assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat"}
+    assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat",
+                             "gather", "gather_elements", "slice", "expand", "tile", "pad", "depth_to_space",
+                             "space_to_depth", "trilu"}
     assert cblas.activations() == ops.elementwise(1) == (
         "relu", "sigmoid", "tanh", "leaky_relu", "clip",
         "abs", "neg", "exp", "log", "sqrt", "reciprocal", "erf", "sin", "cos", "floor", "ceil", "round", "sign",
@@ -86,5 +88,9 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("batchnorm", "epsilon"): ">= 0",
                        **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
                           for flag in ("keepdims", "noop_with_empty_axes")},
-                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1"}
+                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1",
+                       ("pad", "mode"): "one of constant, reflect, edge, wrap",
+                       ("depth_to_space", "blocksize"): ">= 1", ("depth_to_space", "mode"): "one of DCR, CRD",
+                       ("space_to_depth", "blocksize"): ">= 1", ("space_to_depth", "mode"): "one of DCR, CRD",
+                       ("trilu", "upper"): "0 or 1"}
     assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]

@@ -655,10 +655,15 @@ def _pad(k: _K) -> str:
     if 0 in x:  # constant mode over an empty input: only the value
         k.read_only(*(["in1"] if len(k.ins) == 2 else []), "out0")
         return f"for (int64_t o = 0; o < {math.prod(out)}; ++o) out0[o] = {value};"
-    loops = [cgen.indent(MOVE_TEMPLATES["pad_dim"].substitute(d=d, out=o, begin=pads[d], size=x[d], mode=mode),
-                         "  " * d) for d, o in enumerate(out)]
-    inside = " && ".join(f"s{d} >= 0" for d in range(len(out)))
-    source = " + ".join(f"s{d} * {s}" for d, s in enumerate(cgen.strides(x)))
+    # negative pads crop first (as onnxruntime does; the spec's reference, np.pad, takes none): the modes then
+    # pad the cropped input, `size` long from offset `crop` along each dim
+    ndim, xs = len(x), cgen.strides(x)
+    crop = [max(0, -p) for p in pads]
+    loops = [cgen.indent(MOVE_TEMPLATES["pad_dim"].substitute(
+        d=d, out=o, begin=max(0, pads[d]), size=x[d] - crop[d] - crop[ndim + d], mode=mode), "  " * d)
+        for d, o in enumerate(out)]
+    inside = " && ".join(f"s{d} >= 0" for d in range(ndim))
+    source = " + ".join([f"s{d} * {s}" for d, s in enumerate(xs)] + [str(sum(c * s for c, s in zip(crop, xs)))])
     move = f"out0[o++] = {inside} ? in0[{source}] : {value};"
     closing = ["  " * d + "}" for d in range(len(out) - 1, -1, -1)]
     return "\n".join(["int64_t o = 0;", *loops, "  " * len(out) + move, *closing])
