@@ -197,6 +197,31 @@ def test_onnx_movement_ops_at_an_old_opset_match_onnxruntime(tmp_path, cache):
     _run_both(model, {"x": data(2, 8, 3, 4)}, tmp_path, cache)
 
 
+def test_movement_of_constants_is_folded_at_build_time(tmp_path, cache):
+    """With every input a constant, onnx_fold computes the op (no IR node), as onnxruntime would."""
+    nodes = [
+        helper.make_node("Split", ["c", "sizes"], ["s0", "s1"], axis=1),
+        helper.make_node("Tile", ["c", "reps"], ["ti"]),
+        helper.make_node("Pad", ["c", "pads", "fill"], ["pc"]),
+        helper.make_node("Pad", ["c", "pads_r"], ["pr"], mode="reflect"),
+        helper.make_node("DepthToSpace", ["c"], ["d2s"], blocksize=2, mode="CRD"),
+        helper.make_node("SpaceToDepth", ["c"], ["s2d"], blocksize=2),
+        helper.make_node("GatherElements", ["c", "gidx"], ["ge"], axis=3),
+        helper.make_node("Trilu", ["c", "k"], ["tr"], upper=0),
+        helper.make_node("Add", ["x", "s1"], ["y"]),
+    ]
+    inits = [_const("c", data(1, 4, 2, 4)), _const("sizes", [1, 3]), _const("reps", [1, 1, 2, 1]),
+             _const("pads", [0, 0, 1, -1, 0, 1, 0, 2]), _const("fill", np.array([4.5], np.float32)),
+             _const("pads_r", [0, 0, 1, 2, 0, 0, 1, 3]), _const("gidx", RNG.integers(-4, 4, (1, 4, 2, 3))),
+             _const("k", np.array(-1))]
+    outputs = ["s0", "ti", "pc", "pr", "d2s", "s2d", "ge", "tr", "y"]
+    model = _graph(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], outputs, inits, 19)
+    path = str(tmp_path / "c.onnx")
+    onnx.save(model, path)
+    assert [n.op for n in load_graph(path).nodes] == ["add"]
+    _run_both(model, {"x": data(1)}, tmp_path, cache)
+
+
 # ---- ONNX's conformance cases with their parameters as constants ----------------------------------------------
 
 FROZEN_OPS = {"Slice", "Split", "Expand", "Tile", "Pad", "Trilu", "Squeeze", "Unsqueeze", "Reshape"}

@@ -15,6 +15,7 @@ Rewrites (each exact up to float32 rounding; docs/onnx.md):
   BatchNormalization after Conv        -> folded into the conv's weight and bias
   Identity, Dropout, Cast to the same dtype -> no node
   Squeeze, Unsqueeze                    -> reshape
+  Split                                 -> one slice per output
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import math
 import numpy as np
 
 from packager import ops
-from packager.frontends.onnx_fold import (FOLDERS, TYPE_ONLY, axes_of, reshaped_shape, squeezed_shape,
-                                          unsqueezed_shape)
+from packager.frontends.onnx_fold import (FOLDERS, TYPE_ONLY, axes_of, pad_parameters,
+                                          reshaped_shape, resolved_axes, split_sizes, squeezed_shape, unsqueezed_shape)
 from packager.ir import BuildError, Node, TensorType
 
 
@@ -590,13 +591,6 @@ def _build_time(cv: Converter, node: OnnxNode, index: int, what: str) -> np.ndar
     return np.asarray(value).reshape(-1).astype(np.int64)
 
 
-def _resolved_axes(cv: Converter, node: OnnxNode, axes, ndim: int) -> list[int]:
-    out = [int(a) + ndim if int(a) < 0 else int(a) for a in axes]
-    if any(not 0 <= a < ndim for a in out) or len(set(out)) != len(out):
-        raise cv.error(node, f"axes {[int(a) for a in axes]} are repeated or out of range for rank {ndim}")
-    return out
-
-
 @_emits("gather")
 def _gather_op(cv: Converter, node: OnnxNode) -> None:
     cv.emit(node, "gather", node.inputs[:2], node.outputs[0], axis=node.attrs.get("axis", 0))
@@ -630,7 +624,8 @@ def _slice_op(cv: Converter, node: OnnxNode) -> None:
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise cv.error(node, f"starts, ends, axes and steps must have one value each per sliced axis "
                              f"(got {len(starts)}, {len(ends)}, {len(axes)}, {len(steps)})")
-    _emit_slice(cv, node, node.outputs[0], ndim, _resolved_axes(cv, node, axes, ndim), starts, ends, steps)
+    axes = _shape_error(cv, node, resolved_axes, axes, ndim)
+    _emit_slice(cv, node, node.outputs[0], ndim, axes, starts, ends, steps)
 
 
 @_emits("slice")
@@ -638,23 +633,8 @@ def _split(cv: Converter, node: OnnxNode) -> None:
     """One IR slice per output. Sizes: the `split` attribute (before 13) or constant input (13+); else
     num_outputs (18+: chunks of ceil(d / n), the last smaller) or the outputs' count (equal parts)."""
     shape = cv.type_of(node.inputs[0]).shape
-    axis = node.attrs.get("axis", 0)
-    if not -len(shape) <= axis < len(shape):
-        raise cv.error(node, f"axis {axis} is out of range for rank {len(shape)}")
-    axis = axis + len(shape) if axis < 0 else axis
-    d, n = shape[axis], len(node.outputs)
-    sizes = node.attrs.get("split") if node.version < 13 else _build_time(cv, node, 1, "split")
-    if sizes is None and "num_outputs" in node.attrs:
-        chunk = -(-d // max(1, node.attrs["num_outputs"]))
-        sizes = [min(chunk, d - k * chunk) for k in range(node.attrs["num_outputs"])]
-    elif sizes is None:
-        if d % n:
-            raise cv.error(node, f"axis {axis} of size {d} does not split into {n} equal parts")
-        sizes = [d // n] * n
-    sizes = [int(v) for v in sizes]
-    if len(sizes) != n or sum(sizes) != d or min(sizes) < 0:
-        raise cv.error(node, f"split sizes {sizes} must be {n} non-negative values (one per output) "
-                             f"summing to {d} (axis {axis})")
+    split = node.attrs.get("split") if node.version < 13 else _build_time(cv, node, 1, "split")
+    axis, sizes = _shape_error(cv, node, split_sizes, node, shape, split)
     begin = 0
     for out, size in zip(node.outputs, sizes):
         if out:
@@ -679,23 +659,15 @@ def _pad_op(cv: Converter, node: OnnxNode) -> None:
     """pads and the constant value: attributes before version 11, then inputs (pads and axes constant, the
     value a constant or a run-time scalar); axes (18+) say which dims pads cover; negative pads crop."""
     x = node.inputs[0]
-    ndim = len(cv.type_of(x).shape)
-    mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if node.version < 11:
-        pads, value = list(node.attrs["pads"]), node.attrs.get("value", 0.0)
-        value = np.asarray(value, cv.type_of(x).dtype) if value != 0.0 else None
-        axes = None
-    else:
-        pads = list(_build_time(cv, node, 1, "pads"))
+    t = cv.type_of(x)
+    pads, axes = None, None
+    if node.version >= 11:
+        pads, axes = _build_time(cv, node, 1, "pads"), _build_time(cv, node, 3, "axes")
+    full, mode, value = _shape_error(cv, node, pad_parameters, node, len(t.shape), pads, axes)
+    if node.version >= 11:  # the value stays a tensor: a constant or a run-time scalar
         value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
-        axes = _build_time(cv, node, 3, "axes")
-    axes = list(range(ndim)) if axes is None else _resolved_axes(cv, node, axes, ndim)
-    if len(pads) != 2 * len(axes):
-        raise cv.error(node, f"pads {[int(p) for p in pads]} must have 2 values per padded axis ({2 * len(axes)})")
-    full = [0] * (2 * ndim)
-    for k, a in enumerate(axes):
-        full[a], full[ndim + a] = int(pads[k]), int(pads[len(axes) + k])
+    elif value is not None:
+        value = np.asarray(value, t.dtype)
     inputs = [x] if value is None or mode != "constant" else [x, value]
     cv.emit(node, "pad", inputs, node.outputs[0], pads=full, mode=mode)
 
