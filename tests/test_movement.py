@@ -230,8 +230,7 @@ RUN_TIME = {"Pad": {2}}  # inputs left at run time: Pad's constant_value
 
 def _frozen_cases():
     """The cases of FROZEN_OPS whose parameters are graph inputs, those made initializers with the data set's
-    values (the conformance run refuses them as they are: dsopack needs shapes and pads at build time).
-    Cases of an input with a 0 dimension are left out: the frontend reads a 0 as an open dimension."""
+    values (the conformance run refuses them as they are: dsopack needs shapes and pads at build time)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from onnx.backend.test.case.node import collect_testcases
@@ -245,7 +244,7 @@ def _frozen_cases():
         names = [i.name for i in tc.model.graph.input]
         frozen = {n: a for k, (n, a) in enumerate(zip(names, inputs))
                   if k > 0 and n in node.input[1:] and list(node.input).index(n) not in RUN_TIME.get(node.op_type, ())}
-        if frozen and all(0 not in np.shape(a) for a in inputs):
+        if frozen:
             cases.append((tc.name, tc.model, frozen, dict(zip(names, inputs)), expected))
     return cases
 

@@ -261,7 +261,7 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str) -> dict[str,
         tt = vi.type.tensor_type
         dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input '{vi.name}'")
         dims: list = None if not tt.HasField("shape") else [
-            int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
             for d in tt.shape.dim]
         given = shapes.get(vi.name)
         if given is not None:
