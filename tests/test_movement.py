@@ -25,6 +25,7 @@ from packager import ops
 from packager.build import build
 from packager.frontends.onnx import load_graph
 from packager.ir import BuildError, Node, TensorType
+from packager.spec import Target, from_onnx
 
 RNG = np.random.default_rng(7)
 BIG = 2 ** 62  # a bound past any dimension: clamped
@@ -262,7 +263,7 @@ def test_conformance_case_with_constant_parameters(tmp_path, cache, case):
     model.graph.initializer.extend(_const(n, a) for n, a in frozen.items())
     path = str(tmp_path / f"{name}.onnx")
     onnx.save(model, path)
-    report = build(path, str(tmp_path / "m.so"), quiet=True)
+    report = build(from_onnx(path, None, target=Target(cflags=["-O0"])), str(tmp_path / "m.so"), quiet=True)
     with loader.load(report.output) as m:
         got = m.run(**{n: a for n, a in feeds.items() if n not in frozen})
     for out, want in zip(model.graph.output, expected):
