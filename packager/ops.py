@@ -9,7 +9,8 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
-minimum): the ONNX frontend emits them, and a YAML graph may use them too.
+minimum; the data movement of gather, slice, pad...): the ONNX frontend emits
+them, and a YAML graph may use them too.
 Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
@@ -52,7 +53,7 @@ ZERO_OR_ONE = Check(lambda v: v in (0, 1), "0 or 1")
 
 @dataclass(frozen=True)
 class Attr:
-    kind: str  # int | float | ints | pair | pads | perm | dtype
+    kind: str  # int | float | ints | pair | pads | perm | dtype | str
     default: object = REQUIRED
     doc: str = ""
     check: Check | None = None  # on the value, once every attribute has its kind
@@ -513,6 +514,131 @@ _RECURRENT = [
 ]
 
 
+# ---- data movement at run time (Gather, GatherElements, Slice/Split, Expand, Tile, Pad, DepthToSpace,
+# SpaceToDepth, Trilu): elements of any dtype are moved, never computed on; index inputs are int32/int64.
+
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+DEPTH_MODES = ("DCR", "CRD")
+_INDICES = Input("indices", "indices", dtypes=INDEX, group="I")
+
+
+def slice_range(start: int, end: int, step: int, size: int) -> range:
+    """The positions a slice [start:end:step] takes along a dim of `size`: Python's rules (negative bounds
+    count from the end, bounds clamp), which are ONNX Slice's."""
+    return range(*slice(start, end, step).indices(size))
+
+
+def _gather(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    x = c.shape(0)
+    axis = c.axis("axis", len(x))
+    return c.out(x[:axis] + c.shape(1) + x[axis + 1:])
+
+
+def _gather_elements(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    x, idx = c.shape(0), c.shape(1)
+    axis = c.axis("axis", len(x))
+    if len(idx) != len(x) or any(i > d for k, (i, d) in enumerate(zip(idx, x)) if k != axis):
+        raise c.fail(f"indices must have x's rank and dimensions no larger than x's but along axis {axis}", 0, 1)
+    return c.out(idx)
+
+
+def _per_dim(c: _Ctx, names, count: int, what: str) -> None:
+    for name in names:
+        if len(c.attrs[name]) != count:
+            raise c.fail(f"{name} {c.attrs[name]} must have {count} values ({what})", 0)
+
+
+def _slice(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    _per_dim(c, ("starts", "ends", "steps"), len(x), "one per dimension")
+    if 0 in c.attrs["steps"]:
+        raise c.fail(f"steps {c.attrs['steps']} must not be 0", 0)
+    return c.out(len(slice_range(s, e, st, d)) for s, e, st, d in zip(c.attrs["starts"], c.attrs["ends"],
+                                                                       c.attrs["steps"], x))
+
+
+def _expand(c: _Ctx) -> TensorType:
+    shape = broadcast_shapes(c.shape(0), tuple(c.attrs["shape"]))
+    if shape is None or any(d < 0 for d in c.attrs["shape"]):
+        raise c.fail(f"shape {c.attrs['shape']} does not broadcast with x (NumPy rules)", 0)
+    return c.out(shape)
+
+
+def _tile(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    _per_dim(c, ("repeats",), len(x), "one per dimension")
+    if min(c.attrs["repeats"], default=0) < 0:
+        raise c.fail(f"repeats {c.attrs['repeats']} must be >= 0", 0)
+    return c.out(d * r for d, r in zip(x, c.attrs["repeats"]))
+
+
+def _pad(c: _Ctx) -> TensorType:
+    x, pads = c.shape(0), c.attrs["pads"]
+    _per_dim(c, ("pads",), 2 * len(x), "[begin of each dimension, then end of each]")
+    out = [d + b + e for d, b, e in zip(x, pads, pads[len(x):])]
+    if min(out, default=0) < 0:
+        raise c.fail(f"pads {pads} crop more than the input has (output {out})", 0)
+    cropped = [d + min(0, b) + min(0, e) for d, b, e in zip(x, pads, pads[len(x):])]  # negative pads crop first
+    if c.attrs["mode"] != "constant" and any(d == 0 < o for d, o in zip(cropped, out)):
+        raise c.fail(f"mode '{c.attrs['mode']}' cannot pad an empty dimension (output {out})", 0)
+    if len(c.types) == 2 and math.prod(c.shape(1)) != 1:
+        raise c.fail("the pad value must be one element", 0, 1)
+    return c.out(out)
+
+
+def _depth_to_space(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    (n, ch, h, w), b = c.shape(0), c.attrs["blocksize"]
+    if ch % (b * b):
+        raise c.fail(f"channels ({ch}) must be a multiple of blocksize^2 ({b * b})", 0)
+    return c.out((n, ch // (b * b), h * b, w * b))
+
+
+def _space_to_depth(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    (n, ch, h, w), b = c.shape(0), c.attrs["blocksize"]
+    if h % b or w % b:
+        raise c.fail(f"height ({h}) and width ({w}) must be multiples of blocksize ({b})", 0)
+    return c.out((n, ch * b * b, h // b, w // b))
+
+
+def _trilu(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 2, "at least 2-D")
+    return c.out(c.shape(0))
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    return Check(lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+_MOVEMENT = [
+    OpSpec("gather", (_MOVED, _INDICES), {"axis": Attr("int", 0)}, _gather,
+           "x's slices at the indices along axis (negative counts from the end; out of range is a run-time "
+           "error): shape x[:axis] + indices + x[axis+1:]"),
+    OpSpec("gather_elements", (_MOVED, _INDICES), {"axis": Attr("int", 0)}, _gather_elements,
+           "y[i..] = x[i.. with i[axis] replaced by indices[i..]]; shape of indices"),
+    OpSpec("slice", (_MOVED,), {"starts": Attr("ints"), "ends": Attr("ints"), "steps": Attr("ints")}, _slice,
+           "x[starts[d]:ends[d]:steps[d] for each dim d] (Python's rules: negative from the end, clamped)"),
+    OpSpec("expand", (_MOVED,), {"shape": Attr("ints")}, _expand, "x broadcast with shape (NumPy rules)"),
+    OpSpec("tile", (_MOVED,), {"repeats": Attr("ints")}, _tile, "x repeated repeats[d] times along each dim d"),
+    OpSpec("pad", (_MOVED, Input("value", "value", optional=True, dtypes=ANY)),
+           {"pads": Attr("ints", doc="begin of each dim, then end of each; negative crops"),
+            "mode": Attr("str", "constant", check=_one_of(PAD_MODES))}, _pad,
+           "x cropped by the negative pads, then padded by the others: constant (value, default 0), reflect "
+           "(mirror without the edge), edge (repeat it), wrap"),
+    OpSpec("depth_to_space", (_MOVED,), {"blocksize": Attr("int", check=AT_LEAST_1),
+                                         "mode": Attr("str", "DCR", check=_one_of(DEPTH_MODES))},
+           _depth_to_space, "channel blocks moved into b x b spatial blocks (DCR: depth, column, row order)"),
+    OpSpec("space_to_depth", (_MOVED,), {"blocksize": Attr("int", check=AT_LEAST_1),
+                                         "mode": Attr("str", "DCR", check=_one_of(DEPTH_MODES))},
+           _space_to_depth, "b x b spatial blocks moved into channels (the inverse of depth_to_space, same mode)"),
+    OpSpec("trilu", (_MOVED,), {"upper": Attr("int", 1, check=ZERO_OR_ONE), "k": Attr("int", 0)}, _trilu,
+           "the upper (j - i >= k) or lower (j - i <= k) triangle of the last two dims, zeros elsewhere"),
+]
+
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
@@ -600,6 +726,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            "(x - mean) / sqrt(var + epsilon) * scale + bias, channel axis 1"),
     *_REDUCTIONS,
     *_RECURRENT,
+    *_MOVEMENT,
 ]}
 
 
@@ -639,6 +766,8 @@ def _coerce(kind: str, value):
         return v if v is not None and len(v) == 2 and min(v) >= 1 else None
     if kind == "dtype":
         return value if isinstance(value, str) and value in CAST_DTYPES else None
+    if kind == "str":
+        return value if isinstance(value, str) else None
     if kind == "pads":
         v = [int(value)] * 4 if _is_int(value) else _ints(value)
         if v is not None and len(v) == 2:
@@ -655,6 +784,7 @@ _KIND_TEXT = {
     "pair": "a positive integer or a list of two",
     "pads": "a non-negative integer or a list of 2 or 4 ([top, left, bottom, right])",
     "dtype": "a dtype name (" + ", ".join(CAST_DTYPES) + ")",
+    "str": "a string",
 }
 
 

@@ -7,6 +7,8 @@ shared misunderstanding between kernel and reference is unlikely.
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 
@@ -425,6 +427,67 @@ def gru(x, w, r, b=None, initial_h=None, **attrs):
 
 def rnn(x, w, r, b=None, initial_h=None, **attrs):
     return _recurrence("rnn", x, w, r, b, initial_h, **attrs)
+
+# ---- data movement (gather, slice, pad...): exact, any dtype -----------------------------------------------
+
+
+def gather(x, indices, axis=0):
+    return np.take(x, np.asarray(indices, np.int64), axis=axis)  # negative indices count from the end
+
+
+def gather_elements(x, indices, axis=0):
+    """y[i..] = x[i.. with i[axis] = indices[i..]]: indices may be shorter than x along the other axes."""
+    indices = np.asarray(indices, np.int64)
+    x = x[tuple(builtins.slice(None) if d == axis % x.ndim else builtins.slice(0, n)
+                for d, n in enumerate(indices.shape))]
+    return np.take_along_axis(x, np.where(indices < 0, indices + x.shape[axis], indices), axis=axis)
+
+
+def slice(x, starts, ends, steps):  # noqa: A001 (the IR op's name)
+    return x[tuple(builtins.slice(s, e, st) for s, e, st in zip(starts, ends, steps))].copy()
+
+
+def expand(x, shape):
+    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))).copy()
+
+
+def tile(x, repeats):
+    return np.tile(x, repeats)
+
+
+def pad(x, value=None, pads=(), mode="constant"):
+    """Negative pads crop first (onnxruntime's order), then np.pad pads by the others."""
+    n = x.ndim
+    x = x[tuple(builtins.slice(max(0, -b), x.shape[d] - max(0, -e)) for d, (b, e) in enumerate(zip(pads, pads[n:])))]
+    width = [(max(0, b), max(0, e)) for b, e in zip(pads, pads[n:])]
+    if mode == "constant":
+        fill = np.zeros((), x.dtype) if value is None else np.asarray(value).reshape(())
+        return np.pad(x, width, mode="constant", constant_values=fill)
+    return np.pad(x, width, mode=mode)
+
+
+def depth_to_space(x, blocksize, mode="DCR"):
+    """The ONNX definition: a reshape, a transpose, a reshape."""
+    n, c, h, w = x.shape
+    b = blocksize
+    if mode == "DCR":
+        y = x.reshape(n, b, b, c // b // b, h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        y = x.reshape(n, c // b // b, b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return y.reshape(n, c // b // b, h * b, w * b)
+
+
+def space_to_depth(x, blocksize, mode="DCR"):
+    n, c, h, w = x.shape
+    b = blocksize
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    y = y.transpose(0, 3, 5, 1, 2, 4) if mode == "DCR" else y.transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(n, c * b * b, h // b, w // b)
+
+
+def trilu(x, upper=1, k=0):
+    return np.triu(x, k) if upper else np.tril(x, k)
+
 
 # ---- how close a float32 result must be to these references ----------------------------
 #

@@ -367,9 +367,10 @@ def test_runtime_shape_operands_are_refused(tmp_path):
     model = make_model(nodes, {"x": ("float32", (2, 3)), "s": ("float32", (2,))}, {}, {"y": "float32"}, 17)
     assert "node 'reshape_7' (Reshape): the shape ('ti') must be known at build time" in error_of(
         save(model, tmp_path / "r.onnx"))
-    nodes = [helper.make_node("Gather", ["x", "i"], ["y"], name="gather_2", axis=1)]
-    model = make_model(nodes, {"x": ("float32", (2, 3))}, {"i": np.array(1, np.int64)}, {"y": "float32"}, 17)
-    assert ("node 'gather_2' (Gather): dsopack computes Gather only at build time (constant folding), but input "
+    nodes = [helper.make_node("Range", ["x", "n", "d"], ["y"], name="range_2")]
+    model = make_model(nodes, {"x": ("float32", ())}, {"n": np.array(5, np.float32), "d": np.array(1, np.float32)},
+                       {"y": "float32"}, 17)
+    assert ("node 'range_2' (Range): dsopack computes Range only at build time (constant folding), but input "
             "'x' is computed at run time") in error_of(save(model, tmp_path / "g.onnx"))
 
 

@@ -48,7 +48,9 @@ def test_a_claim_the_registry_lacks_fails(monkeypatch):
 
 
 def test_derived_tables():
-    assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat"}
+    assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat",
+                             "gather", "gather_elements", "slice", "expand", "tile", "pad", "depth_to_space",
+                             "space_to_depth", "trilu"}
     assert cblas.activations() == ops.elementwise(1) == (
         "relu", "sigmoid", "tanh", "leaky_relu", "clip",
         "abs", "neg", "exp", "log", "sqrt", "reciprocal", "erf", "sin", "cos", "floor", "ceil", "round", "sign",
@@ -91,5 +93,10 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        **{(op, name): says for op in ("lstm", "gru", "rnn") for name, says in
                           (("direction", "0, 1 or 2"), ("layout", "0 or 1"), ("clip", "> 0"))},
                        ("lstm", "returns"): "0 to 2", ("gru", "returns"): "0 or 1", ("rnn", "returns"): "0 or 1",
-                       ("lstm", "input_forget"): "0 or 1", ("gru", "linear_before_reset"): "0 or 1"}
+                       ("lstm", "input_forget"): "0 or 1", ("gru", "linear_before_reset"): "0 or 1",
+                       # data movement
+                       ("pad", "mode"): "one of constant, reflect, edge, wrap",
+                       ("depth_to_space", "blocksize"): ">= 1", ("depth_to_space", "mode"): "one of DCR, CRD",
+                       ("space_to_depth", "blocksize"): ">= 1", ("space_to_depth", "mode"): "one of DCR, CRD",
+                       ("trilu", "upper"): "0 or 1"}
     assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "lstm", "gru", "rnn"]  # activations

@@ -26,19 +26,14 @@ from packager.ir import BuildError
 REFUSED = {
     "audio_conv1d.dynamo": "only 2-D convolution is supported",
     "audio_conv1d.script": "only 2-D convolution is supported",
-    "bert.dynamo": {"GatherElements", "IsNaN", "LayerNormalization"},
+    "bert.dynamo": {"IsNaN", "LayerNormalization"},
     "convnext_tiny.dynamo": {"LayerNormalization"},
     "convnext_tiny.script": {"LayerNormalization"},
     "distilbert.dynamo": {"IsNaN", "LayerNormalization"},
     "distilbert.script": {"LayerNormalization"},
-    "gpt2.dynamo": {"IsNaN", "LayerNormalization", "Split"},
-    "lstm.dynamo": "dsopack computes Gather only at build time",  # the LSTMs build: tests/test_recurrent.py
-    "lstm.script": "dsopack computes Gather only at build time",
+    "gpt2.dynamo": {"IsNaN", "LayerNormalization"},
     "segmentation.dynamo": {"ConvTranspose", "Resize"},
     "segmentation.script": {"ConvTranspose", "Resize"},
-    "shufflenet_v2_x0_5.dynamo": {"Split"},
-    "shufflenet_v2_x0_5.script": "dsopack computes Slice only at build time",
-    "t5_encoder.script": "dsopack computes Gather only at build time",
     "vit_b_16.dynamo": {"LayerNormalization"},
     "vit_b_16.script": {"LayerNormalization"},
 }

@@ -676,6 +676,176 @@ def _recurrent(k: _K) -> str:
 
 
 SCRATCH = {"lstm": _rnn_scratch_bytes, "gru": _rnn_scratch_bytes, "rnn": _rnn_scratch_bytes}  # op -> bytes
+# ---- data movement at run time: gather, gather_elements, slice, expand, tile, depth_to_space,
+# space_to_depth, pad, trilu. Elements move as unsigned ints of their size (_ctype); index inputs are bound
+# that way too and read back through their signed type. Slice, expand, tile and the depth/space ops are one
+# strided copy: the output walked as a view (dims) while the input walks strides from a base offset.
+# An index out of range is reported (set_error) and the function returns -1 before anything is written.
+MOVE_TEMPLATES = {
+    "copy_strided": Template("out0[$o] = in0[$base + $a];"),
+    "index": Template("""\
+int64_t ix = (int64_t)($itype)in1[$at];
+if (ix < 0) ix += $n;
+if (ix < 0 || ix >= $n) {
+  DPK_HOST_ERROR("%s: index %lld at position %lld is out of range for axis $axis of size $n (allowed -$n..$last)",
+                 "$node", (long long)(($itype)in1[$at]), (long long)($at));
+  return -1;
+}"""),
+    "gather": Template("""\
+for (int64_t j = 0; j < $m; ++j) {
+$check
+}
+for (int64_t r = 0; r < $outer; ++r)
+  for (int64_t j = 0; j < $m; ++j) {
+    int64_t ix = (int64_t)($itype)in1[j];
+    if (ix < 0) ix += $n;
+    memcpy(out0 + (r * $m + j) * $inner, in0 + (r * $n + ix) * $inner, $inner * sizeof *out0);
+  }"""),
+    "gather_elements": Template("""\
+for (int64_t j = 0; j < $m; ++j) {
+$check
+}
+$loops"""),
+    "gather_element": Template("""\
+int64_t ix = (int64_t)($itype)in1[$$o];
+if (ix < 0) ix += $n;
+out0[$$o] = in0[$$a + ix * $stride];"""),
+    # one loop per dim; s<d> is the input position output position c<d> reads (negative: the pad value)
+    "pad_dim": Template("""\
+for (int64_t c$d = 0; c$d < $out; ++c$d) {
+  const int64_t s$d = dpk_host_pad_source(c$d - $begin, $size, $mode);"""),
+    "trilu": Template("""\
+for (int64_t b = 0; b < $batch; ++b)
+  for (int64_t r = 0; r < $rows; ++r)
+    for (int64_t c = 0; c < $cols; ++c) {
+      const int64_t i = (b * $rows + r) * $cols + c;
+      out0[i] = c - r $keep $k ? in0[i] : 0;
+    }"""),
+}
+PAD_MODE_CODES = {mode: code for code, mode in enumerate(ops.PAD_MODES)}  # dpk_host_pad_source's `mode`
+
+
+def _empty(k: _K) -> str:
+    k.read_only()
+    return "/* empty */"
+
+
+def _strided_copy(k: _K, dims, in_strides, base: int = 0) -> str:
+    """out0, walked compactly as a view of `dims`, gets in0[base + sum(index * in_strides)]."""
+    if 0 in dims:
+        return _empty(k)
+    dims, strides = cgen.collapse(list(dims), [cgen.strides(dims), list(in_strides)])
+    return cgen.nest(dims, strides, MOVE_TEMPLATES["copy_strided"], base=base)
+
+
+def _slice(k: _K) -> str:
+    x, xs = k.shape(0), cgen.strides(k.shape(0))
+    spans = [ops.slice_range(*a, d) for *a, d in zip(k.attrs["starts"], k.attrs["ends"], k.attrs["steps"], x)]
+    base = sum(r.start * s for r, s in zip(spans, xs) if len(r))
+    return _strided_copy(k, k.out.shape, [r.step * s for r, s in zip(spans, xs)], base)
+
+
+def _expand(k: _K) -> str:
+    return _strided_copy(k, k.out.shape, cgen.broadcast_strides(k.shape(0), k.out.shape))
+
+
+def _tile(k: _K) -> str:
+    """The output as [r0, d0, r1, d1, ...]: the input's strides, 0 along each repeat."""
+    x, xs = k.shape(0), cgen.strides(k.shape(0))
+    dims = [v for r, d in zip(k.attrs["repeats"], x) for v in (r, d)]
+    return _strided_copy(k, dims, [v for s in xs for v in (0, s)])
+
+
+def _permuted_view(k: _K, view, perm) -> str:
+    """The input read as shape `view`, transposed by `perm`, is the output (a reshape around a transpose)."""
+    vs = cgen.strides(view)
+    return _strided_copy(k, [view[p] for p in perm], [vs[p] for p in perm])
+
+
+def _depth_to_space(k: _K) -> str:
+    (n, c, h, w), b = k.shape(0), k.attrs["blocksize"]
+    if k.attrs["mode"] == "DCR":  # channel = (bh * b + bw) * C' + c'
+        return _permuted_view(k, [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2])
+    return _permuted_view(k, [n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3])  # CRD: c' * b * b + bh * b + bw
+
+
+def _space_to_depth(k: _K) -> str:
+    (n, c, h, w), b = k.shape(0), k.attrs["blocksize"]
+    perm = [0, 3, 5, 1, 2, 4] if k.attrs["mode"] == "DCR" else [0, 1, 3, 5, 2, 4]
+    return _permuted_view(k, [n, c, h // b, b, w // b, b], perm)
+
+
+def _index_check(k: _K, n: int, axis: int) -> str:
+    """Index in1[j] must lie in -n..n-1, else the function reports it and returns -1."""
+    text = MOVE_TEMPLATES["index"].substitute(itype=cgen.ctype(k.ins[1].dtype), at="j", n=n, last=n - 1,
+                                              axis=axis, node=cgen.c_string(f"{k.node.name} ({k.node.op})"))
+    return cgen.indent(text, "  ")
+
+
+def _gather(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    if math.prod(k.out.shape) == 0:
+        return _empty(k)
+    n = x[axis]
+    return MOVE_TEMPLATES["gather"].substitute(m=math.prod(k.shape(1)), n=n, outer=math.prod(x[:axis]),
+                                               inner=math.prod(x[axis + 1:]), itype=cgen.ctype(k.ins[1].dtype),
+                                               check=_index_check(k, n, axis))
+
+
+def _gather_elements(k: _K) -> str:
+    x, idx = k.shape(0), k.shape(1)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    if 0 in idx:
+        return _empty(k)
+    xs = cgen.strides(x)
+    # out0 and indices share the offset $o (same shape); x's walks every dim but axis, where the index moves it
+    dims, strides = cgen.collapse(list(idx), [cgen.strides(idx), [0 if d == axis else s for d, s in enumerate(xs)]])
+    move = Template(MOVE_TEMPLATES["gather_element"].substitute(itype=cgen.ctype(k.ins[1].dtype), n=x[axis],
+                                                                stride=xs[axis]))
+    return MOVE_TEMPLATES["gather_elements"].substitute(m=math.prod(idx), check=_index_check(k, x[axis], axis),
+                                                        loops=cgen.nest(dims, strides, move))
+
+
+def _pad(k: _K) -> str:
+    """One loop per output dim, each mapping its position to the input's (dpk_host_pad_source)."""
+    x, out, pads = k.shape(0), k.out.shape, k.attrs["pads"]
+    if 0 in out:
+        return _empty(k)
+    value = "in1[0]" if len(k.ins) == 2 else "0"
+    if not out:
+        return "out0[0] = in0[0];"
+    mode = PAD_MODE_CODES[k.attrs["mode"]]
+    if 0 in x:  # constant mode over an empty input: only the value
+        k.read_only(*(["in1"] if len(k.ins) == 2 else []), "out0")
+        return f"for (int64_t o = 0; o < {math.prod(out)}; ++o) out0[o] = {value};"
+    # negative pads crop first (as onnxruntime does; the spec's reference, np.pad, takes none): the modes then
+    # pad the cropped input, `size` long from offset `crop` along each dim
+    ndim, xs = len(x), cgen.strides(x)
+    crop = [max(0, -p) for p in pads]
+    loops = [cgen.indent(MOVE_TEMPLATES["pad_dim"].substitute(
+        d=d, out=o, begin=max(0, pads[d]), size=x[d] - crop[d] - crop[ndim + d], mode=mode), "  " * d)
+        for d, o in enumerate(out)]
+    inside = " && ".join(f"s{d} >= 0" for d in range(ndim))
+    source = " + ".join([f"s{d} * {s}" for d, s in enumerate(xs)] + [str(sum(c * s for c, s in zip(crop, xs)))])
+    move = f"out0[o++] = {inside} ? in0[{source}] : {value};"
+    closing = ["  " * d + "}" for d in range(len(out) - 1, -1, -1)]
+    return "\n".join(["int64_t o = 0;", *loops, "  " * len(out) + move, *closing])
+
+
+def _trilu(k: _K) -> str:
+    x = k.shape(0)
+    if 0 in x:
+        return _empty(k)
+    return MOVE_TEMPLATES["trilu"].substitute(batch=math.prod(x[:-2]), rows=x[-2], cols=x[-1], k=k.attrs["k"],
+                                              keep=">=" if k.attrs["upper"] else "<=")
+
+
+MOVE_EMITTERS = {
+    "gather": _gather, "gather_elements": _gather_elements, "slice": _slice, "expand": _expand, "tile": _tile,
+    "pad": _pad, "depth_to_space": _depth_to_space, "space_to_depth": _space_to_depth, "trilu": _trilu,
+}
+
 
 EMITTERS = {
     "dense": _dense, "matmul": _matmul,
@@ -685,6 +855,7 @@ EMITTERS = {
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
     **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
     "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
+    **MOVE_EMITTERS,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}

@@ -60,6 +60,13 @@ VERSIONS = {
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
     # recurrent: 14 adds layout (batch first), 22 adds element types; 1 and 3 (output_sequence) are not read
     "LSTM": (7, 14, 22), "GRU": (7, 14, 22), "RNN": (7, 14, 22),
+    # data movement at run time: later versions add element types (Gather-11 and GatherElements take negative
+    # indices, as every version is read; Split-13 and Pad-11 move sizes and pads from attributes to inputs,
+    # Split-18 adds num_outputs, Pad-18 axes, Pad-19 mode wrap; DepthToSpace-11 and SpaceToDepth-28
+    # add mode CRD)
+    "GatherElements": (11, 13), "Split": (2, 11, 13, 18), "Tile": (6, 13),
+    "Pad": (2, 11, 13, 18, 19, 21, 23, 24, 25), "DepthToSpace": (1, 11, 13, 28), "SpaceToDepth": (1, 13, 28),
+    "Trilu": (14,),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -256,7 +263,7 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str) -> dict[str,
         tt = vi.type.tensor_type
         dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input '{vi.name}'")
         dims: list = None if not tt.HasField("shape") else [
-            int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
             for d in tt.shape.dim]
         given = shapes.get(vi.name)
         if given is not None:

@@ -9,8 +9,8 @@ static reshape. `FOLDERS` maps an op type to `fn(node, inputs) -> [outputs]`;
 tensors, str for strings) and `node.opset` the model's default-domain opset, `node.version` the op's version
 (its schema's since_version at that opset).
 
-Ops listed here but without a converter in onnx_ops.CONVERTERS (Shape, Gather,
-Slice, Range...) are build-time only: with an input computed at run time they
+Ops listed here but without a converter in onnx_ops.CONVERTERS (Shape, Range,
+Equal...) are build-time only: with an input computed at run time they
 are refused, naming the node.
 """
 
@@ -116,6 +116,109 @@ def _slice(node, inputs):
             raise ValueError("Slice step 0")
         index[_axis(int(a), data.ndim)] = slice(int(s), int(e), int(st))
     return [data[tuple(index)].copy()]
+
+
+# ---- data movement (the converters in onnx_ops emit the same ops at run time and share these helpers)
+
+
+def resolved_axes(axes, ndim: int) -> list[int]:
+    out = [int(a) + ndim if int(a) < 0 else int(a) for a in axes]
+    if any(not 0 <= a < ndim for a in out) or len(set(out)) != len(out):
+        raise ValueError(f"axes {[int(a) for a in axes]} are repeated or out of range for rank {ndim}")
+    return out
+
+
+def split_sizes(node, shape, split) -> tuple[int, list[int]]:
+    """(axis, sizes) of a Split: `split` (the attribute before version 13, else the constant input; None if
+    absent), else num_outputs (18+: chunks of ceil(d / n), the last smaller), else equal parts."""
+    axis = node.attrs.get("axis", 0)
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"axis {axis} is out of range for rank {len(shape)}")
+    axis = _axis(axis, len(shape))
+    d, n = shape[axis], len(node.outputs)
+    if split is None and "num_outputs" in node.attrs:
+        chunk = -(-d // max(1, node.attrs["num_outputs"]))
+        split = [min(chunk, d - k * chunk) for k in range(node.attrs["num_outputs"])]
+    elif split is None:
+        if d % n:
+            raise ValueError(f"axis {axis} of size {d} does not split into {n} equal parts")
+        split = [d // n] * n
+    sizes = [int(v) for v in np.asarray(split).reshape(-1)]
+    if len(sizes) != n or sum(sizes) != d or min(sizes) < 0:
+        raise ValueError(f"split sizes {sizes} must be {n} non-negative values (one per output) "
+                         f"summing to {d} (axis {axis})")
+    return axis, sizes
+
+
+def full_pads(pads, axes, ndim: int) -> list[int]:
+    """Pad's pads over `axes` (None: all) as [begin of each dim, then end of each]."""
+    axes = list(range(ndim)) if axes is None else resolved_axes(axes, ndim)
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"pads {pads} must have 2 values per padded axis ({2 * len(axes)})")
+    full = [0] * (2 * ndim)
+    for k, a in enumerate(axes):
+        full[a], full[ndim + a] = pads[k], pads[len(axes) + k]
+    return full
+
+
+def pad_parameters(node, ndim: int, pads=None, axes=None) -> tuple[list[int], str, float | None]:
+    """(full pads, mode, the value attribute or None) of a Pad: pads and value are attributes before
+    version 11; from 11 pads (and axes, 18+) are the inputs given, the value an input too (not read here)."""
+    mode = node.attrs.get("mode", "constant")
+    if node.version < 11:
+        value = node.attrs.get("value", 0.0)
+        return full_pads(node.attrs["pads"], None, ndim), mode, None if value == 0.0 else value
+    return full_pads(pads, axes, ndim), mode, None
+
+
+def _split(node, inputs):
+    axis, sizes = split_sizes(node, inputs[0].shape, node.attrs.get("split") if node.version < 13 else
+                              (inputs[1] if len(inputs) > 1 else None))
+    return np.split(inputs[0], np.cumsum(sizes)[:-1], axis=axis)
+
+
+def _pad(node, inputs):
+    x = inputs[0]
+    pads, mode, value = pad_parameters(node, x.ndim, *inputs[1:2], *inputs[3:4])
+    if node.version >= 11:
+        value = inputs[2] if len(inputs) > 2 else None
+    n = x.ndim
+    x = x[tuple(slice(max(0, -b), x.shape[d] - max(0, -e)) for d, (b, e) in enumerate(zip(pads, pads[n:])))]
+    width = [(max(0, b), max(0, e)) for b, e in zip(pads, pads[n:])]
+    if mode != "constant":
+        return [np.pad(x, width, mode=mode)]
+    return [np.pad(x, width, constant_values=np.asarray(0 if value is None else value).reshape(-1)[0])]
+
+
+def _depth_to_space(node, inputs):
+    x, b = inputs[0], node.attrs["blocksize"]
+    n, c, h, w = x.shape
+    if node.attrs.get("mode", "DCR") == "DCR":
+        y = x.reshape(n, b, b, c // b // b, h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        y = x.reshape(n, c // b // b, b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return [np.ascontiguousarray(y.reshape(n, c // b // b, h * b, w * b))]
+
+
+def _space_to_depth(node, inputs):
+    x, b = inputs[0], node.attrs["blocksize"]
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    y = y.transpose(0, 3, 5, 1, 2, 4) if node.attrs.get("mode", "DCR") == "DCR" else y.transpose(0, 1, 3, 5, 2, 4)
+    return [np.ascontiguousarray(y.reshape(n, c * b * b, h // b, w // b))]
+
+
+def _gather_elements(node, inputs):
+    x, idx = inputs[0], inputs[1].astype(np.int64)
+    axis = _axis(node.attrs.get("axis", 0), x.ndim)
+    x = x[tuple(slice(None) if d == axis else slice(0, k) for d, k in enumerate(idx.shape))]
+    return [np.take_along_axis(x, np.where(idx < 0, idx + x.shape[axis], idx), axis=axis)]
+
+
+def _trilu(node, inputs):
+    k = int(np.asarray(inputs[1]).reshape(-1)[0]) if len(inputs) > 1 and inputs[1] is not None else 0
+    return [np.triu(inputs[0], k) if node.attrs.get("upper", 1) else np.tril(inputs[0], k)]
 
 
 def _gemm(node, inputs):
@@ -247,6 +350,10 @@ FOLDERS = {
     "Gemm": _gemm,
     "ArgMax": _argmax,
     "ReduceProd": _reduce_prod,
+    # data movement (at run time: onnx_ops.MOVE_CONVERTERS)
+    "Split": _split, "Tile": lambda node, inputs: [np.tile(inputs[0], [int(r) for r in inputs[1]])],
+    "Pad": _pad, "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
+    "GatherElements": _gather_elements, "Trilu": _trilu,
 }
 # Shape and Size need only their input's type, which is known for run-time tensors too.
 TYPE_ONLY = {"Shape", "Size"}

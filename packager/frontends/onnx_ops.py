@@ -16,6 +16,7 @@ Rewrites (each exact up to float32 rounding; docs/onnx.md):
   Identity, Dropout, Cast to the same dtype -> no node
   Squeeze, Unsqueeze                    -> reshape
   LSTM, GRU, RNN                        -> one lstm / gru / rnn node per output read (Y, Y_h, Y_c)
+  Split                                 -> one slice per output
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import math
 import numpy as np
 
 from packager import ops
-from packager.frontends.onnx_fold import (FOLDERS, TYPE_ONLY, axes_of, reshaped_shape, squeezed_shape,
-                                          unsqueezed_shape)
+from packager.frontends.onnx_fold import (FOLDERS, TYPE_ONLY, axes_of, pad_parameters,
+                                          reshaped_shape, resolved_axes, split_sizes, squeezed_shape, unsqueezed_shape)
 from packager.ir import BuildError, Node, TensorType
 
 
@@ -646,6 +647,128 @@ def _recurrent(op: str):
             if out and cv.uses.get(out):
                 cv.emit(node, op, inputs, out, returns=k, **attrs)
     return convert
+# ---- data movement at run time: Gather, GatherElements, Slice, Split, Expand, Tile, Pad, DepthToSpace,
+# SpaceToDepth, Trilu (with every input known at build time, onnx_fold computes them instead) ---------------
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _build_time(cv: Converter, node: OnnxNode, index: int, what: str) -> np.ndarray | None:
+    """Input `index` (named `what` in the error) as a flat int64 array, None if absent; it must be a constant."""
+    if len(node.inputs) <= index or not node.inputs[index]:
+        return None
+    value = cv.const(node.inputs[index])
+    if value is None:
+        raise cv.error(node, f"{what} ('{node.inputs[index]}') must be known at build time")
+    return np.asarray(value).reshape(-1).astype(np.int64)
+
+
+@_emits("gather")
+def _gather_op(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "gather", node.inputs[:2], node.outputs[0], axis=node.attrs.get("axis", 0))
+
+
+@_emits("gather_elements")
+def _gather_elements(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "gather_elements", node.inputs[:2], node.outputs[0], axis=node.attrs.get("axis", 0))
+
+
+def _emit_slice(cv: Converter, node: OnnxNode, output: str, ndim: int, axes, starts, ends, steps) -> None:
+    """An IR slice of node.inputs[0]: full-rank starts/ends/steps, the untouched dims whole."""
+    full = {"starts": [0] * ndim, "ends": [INT64_MAX] * ndim, "steps": [1] * ndim}
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        full["starts"][a], full["ends"][a], full["steps"][a] = int(s), int(e), int(st)
+    cv.emit(node, "slice", [node.inputs[0]], output, **full)
+
+
+@_emits("slice")
+def _slice_op(cv: Converter, node: OnnxNode) -> None:
+    """starts, ends, axes: attributes before version 10, then constant inputs (with steps)."""
+    ndim = len(cv.type_of(node.inputs[0]).shape)
+    if node.version < 10:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes, steps = node.attrs.get("axes"), None
+    else:
+        starts, ends = _build_time(cv, node, 1, "starts"), _build_time(cv, node, 2, "ends")
+        axes, steps = _build_time(cv, node, 3, "axes"), _build_time(cv, node, 4, "steps")
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise cv.error(node, f"starts, ends, axes and steps must have one value each per sliced axis "
+                             f"(got {len(starts)}, {len(ends)}, {len(axes)}, {len(steps)})")
+    axes = _shape_error(cv, node, resolved_axes, axes, ndim)
+    _emit_slice(cv, node, node.outputs[0], ndim, axes, starts, ends, steps)
+
+
+@_emits("slice")
+def _split(cv: Converter, node: OnnxNode) -> None:
+    """One IR slice per output. Sizes: the `split` attribute (before 13) or constant input (13+); else
+    num_outputs (18+: chunks of ceil(d / n), the last smaller) or the outputs' count (equal parts)."""
+    shape = cv.type_of(node.inputs[0]).shape
+    split = node.attrs.get("split") if node.version < 13 else _build_time(cv, node, 1, "split")
+    axis, sizes = _shape_error(cv, node, split_sizes, node, shape, split)
+    begin = 0
+    for out, size in zip(node.outputs, sizes):
+        if out:
+            _emit_slice(cv, node, out, len(shape), [axis], [begin], [begin + size], [1])
+        begin += size
+
+
+@_emits("expand")
+def _expand_op(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "expand", [node.inputs[0]], node.outputs[0],
+            shape=[int(d) for d in _build_time(cv, node, 1, "shape")])
+
+
+@_emits("tile")
+def _tile_op(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "tile", [node.inputs[0]], node.outputs[0],
+            repeats=[int(r) for r in _build_time(cv, node, 1, "repeats")])
+
+
+@_emits("pad")
+def _pad_op(cv: Converter, node: OnnxNode) -> None:
+    """pads and the constant value: attributes before version 11, then inputs (pads and axes constant, the
+    value a constant or a run-time scalar); axes (18+) say which dims pads cover; negative pads crop."""
+    x = node.inputs[0]
+    t = cv.type_of(x)
+    pads, axes = None, None
+    if node.version >= 11:
+        pads, axes = _build_time(cv, node, 1, "pads"), _build_time(cv, node, 3, "axes")
+    full, mode, value = _shape_error(cv, node, pad_parameters, node, len(t.shape), pads, axes)
+    if node.version >= 11:  # the value stays a tensor: a constant or a run-time scalar
+        value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    elif value is not None:
+        value = np.asarray(value, t.dtype)
+    inputs = [x] if value is None or mode != "constant" else [x, value]
+    cv.emit(node, "pad", inputs, node.outputs[0], pads=full, mode=mode)
+
+
+@_emits("depth_to_space")
+def _depth_to_space_op(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "depth_to_space", [node.inputs[0]], node.outputs[0], blocksize=node.attrs["blocksize"],
+            mode=node.attrs.get("mode", "DCR"))
+
+
+@_emits("space_to_depth")
+def _space_to_depth_op(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "space_to_depth", [node.inputs[0]], node.outputs[0], blocksize=node.attrs["blocksize"],
+            mode=node.attrs.get("mode", "DCR"))
+
+
+@_emits("trilu")
+def _trilu_op(cv: Converter, node: OnnxNode) -> None:
+    k = _build_time(cv, node, 1, "k")
+    cv.emit(node, "trilu", [node.inputs[0]], node.outputs[0], upper=node.attrs.get("upper", 1),
+            k=0 if k is None else int(k[0]))
+
+
+MOVE_CONVERTERS = {
+    "Gather": _gather_op, "GatherElements": _gather_elements, "Slice": _slice_op, "Split": _split,
+    "Expand": _expand_op, "Tile": _tile_op, "Pad": _pad_op, "DepthToSpace": _depth_to_space_op,
+    "SpaceToDepth": _space_to_depth_op, "Trilu": _trilu_op,
+}
+
 
 CONVERTERS = {
     "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
@@ -685,5 +808,6 @@ CONVERTERS = {
     "Sum": _variadic("add"), "Mean": _variadic("add", mean=True), "Max": _variadic("maximum"),
     "Min": _variadic("minimum"),
     "LSTM": _recurrent("lstm"), "GRU": _recurrent("gru"), "RNN": _recurrent("rnn"),
+    **MOVE_CONVERTERS,
 }
 SUPPORTED = set(CONVERTERS) | set(FOLDERS)

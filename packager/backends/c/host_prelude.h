@@ -14,6 +14,19 @@ static inline int64_t dpk_host_end(int64_t b, int64_t s, int64_t n) {
   return e < n ? e : n;
 }
 
+/* Pad: the input position (0..n-1) that output position i (counted from the input's start, so the
+ * padding before it is negative) reads, or -1 for the pad value. mode: 0 constant, 1 reflect (mirror
+ * without repeating the edge), 2 edge, 3 wrap (host.PAD_MODE_CODES). n >= 1 unless mode is 0. */
+static inline int64_t dpk_host_pad_source(int64_t i, int64_t n, int mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == 0) return -1;
+  if (mode == 2) return i < 0 ? 0 : n - 1;
+  if (mode == 3) return (i % n + n) % n;
+  if (n == 1) return 0;
+  const int64_t period = 2 * (n - 1), r = (i % period + period) % period;
+  return r < n ? r : period - r;
+}
+
 /* y[m, n] = sum_k x[m, k] * w[n, k] + (b ? b[n] : 0): x [M, K], w [N, K] (dense).
  * A lane array keeps DPK_HOST_LANES partial sums (an explicit reassociation, so
  * the compiler vectorizes the dot product without -ffast-math). Blocking several
