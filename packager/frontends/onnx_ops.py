@@ -574,6 +574,153 @@ def _mod(cv: Converter, node: OnnxNode) -> None:
     cv.emit(node, "mod", node.inputs[:2], node.outputs[0], fmod=fmod)
 
 
+# ---- normalization (LayerNormalization, InstanceNormalization, GroupNormalization), LRN, CumSum, TopK --------
+# The three normalizations are one IR op, layer_norm (statistics over its last axes, then scale and bias
+# mapped onto x): InstanceNormalization is layer_norm over the spatial axes with a [C, 1, ...] scale,
+# GroupNormalization layer_norm of x viewed as [N, G, C/G, spatial] over its last two axes.
+
+
+def _used(cv: Converter, name: str) -> bool:
+    return bool(name) and cv.uses.get(name, 0) > 0
+
+
+def _refuse_stash(cv: Converter, node: OnnxNode) -> None:
+    """stash_type 1 (float32 statistics) only; dsopack's kernel accumulates them in double, which is
+    at least as precise."""
+    stash = node.attrs.get("stash_type", 1)
+    if stash != 1:
+        raise cv.error(node, f"stash_type {stash} is not supported (only 1: float32 statistics)")
+
+
+def _affine_params(cv: Converter, node: OnnxNode, x_shape, params: list[str]) -> list[str]:
+    """Scale and bias as layer_norm takes them (their non-1 dims one run of x's dims, the same for both):
+    as they are when they fit, else constants broadcast to the run that covers both."""
+    shapes = [cv.type_of(p).shape for p in params]
+    runs = [ops.affine_run(s, x_shape) for s in shapes]
+    if None not in runs and len(set(runs)) == 1:
+        return params
+    r = len(x_shape)
+    padded = [(1,) * (r - len(s)) + tuple(s) for s in shapes]
+    if any(len(s) > r for s in shapes) or ops.broadcast_shapes(x_shape, *padded) != tuple(x_shape):
+        raise cv.error(node, f"scale and bias {[list(s) for s in shapes]} do not broadcast to x {list(x_shape)}")
+    dims = [k for p in padded for k, d in enumerate(p) if d != 1]
+    lo, hi = min(dims), max(dims) + 1
+    block = tuple(x_shape[lo:hi]) + (1,) * (r - hi)
+    out = []
+    for p, pad in zip(params, padded):
+        value = cv.const(p)
+        if value is None:
+            raise cv.error(node, f"'{p}' of shape {list(cv.type_of(p).shape)} covers other dimensions of x "
+                                 f"{list(x_shape)} than its partner; only a constant can be broadcast to them")
+        full = np.broadcast_to(value.reshape(pad)[(0,) * lo], block)
+        out.append(cv.weight(full, f"{p}/broadcast", value.dtype))
+    return out
+
+
+def _reshaped(cv: Converter, node: OnnxNode, name: str, shape: list[int]) -> str:
+    """`name` viewed with `shape`: a constant reshaped at build time, a run-time tensor by a reshape node."""
+    value = cv.const(name)
+    if value is not None:
+        return cv.weight(value.reshape(shape), f"{name}/reshaped", value.dtype)
+    return cv.emit(node, "reshape", [name], shape=shape)
+
+
+@_emits("layer_norm", "reduce_mean", "sub", "mul", "add", "sqrt", "reciprocal")
+def _layer_normalization(cv: Converter, node: OnnxNode) -> None:
+    """Y by layer_norm; the optional Mean and InvStdDev outputs, when a model reads them, by the ops of the
+    spec's own definition (ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Reciprocal)."""
+    _refuse_stash(cv, node)
+    x = node.inputs[0]
+    params = [p for p in node.inputs[1:3] if p]
+    shape = cv.type_of(x).shape
+    axis, eps = node.attrs.get("axis", -1), float(node.attrs.get("epsilon", 1e-5))
+    y, mean_out, inv_out = (list(node.outputs) + ["", ""])[:3]
+    if _used(cv, y):
+        cv.emit(node, "layer_norm", [x, *_affine_params(cv, node, shape, params)], y, axis=axis, epsilon=eps)
+    if not (_used(cv, mean_out) or _used(cv, inv_out)):
+        return
+    axes = list(range(ops.axis_of(axis, len(shape)), len(shape)))
+    mean = cv.emit(node, "reduce_mean", [x], mean_out if _used(cv, mean_out) else None, axes=axes)
+    if _used(cv, inv_out):
+        d = cv.emit(node, "sub", [x, mean])
+        var = cv.emit(node, "reduce_mean", [cv.emit(node, "mul", [d, d])], axes=axes)
+        std = cv.emit(node, "sqrt", [cv.emit(node, "add", [var, np.asarray(eps, cv.type_of(x).dtype)])])
+        cv.emit(node, "reciprocal", [std], inv_out)
+
+
+@_emits("layer_norm", "reshape")
+def _instance_normalization(cv: Converter, node: OnnxNode) -> None:
+    x, scale, bias = node.inputs[:3]
+    shape = list(cv.type_of(x).shape)
+    if len(shape) < 2:
+        raise cv.error(node, f"input '{x}' must be at least 2-D [N, C, ...], it is {cv.type_of(x)}")
+    xs = x if len(shape) > 2 else cv.emit(node, "reshape", [x], shape=shape + [1])
+    view = [shape[1]] + [1] * max(len(shape) - 2, 1)
+    y = cv.emit(node, "layer_norm", [xs, _reshaped(cv, node, scale, view), _reshaped(cv, node, bias, view)],
+                node.outputs[0] if len(shape) > 2 else None, axis=2, epsilon=float(node.attrs.get("epsilon", 1e-5)))
+    if len(shape) == 2:
+        cv.emit(node, "reshape", [y], node.outputs[0], shape=shape)
+
+
+GROUP_NORM_PER_CHANNEL = 21  # GroupNormalization-18 takes scale and bias per group, 21 per channel
+
+
+@_emits("layer_norm", "reshape")
+def _group_normalization(cv: Converter, node: OnnxNode) -> None:
+    _refuse_stash(cv, node)
+    x, scale, bias = node.inputs[:3]
+    shape = list(cv.type_of(x).shape)
+    groups = node.attrs.get("num_groups")
+    if len(shape) < 2 or not isinstance(groups, int) or groups < 1 or shape[1] % groups:
+        raise cv.error(node, f"num_groups ({groups}) must divide the channels of input '{x}' "
+                             f"({cv.type_of(x)}, channels on axis 1)")
+    per = shape[1] // groups
+    want = shape[1] if node.version >= GROUP_NORM_PER_CHANNEL else groups
+    for p in (scale, bias):
+        if cv.type_of(p).shape != (want,):
+            raise cv.error(node, f"'{p}' is {cv.type_of(p)}, GroupNormalization-{node.version} takes one value per "
+                                 f"{'channel' if want == shape[1] else 'group'} ([{want}])")
+    view = [groups, per if want == shape[1] else 1, 1]
+    xs = cv.emit(node, "reshape", [x], shape=[shape[0], groups, per, math.prod(shape[2:])])
+    y = cv.emit(node, "layer_norm", [xs, _reshaped(cv, node, scale, view), _reshaped(cv, node, bias, view)],
+                axis=2, epsilon=float(node.attrs.get("epsilon", 1e-5)))
+    cv.emit(node, "reshape", [y], node.outputs[0], shape=shape)
+
+
+@_emits("lrn")
+def _lrn(cv: Converter, node: OnnxNode) -> None:
+    attrs = {k: node.attrs[k] for k in ("size", "alpha", "beta", "bias") if k in node.attrs}
+    cv.emit(node, "lrn", [node.inputs[0]], node.outputs[0], **attrs)
+
+
+def _constant_int(cv: Converter, node: OnnxNode, index: int, what: str) -> int:
+    """The one integer of constant input `index` (CumSum's axis, TopK's k)."""
+    value = cv.const(node.inputs[index])
+    if value is None:
+        raise cv.error(node, f"{what} ('{node.inputs[index]}') must be known at build time (a constant)")
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise cv.error(node, f"{what} ('{node.inputs[index]}') must be one integer, it is {value.dtype}{list(value.shape)}")
+    return int(value.reshape(-1)[0])
+
+
+@_emits("cumsum")
+def _cumsum(cv: Converter, node: OnnxNode) -> None:
+    cv.emit(node, "cumsum", [node.inputs[0]], node.outputs[0], axis=_constant_int(cv, node, 1, "axis"),
+            exclusive=node.attrs.get("exclusive", 0), reverse=node.attrs.get("reverse", 0))
+
+
+@_emits("top_k", "top_k_indices")
+def _top_k(cv: Converter, node: OnnxNode) -> None:
+    """One IR node per output a model reads. TopK-1 gives k as an attribute, 10 as an input; largest and
+    sorted exist from 11 (sorted=0 leaves the order open: dsopack sorts anyway)."""
+    k = node.attrs.get("k") if node.version < 10 else _constant_int(cv, node, 1, "k")
+    attrs = dict(k=k, axis=node.attrs.get("axis", -1), largest=node.attrs.get("largest", 1),
+                 sorted=node.attrs.get("sorted", 1))
+    for out, op in zip(node.outputs, ("top_k", "top_k_indices")):
+        if _used(cv, out):
+            cv.emit(node, op, [node.inputs[0]], out, **attrs)
+
+
 CONVERTERS = {
     "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"), "Div": _binary("div"),
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
@@ -611,5 +758,8 @@ CONVERTERS = {
     "ArgMin": _unary("argmin", axis=("axis", 0), keepdims=("keepdims", 1), select_last_index=("select_last_index", 0)),
     "Sum": _variadic("add"), "Mean": _variadic("add", mean=True), "Max": _variadic("maximum"),
     "Min": _variadic("minimum"),
+    # normalization, LRN, CumSum, TopK, Einsum
+    "LayerNormalization": _layer_normalization, "InstanceNormalization": _instance_normalization,
+    "GroupNormalization": _group_normalization, "LRN": _lrn, "CumSum": _cumsum, "TopK": _top_k,
 }
 SUPPORTED = set(CONVERTERS) | set(FOLDERS)
