@@ -515,28 +515,28 @@ def _reduce(k: _K) -> str:
 # ---- normalization (LayerNormalization, InstanceNormalization, GroupNormalization), LRN, CumSum, TopK ------
 # One unit per row of layer_norm: its statistics in one pass (sum and sum of squares of x - x[0], in double,
 # in 8 lanes of fixed order: the shift keeps the sum of squares from cancelling when |mean| >> std), then
-# one pass writing (x - mean) * inv * scale + bias. Rows are the only split, so threads change no bit.
+# one pass writing ((x - x[0]) - (mean - x[0])) * inv * scale + bias. Rows are the only split, so threads change no bit.
 NORM_TEMPLATES = {
     "layer_norm": Template("""\
 const float *restrict xr = in0 + u * $inner;
 float *restrict yr = out0 + u * $inner;
-const double shift = xr[0];
+const float shift = xr[0];
 double s[8] = {0.0}, q[8] = {0.0};
 int64_t i = 0;
 for (; i + 8 <= $inner; i += 8)
   for (int64_t l = 0; l < 8; ++l) {
-    const double d = xr[i + l] - shift;
+    const double d = (double)xr[i + l] - shift;
     s[l] += d;
     q[l] += d * d;
   }
 for (; i < $inner; ++i) {
-  const double d = xr[i] - shift;
+  const double d = (double)xr[i] - shift;
   s[0] += d;
   q[0] += d * d;
 }
 const double dm = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / $inner;
 const double var = (((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))) / $inner - dm * dm;
-const float mean = (float)(shift + dm);
+const float dmf = (float)dm; /* x - mean is (x - shift) - dmf: x - shift is exact when x is near the shift */
 const float inv = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + $eps));
 $affine"""),
     # the parameter index varies along the row (S == 1): LayerNormalization's scale over the last axes
@@ -544,13 +544,13 @@ $affine"""),
 const int64_t c0 = $first;
 for (int64_t rep = 0; rep < $reps; ++rep)
   for (int64_t c = 0; c < $L; ++c)
-    yr[rep * $L + c] = (xr[rep * $L + c] - mean) * (inv * in1[c0 + c]) + $bias;"""),
+    yr[rep * $L + c] = ((xr[rep * $L + c] - shift) - dmf) * (inv * in1[c0 + c]) + $bias;"""),
     # one parameter per segment of $seg elements (InstanceNormalization's and GroupNormalization's channels)
     "affine_segments": Template("""\
 for (int64_t j = 0; j < $nseg; ++j) {
   const int64_t c = ((u * $inner + j * $seg) / $S) % $C;
   const float a = inv * in1[c], b = $bias;
-  for (int64_t e = j * $seg; e < (j + 1) * $seg; ++e) yr[e] = (xr[e] - mean) * a + b;
+  for (int64_t e = j * $seg; e < (j + 1) * $seg; ++e) yr[e] = ((xr[e] - shift) - dmf) * a + b;
 }"""),
     # one unit per (n, c) plane: the window's squares summed in a local chunk, channel by channel
     "lrn": Template("""\

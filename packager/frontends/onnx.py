@@ -59,10 +59,11 @@ VERSIONS = {
     "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
     # normalization & co.: InstanceNormalization-22, LRN-13, CumSum-14, TopK-24 add element types; TopK takes k
-    # as an attribute before 10, largest and sorted from 11; GroupNormalization-18 scales per group, 21 per
-    # channel (the converter reads the version)
+    # as an attribute before 10, largest and sorted from 11; GroupNormalization-18 (scale per group) is
+    # deprecated: onnx's checker refuses it, 21 scales per channel
     "LayerNormalization": (17,), "InstanceNormalization": (6, 22), "GroupNormalization": (18, 21),
     "LRN": (1, 13), "CumSum": (11, 14), "TopK": (1, 10, 11, 24),
+    "Einsum": (12, 28),  # 28 adds bfloat16
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")

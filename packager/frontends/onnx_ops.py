@@ -662,11 +662,10 @@ def _instance_normalization(cv: Converter, node: OnnxNode) -> None:
         cv.emit(node, "reshape", [y], node.outputs[0], shape=shape)
 
 
-GROUP_NORM_PER_CHANNEL = 21  # GroupNormalization-18 takes scale and bias per group, 21 per channel
-
-
 @_emits("layer_norm", "reshape")
 def _group_normalization(cv: Converter, node: OnnxNode) -> None:
+    """Version 21: scale and bias per channel. (Version 18 took them per group; onnx's checker refuses it as
+    deprecated before it gets here, and a per-group scale fails the shape check below.)"""
     _refuse_stash(cv, node)
     x, scale, bias = node.inputs[:3]
     shape = list(cv.type_of(x).shape)
@@ -675,13 +674,12 @@ def _group_normalization(cv: Converter, node: OnnxNode) -> None:
         raise cv.error(node, f"num_groups ({groups}) must divide the channels of input '{x}' "
                              f"({cv.type_of(x)}, channels on axis 1)")
     per = shape[1] // groups
-    want = shape[1] if node.version >= GROUP_NORM_PER_CHANNEL else groups
     for p in (scale, bias):
-        if cv.type_of(p).shape != (want,):
+        if cv.type_of(p).shape != (shape[1],):
             raise cv.error(node, f"'{p}' is {cv.type_of(p)}, GroupNormalization-{node.version} takes one value per "
-                                 f"{'channel' if want == shape[1] else 'group'} ([{want}])")
-    view = [groups, per if want == shape[1] else 1, 1]
+                                 f"channel ([{shape[1]}])")
     xs = cv.emit(node, "reshape", [x], shape=[shape[0], groups, per, math.prod(shape[2:])])
+    view = [groups, per, 1]
     y = cv.emit(node, "layer_norm", [xs, _reshaped(cv, node, scale, view), _reshaped(cv, node, bias, view)],
                 axis=2, epsilon=float(node.attrs.get("epsilon", 1e-5)))
     cv.emit(node, "reshape", [y], node.outputs[0], shape=shape)
@@ -719,6 +717,109 @@ def _top_k(cv: Converter, node: OnnxNode) -> None:
     for out, op in zip(node.outputs, ("top_k", "top_k_indices")):
         if _used(cv, out):
             cv.emit(node, op, [node.inputs[0]], out, **attrs)
+
+
+# ---- Einsum: the contractions transformers write, as transpose / reshape / matmul (or dense) / reduce_sum ----
+
+
+def _einsum_terms(cv: Converter, node: OnnxNode, shapes: list[tuple]) -> tuple[list[str], str]:
+    """The equation's input terms and output term, one letter per dimension: '...' becomes digits (never
+    einsum letters), right-aligned across operands; the implicit output is NumPy's (the ellipsis, then the
+    letters used once, sorted)."""
+    equation = node.attrs.get("equation", "")
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    text = equation.replace(" ", "")
+    lhs, arrow, rhs = text.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise cv.error(node, f"equation '{equation}' has {len(terms)} operands, the node {len(shapes)} inputs")
+    ell = max((len(s) - len(t) + 3 for t, s in zip(terms, shapes) if "..." in t), default=0)
+    digits = "".join(str(d) for d in range(ell))
+    out = []
+    for t, s in zip(terms, shapes):
+        if "..." in t:
+            t = t.replace("...", digits[ell - (len(s) - len(t) + 3):])
+        if not (t.replace("...", "").isalpha() or t == "" or all(c.isalnum() for c in t)) or len(t) != len(s):
+            raise cv.error(node, f"equation '{equation}': term '{t}' does not fit an input of rank {len(s)}")
+        out.append(t)
+    if arrow:
+        result = rhs.replace("...", digits)
+    else:
+        letters = "".join(out)
+        result = digits + "".join(sorted(c for c in set(letters) if c.isalpha() and letters.count(c) == 1))
+    return out, result
+
+
+def _einsum_sizes(cv: Converter, node: OnnxNode, terms: list[str], shapes: list[tuple], result: str) -> dict:
+    equation = node.attrs["equation"]
+    sizes: dict[str, int] = {}
+    for t, s in zip(terms, shapes):
+        if len(set(t)) != len(t):
+            raise cv.error(node, f"equation {equation!r}: a letter repeated in one term (a diagonal) is not supported")
+        for c, d in zip(t, s):
+            if sizes.setdefault(c, d) != d:
+                raise cv.error(node, f"equation {equation!r}: '{c}' is {sizes[c]} in one operand and {d} in another "
+                                     f"(broadcasting is not supported)")
+    if len(set(result)) != len(result) or any(c not in sizes for c in result):
+        raise cv.error(node, f"equation {equation!r}: the output names a letter twice or one no input has")
+    return sizes
+
+
+def _permuted(cv: Converter, node: OnnxNode, x: str, have: str, want: str) -> str:
+    perm = [have.index(c) for c in want]
+    return x if perm == list(range(len(perm))) else cv.emit(node, "transpose", [x], perm=perm)
+
+
+def _viewed(cv: Converter, node: OnnxNode, x: str, shape: list[int]) -> str:
+    return x if list(cv.type_of(x).shape) == shape else cv.emit(node, "reshape", [x], shape=shape)
+
+
+def _summed_out(cv: Converter, node: OnnxNode, x: str, term: str, keep: set[str]) -> tuple[str, str]:
+    """x with the letters of `term` not in `keep` summed away."""
+    axes = [k for k, c in enumerate(term) if c not in keep]
+    if not axes:
+        return x, term
+    return (cv.emit(node, "reduce_sum", [x], axes=axes, keepdims=0),
+            "".join(c for c in term if c in keep))
+
+
+@_emits("transpose", "reshape", "matmul", "dense", "reduce_sum")
+def _einsum(cv: Converter, node: OnnxNode) -> None:
+    """One operand: sums and a transpose. Two: each operand's own letters summed away, then a batched
+    matmul of [batch, M, K] by [batch, K, N] (a dense when the second operand is a constant and there is no
+    batch), reshaped and transposed to the output. Three or more operands, and diagonals, are refused."""
+    inputs = [i for i in node.inputs if i]
+    shapes = [cv.type_of(i).shape for i in inputs]
+    if len(inputs) > 2:
+        raise cv.error(node, f"equation {node.attrs.get('equation')!r}: einsum of {len(inputs)} operands is not "
+                             f"supported (one or two)")
+    terms, result = _einsum_terms(cv, node, shapes)
+    sizes = _einsum_sizes(cv, node, terms, shapes, result)
+    if len(inputs) == 1:
+        y, term = _summed_out(cv, node, inputs[0], terms[0], set(result))
+        y = _permuted(cv, node, y, term, result)
+    else:
+        (a, ta), (b, tb) = (_summed_out(cv, node, x, t, set(result) | set(other))
+                            for x, t, other in ((inputs[0], terms[0], terms[1]), (inputs[1], terms[1], terms[0])))
+        batch = [c for c in result if c in ta and c in tb]
+        ks = [c for c in ta if c in tb and c not in result]
+        ms, ns = [c for c in ta if c not in tb], [c for c in tb if c not in ta]
+        bshape = [sizes[c] for c in batch]
+        M, K, N = (math.prod(sizes[c] for c in part) for part in (ms, ks, ns))
+        a = _viewed(cv, node, _permuted(cv, node, a, ta, "".join(batch + ms + ks)), bshape + [M, K])
+        bt = "".join(batch + ks + ns)
+        bv = cv.const(b)
+        if bv is not None and not batch:
+            w = cv.weight(np.transpose(bv, [tb.index(c) for c in bt]).reshape(K, N).T, f"{b}/einsum", bv.dtype)
+            y = cv.emit(node, "dense", [a, w])
+        else:
+            y = cv.emit(node, "matmul", [a, _viewed(cv, node, _permuted(cv, node, b, tb, bt), bshape + [K, N])])
+        term = "".join(batch + ms + ns)
+        y = _permuted(cv, node, _viewed(cv, node, y, [sizes[c] for c in term]), term, result)
+    if y == cv.resolve(inputs[0]) or (len(inputs) > 1 and y == cv.resolve(inputs[1])):
+        _identity(cv, node)
+    else:
+        cv.rename(y, node.outputs[0])
 
 
 CONVERTERS = {
@@ -761,5 +862,6 @@ CONVERTERS = {
     # normalization, LRN, CumSum, TopK, Einsum
     "LayerNormalization": _layer_normalization, "InstanceNormalization": _instance_normalization,
     "GroupNormalization": _group_normalization, "LRN": _lrn, "CumSum": _cumsum, "TopK": _top_k,
+    "Einsum": _einsum,
 }
 SUPPORTED = set(CONVERTERS) | set(FOLDERS)
