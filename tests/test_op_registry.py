@@ -86,5 +86,10 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("batchnorm", "epsilon"): ">= 0",
                        **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
                           for flag in ("keepdims", "noop_with_empty_axes")},
-                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1"}
+                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1",
+                       # normalization & co.
+                       ("layer_norm", "epsilon"): ">= 0", ("lrn", "size"): ">= 1",
+                       ("cumsum", "exclusive"): "0 or 1", ("cumsum", "reverse"): "0 or 1",
+                       **{(op, name): says for op in ("top_k", "top_k_indices")
+                          for name, says in (("k", ">= 0"), ("largest", "0 or 1"), ("sorted", "0 or 1"))}}
     assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]
