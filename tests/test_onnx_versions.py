@@ -284,6 +284,7 @@ REFUSALS = {
     r"no backend in \[[\w, ]+\] takes it \(.*host: cast converts between": "float16 casts (no host kernel)",
     r"host: op \w+ needs float32 inputs": "float32 kernels only (float16 and float64 math)",
     r"all inputs must have the same dtype": "Pow of mixed dtypes (an integer exponent)",
+    r"\(a diagonal\) is not supported": "Einsum diagonals (a letter repeated in one term)",
 }
 
 
