@@ -146,6 +146,8 @@ def test_onnx_ops_against_onnxruntime(cache, tmp_path):
         _node("Einsum", ["q", "wd"], ["ell"], equation="...id,de->...ie"),
         _node("Einsum", ["q"], ["qsum"], equation="bhid->hb"),
         _node("Einsum", ["t", "g16"], ["dot"], equation="bij,j"),  # implicit output: "bi"
+        _node("Einsum", ["t"], ["total"], equation="bij->"),
+        _node("Einsum", ["x"], ["same"], equation="nchw -> nchw"),  # nothing to compute: a copy of the input
     ]
     # s6 and b6 are inputs (their reshape happens at run time); onnx's checker also wants them typed there
     inputs = {"x": [2, 6, 5, 4], "t": [2, 7, 16], "q": [2, 3, 4, 8], "k": [2, 3, 5, 8], "s6": [6], "b6": [6]}
@@ -155,7 +157,7 @@ def test_onnx_ops_against_onnxruntime(cache, tmp_path):
              "minus1": np.array(-1, np.int32), "four": np.array([4], np.int64), "two_k": np.array([2], np.int64),
              "wc": rand(16, 5), "wd": rand(8, 3)}
     outputs = ["ln", "ln2", "ln2_mean", "ln2_inv", "ln3", "old_ln", "inorm", "gnorm", "lrn", "cs", "cs2", "tk_v",
-               "tk_i", "tk2_i", "att", "proj", "gram", "ell", "qsum", "dot"]
+               "tk_i", "tk2_i", "att", "proj", "gram", "ell", "qsum", "dot", "total", "same"]
     feeds = {name: rand(*shape, lo=-2, hi=3) for name, shape in inputs.items()}
     feeds["t"] = np.round(feeds["t"] * 4) / 4  # ties for TopK
     feeds["s6"] = rand(6, lo=0.5, hi=1.5)

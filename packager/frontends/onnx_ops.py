@@ -722,12 +722,16 @@ def _top_k(cv: Converter, node: OnnxNode) -> None:
 # ---- Einsum: the contractions transformers write, as transpose / reshape / matmul (or dense) / reduce_sum ----
 
 
+def _equation(node: OnnxNode) -> str:
+    equation = node.attrs.get("equation", "")
+    return equation.decode() if isinstance(equation, bytes) else equation
+
+
 def _einsum_terms(cv: Converter, node: OnnxNode, shapes: list[tuple]) -> tuple[list[str], str]:
     """The equation's input terms and output term, one letter per dimension: '...' becomes digits (never
     einsum letters), right-aligned across operands; the implicit output is NumPy's (the ellipsis, then the
     letters used once, sorted)."""
-    equation = node.attrs.get("equation", "")
-    equation = equation.decode() if isinstance(equation, bytes) else equation
+    equation = _equation(node)
     text = equation.replace(" ", "")
     lhs, arrow, rhs = text.partition("->")
     terms = lhs.split(",")
@@ -737,11 +741,11 @@ def _einsum_terms(cv: Converter, node: OnnxNode, shapes: list[tuple]) -> tuple[l
     digits = "".join(str(d) for d in range(ell))
     out = []
     for t, s in zip(terms, shapes):
-        if "..." in t:
-            t = t.replace("...", digits[ell - (len(s) - len(t) + 3):])
-        if not (t.replace("...", "").isalpha() or t == "" or all(c.isalnum() for c in t)) or len(t) != len(s):
+        letters = t.replace("...", "", 1)
+        if not all(c.isascii() and c.isalpha() for c in letters) or len(letters) > len(s) or \
+                ("..." not in t and len(letters) != len(s)):
             raise cv.error(node, f"equation '{equation}': term '{t}' does not fit an input of rank {len(s)}")
-        out.append(t)
+        out.append(t.replace("...", digits[ell - (len(s) - len(letters)):]))
     if arrow:
         result = rhs.replace("...", digits)
     else:
@@ -751,17 +755,17 @@ def _einsum_terms(cv: Converter, node: OnnxNode, shapes: list[tuple]) -> tuple[l
 
 
 def _einsum_sizes(cv: Converter, node: OnnxNode, terms: list[str], shapes: list[tuple], result: str) -> dict:
-    equation = node.attrs["equation"]
+    equation = _equation(node)
     sizes: dict[str, int] = {}
     for t, s in zip(terms, shapes):
         if len(set(t)) != len(t):
-            raise cv.error(node, f"equation {equation!r}: a letter repeated in one term (a diagonal) is not supported")
+            raise cv.error(node, f"equation '{equation}': a letter repeated in one term (a diagonal) is not supported")
         for c, d in zip(t, s):
             if sizes.setdefault(c, d) != d:
-                raise cv.error(node, f"equation {equation!r}: '{c}' is {sizes[c]} in one operand and {d} in another "
+                raise cv.error(node, f"equation '{equation}': '{c}' is {sizes[c]} in one operand and {d} in another "
                                      f"(broadcasting is not supported)")
     if len(set(result)) != len(result) or any(c not in sizes for c in result):
-        raise cv.error(node, f"equation {equation!r}: the output names a letter twice or one no input has")
+        raise cv.error(node, f"equation '{equation}': the output names a letter twice or one no input has")
     return sizes
 
 
@@ -791,7 +795,7 @@ def _einsum(cv: Converter, node: OnnxNode) -> None:
     inputs = [i for i in node.inputs if i]
     shapes = [cv.type_of(i).shape for i in inputs]
     if len(inputs) > 2:
-        raise cv.error(node, f"equation {node.attrs.get('equation')!r}: einsum of {len(inputs)} operands is not "
+        raise cv.error(node, f"equation '{_equation(node)}': einsum of {len(inputs)} operands is not "
                              f"supported (one or two)")
     terms, result = _einsum_terms(cv, node, shapes)
     sizes = _einsum_sizes(cv, node, terms, shapes, result)
@@ -816,7 +820,7 @@ def _einsum(cv: Converter, node: OnnxNode) -> None:
             y = cv.emit(node, "matmul", [a, _viewed(cv, node, _permuted(cv, node, b, tb, bt), bshape + [K, N])])
         term = "".join(batch + ms + ns)
         y = _permuted(cv, node, _viewed(cv, node, y, [sizes[c] for c in term]), term, result)
-    if y == cv.resolve(inputs[0]) or (len(inputs) > 1 and y == cv.resolve(inputs[1])):
+    if y in inputs:  # nothing to compute
         _identity(cv, node)
     else:
         cv.rename(y, node.outputs[0])
