@@ -13,8 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 import loader
 import reference as ref
 from kernel_harness import run_node
+from packager import ops
 from packager.build import build
-from packager.ir import BuildError
+from packager.ir import BuildError, Node, TensorType
 
 RNG = np.random.default_rng(14)
 
@@ -162,6 +163,43 @@ def test_onnx_ops_against_onnxruntime(cache, tmp_path):
     feeds["t"] = np.round(feeds["t"] * 4) / 4  # ties for TopK
     feeds["s6"] = rand(6, lo=0.5, hi=1.5)
     _against_onnxruntime(_model(nodes, inputs, inits, outputs, 21, {"gnorm": inputs["x"]}), feeds, tmp_path)
+
+
+@pytest.mark.parametrize("opset", [9, 12])
+def test_older_op_versions_against_onnxruntime(cache, tmp_path, opset):
+    """TopK-1 takes k as an attribute, TopK-10 as an input (11 adds largest and sorted); LRN-1,
+    InstanceNormalization-6, CumSum-11 and Einsum-12 are read as their newest versions."""
+    topk = (_node("TopK", ["t"], ["tk_v", "tk_i"], k=3) if opset < 10 else
+            _node("TopK", ["t", "three"], ["tk_v", "tk_i"], axis=1, largest=0))
+    # (an even LRN size is the spec's too, onnxruntime refuses it: test_lrn checks it against the reference)
+    nodes = [topk, _node("LRN", ["x"], ["lrn"], size=5), _node("InstanceNormalization", ["x", "s4", "b4"], ["inorm"])]
+    outputs = ["tk_v", "tk_i", "lrn", "inorm"]
+    if opset >= 12:
+        nodes += [_node("CumSum", ["t", "zero"], ["cs"], reverse=1, exclusive=1),
+                  _node("Einsum", ["t", "t"], ["outer"], equation="ij,kj->jik")]
+        outputs += ["cs", "outer"]
+    inits = {"s4": rand(4), "b4": rand(4), **({"three": np.array([3], np.int64)} if opset >= 10 else {}),
+             **({"zero": np.array([0], np.int32)} if opset >= 12 else {})}
+    inputs = {"x": [2, 4, 3, 3], "t": [5, 6]}
+    feeds = {name: rand(*shape, lo=-2, hi=3) for name, shape in inputs.items()}
+    _against_onnxruntime(_model(nodes, inputs, inits, outputs, opset), feeds, tmp_path)
+
+
+def test_layer_norm_rule_names_the_shapes():
+    def infer(x, *params, **attrs):
+        node = Node("layer_norm", ["x", "s", "b"][:1 + len(params)], "y", attrs, "ln_0")
+        ops.normalize(node)
+        return ops.infer(node, [TensorType(x, "float32")] + [TensorType(p, "float32") for p in params])
+
+    assert infer((2, 3, 4), (3, 1), (3, 1), axis=1).shape == (2, 3, 4)
+    with pytest.raises(BuildError, match=r"node 'ln_0' \(op layer_norm\).*scale s is float32\[4, 1, 4\].*"
+                                         r"must broadcast to x"):
+        infer((2, 3, 4), (4, 1, 4))
+    with pytest.raises(BuildError, match=r"scale s is float32\[4\] but bias b is float32\[3, 1\]: scale and bias "
+                                         r"must cover the same dimensions"):
+        infer((2, 3, 4), (4,), (3, 1))
+    with pytest.raises(BuildError, match=r"axis 3 is out of range for 3 dimensions"):
+        infer((2, 3, 4), (4,), axis=3)
 
 
 # ---- refusals ------------------------------------------------------------------------------------------
