@@ -515,7 +515,8 @@ def _reduce(k: _K) -> str:
 # ---- normalization (LayerNormalization, InstanceNormalization, GroupNormalization), LRN, CumSum, TopK ------
 # One unit per row of layer_norm: its statistics in one pass (sum and sum of squares of x - x[0], in double,
 # in 8 lanes of fixed order: the shift keeps the sum of squares from cancelling when |mean| >> std), then
-# one pass writing ((x - x[0]) - (mean - x[0])) * inv * scale + bias. Rows are the only split, so threads change no bit.
+# one pass writing ((x - x[0]) - (mean - x[0])) * inv * scale + bias. Rows are the only split, so the
+# thread count changes no bit.
 NORM_TEMPLATES = {
     "layer_norm": Template("""\
 const float *restrict xr = in0 + u * $inner;

@@ -697,7 +697,8 @@ def _constant_int(cv: Converter, node: OnnxNode, index: int, what: str) -> int:
     if value is None:
         raise cv.error(node, f"{what} ('{node.inputs[index]}') must be known at build time (a constant)")
     if value.size != 1 or value.dtype.kind not in "iu":
-        raise cv.error(node, f"{what} ('{node.inputs[index]}') must be one integer, it is {value.dtype}{list(value.shape)}")
+        raise cv.error(node, f"{what} ('{node.inputs[index]}') must be one integer, "
+                             f"it is {value.dtype}{list(value.shape)}")
     return int(value.reshape(-1)[0])
 
 
