@@ -185,6 +185,25 @@ def test_older_op_versions_against_onnxruntime(cache, tmp_path, opset):
     _against_onnxruntime(_model(nodes, inputs, inits, outputs, opset), feeds, tmp_path)
 
 
+def test_the_thread_count_changes_no_bit(cache, tmp_path):
+    """Work large enough to be split over threads: only rows (positions, planes) are split, each computed in
+    one fixed order, so 1 and 3 threads give the same bits."""
+    nodes = [_node("LayerNormalization", ["x", "g"], ["ln"]), _node("TopK", ["x", "k"], ["tk_v", "tk_i"]),
+             _node("InstanceNormalization", ["x4", "s", "b"], ["inorm"]), _node("LRN", ["x4"], ["lrn"], size=3)]
+    inputs = {"x": [96, 1000], "x4": [2, 8, 64, 64]}  # each above cgen.PARALLEL_MIN_WORK
+    inits = {"g": rand(1000), "k": np.array([20], np.int64), "s": rand(8), "b": rand(8)}
+    path = str(tmp_path / "big.onnx")
+    onnx.save(_model(nodes, inputs, inits, ["ln", "tk_v", "tk_i", "inorm", "lrn"], 21), path)
+    so = build(path, str(tmp_path / "big.so"), quiet=True).output
+    feeds = {name: rand(*shape, lo=-2, hi=3) for name, shape in inputs.items()}
+    runs = []
+    for threads in (1, 3):
+        with loader.load(so, num_threads=threads) as m:
+            runs.append(m.run(**feeds))
+    for name in runs[0]:
+        np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
+
+
 def test_layer_norm_rule_names_the_shapes():
     def infer(x, *params, **attrs):
         node = Node("layer_norm", ["x", "s", "b"][:1 + len(params)], "y", attrs, "ln_0")
