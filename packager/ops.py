@@ -639,6 +639,83 @@ _MOVEMENT = [
 ]
 
 
+# ---- normalization, LRN, CumSum, TopK (LayerNormalization & co.; Einsum is a converter rewrite) -------
+
+
+def affine_run(shape, x_shape) -> tuple[int, int] | None:
+    """How a scale or bias of `shape` maps onto x: (S, C) such that element e of x (flat, row-major)
+    takes parameter (e // S) % C. That holds when `shape`, aligned right to x_shape, has its non-1 dims
+    in one run [lo, hi) equal to x's (then C = prod(x[lo:hi]), S = prod(x[hi:])); None otherwise."""
+    if len(shape) > len(x_shape):
+        return None
+    padded = (1,) * (len(x_shape) - len(shape)) + tuple(shape)
+    run = [k for k, d in enumerate(padded) if d != 1]
+    if not run:
+        return 1, 1
+    lo, hi = run[0], run[-1] + 1
+    if any(padded[k] != x_shape[k] for k in range(lo, hi)):
+        return None
+    return math.prod(x_shape[hi:]), math.prod(x_shape[lo:hi])
+
+
+def _layer_norm(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    c.axis("axis", len(x))
+    runs = [affine_run(c.shape(i), x) for i in range(1, len(c.types))]
+    for i, run in enumerate(runs, 1):
+        if run is None:
+            raise c.fail(f"{c.input_spec(i).symbol} must broadcast to x with its dimensions other than 1 in one "
+                         f"run equal to x's (e.g. x's last dimensions)", 0, i)
+    if len(runs) == 2 and runs[0] != runs[1]:
+        raise c.fail("scale and bias must cover the same dimensions of x", 1, 2)
+    return c.out(x)
+
+
+def _lrn(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 2, "at least 2-D [N, C, ...]")
+    return c.out(c.shape(0))
+
+
+def _cumsum(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    c.axis("axis", len(c.shape(0)))
+    return c.out(c.shape(0))
+
+
+def _top_k(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    axis = c.axis("axis", len(x))
+    if c.attrs["k"] > x[axis]:
+        raise c.fail(f"k ({c.attrs['k']}) is larger than axis {axis} ({x[axis]} elements)", 0)
+    shape = x[:axis] + (c.attrs["k"],) + x[axis + 1:]
+    return c.out(shape, "int64" if c.node.op == "top_k_indices" else None)
+
+
+def top_k(name: str, what: str) -> OpSpec:
+    return OpSpec(name, (_X,), {"k": Attr("int", check=NOT_NEGATIVE), "axis": Attr("int", -1),
+                                "largest": Attr("int", 1, check=ZERO_OR_ONE),
+                                "sorted": Attr("int", 1, check=ZERO_OR_ONE)}, _top_k,
+                  f"{what} of the k largest (or smallest) values along axis, best first; equal values: lower "
+                  f"index first; NaN counts as larger than any number")
+
+
+_NORMALIZATION = [
+    OpSpec("layer_norm", (_X, Input("scale", "scale"), Input("bias", "bias", optional=True)),
+           {"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5, check=NOT_NEGATIVE)}, _layer_norm,
+           "(x - mean) / sqrt(var + epsilon) * scale + bias, mean and var over axes [axis, rank); scale and "
+           "bias broadcast to x (InstanceNormalization and GroupNormalization are this op after a reshape)"),
+    OpSpec("lrn", (_X,), {"size": Attr("int", check=AT_LEAST_1), "alpha": Attr("float", 1e-4),
+                          "beta": Attr("float", 0.75), "bias": Attr("float", 1.0)}, _lrn,
+           "x / (bias + alpha / size * sum of x^2 over channels c - (size-1)//2 .. c + ceil((size-1)/2))^beta"),
+    OpSpec("cumsum", (_X,), {"axis": Attr("int"), "exclusive": _FLAG0, "reverse": _FLAG0}, _cumsum,
+           "running sum along axis (exclusive: without the element itself; reverse: from the end)"),
+    top_k("top_k", "values"),
+    top_k("top_k_indices", "int64 indices"),
+]
+
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
@@ -727,6 +804,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     *_REDUCTIONS,
     *_RECURRENT,
     *_MOVEMENT,
+    *_NORMALIZATION,
 ]}
 
 

@@ -689,3 +689,54 @@ def assert_agree(a, b, want: Approx, err_msg: str = "") -> None:
     assert_close(a, want, err_msg)
     assert_close(b, want, err_msg)
     assert_close(a, Approx(np.asarray(b, np.float64), want.err), f"{err_msg} (one against the other)", scale=2.0)
+
+
+# ---- normalization, LRN, CumSum, TopK -----------------------------------------------------------------------
+
+
+def layer_norm(x, scale, bias=None, axis=-1, epsilon=1e-5):
+    """Statistics over axes [axis, rank) in float64; scale and bias broadcast to x (NumPy rules)."""
+    x = x.astype(np.float64)
+    axes = tuple(range(axis % x.ndim, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + epsilon) * scale
+    return y + bias if bias is not None else y
+
+
+def lrn(x, size, alpha=1e-4, beta=0.75, bias=1.0):
+    """The ONNX definition: channels c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped to [0, C)."""
+    x = x.astype(np.float64)
+    square = np.zeros_like(x)
+    channels = x.shape[1]
+    for c in range(channels):
+        lo, hi = max(0, c - (size - 1) // 2), min(channels - 1, c + -(-(size - 1) // 2))
+        square[:, c] = (x[:, lo:hi + 1] ** 2).sum(axis=1)
+    return x / (bias + alpha / size * square) ** beta
+
+
+def cumsum(x, axis, exclusive=0, reverse=0):
+    x = x.astype(np.float64)
+    if reverse:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis)
+    if exclusive:
+        y = y - x
+    return np.flip(y, axis) if reverse else y
+
+
+def _top_k_order(x, k, axis, largest):
+    """Indices of the k best along axis, best first; equal values in index order; NaN above any number."""
+    key = np.where(np.isnan(x), np.inf, x).astype(np.float64)
+    nan = np.isnan(x)
+    # a stable sort on (rank of NaN, value): NaN first when largest, last when smallest
+    order = np.lexsort((-key, ~nan), axis=axis) if largest else np.lexsort((key, nan), axis=axis)
+    return np.take(order, np.arange(k), axis=axis)
+
+
+def top_k(x, k, axis=-1, largest=1, sorted=1):
+    return np.take_along_axis(x, _top_k_order(x, k, axis, largest), axis=axis)
+
+
+def top_k_indices(x, k, axis=-1, largest=1, sorted=1):
+    return _top_k_order(x, k, axis, largest).astype(np.int64)

@@ -98,5 +98,10 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("pad", "mode"): "one of constant, reflect, edge, wrap",
                        ("depth_to_space", "blocksize"): ">= 1", ("depth_to_space", "mode"): "one of DCR, CRD",
                        ("space_to_depth", "blocksize"): ">= 1", ("space_to_depth", "mode"): "one of DCR, CRD",
-                       ("trilu", "upper"): "0 or 1"}
+                       ("trilu", "upper"): "0 or 1",
+                       # normalization & co.
+                       ("layer_norm", "epsilon"): ">= 0", ("lrn", "size"): ">= 1",
+                       ("cumsum", "exclusive"): "0 or 1", ("cumsum", "reverse"): "0 or 1",
+                       **{(op, name): says for op in ("top_k", "top_k_indices")
+                          for name, says in (("k", ">= 0"), ("largest", "0 or 1"), ("sorted", "0 or 1"))}}
     assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "lstm", "gru", "rnn"]  # activations

@@ -723,6 +723,93 @@ for (int64_t b = 0; b < $batch; ++b)
     }"""),
 }
 PAD_MODE_CODES = {mode: code for code, mode in enumerate(ops.PAD_MODES)}  # dpk_host_pad_source's `mode`
+# ---- normalization (LayerNormalization, InstanceNormalization, GroupNormalization), LRN, CumSum, TopK ------
+# One unit per row of layer_norm: its statistics in one pass (sum and sum of squares of x - x[0], in double,
+# in 8 lanes of fixed order: the shift keeps the sum of squares from cancelling when |mean| >> std), then
+# one pass writing ((x - x[0]) - (mean - x[0])) * inv * scale + bias. Rows are the only split, so the
+# thread count changes no bit.
+NORM_TEMPLATES = {
+    "layer_norm": Template("""\
+const float *restrict xr = in0 + u * $inner;
+float *restrict yr = out0 + u * $inner;
+const float shift = xr[0];
+double s[8] = {0.0}, q[8] = {0.0};
+int64_t i = 0;
+for (; i + 8 <= $inner; i += 8)
+  for (int64_t l = 0; l < 8; ++l) {
+    const double d = (double)xr[i + l] - shift;
+    s[l] += d;
+    q[l] += d * d;
+  }
+for (; i < $inner; ++i) {
+  const double d = (double)xr[i] - shift;
+  s[0] += d;
+  q[0] += d * d;
+}
+const double dm = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / $inner;
+const double var = (((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))) / $inner - dm * dm;
+const float dmf = (float)dm; /* x - mean is (x - shift) - dmf: x - shift is exact when x is near the shift */
+const float inv = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + $eps));
+$affine"""),
+    # the parameter index varies along the row (S == 1): LayerNormalization's scale over the last axes
+    "affine_along": Template("""\
+const int64_t c0 = $first;
+for (int64_t rep = 0; rep < $reps; ++rep)
+  for (int64_t c = 0; c < $L; ++c)
+    yr[rep * $L + c] = ((xr[rep * $L + c] - shift) - dmf) * (inv * in1[c0 + c]) + $bias;"""),
+    # one parameter per segment of $seg elements (InstanceNormalization's and GroupNormalization's channels)
+    "affine_segments": Template("""\
+for (int64_t j = 0; j < $nseg; ++j) {
+  const int64_t c = ((u * $inner + j * $seg) / $S) % $C;
+  const float a = inv * in1[c], b = $bias;
+  for (int64_t e = j * $seg; e < (j + 1) * $seg; ++e) yr[e] = ((xr[e] - shift) - dmf) * a + b;
+}"""),
+    # one unit per (n, c) plane: the window's squares summed in a local chunk, channel by channel
+    "lrn": Template("""\
+const int64_t n = u / $C, c = u % $C;
+const int64_t c_lo = c - $before < 0 ? 0 : c - $before, c_hi = c + $after > $C - 1 ? $C - 1 : c + $after;
+const float *restrict xp = in0 + u * $HW;
+float *restrict yp = out0 + u * $HW;
+for (int64_t s0 = 0; s0 < $HW; s0 += $chunk) {
+  const int64_t s1 = s0 + $chunk < $HW ? s0 + $chunk : $HW;
+  float acc[$chunk];
+  for (int64_t s = s0; s < s1; ++s) acc[s - s0] = 0.0f;
+  for (int64_t ch = c_lo; ch <= c_hi; ++ch) {
+    const float *restrict xc = in0 + (n * $C + ch) * $HW;
+    for (int64_t s = s0; s < s1; ++s) acc[s - s0] += xc[s] * xc[s];
+  }
+  for (int64_t s = s0; s < s1; ++s) yp[s] = xp[s] / powf($bias + $scale * acc[s - s0], $beta);
+}"""),
+    # one unit per outer index; the running sum walks the axis in order (or from its end), float32 as ONNX's
+    # reference and onnxruntime add
+    "cumsum": Template("""\
+const float *restrict xr = in0 + u * $L * $inner;
+float *restrict yr = out0 + u * $L * $inner;
+for (int64_t j = 0; j < $inner; ++j) yr[$first * $inner + j] = $start;
+for (int64_t t = 1; t < $L; ++t) {
+  const int64_t l = $at, p = $prev;
+  for (int64_t j = 0; j < $inner; ++j) yr[l * $inner + j] = yr[p * $inner + j] + xr[$add * $inner + j];
+}"""),
+    # one unit per (outer, inner) position: the output slice is the sorted list of the k best seen so far;
+    # a value goes in after every equal one, so equal values keep the lower index first
+    "top_k": Template("""\
+const int64_t o = u / $inner, j = u % $inner;
+const float *restrict xr = in0 + o * $L * $inner + j;
+$T *restrict yr = out0 + o * $K * $inner + j;
+int64_t count = 0;
+for (int64_t l = 0; l < $L; ++l) {
+  const float v = xr[l * $inner];
+  int64_t pos;
+  if (count < $K) pos = count++;
+  else if ($better_last) pos = $K - 1;
+  else continue;
+  for (; pos > 0 && $better_prev; --pos) yr[pos * $inner] = yr[(pos - 1) * $inner];
+  yr[pos * $inner] = $entry;
+}"""),
+}
+LRN_CHUNK = 256  # plane elements whose window sums live in a local array at once
+# largest -> when value $a ranks before $b (NaN counts as larger than any number, as in argmax)
+TOP_K_BETTER = {1: "($a > $b || ($a != $a && $b == $b))", 0: "($b > $a || ($b != $b && $a == $a))"}
 
 
 def _empty(k: _K) -> str:
@@ -845,6 +932,74 @@ MOVE_EMITTERS = {
     "gather": _gather, "gather_elements": _gather_elements, "slice": _slice, "expand": _expand, "tile": _tile,
     "pad": _pad, "depth_to_space": _depth_to_space, "space_to_depth": _space_to_depth, "trilu": _trilu,
 }
+def _layer_norm(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    rows, inner = math.prod(x[:axis]), math.prod(x[axis:])
+    if rows * inner == 0:
+        return _empty(k)
+    S, C = ops.affine_run(k.shape(1), x)
+    bias_at = "in2[$c]" if len(k.ins) == 3 else "0.0f"
+    if S == 1:  # C divides the row, or the row divides C (then the row starts at its own offset)
+        L = min(C, inner)
+        first = f"(u * {inner}) % {C}" if C > inner else "0"
+        affine = NORM_TEMPLATES["affine_along"].substitute(
+            first=first, reps=inner // L, L=L, bias=Template(bias_at).substitute(c="c0 + c"))
+    else:  # S divides the row, or the row divides S
+        seg = min(S, inner)
+        affine = NORM_TEMPLATES["affine_segments"].substitute(
+            nseg=inner // seg, seg=seg, inner=inner, S=S, C=C, bias=Template(bias_at).substitute(c="c"))
+    body = NORM_TEMPLATES["layer_norm"].substitute(inner=inner, eps=repr(float(k.attrs["epsilon"])), affine=affine)
+    return k.task(cgen.each_unit(body), rows, rows * inner >= cgen.PARALLEL_MIN_WORK)
+
+
+def _lrn(k: _K) -> str:
+    x = k.shape(0)
+    planes, hw = x[0] * x[1], math.prod(x[2:])
+    if planes * hw == 0:
+        return _empty(k)
+    size = k.attrs["size"]
+    body = NORM_TEMPLATES["lrn"].substitute(
+        C=x[1], HW=hw, before=(size - 1) // 2, after=size // 2, chunk=min(hw, LRN_CHUNK),
+        bias=cgen.c_float(k.attrs["bias"]), scale=cgen.c_float(k.attrs["alpha"] / size),
+        beta=cgen.c_float(k.attrs["beta"]))
+    return k.task(cgen.each_unit(body), planes, planes * hw * size >= cgen.PARALLEL_MIN_WORK)
+
+
+def _cumsum(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    outer, L, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:])
+    if outer * L * inner == 0:
+        return _empty(k)
+    reverse, exclusive = k.attrs["reverse"], k.attrs["exclusive"]
+    first = L - 1 if reverse else 0
+    body = NORM_TEMPLATES["cumsum"].substitute(
+        L=L, inner=inner, first=first, start="0.0f" if exclusive else f"xr[{first} * {inner} + j]",
+        at=f"{L - 1} - t" if reverse else "t", prev="l + 1" if reverse else "l - 1",
+        add="p" if exclusive else "l")
+    return k.task(cgen.each_unit(body), outer, outer * L * inner >= cgen.PARALLEL_MIN_WORK)
+
+
+def _top_k(k: _K) -> str:
+    x = k.shape(0)
+    axis = ops.axis_of(k.attrs["axis"], len(x))
+    outer, L, inner, K = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1:]), k.attrs["k"]
+    if outer * inner * K == 0:
+        return _empty(k)
+    better = Template(TOP_K_BETTER[k.attrs["largest"]])
+    indices = k.node.op == "top_k_indices"
+    key = (lambda p: f"xr[yr[{p}] * {inner}]") if indices else (lambda p: f"yr[{p}]")
+    body = NORM_TEMPLATES["top_k"].substitute(
+        inner=inner, L=L, K=K, T=cgen.ctype(k.out.dtype), entry="l" if indices else "v",
+        better_last=better.substitute(a="v", b=key(f"({K} - 1) * {inner}")),
+        better_prev=better.substitute(a="v", b=key(f"(pos - 1) * {inner}")))
+    units = outer * inner
+    return k.task(cgen.each_unit(body), units, units * L * min(K, 8) >= cgen.PARALLEL_MIN_WORK)
+
+
+NORM_EMITTERS = {"layer_norm": _layer_norm, "lrn": _lrn, "cumsum": _cumsum, "top_k": _top_k,
+                 "top_k_indices": _top_k}
 
 
 EMITTERS = {
@@ -856,6 +1011,7 @@ EMITTERS = {
     **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
     "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
     **MOVE_EMITTERS,
+    **NORM_EMITTERS,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}

@@ -67,6 +67,12 @@ VERSIONS = {
     "GatherElements": (11, 13), "Split": (2, 11, 13, 18), "Tile": (6, 13),
     "Pad": (2, 11, 13, 18, 19, 21, 23, 24, 25), "DepthToSpace": (1, 11, 13, 28), "SpaceToDepth": (1, 13, 28),
     "Trilu": (14,),
+    # normalization & co.: InstanceNormalization-22, LRN-13, CumSum-14, TopK-24 add element types; TopK takes k
+    # as an attribute before 10, largest and sorted from 11; GroupNormalization-18 (scale per group) is
+    # deprecated: onnx's checker refuses it, 21 scales per channel
+    "LayerNormalization": (17,), "InstanceNormalization": (6, 22), "GroupNormalization": (18, 21),
+    "LRN": (1, 13), "CumSum": (11, 14), "TopK": (1, 10, 11, 24),
+    "Einsum": (12, 28),  # 28 adds bfloat16
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
