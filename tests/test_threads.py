@@ -45,8 +45,8 @@ def pool(kind, exe, *args):
 
 
 def test_every_index_once_in_contiguous_ranges_with_private_aligned_scratch(plain):
-    """T = 1..9 and n from 0 to 4096: ranges cover [0, n) once, non-empty, at most
-    T; range 0 on the caller with own_scratch; n < 2, T = 1 and outside a run inline."""
+    """T = 1..9 and n from 0 to 4096: ranges cover [0, n) once, non-empty, min(n, 4 T) of them; the
+    caller's with own_scratch, each worker's with its own; n < 2, T = 1 and outside a run inline."""
     assert pool("plain", plain, "ranges") == "ranges OK\n"
 
 

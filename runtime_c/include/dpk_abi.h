@@ -146,16 +146,19 @@ typedef struct dpk_backend_api {
  * serially, which must always be correct).
  *
  * parallel_for(n, fn, ctx, scratch_bytes, own_scratch) calls fn over the
- * index range [0, n), split into at most T contiguous, non-empty
- * [begin, end) ranges, T being the thread count of the model being run
- * (dpk_load_options_t.num_threads, DPK_NUM_THREADS, or the default). It
- * returns when every range is done. The calling thread runs one range with
- * `own_scratch` (which the caller provides, at least scratch_bytes); every
- * other range gets a private, 64-byte-aligned scratch buffer of at least
- * scratch_bytes from the runtime. If the model runs on 1 thread, n < 2, or
- * the process's worker threads are busy with another run, fn is called once
+ * index range [0, n), split into contiguous, non-empty [begin, end) ranges
+ * (at most 4 T, T being the thread count of the model being run:
+ * dpk_load_options_t.num_threads, DPK_NUM_THREADS, or the default), which the
+ * calling thread and up to T - 1 workers claim one at a time. It returns when
+ * every range is done. Ranges the calling thread runs get `own_scratch`
+ * (which the caller provides, at least scratch_bytes); those a worker runs
+ * get that worker's private, 64-byte-aligned scratch buffer of at least
+ * scratch_bytes (one thread runs its ranges one after another: scratch holds
+ * nothing from one range to the next). If the model runs on 1 thread, n < 2,
+ * or the process's worker threads are busy with another run, fn is called once
  * with [0, n) and own_scratch on the calling thread. Ranges must not depend
- * on each other; fn must not call parallel_for. Returns 0, or
+ * on each other, nor a result on how the loop was split; fn must not call
+ * parallel_for. Returns 0, or
  * DPK_STATUS_RESOURCE_EXHAUSTED (6) with the error set if scratch could not
  * be allocated (nothing was run). */
 typedef void (*dpk_task_fn)(void *ctx, int64_t begin, int64_t end, void *scratch);

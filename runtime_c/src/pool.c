@@ -2,10 +2,15 @@
  *
  * One pool per process, started by the first model that wants more than one
  * thread, grown to the largest count a loaded model wants, joined by the
- * last dpk_pool_release. Worker w runs range w + 1 of a loop; the caller runs
- * range 0. Each worker has its own mailbox (a sequence number), so a loop
- * wakes only the workers it uses. One loop at a time uses the pool: a caller
- * that finds it busy runs its whole loop inline instead of waiting. */
+ * last dpk_pool_release. A loop is cut into up to DPK_POOL_RANGES_PER_THREAD
+ * ranges per thread, which the caller and the workers it wakes claim one at a time
+ * (an atomic counter): a worker the OS has not scheduled yet costs nothing,
+ * since the others take its ranges, and a worker that has not started when
+ * the caller runs out of ranges is cancelled rather than waited for. Which
+ * thread runs a range never changes a result (ranges are independent). Each
+ * worker has its own mailbox (a sequence number), so a loop wakes only the
+ * workers it uses. One loop at a time uses the pool: a caller that finds it
+ * busy runs its whole loop inline instead of waiting. */
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -17,6 +22,8 @@
 #include "pool.h"
 
 #define SPIN_NS 50000 /* a worker spins this long after a loop before it sleeps */
+
+enum { IDLE, POSTED, RUNNING }; /* worker_t.state: a loop handed to it, then taken up by it */
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -32,6 +39,7 @@ typedef struct worker {
   pthread_cond_t wake;
   unsigned seq;         /* atomic: bumped to hand this worker a range */
   int sleeping;         /* atomic */
+  int state;            /* atomic: IDLE, POSTED (by the caller), RUNNING (by the worker) */
   void *scratch;        /* 64-aligned, scratch_size bytes; grown by the caller under `busy` */
   size_t scratch_size;
   int index;            /* runs range index + 1 */
@@ -40,13 +48,13 @@ typedef struct worker {
 static struct {
   pthread_mutex_t admin; /* refs and the worker count change under it (and `busy`) */
   pthread_mutex_t busy;  /* held by the loop using the workers */
-  int refs, count, stopping;
+  int refs, count, stopping; /* stopping: atomic */
   worker_t workers[DPK_POOL_MAX_THREADS - 1];
   /* The current loop, written before the mailboxes are bumped. */
   dpk_task_fn fn;
   void *ctx;
-  int64_t base, rem;
-  int pending; /* atomic: worker ranges not done yet */
+  int64_t base, rem, ranges;
+  int64_t next; /* atomic: the next range to claim */
 } pool = {.admin = PTHREAD_MUTEX_INITIALIZER, .busy = PTHREAD_MUTEX_INITIALIZER};
 
 static __thread int thread_count = 1; /* of the model this thread is running */
@@ -63,10 +71,15 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Range k of the current loop: the first `rem` ranges are one longer. */
-static void run_range(int k, void *scratch) {
-  int64_t begin = k * pool.base + (k < pool.rem ? k : pool.rem);
-  pool.fn(pool.ctx, begin, begin + pool.base + (k < pool.rem), scratch);
+/* Claim and run ranges of the current loop until none is left (the first
+ * `rem` ranges are one longer). */
+static void run_ranges(void *scratch) {
+  for (;;) {
+    int64_t k = __atomic_fetch_add(&pool.next, 1, __ATOMIC_RELAXED);
+    if (k >= pool.ranges) return;
+    int64_t begin = k * pool.base + (k < pool.rem ? k : pool.rem);
+    pool.fn(pool.ctx, begin, begin + pool.base + (k < pool.rem), scratch);
+  }
 }
 
 /* Spin a little (a loop often follows a loop), then sleep until `seq` moves. */
@@ -93,9 +106,13 @@ static void *worker_main(void *arg) {
   unsigned seen = 0;
   for (;;) {
     seen = wait_for_work(w, seen);
-    if (pool.stopping) return NULL; /* written before the bump that woke us */
-    run_range(w->index + 1, w->scratch);
-    __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&pool.stopping, __ATOMIC_ACQUIRE)) return NULL; /* stored before the bump that woke us */
+    /* A wake-up may be stale (its loop was cancelled); only a POSTED state is a loop to join. */
+    int posted = POSTED;
+    if (__atomic_compare_exchange_n(&w->state, &posted, RUNNING, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+      run_ranges(w->scratch);
+      __atomic_store_n(&w->state, IDLE, __ATOMIC_RELEASE);
+    }
   }
 }
 
@@ -110,7 +127,7 @@ static void post(worker_t *w) {
 
 /* Join every worker and free their scratch. Under admin and busy. */
 static void stop_all(void) {
-  pool.stopping = 1;
+  __atomic_store_n(&pool.stopping, 1, __ATOMIC_RELEASE); /* a worker woken for a cancelled loop may read it now */
   for (int i = 0; i < pool.count; i++) post(&pool.workers[i]);
   for (int i = 0; i < pool.count; i++) {
     worker_t *w = &pool.workers[i];
@@ -121,7 +138,7 @@ static void stop_all(void) {
     memset(w, 0, sizeof *w);
   }
   pool.count = 0;
-  pool.stopping = 0;
+  __atomic_store_n(&pool.stopping, 0, __ATOMIC_RELAXED); /* every worker is joined */
 }
 
 /* Start workers until there are `want`. Under admin and busy. Workers block
@@ -215,13 +232,14 @@ static int parallel_for(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_byt
     fn(ctx, 0, n, own_scratch);
     return DPK_OK;
   }
-  if (parts > n) parts = n;
   if (parts > pool.count + 1) parts = pool.count + 1;
   if (parts < 2) { /* no workers (a model on 1 thread loaded them all) */
     pthread_mutex_unlock(&pool.busy);
     fn(ctx, 0, n, own_scratch);
     return DPK_OK;
   }
+  int64_t ranges = n < parts * DPK_POOL_RANGES_PER_THREAD ? n : parts * DPK_POOL_RANGES_PER_THREAD;
+  if (parts > ranges) parts = ranges;
   dpk_status_t status = ensure_scratch((int)parts - 1, scratch_bytes);
   if (status) {
     pthread_mutex_unlock(&pool.busy);
@@ -229,15 +247,25 @@ static int parallel_for(int64_t n, dpk_task_fn fn, void *ctx, size_t scratch_byt
   }
   pool.fn = fn;
   pool.ctx = ctx;
-  pool.base = n / parts;
-  pool.rem = n % parts;
-  __atomic_store_n(&pool.pending, (int)parts - 1, __ATOMIC_RELAXED);
-  for (int i = 0; i < parts - 1; i++) post(&pool.workers[i]);
-  run_range(0, own_scratch);
-  /* The other ranges are as long as ours: wait by spinning, yielding the
-   * core if a worker was descheduled. */
-  for (int i = 1; __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) != 0; i++) {
-    if (i < 4096) CPU_RELAX(); else sched_yield();
+  pool.ranges = ranges;
+  pool.base = n / ranges;
+  pool.rem = n % ranges;
+  __atomic_store_n(&pool.next, 0, __ATOMIC_RELAXED);
+  for (int i = 0; i < parts - 1; i++) {
+    __atomic_store_n(&pool.workers[i].state, POSTED, __ATOMIC_RELEASE); /* after the loop's fields */
+    post(&pool.workers[i]);
+  }
+  run_ranges(own_scratch);
+  /* Every range is claimed. A worker that has not taken up the loop yet is
+   * cancelled; one that has may still run its last range: wait for it by
+   * spinning, yielding the core if it was descheduled. */
+  for (int i = 0; i < parts - 1; i++) {
+    worker_t *w = &pool.workers[i];
+    int posted = POSTED;
+    if (__atomic_compare_exchange_n(&w->state, &posted, IDLE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+    for (int spins = 1; __atomic_load_n(&w->state, __ATOMIC_ACQUIRE) != IDLE; spins++) {
+      if (spins < 4096) CPU_RELAX(); else sched_yield();
+    }
   }
   pthread_mutex_unlock(&pool.busy);
   return DPK_OK;

@@ -7,6 +7,7 @@
 #include "dpk.h"
 
 #define DPK_POOL_MAX_THREADS 64 /* threads one loop uses at most, the caller included */
+#define DPK_POOL_RANGES_PER_THREAD 4 /* a loop is cut into min(n, T * this) ranges, claimed one at a time */
 
 /* What dlopen'ed model code finds in __dpk_parallel. Static. */
 extern const dpk_parallel_api dpk_parallel;

@@ -3,9 +3,10 @@
  * with TSan).
  *
  *   pool_harness ranges          for T in 1..9 and many n: every index once,
- *                                ranges contiguous, non-empty, at most T; the
- *                                caller runs range 0 with own_scratch; worker
- *                                scratch private, 64-aligned, big enough
+ *                                ranges contiguous, non-empty, min(n, 4 T) of
+ *                                them; the caller's with own_scratch, at most
+ *                                T - 1 workers, each with its own scratch
+ *                                (private, 64-aligned, big enough)
  *   pool_harness oom             scratch that cannot be allocated:
  *                                RESOURCE_EXHAUSTED, nothing run
  *   pool_harness concurrent K    K threads loop at once (one gets the pool,
@@ -14,7 +15,7 @@
  *                                workers use no CPU
  *   pool_harness fork            a forked child runs loops inline, then can
  *                                start workers of its own
- *   pool_harness latency T       ns per parallel_for of T ranges, warm
+ *   pool_harness latency T       ns per parallel_for on T threads, warm
  *
  * Exit 0 if every check passed, 1 otherwise (printed), 2 on usage errors. */
 #define _GNU_SOURCE
@@ -77,25 +78,35 @@ static void check_loop(int threads, int64_t n, size_t scratch_bytes) {
   r.scratch_bytes = scratch_bytes;
   int status = dpk_parallel.parallel_for(n, record, &r, scratch_bytes, own);
   CHECK(status == 0, "T=%d n=%lld: status %d (%s)", threads, (long long)n, status, dpk_last_error());
-  int want = (int)(n < threads ? (n < 1 ? 1 : n) : threads);
+  int64_t cut = (int64_t)threads * DPK_POOL_RANGES_PER_THREAD;
+  int want = (int)(n < cut ? (n < 1 ? 1 : n) : cut);
   if (n < 2 || threads < 2) want = 1;
   CHECK(r.count == want, "T=%d n=%lld: %d ranges, expected %d", threads, (long long)n, r.count, want);
   qsort(r.ranges, (size_t)r.count, sizeof r.ranges[0], by_begin);
+  pthread_t seen[MAX_RANGES];
+  void *scratch_of[MAX_RANGES];
+  int workers = 0;
   for (int k = 0; k < r.count; k++) {
     range_t *g = &r.ranges[k];
     CHECK(g->begin == (k ? r.ranges[k - 1].end : 0), "T=%d n=%lld: range %d starts at %lld", threads, (long long)n, k,
           (long long)g->begin);
     CHECK(g->end > g->begin || (n < 2 && r.count == 1), "T=%d n=%lld: range %d is empty", threads, (long long)n, k);
-    if (k == 0) {
-      CHECK(g->scratch == own, "T=%d n=%lld: range 0 did not get own_scratch", threads, (long long)n);
-      CHECK(pthread_equal(g->thread, pthread_self()), "T=%d n=%lld: range 0 ran on another thread", threads, (long long)n);
-    } else {
-      CHECK(!pthread_equal(g->thread, pthread_self()), "T=%d n=%lld: range %d ran on the caller", threads, (long long)n, k);
-      CHECK(g->scratch && g->scratch != own && (uintptr_t)g->scratch % 64 == 0,
-            "T=%d n=%lld: range %d scratch %p (own %p)", threads, (long long)n, k, g->scratch, (void *)own);
-      for (int j = 1; j < k; j++) CHECK(r.ranges[j].scratch != g->scratch, "ranges %d and %d share scratch", j, k);
+    if (pthread_equal(g->thread, pthread_self())) {
+      CHECK(g->scratch == own, "T=%d n=%lld: range %d on the caller did not get own_scratch", threads, (long long)n, k);
+      continue;
     }
+    CHECK(g->scratch && g->scratch != own && (uintptr_t)g->scratch % 64 == 0,
+          "T=%d n=%lld: range %d scratch %p (own %p)", threads, (long long)n, k, g->scratch, (void *)own);
+    int w = 0;
+    while (w < workers && !pthread_equal(seen[w], g->thread)) w++;
+    if (w == workers) {  /* a worker's first range: its scratch is no other worker's */
+      for (int j = 0; j < workers; j++) CHECK(scratch_of[j] != g->scratch, "two workers share scratch %p", g->scratch);
+      seen[workers] = g->thread;
+      scratch_of[workers++] = g->scratch;
+    }
+    CHECK(scratch_of[w] == g->scratch, "T=%d n=%lld: a worker's ranges got two scratch buffers", threads, (long long)n);
   }
+  CHECK(workers <= threads - 1 || workers == 0, "T=%d n=%lld: %d workers ran ranges", threads, (long long)n, workers);
   if (r.count) CHECK(r.ranges[r.count - 1].end == n, "T=%d n=%lld: last range ends at %lld", threads,
                      (long long)n, (long long)r.ranges[r.count - 1].end);
   for (int64_t i = 0; i < n; i++) CHECK(r.hits[i] == 1, "T=%d n=%lld: index %lld ran %d times", threads, (long long)n, (long long)i, r.hits[i]);
