@@ -196,15 +196,14 @@ def test_maxpool_versions(tmp_path, cache, opset):
 
 @pytest.mark.parametrize("opset", [7, 10, 11, 19] + NEW)
 def test_averagepool_versions(tmp_path, cache, opset):
-    """count_include_pad from 7, ceil_mode from 10, dilations from 19 (only 1 is supported)."""
+    """count_include_pad from 7, ceil_mode from 10, dilations from 19."""
     x = rand(1, 2, 7, 7)
     check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
     check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
     if opset >= 10:
         check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
     if opset >= 19:
-        path, _ = single(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], dilations=[2, 2])
-        assert error_of(path).endswith("dilations [2, 2] are not supported for pooling (only [1, 1])")
+        check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 0, 1, 1])
 
 
 @pytest.mark.parametrize("opset", [7, 11] + NEW)
@@ -272,10 +271,10 @@ def test_an_op_without_versions_is_read_at_opsets_13_to_21_only(tmp_path, monkey
 # Why a case may be refused: each pattern names the feature in the error's words.
 REFUSALS = {
     r"element type \w+ is not supported": "a dtype dsopack does not read (float8, int4, bfloat16, uint16...)",
-    r"\('[\w.]+'\) must be known at build time": "Clip min/max, Reshape shape, Squeeze/Unsqueeze axes as run-time inputs",
+    r"\('[\w.]+'\) must be known at build time": "Clip min/max, Reshape shape, Squeeze/Unsqueeze axes, "
+                                              "Resize scales/sizes/roi as run-time inputs",
     r"needs floating-point inputs": "float32 kernels only (int8/int16/uint8 arithmetic, clip, pooling)",
-    r"only 2-D (windows|convolution)": "1-D and 3-D convolution and pooling",
-    r"dilations \[\d+, \d+\] are not supported for pooling": "pooling dilations",
+    r"only 1-D and 2-D (windows|convolution|transposed convolutions)": "3-D convolution and pooling",
     r"output '\w+' is not supported \(only the first output is computed\)": "second outputs (Indices, mask)",
     r"training_mode": "training-mode BatchNormalization and Dropout",
     r"has no fixed size: give it one with --shape": "a dimension the case leaves open",

@@ -86,5 +86,12 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("batchnorm", "epsilon"): ">= 0",
                        **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
                           for flag in ("keepdims", "noop_with_empty_axes")},
-                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1"}
-    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip"]
+                       ("argmin", "keepdims"): "0 or 1", ("argmin", "select_last_index"): "0 or 1",
+                       # the convolution family
+                       ("conv_transpose2d", "groups"): ">= 1",
+                       ("conv_transpose2d", "pads"): "4 integers [top, left, bottom, right]",
+                       ("resize", "mode"): "one of " + ", ".join(ops.RESIZE_MODES),
+                       ("resize", "coordinate_transformation_mode"): "one of " + ", ".join(ops.RESIZE_COORDINATES),
+                       ("resize", "nearest_mode"): "one of " + ", ".join(ops.RESIZE_NEAREST),
+                       ("resize", "exclude_outside"): "0 or 1", ("resize", "antialias"): "0 or 1"}
+    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "resize"]

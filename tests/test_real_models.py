@@ -24,8 +24,6 @@ from packager.ir import BuildError
 
 # model -> the unsupported ONNX ops its build error lists (or, for another refusal, a phrase of it)
 REFUSED = {
-    "audio_conv1d.dynamo": "only 2-D convolution is supported",
-    "audio_conv1d.script": "only 2-D convolution is supported",
     "bert.dynamo": {"GatherElements", "IsNaN", "LayerNormalization"},
     "bigru.dynamo": {"GRU"},
     "bigru.script": {"GRU"},
@@ -36,8 +34,6 @@ REFUSED = {
     "gpt2.dynamo": {"IsNaN", "LayerNormalization", "Split"},
     "lstm.dynamo": {"LSTM"},
     "lstm.script": {"LSTM"},
-    "segmentation.dynamo": {"ConvTranspose", "Resize"},
-    "segmentation.script": {"ConvTranspose", "Resize"},
     "shufflenet_v2_x0_5.dynamo": {"Split"},
     "shufflenet_v2_x0_5.script": "dsopack computes Slice only at build time",
     "t5_encoder.script": "dsopack computes Gather only at build time",

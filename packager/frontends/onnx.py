@@ -58,6 +58,10 @@ VERSIONS = {
     "ReduceSum": (1, 11, 13), "ReduceMean": (1, 11, 13, 18), "ReduceMax": (1, 11, 12, 13, 18, 20),
     "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
+    # the convolution family: ConvTranspose-22 and the pools' later versions add element types; Resize-11
+    # adds roi, sizes and the coordinate modes, 13 lets scales be left out, 18 adds axes, antialias and
+    # keep_aspect_ratio_policy, 19 half_pixel_symmetric; Upsample-9 takes scales as an input (10: the same)
+    "ConvTranspose": (1, 11, 22), "Resize": (10, 11, 13, 18, 19), "Upsample": (7, 9, 10),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
