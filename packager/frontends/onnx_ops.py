@@ -719,7 +719,8 @@ def _resize_shape(cv: Converter, node: OnnxNode, x, axes, scales, sizes, roi) ->
 @_emits("resize")
 def _resize(cv: Converter, node: OnnxNode) -> None:
     """Resize -> resize, with scales or sizes (and roi) constant at build time. Resize-10 (X, scales) maps
-    coordinates as Upsample does: asymmetric, nearest rounding down."""
+    coordinates as Upsample does (asymmetric: x / scale; the spec says no more, onnxruntime does this),
+    nearest rounding down, or up along a shrunk dimension (_resize_10_nearest)."""
     x = list(cv.type_of(node.inputs[0]).shape)
     rank = len(x)
     if node.version < 11:
@@ -738,8 +739,26 @@ def _resize(cv: Converter, node: OnnxNode) -> None:
         for i, a in enumerate(axes):
             full_roi[a], full_roi[rank + a] = float(roi[i]), float(roi[len(axes) + i])
     out, scale = _resize_shape(cv, node, x, axes, scales, sizes, full_roi)
-    cv.emit(node, "resize", [node.inputs[0]], node.outputs[0], sizes=out, scales=scale,
-            mode=node.attrs.get("mode", "nearest"), roi=full_roi, **attrs)
+    mode = node.attrs.get("mode", "nearest")
+    if node.version < 11 and mode == "nearest" and any(s < 1 for s in scale):
+        _resize_10_nearest(cv, node, x, out, scale)
+        return
+    cv.emit(node, "resize", [node.inputs[0]], node.outputs[0], sizes=out, scales=scale, mode=mode, roi=full_roi,
+            **attrs)
+
+
+def _resize_10_nearest(cv: Converter, node: OnnxNode, x, out, scale) -> None:
+    """Resize-10 nearest, shrinking some dimensions: the spec leaves the rounding open; onnxruntime rounds
+    up along a shrunk dimension and down along the others. Nearest sampling is separable and exact, so
+    that is two resizes: the shrunk dimensions (ceil), then the others (floor)."""
+    shrunk = [s < 1 for s in scale]
+    mid = [o if k else d for d, o, k in zip(x, out, shrunk)]
+    y = cv.emit(node, "resize", [node.inputs[0]], None if mid != out else node.outputs[0], sizes=mid,
+                scales=[s if k else 1.0 for s, k in zip(scale, shrunk)], mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="ceil")
+    if mid != out:
+        cv.emit(node, "resize", [y], node.outputs[0], sizes=out, scales=[1.0 if k else s for s, k in zip(scale, shrunk)],
+                mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
 @_emits("resize")
