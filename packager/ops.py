@@ -9,7 +9,8 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
-minimum): the ONNX frontend emits them, and a YAML graph may use them too.
+minimum; conv_transpose2d, resize and the pools' dilations): the ONNX frontend
+emits them, and a YAML graph may use them too.
 Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)

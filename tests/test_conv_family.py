@@ -289,6 +289,9 @@ X4 = {"x": ("float32", (1, 2, 4, 4))}
     (helper.make_node("Resize", ["x", "roi", "", "z"], ["y"], name="r",
                       coordinate_transformation_mode="tf_crop_and_resize"), X4,
      {"roi": np.zeros(3, np.float32), "z": np.array([1, 2, 3, 3], np.int64)}, "roi [0.0, 0.0, 0.0] must have 2 values per axis (8)"),
+    (helper.make_node("Resize", ["x", "roi", "s"], ["y"], name="r", coordinate_transformation_mode="tf_crop_and_resize"),
+     X4, {"roi": np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32), "s": np.ones(4, np.float32)},
+     "tf_crop_and_resize with scales is not supported: the spec's output length"),
     (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2]), X4, {},
      "kernel_shape [2] must have 2 values for a 2-D window"),
 ])

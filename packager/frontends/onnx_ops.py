@@ -697,11 +697,13 @@ def _resize_shape(cv: Converter, node: OnnxNode, x, axes, scales, sizes, roi) ->
                              f"per axis ({len(axes)})")
     out, scale = list(x), [1.0] * rank
     if scales is not None:
-        crop = node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize"
+        if roi:
+            raise cv.error(node, "tf_crop_and_resize with scales is not supported: the spec's output length "
+                                 "floor(length * (roi_end - roi_start) * scale) and onnxruntime's (and ONNX's "
+                                 "reference's) floor(length * scale) differ; give sizes")
         for a, s in zip(axes, scales.tolist()):
             scale[a] = float(s)
-            width = (roi[rank + a] - roi[a]) if crop and roi else 1.0
-            out[a] = int(math.floor(x[a] * width * float(s)))
+            out[a] = int(math.floor(x[a] * float(s)))
         return out, scale
     for a, n in zip(axes, sizes.tolist()):
         out[a] = int(n)
