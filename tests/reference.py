@@ -616,3 +616,8 @@ def resize(x, sizes, scales, mode="nearest", coordinate_transformation_mode="hal
                                          coordinate_transformation_mode=coordinate_transformation_mode,
                                          exclude_outside=bool(exclude_outside))
     return y
+
+
+def conv_transpose2d_approx(x, w, b=None, **attrs) -> Approx:
+    k = np.shape(x)[1] // attrs.get("groups", 1) * int(np.prod(np.shape(w)[2:]))  # input channels of a group x taps
+    return _linear(conv_transpose2d, k, exact(x), w, b, **attrs)

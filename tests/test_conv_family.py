@@ -322,3 +322,39 @@ def test_registry_errors(op, types, attrs, needle):
     with pytest.raises(BuildError, match=needle):
         ops.normalize(node)
         ops.infer(node, [TensorType(s, "float32") for s in types])
+
+
+# ---------------------------------------------------------------------------
+# The cblas backend's conv_transpose2d (sgemm + col2im): serial and split over threads
+
+
+CBLAS_CASES = [  # (input shapes, attrs): each above the parallel threshold
+    ([(2, 16, 9, 11), (16, 24, 3, 3), (24,)], {"strides": [2, 2], "pads": [1, 1, 0, -1]}),
+    ([(1, 32, 8, 8), (32, 8, 2, 3)], {"strides": [2, 3], "dilations": [2, 1], "groups": 4, "pads": [0, 1, 1, 0]}),
+]
+
+
+@pytest.mark.parametrize("shapes,attrs", CBLAS_CASES)
+def test_cblas_conv_transpose_matches_the_reference_serial_and_split(tmp_path, shapes, attrs):
+    import kernel_harness as kh
+    from packager.backends.cblas import CblasBackend
+
+    inputs = [rand(*s) for s in shapes]
+    weights = tuple(range(1, len(shapes)))
+    _, region, graph = lower_node("conv_transpose2d", inputs, weights, backend=CblasBackend(), **attrs)
+    assert CblasBackend().supports(region.nodes[0], graph) is None
+    lowered = CblasBackend().lower(region, graph)
+    assert "cblas_sgemm(" in lowered.source and "dpk_host_parallel(" in lowered.source
+    expected = ref.conv_transpose2d_approx(*inputs, **attrs)
+    for parallel in (False, True):  # the harness's stand-in pool cuts the units into 3 ranges
+        lib = kh.compile_sources([lowered], str(tmp_path), parallel=parallel)
+        out = np.full(graph.types["y"].shape, np.nan, np.float32)
+        lib.call(region.name, *inputs, out, np.zeros(lowered.workspace_bytes, np.uint8))
+        ref.assert_close(out, expected, f"cblas conv_transpose2d, {'split' if parallel else 'serial'}")
+
+
+def test_cblas_leaves_small_groups_of_conv_transpose_to_host():
+    from packager.backends.cblas import CblasBackend
+
+    _, region, graph = lower_node("conv_transpose2d", [rand(1, 8, 4, 4), rand(8, 1, 3, 3)], (1,), groups=8)
+    assert "host's direct loop is faster" in CblasBackend().supports(region.nodes[0], graph)
