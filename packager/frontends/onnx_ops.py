@@ -323,8 +323,8 @@ def _window_attrs(cv: Converter, node: OnnxNode, kernel=None, what: str = "windo
     return x, kernel, strides, dilations, pads
 
 
-# A 1-D window (N, C, L) runs as a 2-D one of height 1 (N, C, 1, L): a reshape on each side, which costs
-# a copy of the tensor at most (none where the reshape is an alias).
+# A 1-D window (N, C, L) runs as a 2-D one of height 1 (N, C, 1, L): a reshape on each side (a copy of
+# the tensor; small next to the window's work), a constant weight reshaped at build time.
 
 def _as_2d(values: list, one: int) -> list:
     """[L] -> [one, L]; [begin, end] pads -> [0, begin, 0, end]; 2-D values stay."""
