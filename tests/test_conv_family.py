@@ -358,3 +358,26 @@ def test_cblas_leaves_small_groups_of_conv_transpose_to_host():
 
     _, region, graph = lower_node("conv_transpose2d", [rand(1, 8, 4, 4), rand(8, 1, 3, 3)], (1,), groups=8)
     assert "host's direct loop is faster" in CblasBackend().supports(region.nodes[0], graph)
+
+
+def test_host_tasks_give_the_same_bits_serial_and_split(tmp_path):
+    """conv_transpose2d's planes and resize's planes are independent units: cut into 3 ranges by the
+    harness's stand-in pool, the outputs are bit-identical to a serial run."""
+    import kernel_harness as kh
+
+    cases = [("conv_transpose2d", [rand(2, 8, 12, 12), rand(8, 6, 3, 3)], {"strides": [2, 2], "pads": [1, 1, 0, 0]}),
+             ("resize", [rand(2, 8, 20, 20)], {"sizes": [2, 8, 50, 30], "scales": [1.0, 1.0, 2.5, 1.5],
+                                               "mode": "cubic"})]
+    for op, inputs, attrs in cases:
+        backend, region, graph = lower_node(op, inputs, **attrs)
+        lowered = backend.lower(region, graph)
+        assert "dpk_host_parallel(" in lowered.source, "the case is meant to be above the threshold"
+        runs = []
+        for parallel in (False, True):
+            before = kh.KernelLib.ranges_run()
+            lib = kh.compile_sources([lowered], str(tmp_path), parallel=parallel)
+            out = np.full(graph.types["y"].shape, np.nan, np.float32)
+            lib.call(region.name, *inputs, out)
+            assert (kh.KernelLib.ranges_run() - before == 3) == parallel
+            runs.append(out)
+        np.testing.assert_array_equal(runs[0], runs[1], err_msg=op)
