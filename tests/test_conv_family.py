@@ -168,6 +168,21 @@ def test_a_2d_net_matches_onnxruntime(tmp_path, cache):
     build_and_compare(save(model, tmp_path / "net2d.onnx"), {"x": ins["x"]}, tmp_path)
 
 
+def test_average_pool_ceil_mode_with_count_include_pad_matches_onnxruntime(tmp_path, cache):
+    """A last window past the padding averages over its taps inside the padded input: the IR pool (its
+    padding extended) times a constant factor per output position."""
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["y"], name="p2", kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 0],
+                         ceil_mode=1, count_include_pad=1),
+        helper.make_node("AveragePool", ["v"], ["z"], name="p1", kernel_shape=[3], strides=[3], pads=[1, 1],
+                         ceil_mode=1, count_include_pad=1, dilations=[1]),
+    ]
+    model = make_model(nodes, {"x": ("float32", (1, 2, 6, 7)), "v": ("float32", (2, 3, 9))}, {},
+                       {"y": "float32", "z": "float32"}, 19)
+    got = build_and_compare(save(model, tmp_path / "ceil.onnx"), {"x": rand(1, 2, 6, 7), "v": rand(2, 3, 9)}, tmp_path)
+    assert got["y"].shape == (1, 2, 4, 4) and got["z"].shape == (2, 3, 4)  # the last windows do run past
+
+
 @pytest.mark.parametrize("opset", [10, 11, 13, 18, 19])
 def test_resize_at_each_version_matches_onnxruntime(tmp_path, cache, opset):
     """Resize-10 (X, scales: asymmetric, nearest rounding down), 11 (roi, scales, sizes; the coordinate

@@ -470,9 +470,9 @@ def test_manifest_onnx_shapes_and_cli_override(tmp_path, cache):
 
 
 @pytest.mark.parametrize("node,inputs,inits,needle", [
-    (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
-                      count_include_pad=1), {"x": ("float32", (1, 1, 5, 5))}, {},
-     "node 'p' (AveragePool): ceil_mode=1 with count_include_pad=1 is not supported"),
+    (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], auto_pad="SAME"),
+     {"x": ("float32", (1, 1, 5, 5))}, {},
+     "node 'p' (AveragePool): auto_pad 'SAME' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
     (helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2, 2]),
      {"x": ("float32", (1, 1, 5, 5, 5))}, {}, "only 1-D and 2-D windows (3-D NCL or 4-D NCHW input) are supported"),
     (helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn", training_mode=1),

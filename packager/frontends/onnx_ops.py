@@ -346,16 +346,16 @@ def _lift(cv: Converter, node: OnnxNode, name: str) -> str:
 
 
 def _windowed(cv: Converter, node: OnnxNode, op: str, inputs: list, nd: int, lifted: tuple[int, ...] = (0,),
-              **attrs) -> None:
-    """Emit IR `op` over `inputs`; for a 1-D window the inputs at `lifted` get height 1, and the output
-    drops it again."""
+              output: str | None = None, **attrs) -> str:
+    """Emit IR `op` over `inputs` into `output` (default: the node's); for a 1-D window the inputs at
+    `lifted` get height 1, and the output drops it again. Returns the output's name."""
+    output = output or node.outputs[0]
     if nd == 2:
-        cv.emit(node, op, inputs, node.outputs[0], **attrs)
-        return
+        return cv.emit(node, op, inputs, output, **attrs)
     inputs = [_lift(cv, node, t) if i in lifted else t for i, t in enumerate(inputs)]
     y = cv.emit(node, op, inputs, **attrs)
     shape = cv.types[y].shape
-    cv.emit(node, "reshape", [y], node.outputs[0], shape=[shape[0], shape[1], shape[3]])
+    return cv.emit(node, "reshape", [y], output, shape=[shape[0], shape[1], shape[3]])
 
 
 @_emits("conv2d", "reshape")
@@ -371,13 +371,14 @@ def _conv(cv: Converter, node: OnnxNode) -> None:
 
 
 def _pool(op: str):
-    @_emits(op, "reshape")
+    @_emits(op, "reshape", "mul")
     def convert(cv: Converter, node: OnnxNode) -> None:
         x, kernel, strides, dilations, pads = _window_attrs(cv, node)
         nd = len(kernel)
         attrs = {}
         if op == "avgpool2d":
             attrs["count_include_pad"] = node.attrs.get("count_include_pad", 0)
+        given = list(pads)
         if node.attrs.get("ceil_mode", 0):
             for d in range(nd):
                 size, k, s = x.shape[2 + d], (kernel[d] - 1) * dilations[d] + 1, strides[d]
@@ -385,14 +386,29 @@ def _pool(op: str):
                 out = -(-span // s) + 1
                 if (out - 1) * s >= size + pads[d]:  # the last window must start inside the input
                     out -= 1
-                extra = max(0, (out - 1) * s + k - (size + pads[d] + pads[d + nd]))
-                if extra and attrs.get("count_include_pad"):
-                    raise cv.error(node, "ceil_mode=1 with count_include_pad=1 is not supported when the "
-                                         "last window runs past the padding")
-                pads[d + nd] += extra
-        _windowed(cv, node, op, [node.inputs[0]], nd, kernel=_as_2d(kernel, 1), strides=_as_2d(strides, 1),
-                  pads=_as_2d(pads, 0), dilations=_as_2d(dilations, 1), **attrs)
+                pads[d + nd] += max(0, (out - 1) * s + k - (size + pads[d] + pads[d + nd]))
+        rescale = attrs.get("count_include_pad") and pads != given
+        y = _windowed(cv, node, op, [node.inputs[0]], nd, output=cv.fresh(f"{node.outputs[0]}/sum") if rescale else None,
+                      kernel=_as_2d(kernel, 1), strides=_as_2d(strides, 1), pads=_as_2d(pads, 0),
+                      dilations=_as_2d(dilations, 1), **attrs)
+        if rescale:
+            factor = _include_pad_rescale(x.shape[2:], cv.types[y].shape[2:], kernel, strides, dilations, given)
+            cv.emit(node, "mul", [y, factor.reshape((1, 1) + factor.shape)], node.outputs[0])
     return convert
+
+
+def _include_pad_rescale(sizes, outs, kernel, strides, dilations, pads) -> np.ndarray:
+    """count_include_pad=1 with ceil_mode: a window that runs past the given padding averages over its taps
+    inside the padded input only (ONNX's reference, and PyTorch). The IR op, whose padding was extended to
+    hold those windows, divides by the whole kernel: this factor (kernel size / taps inside) corrects it."""
+    nd = len(sizes)
+    inside = np.ones(tuple(outs))
+    for d in range(nd):
+        end = sizes[d] + pads[d + nd]  # the padded input's end, from the window's start at -pads[d]
+        starts = np.arange(outs[d]) * strides[d] - pads[d]
+        taps = (starts[:, None] + np.arange(kernel[d])[None, :] * dilations[d] < end).sum(axis=1)
+        inside = inside * taps.reshape([-1 if k == d else 1 for k in range(nd)])
+    return (math.prod(kernel) / inside).astype(np.float32)
 
 
 def _global_pool(op: str, reduce: str):
