@@ -396,3 +396,25 @@ def test_host_tasks_give_the_same_bits_serial_and_split(tmp_path):
             assert (kh.KernelLib.ranges_run() - before == 3) == parallel
             runs.append(out)
         np.testing.assert_array_equal(runs[0], runs[1], err_msg=op)
+
+
+def test_a_yaml_graph_uses_the_new_ops(tmp_path):
+    """conv_transpose2d, resize and a dilated pool written in a manifest's graph, run against the references."""
+    w = rand(3, 2, 2, 2)
+    np.savez(tmp_path / "w.npz", w=w)
+    nodes = [{"op": "conv_transpose2d", "inputs": ["x", "w"], "output": "t", "strides": 2, "pads": [0, 0, -1, 0]},
+             {"op": "maxpool2d", "inputs": ["t"], "output": "p", "kernel": 2, "dilations": [2, 1]},
+             {"op": "resize", "inputs": ["p"], "output": "y", "sizes": [1, 2, 10, 7], "scales": [1, 1, 2, 1],
+              "mode": "linear", "coordinate_transformation_mode": "align_corners"}]
+    spec = {"name": "yaml_conv_family", "backends": ["host"],
+            "model": {"graph": {"inputs": {"x": {"shape": [1, 3, 4, 4], "dtype": "float32"}}, "weights": "w.npz",
+                                "nodes": nodes, "outputs": ["y"]}}}
+    build(spec, str(tmp_path / "m.so"), base_dir=str(tmp_path), quiet=True)
+    x = rand(1, 3, 4, 4)
+    with loader.load(str(tmp_path / "m.so")) as m:
+        got = m.run(x=x)["y"]
+    t = ref.conv_transpose2d(x, w, strides=(2, 2), pads=(0, 0, -1, 0))
+    p = ref.maxpool2d(t, (2, 2), dilations=(2, 1))
+    want = ref.resize(p, [1, 2, 10, 7], [1.0, 1.0, 2.0, 1.0], mode="linear",
+                      coordinate_transformation_mode="align_corners")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
