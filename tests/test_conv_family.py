@@ -183,6 +183,19 @@ def test_average_pool_ceil_mode_with_count_include_pad_matches_onnxruntime(tmp_p
     assert got["y"].shape == (1, 2, 4, 4) and got["z"].shape == (2, 3, 4)  # the last windows do run past
 
 
+def test_3d_pools_match_onnxruntime(tmp_path, cache):
+    """A 3-D pool runs as a 2-D pool over (H, W), then one over D."""
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["m"], name="mp", kernel_shape=[2, 3, 2], strides=[1, 2, 2],
+                         pads=[1, 1, 0, 0, 1, 1], dilations=[2, 1, 1]),
+        helper.make_node("AveragePool", ["x"], ["a"], name="ap", kernel_shape=[3, 2, 2], strides=[2, 1, 2],
+                         pads=[1, 0, 1, 1, 1, 0], ceil_mode=1, count_include_pad=1),
+        helper.make_node("AveragePool", ["x"], ["b"], name="bp", kernel_shape=[2, 2, 3], pads=[0, 1, 1, 1, 0, 1]),
+    ]
+    model = make_model(nodes, {"x": ("float32", (1, 2, 6, 5, 7))}, {}, {k: "float32" for k in "mab"}, 19)
+    build_and_compare(save(model, tmp_path / "pool3d.onnx"), {"x": rand(1, 2, 6, 5, 7)}, tmp_path)
+
+
 @pytest.mark.parametrize("opset", [10, 11, 13, 18, 19])
 def test_resize_at_each_version_matches_onnxruntime(tmp_path, cache, opset):
     """Resize-10 (X, scales: asymmetric, nearest rounding down), 11 (roi, scales, sizes; the coordinate

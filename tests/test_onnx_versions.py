@@ -274,7 +274,7 @@ REFUSALS = {
     r"\('[\w.]+'\) must be known at build time": "Clip min/max, Reshape shape, Squeeze/Unsqueeze axes, "
                                               "Resize scales/sizes/roi as run-time inputs",
     r"needs floating-point inputs": "float32 kernels only (int8/int16/uint8 arithmetic, clip, pooling)",
-    r"only 1-D and 2-D (windows|convolution|transposed convolutions)": "3-D convolution and pooling",
+    r"only 1-D and 2-D (convolution|transposed convolutions)": "3-D convolution",
     r"output '\w+' is not supported \(only the first output is computed\)": "second outputs (Indices, mask)",
     r"training_mode": "training-mode BatchNormalization and Dropout",
     r"has no fixed size: give it one with --shape": "a dimension the case leaves open",

@@ -300,18 +300,20 @@ def _pads(cv: Converter, node: OnnxNode, in_sizes, kernel, strides, dilations) -
     return begin + end
 
 
-def _spatial(cv: Converter, node: OnnxNode, what: str = "windows") -> int:
-    """The number of spatial dims of the node's input: 1 (N, C, L) or 2 (N, C, H, W)."""
+def _spatial(cv: Converter, node: OnnxNode, what: str = "windows", most: int = 2) -> int:
+    """The number of spatial dims of the node's input: 1 (N, C, L), 2 (N, C, H, W), 3 if `most` allows."""
     x = cv.type_of(node.inputs[0])
-    if len(x.shape) not in (3, 4):
-        raise cv.error(node, f"only 1-D and 2-D {what} (3-D NCL or 4-D NCHW input) are supported; "
+    if not 3 <= len(x.shape) <= most + 2:
+        shapes = "3-D NCL or 4-D NCHW input" if most == 2 else "3-D NCL, 4-D NCHW or 5-D NCDHW input"
+        dims = [f"{d}-D" for d in range(1, most + 1)]
+        raise cv.error(node, f"only {', '.join(dims[:-1])} and {dims[-1]} {what} ({shapes}) are supported; "
                              f"input '{node.inputs[0]}' is {x}")
     return len(x.shape) - 2
 
 
-def _window_attrs(cv: Converter, node: OnnxNode, kernel=None, what: str = "windows"):
-    """(x, kernel, strides, dilations, pads) of a 1-D or 2-D window; pads as ONNX orders them."""
-    nd = _spatial(cv, node, what)
+def _window_attrs(cv: Converter, node: OnnxNode, kernel=None, what: str = "windows", most: int = 2):
+    """(x, kernel, strides, dilations, pads) of a window of 1 to `most` dims; pads as ONNX orders them."""
+    nd = _spatial(cv, node, what, most)
     x = cv.type_of(node.inputs[0])
     kernel = list(node.attrs.get("kernel_shape", kernel or []))
     strides = list(node.attrs.get("strides", [1] * nd))
@@ -373,7 +375,7 @@ def _conv(cv: Converter, node: OnnxNode) -> None:
 def _pool(op: str):
     @_emits(op, "reshape", "mul")
     def convert(cv: Converter, node: OnnxNode) -> None:
-        x, kernel, strides, dilations, pads = _window_attrs(cv, node)
+        x, kernel, strides, dilations, pads = _window_attrs(cv, node, most=3)
         nd = len(kernel)
         attrs = {}
         if op == "avgpool2d":
@@ -388,13 +390,31 @@ def _pool(op: str):
                     out -= 1
                 pads[d + nd] += max(0, (out - 1) * s + k - (size + pads[d] + pads[d + nd]))
         rescale = attrs.get("count_include_pad") and pads != given
-        y = _windowed(cv, node, op, [node.inputs[0]], nd, output=cv.fresh(f"{node.outputs[0]}/sum") if rescale else None,
-                      kernel=_as_2d(kernel, 1), strides=_as_2d(strides, 1), pads=_as_2d(pads, 0),
-                      dilations=_as_2d(dilations, 1), **attrs)
+        output = cv.fresh(f"{node.outputs[0]}/sum") if rescale else None
+        if nd == 3:
+            y = _pool_3d(cv, node, op, x.shape, kernel, strides, dilations, pads, output, attrs)
+        else:
+            y = _windowed(cv, node, op, [node.inputs[0]], nd, output=output, kernel=_as_2d(kernel, 1),
+                          strides=_as_2d(strides, 1), pads=_as_2d(pads, 0), dilations=_as_2d(dilations, 1), **attrs)
         if rescale:
             factor = _include_pad_rescale(x.shape[2:], cv.types[y].shape[2:], kernel, strides, dilations, given)
             cv.emit(node, "mul", [y, factor.reshape((1, 1) + factor.shape)], node.outputs[0])
     return convert
+
+
+def _pool_3d(cv: Converter, node: OnnxNode, op: str, shape, kernel, strides, dilations, pads, output, attrs) -> str:
+    """A 3-D pool as two 2-D ones: over (H, W) of [N, C * D, H, W], then over D of [N, C, D, H' * W']. A max
+    over a box is the max over each axis in turn; so is a mean, its taps inside the input being a product
+    of per-axis sets (and the kernel's size, with count_include_pad, a product too)."""
+    n, c, d, h, w = shape
+    planes = cv.emit(node, "reshape", [node.inputs[0]], shape=[n, c * d, h, w])
+    hw = cv.emit(node, op, [planes], kernel=kernel[1:], strides=strides[1:], dilations=dilations[1:],
+                 pads=[pads[1], pads[2], pads[4], pads[5]], **attrs)
+    oh, ow = cv.types[hw].shape[2:]
+    depth = cv.emit(node, "reshape", [hw], shape=[n, c, d, oh * ow])
+    y = cv.emit(node, op, [depth], kernel=[kernel[0], 1], strides=[strides[0], 1], dilations=[dilations[0], 1],
+                pads=[pads[0], 0, pads[3], 0], **attrs)
+    return cv.emit(node, "reshape", [y], output or node.outputs[0], shape=[n, c, cv.types[y].shape[2], oh, ow])
 
 
 def _include_pad_rescale(sizes, outs, kernel, strides, dilations, pads) -> np.ndarray:
