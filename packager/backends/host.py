@@ -603,7 +603,7 @@ def resize_taps(n_in: int, n_out: int, scale: float, attrs: dict, roi: tuple[flo
     ONNX's reference implementation's (onnx.reference.ops.op_resize, in float64): the source coordinate
     x of each output, the filter's taps around it (the nearest ones, ties to the lower index), the input's
     edge repeated past its ends."""
-    mode, coords = attrs["mode"], attrs["coordinate_transformation_mode"]
+    coords = attrs["coordinate_transformation_mode"]
     y = np.arange(n_out, dtype=np.float64)
     length = scale * n_in  # the reference's output length: a float (align_corners divides by it)
     if coords == "align_corners":
@@ -684,6 +684,9 @@ def _c_array(ctype: str, name: str, values) -> str:
 
 
 def _resize(k: _K) -> str:
+    """One unit per plane (the dimensions before the first one resized); within it, loops over the output's
+    remaining dimensions, each with its tap table: a gather where every output has one tap of weight 1
+    (nearest), else a sum of (product of the dimensions' weights) x input over the taps."""
     x, out, attrs = k.shape(0), k.out.shape, k.attrs
     if math.prod(out) == 0:
         k.read_only()
@@ -693,52 +696,50 @@ def _resize(k: _K) -> str:
     moved = [d for d in range(r) if not _is_identity(x[d], out[d], attrs["scales"][d], rois[d])]
     if not moved:
         return _copy(k)
-    a0 = moved[0]  # dimensions before it are planes (the units); from it on, every one gets a table
+    a0 = moved[0]
     taps = [resize_taps(x[d], out[d], attrs["scales"][d], attrs, rois[d]) if d in moved
             else (np.arange(x[d])[:, None], np.ones((x[d], 1)), np.zeros(x[d], bool)) for d in range(a0, r)]
-    copy = all((w == 1.0).sum(axis=1).tolist() == [1] * len(w) and (w != 0).sum() == len(w) for _, w, _ in taps)
-    strides = cgen.strides(x[a0:])
-    tables, loops, terms, weights, outside = [], [], [], [], []
-    pad = ""
-    for j, ((index, weight, out_of), stride) in enumerate(zip(taps, strides)):
-        n, t = index.shape if not copy else (len(index), 1)
-        if copy:  # one tap of weight 1 per output: an index table only
+    gather = all(((w != 0).sum(axis=1) == 1).all() and (w.max(axis=1) == 1.0).all() for _, w, _ in taps)
+    tables, counts, outside = [], [], []
+    for j, ((index, weight, out_of), stride) in enumerate(zip(taps, cgen.strides(x[a0:]))):
+        if gather:  # the one tap of weight 1 of each output: an index table only
             index = index[np.arange(len(index)), np.argmax(weight, axis=1)][:, None]
-        tables.append(_c_array("int64_t", f"I{j}", [str(int(i) * stride) for i in index.reshape(-1)]))
-        loops.append(f"{pad}for (int64_t o{j} = 0; o{j} < {n}; ++o{j}) {{")
-        pad += "  "
-        if not copy:
+        else:
             tables.append(_c_array("float", f"W{j}", [cgen.c_float(float(v)) for v in weight.reshape(-1)]))
+        tables.append(_c_array("int64_t", f"I{j}", [str(int(i) * stride) for i in index.reshape(-1)]))
         if out_of.any():
             tables.append(_c_array("unsigned char", f"E{j}", ["1" if v else "0" for v in out_of]))
             outside.append(f"E{j}[o{j}]")
-        terms.append((j, t))
-    if copy:
-        inner = f"yp[o++] = xp[{' + '.join(f'I{j}[o{j}]' for j, _ in terms)}];"
+        counts.append(index.shape)
+    if gather:
+        inner = f"yp[o++] = xp[{' + '.join(f'I{j}[o{j}]' for j in range(len(counts)))}];"
     else:
-        lines = ["float acc = 0.0f;"]
-        tpad = ""
-        for j, t in terms:
-            prev = f"w{j - 1} * " if j else ""
-            lines.append(f"{tpad}for (int64_t t{j} = 0; t{j} < {t}; ++t{j}) {{")
-            tpad += "  "
-            lines.append(f"{tpad}const float w{j} = {prev}W{j}[o{j} * {t} + t{j}];")
-            lines.append(f"{tpad}const int64_t i{j} = {'i' + str(j - 1) + ' + ' if j else ''}I{j}[o{j} * {t} + t{j}];")
-        lines.append(f"{tpad}acc += w{terms[-1][0]} * xp[i{terms[-1][0]}];")
-        for _ in terms:
-            tpad = tpad[:-2]
-            lines.append(f"{tpad}}}")
-        result = (f"({' | '.join(outside)}) ? {cgen.c_float(attrs['extrapolation_value'])} : acc"
-                  if outside else "acc")
-        lines.append(f"yp[o++] = {result};")
-        inner = "\n".join(lines)
-    nest = loops + [cgen.indent(inner, pad)] + [("  " * (len(terms) - 1 - i)) + "}" for i in range(len(terms))]
+        inner = _resize_sum([t for _, t in counts], outside, attrs["extrapolation_value"])
+    depth = len(counts)
+    loops = "\n".join([("  " * j) + f"for (int64_t o{j} = 0; o{j} < {n}; ++o{j}) {{" for j, (n, _) in enumerate(counts)]
+                      + [cgen.indent(inner, "  " * depth)] + [("  " * j) + "}" for j in reversed(range(depth))])
     planes, in_plane, out_plane = math.prod(x[:a0]), math.prod(x[a0:]), math.prod(out[a0:])
-    body = "\n".join(tables + [cgen.each_unit("\n".join(
-        [f"const float *restrict xp = in0 + u * {in_plane};", f"float *restrict yp = out0 + u * {out_plane};",
-         "int64_t o = 0;"] + nest))])
-    work = planes * out_plane * math.prod(t for _, t in terms)
-    return k.task(body, planes, work >= cgen.PARALLEL_MIN_WORK)
+    unit = (f"const float *restrict xp = in0 + u * {in_plane};\nfloat *restrict yp = out0 + u * {out_plane};\n"
+            f"int64_t o = 0;\n{loops}")
+    work = planes * out_plane * math.prod(t for _, t in counts)
+    return k.task("\n".join(tables + [cgen.each_unit(unit)]), planes, work >= cgen.PARALLEL_MIN_WORK)
+
+
+def _resize_sum(taps: list[int], outside: list[str], extrapolation: float) -> str:
+    """The C of one output: acc over every combination of taps (dimension j's tap t_j: index I_j, weight W_j,
+    for output o_j), or the extrapolation value where a dimension's source lies outside (E_j)."""
+    lines, pad = ["float acc = 0.0f;"], ""
+    for j, t in enumerate(taps):
+        lines.append(f"{pad}for (int64_t t{j} = 0; t{j} < {t}; ++t{j}) {{")
+        pad += "  "
+        weight = (f"w{j - 1} * " if j else "") + f"W{j}[o{j} * {t} + t{j}]"
+        index = (f"i{j - 1} + " if j else "") + f"I{j}[o{j} * {t} + t{j}]"
+        lines += [f"{pad}const float w{j} = {weight};", f"{pad}const int64_t i{j} = {index};"]
+    last = len(taps) - 1
+    lines.append(f"{pad}acc += w{last} * xp[i{last}];")
+    lines += ["  " * j + "}" for j in reversed(range(len(taps)))]
+    value = f"({' | '.join(outside)}) ? {cgen.c_float(extrapolation)} : acc" if outside else "acc"
+    return "\n".join(lines + [f"yp[o++] = {value};"])
 
 
 CONV_FAMILY_EMITTERS = {"conv_transpose2d": _conv_transpose2d, "resize": _resize}
