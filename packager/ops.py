@@ -9,8 +9,9 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
-minimum; the data movement of gather, slice, pad...): the ONNX frontend emits
-them, and a YAML graph may use them too.
+minimum; the data movement of gather, slice, pad...; conv_transpose2d, resize
+and the pools' dilations): the ONNX frontend emits them, and a YAML graph may
+use them too.
 Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
@@ -51,9 +52,13 @@ NOT_NEGATIVE = Check(lambda v: v >= 0, ">= 0")  # NaN is refused too
 ZERO_OR_ONE = Check(lambda v: v in (0, 1), "0 or 1")
 
 
+def one_of(*values: str) -> Check:
+    return Check(lambda v: v in values, "one of " + ", ".join(values))
+
+
 @dataclass(frozen=True)
 class Attr:
-    kind: str  # int | float | ints | pair | pads | perm | dtype | str
+    kind: str  # int | float | ints | floats | str | pair | pads | perm | dtype
     default: object = REQUIRED
     doc: str = ""
     check: Check | None = None  # on the value, once every attribute has its kind
@@ -288,7 +293,7 @@ def _pool(c: _Ctx) -> TensorType:
     for d in range(2):
         if pads[d] >= kernel[d] or pads[d + 2] >= kernel[d]:
             raise c.fail(f"pads {pads} must be smaller than the kernel {kernel} on each side", 0)
-    oh, ow = _window(c, kernel, (1, 1))
+    oh, ow = _window(c, kernel, c.attrs["dilations"])
     x = c.shape(0)
     return c.out((x[0], x[1], oh, ow))
 
@@ -609,10 +614,6 @@ def _trilu(c: _Ctx) -> TensorType:
     return c.out(c.shape(0))
 
 
-def _one_of(choices: tuple[str, ...]) -> Check:
-    return Check(lambda v: v in choices, "one of " + ", ".join(choices))
-
-
 _MOVEMENT = [
     OpSpec("gather", (_MOVED, _INDICES), {"axis": Attr("int", 0)}, _gather,
            "x's slices at the indices along axis (negative counts from the end; out of range is a run-time "
@@ -625,14 +626,14 @@ _MOVEMENT = [
     OpSpec("tile", (_MOVED,), {"repeats": Attr("ints")}, _tile, "x repeated repeats[d] times along each dim d"),
     OpSpec("pad", (_MOVED, Input("value", "value", optional=True, dtypes=ANY)),
            {"pads": Attr("ints", doc="begin of each dim, then end of each; negative crops"),
-            "mode": Attr("str", "constant", check=_one_of(PAD_MODES))}, _pad,
+            "mode": Attr("str", "constant", check=one_of(*PAD_MODES))}, _pad,
            "x cropped by the negative pads, then padded by the others: constant (value, default 0), reflect "
            "(mirror without the edge), edge (repeat it), wrap"),
     OpSpec("depth_to_space", (_MOVED,), {"blocksize": Attr("int", check=AT_LEAST_1),
-                                         "mode": Attr("str", "DCR", check=_one_of(DEPTH_MODES))},
+                                         "mode": Attr("str", "DCR", check=one_of(*DEPTH_MODES))},
            _depth_to_space, "channel blocks moved into b x b spatial blocks (DCR: depth, column, row order)"),
     OpSpec("space_to_depth", (_MOVED,), {"blocksize": Attr("int", check=AT_LEAST_1),
-                                         "mode": Attr("str", "DCR", check=_one_of(DEPTH_MODES))},
+                                         "mode": Attr("str", "DCR", check=one_of(*DEPTH_MODES))},
            _space_to_depth, "b x b spatial blocks moved into channels (the inverse of depth_to_space, same mode)"),
     OpSpec("trilu", (_MOVED,), {"upper": Attr("int", 1, check=ZERO_OR_ONE), "k": Attr("int", 0)}, _trilu,
            "the upper (j - i >= k) or lower (j - i <= k) triangle of the last two dims, zeros elsewhere"),
@@ -716,6 +717,84 @@ _NORMALIZATION = [
 ]
 
 
+# ---- the convolution family: transposed convolution, resize (ConvTranspose, Resize / Upsample) ----------
+
+
+FOUR_INTS = Check(lambda v: len(v) == 4, "4 integers [top, left, bottom, right]")
+
+
+def conv_transpose_out(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
+    """Output length of a transposed convolution: the full scatter's length less the pads (a negative pad
+    adds rows that only the bias reaches: ONNX's output_padding)."""
+    return (size - 1) * stride + dilation * (kernel - 1) + 1 - pad_begin - pad_end
+
+
+def _conv_transpose2d(c: _Ctx) -> TensorType:
+    c.need_ndim(0, lambda n: n == 4, "4-D NCHW")
+    c.need_ndim(1, lambda n: n == 4, "4-D [C_in, C_out / groups, KH, KW]")
+    x, w = c.shape(0), c.shape(1)
+    g = c.attrs["groups"]
+    if x[1] % g or w[0] != x[1]:
+        raise c.fail(f"W's first dimension must be x's channels ({x[1]}), a multiple of groups ({g})", 0, 1)
+    if len(c.types) == 3 and c.shape(2) != (w[1] * g,):
+        raise c.fail(f"b must have shape [{w[1] * g}] (W's second dimension x groups)", 1, 2)
+    pads, strides, dilations = c.attrs["pads"], c.attrs["strides"], c.attrs["dilations"]
+    out = [conv_transpose_out(x[2 + d], w[2 + d], strides[d], pads[d], pads[d + 2], dilations[d]) for d in range(2)]
+    if min(out) < 1:
+        raise c.fail(f"pads {pads} leave an output of {out[0]} x {out[1]}", 0, 1)
+    return c.out((x[0], w[1] * g, out[0], out[1]))
+
+
+RESIZE_MODES = ("nearest", "linear", "cubic")
+RESIZE_COORDINATES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                      "tf_half_pixel_for_nearest", "tf_crop_and_resize")
+RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize(c: _Ctx) -> TensorType:
+    x = c.shape(0)
+    c.need_ndim(0, lambda n: n >= 1, "at least 1-D")
+    sizes, scales, roi = c.attrs["sizes"], c.attrs["scales"], c.attrs["roi"]
+    if len(sizes) != len(x) or len(scales) != len(x):
+        raise c.fail(f"sizes {sizes} and scales {scales} must have one value per dimension ({len(x)})", 0)
+    if min(sizes) < 0 or not all(s > 0 for s in scales):
+        raise c.fail(f"sizes {sizes} must be >= 0 and scales {scales} > 0", 0)
+    if c.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize" and len(roi) != 2 * len(x):
+        raise c.fail(f"tf_crop_and_resize needs roi [starts, ends] of {2 * len(x)} values, got {roi}", 0)
+    if any(d == 0 for d, s in zip(x, sizes) if s):
+        raise c.fail(f"cannot resize an empty dimension to {sizes}", 0)
+    return c.out(sizes)
+
+
+def _resize_check(attrs: dict) -> str | None:
+    if attrs["antialias"] and attrs["mode"] == "nearest":
+        return "antialias=1 applies to modes linear and cubic, not nearest"
+    return None
+
+
+_CONV_FAMILY = [
+    OpSpec("conv_transpose2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),
+           {"strides": _PAIR1, "pads": Attr("ints", [0, 0, 0, 0], "[top, left, bottom, right]; < 0 grows the output",
+                                            check=FOUR_INTS),
+            "dilations": _PAIR1, "groups": Attr("int", 1, check=AT_LEAST_1)},
+           _conv_transpose2d, "2-D transposed convolution (the gradient of conv2d): NCHW input, "
+                              "W [C_in, C_out / groups, KH, KW]; y[oh, ow] sums x[ih, iw] W[.., kh, kw] over "
+                              "oh = ih * stride + kh * dilation - pad_top (likewise ow)"),
+    OpSpec("resize", (_X,),
+           {"sizes": Attr("ints", doc="the output shape"),
+            "scales": Attr("floats", doc="per dimension, the scale of the coordinate transform"),
+            "mode": Attr("str", "nearest", check=one_of(*RESIZE_MODES)),
+            "coordinate_transformation_mode": Attr("str", "half_pixel", check=one_of(*RESIZE_COORDINATES)),
+            "nearest_mode": Attr("str", "round_prefer_floor", check=one_of(*RESIZE_NEAREST)),
+            "cubic_coeff_a": Attr("float", -0.75), "exclude_outside": _FLAG0, "antialias": _FLAG0,
+            "extrapolation_value": Attr("float", 0.0),
+            "roi": Attr("floats", [], "tf_crop_and_resize: [starts..., ends...] as fractions of each dimension")},
+           _resize, "ONNX Resize: each output coordinate mapped to the input (coordinate_transformation_mode), "
+                    "sampled by mode (nearest, linear, cubic; antialias widens the filter when shrinking), "
+                    "separable over dimensions", check=_resize_check),
+]
+
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("dense", (_X, Input("weight", "W"), Input("bias", "b", optional=True)), {}, _dense,
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
@@ -783,11 +862,12 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("conv2d", (_X, Input("weight", "W"), Input("bias", "b", optional=True)),
            {"strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1, "groups": Attr("int", 1, check=AT_LEAST_1)},
            _conv2d, "2-D convolution, NCHW input, OIHW weight"),
-    OpSpec("maxpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0},
-           _pool, "max over windows; padding never wins"),
-    OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0,
+    OpSpec("maxpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1},
+           _pool, "max over windows (taps dilations apart); padding never wins"),
+    OpSpec("avgpool2d", (_X,), {"kernel": Attr("pair"), "strides": _PAIR1, "pads": _PADS0, "dilations": _PAIR1,
                                 "count_include_pad": _FLAG0},
-           _pool, "mean over windows; padding counts in the divisor only if count_include_pad"),
+           _pool, "mean over windows (taps dilations apart); padding counts in the divisor only if "
+                  "count_include_pad"),
     OpSpec("global_avgpool", (_X,), {}, _global_avgpool, "mean over H, W -> [N, C, 1, 1]"),
     OpSpec("flatten", (_MOVED,), {"axis": Attr("int", 1)}, _flatten,
            "-> [prod(shape[:axis]), prod(shape[axis:])]"),
@@ -805,6 +885,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     *_RECURRENT,
     *_MOVEMENT,
     *_NORMALIZATION,
+    *_CONV_FAMILY,
 ]}
 
 
@@ -837,6 +918,11 @@ def _coerce(kind: str, value):
         return None
     if kind == "ints":
         return _ints(value)
+    if kind == "floats":  # conv family (resize's scales)
+        ok = isinstance(value, (list, tuple)) and all(_coerce("float", e) is not None for e in value)
+        return [float(e) for e in value] if ok else None
+    if kind == "str":  # conv family (resize's modes)
+        return value if isinstance(value, str) else None
     if kind == "perm":
         return None if value is None else _ints(value)
     if kind == "pair":
@@ -844,8 +930,6 @@ def _coerce(kind: str, value):
         return v if v is not None and len(v) == 2 and min(v) >= 1 else None
     if kind == "dtype":
         return value if isinstance(value, str) and value in CAST_DTYPES else None
-    if kind == "str":
-        return value if isinstance(value, str) else None
     if kind == "pads":
         v = [int(value)] * 4 if _is_int(value) else _ints(value)
         if v is not None and len(v) == 2:
@@ -858,6 +942,7 @@ _KIND_TEXT = {
     "int": "an integer",
     "float": "a number",
     "ints": "a list of integers",
+    "floats": "a list of numbers",
     "perm": "a list of integers",
     "pair": "a positive integer or a list of two",
     "pads": "a non-negative integer or a list of 2 or 4 ([top, left, bottom, right])",

@@ -84,29 +84,31 @@ def conv2d(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), gr
     return y
 
 
-def _pool(x, kernel, strides, pads, reduce):
+def _pool(x, kernel, strides, pads, reduce, dilations=(1, 1)):
     n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = strides
+    dh, dw = dilations
     top, left, bottom, right = _pads(pads)
-    oh = (h + top + bottom - kh) // sh + 1
-    ow = (w + left + right - kw) // sw + 1
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     y = np.zeros((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            h0, w0 = i * sh - top, j * sw - left
-            window = x[:, :, max(h0, 0):min(h0 + kh, h), max(w0, 0):min(w0 + kw, w)]
+            rows = [r for r in range(i * sh - top, i * sh - top + dh * kh, dh) if 0 <= r < h]
+            cols = [q for q in range(j * sw - left, j * sw - left + dw * kw, dw) if 0 <= q < w]
+            window = x[:, :, rows][:, :, :, cols]
             y[:, :, i, j] = reduce(window.astype(np.float64).reshape(n, c, -1))
     return y
 
 
-def maxpool2d(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)):
-    return _pool(x, kernel, strides, pads, lambda v: v.max(axis=-1))
+def maxpool2d(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1)):
+    return _pool(x, kernel, strides, pads, lambda v: v.max(axis=-1), dilations)
 
 
-def avgpool2d(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0)):
+def avgpool2d(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1)):
     """Padding is left out of the average (ONNX count_include_pad=0)."""
-    return _pool(x, kernel, strides, pads, lambda v: v.mean(axis=-1))
+    return _pool(x, kernel, strides, pads, lambda v: v.mean(axis=-1), dilations)
 
 
 def global_avgpool(x):
@@ -740,3 +742,71 @@ def top_k(x, k, axis=-1, largest=1, sorted=1):
 
 def top_k_indices(x, k, axis=-1, largest=1, sorted=1):
     return _top_k_order(x, k, axis, largest).astype(np.int64)
+# ---- the convolution family: conv_transpose2d, resize ----------------------------------------------------
+
+
+def conv_transpose2d(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1):
+    """The scatter definition: x[n, c, i, j] * w[c, o, p, q] lands on the full output at
+    (i * sh + p * dh, j * sw + q * dw); the pads cut that full output (a negative pad extends it with zeros)."""
+    n, c, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    top, left, bottom, right = _pads(pads)
+    sh, sw = strides
+    dh, dw = dilations
+    fh, fw = (h - 1) * sh + dh * (kh - 1) + 1, (wd - 1) * sw + dw * (kw - 1) + 1
+    full = np.zeros((n, og * groups, fh + max(0, -top) + max(0, -bottom), fw + max(0, -left) + max(0, -right)))
+    oy, ox = max(0, -top), max(0, -left)  # where the full scatter starts in `full`
+    cg = c // groups
+    for ci in range(c):
+        g = ci // cg
+        for p in range(kh):
+            for q in range(kw):
+                contrib = np.einsum("nij,o->noij", x[:, ci].astype(np.float64), w[ci, :, p, q].astype(np.float64))
+                full[:, g * og:(g + 1) * og, oy + p * dh:oy + p * dh + (h - 1) * sh + 1:sh,
+                     ox + q * dw:ox + q * dw + (wd - 1) * sw + 1:sw] += contrib
+    y = full[:, :, max(0, top):full.shape[2] - max(0, bottom), max(0, left):full.shape[3] - max(0, right)]
+    if b is not None:
+        y = y + np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def resize(x, sizes, scales, mode="nearest", coordinate_transformation_mode="half_pixel",
+           nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0, antialias=0,
+           extrapolation_value=0.0, roi=()):
+    """ONNX's own reference implementation (onnx.reference.ops.op_resize), one dimension at a time, in
+    float64; tf_half_pixel_for_nearest (which it lacks) from the spec's formula."""
+    from onnx.reference.ops import op_resize as r
+
+    if coordinate_transformation_mode == "tf_half_pixel_for_nearest":
+        y = np.asarray(x, np.float64)
+        for axis, (n_out, scale) in enumerate(zip(sizes, scales)):
+            src = (np.arange(n_out) + 0.5) / scale
+            frac = src - np.floor(src)
+            up = {"round_prefer_floor": frac > 0.5, "round_prefer_ceil": frac >= 0.5, "floor": frac < 0,
+                  "ceil": frac > 0}[nearest_mode]
+            index = np.clip(np.floor(src).astype(int) + up, 0, x.shape[axis] - 1)
+            y = np.take(y, index, axis=axis)
+        return y
+    coeffs = {
+        "nearest": lambda ratio, scale: r._nearest_coeffs(ratio, nearest_mode),
+        "linear": r._linear_coeffs_antialias if antialias else r._linear_coeffs,
+        "cubic": lambda ratio, scale: (r._cubic_coeffs_antialias if antialias else r._cubic_coeffs)(
+            ratio, scale, A=cubic_coeff_a),
+    }[mode]
+    y = np.asarray(x, np.float64)
+    rank = y.ndim
+    for axis in range(rank):
+        axis_roi = [roi[axis], roi[rank + axis]] if len(roi) else None
+        if np.isclose(scales[axis], 1.0) and sizes[axis] == y.shape[axis] and (
+                axis_roi is None or (np.isclose(axis_roi[0], 0) and np.isclose(axis_roi[1], 1))):
+            continue
+        y = r._interpolate_1d_along_axis(y, axis, scales[axis], sizes[axis], coeffs, roi=axis_roi,
+                                         extrapolation_value=extrapolation_value,
+                                         coordinate_transformation_mode=coordinate_transformation_mode,
+                                         exclude_outside=bool(exclude_outside))
+    return y
+
+
+def conv_transpose2d_approx(x, w, b=None, **attrs) -> Approx:
+    k = np.shape(x)[1] // attrs.get("groups", 1) * int(np.prod(np.shape(w)[2:]))  # input channels of a group x taps
+    return _linear(conv_transpose2d, k, exact(x), w, b, **attrs)

@@ -183,7 +183,7 @@ def test_unsupported_shapes_and_dtypes_fall_back_with_a_reason():
     backend = CblasBackend()
     assert "float32 only" in backend.supports(g.nodes[0], g)
     assert "non-empty" in backend.supports(g.nodes[1], g)
-    assert backend.supports(g.nodes[2], g) == "op softmax has no cblas kernel (cblas takes dense, matmul, conv2d)"
+    assert backend.supports(g.nodes[2], g) == "op softmax has no cblas kernel (cblas takes dense, matmul, conv2d, conv_transpose2d)"
 
 
 # ---------------------------------------------------------------- fusion rules

@@ -471,15 +471,16 @@ def test_manifest_onnx_shapes_and_cli_override(tmp_path, cache):
 
 
 @pytest.mark.parametrize("node,inputs,inits,needle", [
-    (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
-                      count_include_pad=1), {"x": ("float32", (1, 1, 5, 5))}, {},
-     "node 'p' (AveragePool): ceil_mode=1 with count_include_pad=1 is not supported"),
-    (helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2], dilations=[2, 2]),
-     {"x": ("float32", (1, 1, 5, 5))}, {}, "dilations [2, 2] are not supported for pooling"),
+    (helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], auto_pad="SAME"),
+     {"x": ("float32", (1, 1, 5, 5))}, {},
+     "node 'p' (AveragePool): auto_pad 'SAME' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
+    (helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2, 2, 2]),
+     {"x": ("float32", (1, 1, 5, 5, 5, 5))}, {},
+     "only 1-D, 2-D and 3-D windows (3-D NCL, 4-D NCHW or 5-D NCDHW input) are supported"),
     (helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn", training_mode=1),
      {"x": ("float32", (1, 2, 3, 3))}, {k: rand(2, lo=0.5) for k in "sbmv"}, "training_mode=1 is not supported"),
     (helper.make_node("Conv", ["x", "w"], ["y"], name="c"), {"x": ("float32", (1, 2, 5))},
-     {"w": rand(3, 2, 3)}, "only 2-D convolution is supported; weight 'w' is float32[3, 2, 3]"),
+     {"w": rand(3, 2, 3, 3)}, "weight 'w' is float32[3, 2, 3, 3]: 3-D for a 1-D convolution"),
     (helper.make_node("Clip", ["x", "lo"], ["y"], name="c"), {"x": ("float32", (2,)), "lo": ("float32", ())}, {},
      "node 'c' (Clip): min ('lo') must be known at build time"),
     (helper.make_node("Squeeze", ["x", "a"], ["y"], name="s"), {"x": ("float32", (2, 3))},

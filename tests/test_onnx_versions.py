@@ -189,15 +189,14 @@ def test_maxpool_versions(tmp_path, cache, opset):
 
 @pytest.mark.parametrize("opset", [7, 10, 11, 19] + NEW)
 def test_averagepool_versions(tmp_path, cache, opset):
-    """count_include_pad from 7, ceil_mode from 10, dilations from 19 (only 1 is supported)."""
+    """count_include_pad from 7, ceil_mode from 10, dilations from 19."""
     x = rand(1, 2, 7, 7)
     check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
     check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
     if opset >= 10:
         check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
     if opset >= 19:
-        path, _ = single(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], dilations=[2, 2])
-        assert error_of(path).endswith("dilations [2, 2] are not supported for pooling (only [1, 1])")
+        check(tmp_path, "AveragePool", {"x": x}, opset, kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 0, 1, 1])
 
 
 @pytest.mark.parametrize("opset", [7, 11] + NEW)

@@ -103,5 +103,12 @@ def test_attribute_checks_are_declared_on_the_attributes():
                        ("layer_norm", "epsilon"): ">= 0", ("lrn", "size"): ">= 1",
                        ("cumsum", "exclusive"): "0 or 1", ("cumsum", "reverse"): "0 or 1",
                        **{(op, name): says for op in ("top_k", "top_k_indices")
-                          for name, says in (("k", ">= 0"), ("largest", "0 or 1"), ("sorted", "0 or 1"))}}
-    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "lstm", "gru", "rnn"]  # activations
+                          for name, says in (("k", ">= 0"), ("largest", "0 or 1"), ("sorted", "0 or 1"))},
+                       # the convolution family
+                       ("conv_transpose2d", "groups"): ">= 1",
+                       ("conv_transpose2d", "pads"): "4 integers [top, left, bottom, right]",
+                       ("resize", "mode"): "one of " + ", ".join(ops.RESIZE_MODES),
+                       ("resize", "coordinate_transformation_mode"): "one of " + ", ".join(ops.RESIZE_COORDINATES),
+                       ("resize", "nearest_mode"): "one of " + ", ".join(ops.RESIZE_NEAREST),
+                       ("resize", "exclude_outside"): "0 or 1", ("resize", "antialias"): "0 or 1"}
+    assert [op for op, spec in ops.OPS.items() if spec.check] == ["clip", "lstm", "gru", "rnn", "resize"]

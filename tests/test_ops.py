@@ -441,7 +441,8 @@ def test_normalize_fills_defaults_and_canonical_forms():
     assert node.attrs == {"strides": [2, 2], "pads": [1, 2, 1, 2], "dilations": [1, 1], "groups": 1}
     node = Node("avgpool2d", ["x"], "y", {"kernel": 3}, "p")
     ops.normalize(node)
-    assert node.attrs == {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0], "count_include_pad": 0}
+    assert node.attrs == {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1],
+                          "count_include_pad": 0}
     for op, attrs in [("softmax", {"axis": -1}), ("flatten", {"axis": 1}), ("batchnorm", {"epsilon": 1e-5}),
                       ("transpose", {"perm": None}), ("relu", {})]:
         node = Node(op, ["x"] * (5 if op == "batchnorm" else 1), "y", {}, "n")

@@ -24,13 +24,9 @@ from packager.ir import BuildError
 
 # model -> the unsupported ONNX ops its build error lists (or, for another refusal, a phrase of it)
 REFUSED = {
-    "audio_conv1d.dynamo": "only 2-D convolution is supported",
-    "audio_conv1d.script": "only 2-D convolution is supported",
     "bert.dynamo": {"IsNaN"},
     "distilbert.dynamo": {"IsNaN"},
     "gpt2.dynamo": {"IsNaN"},
-    "segmentation.dynamo": {"ConvTranspose", "Resize"},
-    "segmentation.script": {"ConvTranspose", "Resize"},
     "vit_b_16.script": "op mod needs floating-point inputs",
 }
 

@@ -1,4 +1,4 @@
-"""The `cblas` backend: dense, matmul and conv2d as calls into OpenBLAS (CBLAS).
+"""The `cblas` backend: dense, matmul, conv2d and conv_transpose2d as calls into OpenBLAS (CBLAS).
 
 `lower(region)` emits one packed function per region (backends/base.py), built
 from cgen's helpers like host's (both list cgen.PRELUDE first, so it is emitted
@@ -23,6 +23,10 @@ and any number of concurrent runs (README, "Same answer for any thread count"):
              same blocks instead (conv2d_direct: the block's input rows
              zero-padded into the scratch, accumulators in registers); other
              targets compile the im2col path from the same file.
+    conv_transpose2d  blocks of output channels (image, group, channels): one
+             cblas_sgemm (W_g^T [channels*KH*KW, ICG] @ x_g [ICG, IH*IW]) into
+             the scratch, then col2im: each (channel, kh, kw) row of it added
+             onto the output plane where its taps land (the bias first)
 
 Bias: the output starts as the bias and the GEMM accumulates onto it (beta =
 1). A fused residual add (after a conv2d) and a fused activation (any unary
@@ -45,10 +49,11 @@ from string import Template
 from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
+from packager.backends.host import HOST_PRELUDE  # conv_transpose2d's col2im bounds (dpk_host_first/end)
 from packager.backends.host import unary_expr  # a fused activation computes what host's op does
 from packager.ir import BuildError, Graph, Node, TensorType
 
-OPS = ("dense", "matmul", "conv2d")
+OPS = ("dense", "matmul", "conv2d", "conv_transpose2d")
 INT_MAX = 2**31 - 1  # CBLAS sizes and strides are C ints (OpenBLAS without ILP64)
 WORKSPACE_ALIGN = 64
 LIBRARIES = ["openblas"]
@@ -500,6 +505,67 @@ def _conv2d(node: Node, types: list[TensorType], act: Node | None, out: TensorTy
     return text, x[0] * g * nbk, parallel
 
 
+# ---- the convolution family: conv_transpose2d as gemm + col2im -----------------------------------------
+
+CONV_TRANSPOSE = Template("""\
+const int64_t n = u / ($G * $NBK), g = u / $NBK % $G, oc0 = u % $NBK * $OB;
+const int64_t ocs = $OCG - oc0 < $OB ? $OCG - oc0 : $OB;
+float *restrict col = (float *)scratch;
+cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(ocs * $KK), $Q, $ICG, 1.0f,
+            in1 + g * ($ICG * $OCG * $KK) + oc0 * $KK, $OCG * $KK, in0 + (n * $IC + g * $ICG) * $Q, $Q,
+            0.0f, col, $Q);
+float *restrict y = out0 + (n * $OC + g * $OCG + oc0) * $P;
+for (int64_t i = 0; i < ocs; ++i) {
+  float *restrict yp = y + i * $P;
+  const float bv = $bias;
+  for (int64_t p = 0; p < $P; ++p) yp[p] = bv;
+  for (int64_t kh = 0; kh < $KH; ++kh) {
+    const int64_t ih0 = dpk_host_first(($PT) - kh * $DH, $SH);
+    const int64_t ih1 = dpk_host_end($OH + ($PT) - kh * $DH, $SH, $IH);
+    for (int64_t kw = 0; kw < $KW; ++kw) {
+      const float *restrict cp = col + ((i * $KH + kh) * $KW + kw) * $Q;
+      const int64_t iw0 = dpk_host_first(($PL) - kw * $DW, $SW);
+      const int64_t iw1 = dpk_host_end($OW + ($PL) - kw * $DW, $SW, $IW);
+      const int64_t shift = kw * $DW - ($PL);
+      for (int64_t ih = ih0; ih < ih1; ++ih) {
+        float *restrict yr = yp + (ih * $SH + kh * $DH - ($PT)) * $OW;
+        const float *restrict cr = cp + ih * $IW;
+        for (int64_t iw = iw0; iw < iw1; ++iw) yr[iw * $SW + shift] += cr[iw];
+      }
+    }
+  }
+}
+$act""")
+
+
+def _conv_transpose_channels(types: list[TensorType], groups: int) -> int:
+    """Output channels per block: a share of all (image, group, channel) planes by block_size, within one
+    group, and no more than keep the block's GEMM result (the scratch) within MAX_COL_BYTES."""
+    x, w = types[0].shape, types[1].shape
+    ocg, kk, q = w[1], w[2] * w[3], x[2] * x[3]
+    most = max(1, min(ocg, MAX_COL_BYTES // (kk * q * 4)))
+    return block_size(x[0] * groups * ocg, kk * q * w[0] // groups, most=most)
+
+
+def _conv_transpose_workspace(node: Node, types: list[TensorType]) -> int:
+    x, w = types[0].shape, types[1].shape
+    return _conv_transpose_channels(types, node.attrs["groups"]) * w[2] * w[3] * x[2] * x[3] * 4
+
+
+def _conv_transpose2d(node: Node, types: list[TensorType], act: Node | None, out: TensorType) -> tuple[str, int, bool]:
+    x, w, y = types[0].shape, types[1].shape, out.shape
+    (sh, sw), (dh, dw), pads, g = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"], node.attrs["groups"]
+    ob = _conv_transpose_channels(types, g)
+    nbk = -(-w[1] // ob)  # blocks per image and group
+    text = CONV_TRANSPOSE.substitute(
+        G=g, NBK=nbk, OB=ob, OCG=w[1], ICG=x[1] // g, IC=x[1], OC=y[1], KK=w[2] * w[3], KH=w[2], KW=w[3],
+        Q=x[2] * x[3], IH=x[2], IW=x[3], OH=y[2], OW=y[3], P=y[2] * y[3], SH=sh, SW=sw, DH=dh, DW=dw,
+        PT=pads[0], PL=pads[1], bias="in2[g * %d + oc0 + i]" % w[1] if len(types) == 3 else "0.0f",
+        act=_activation(act, "y", "ocs", y[2] * y[3], y[2] * y[3]))
+    parallel = math.prod(x) * math.prod(w[1:]) >= cgen.PARALLEL_MIN_WORK
+    return cgen.each_unit(text), x[0] * g * nbk, parallel
+
+
 def _fused_chain(fn: str, nodes: list[Node]) -> tuple[Node, Node | None, Node | None]:
     """(op, residual add or None, activation or None) of a region: the op, then what the partitioner fused."""
     node, rest = nodes[0], list(nodes[1:])
@@ -535,6 +601,12 @@ class CblasBackend(Backend):
             return f"cblas takes {node.op} only fused into the dense, matmul or conv2d whose sole consumer it is"
         if node.op not in OPS:
             return f"op {node.op} has no cblas kernel (cblas takes {', '.join(OPS)})"
+        if node.op == "conv_transpose2d" and node.attrs["groups"] > 1:  # W is [C_in, C_out / groups, ...]
+            w, g = graph.type_of(node.inputs[1]).shape, node.attrs["groups"]
+            if min(w[0] // g, w[1]) < MIN_GROUP_CHANNELS:
+                return (f"groups={g} leaves {w[0] // g} input and {w[1]} output channels per group: host's direct "
+                        f"loop is faster than sgemm calls that small (cblas takes groups of >= "
+                        f"{MIN_GROUP_CHANNELS} channels)")
         if node.op == "conv2d" and node.attrs.get("groups", 1) > 1:
             w, g = graph.type_of(node.inputs[1]).shape, node.attrs["groups"]
             if min(w[0] // g, w[1]) < MIN_GROUP_CHANNELS:
@@ -573,8 +645,9 @@ class CblasBackend(Backend):
         types = [types_of.get(name) or graph.type_of(name) for name in node.inputs]
         out = graph.type_of(result)
         workspace = 0
-        if node.op == "conv2d":
-            workspace = _conv_workspace(node, types, out)
+        if node.op in ("conv2d", "conv_transpose2d"):
+            workspace = (_conv_workspace(node, types, out) if node.op == "conv2d"
+                         else _conv_transpose_workspace(node, types))
             workspace = (workspace + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
         scratch = "(void *)0"
         if workspace:
@@ -583,6 +656,8 @@ class CblasBackend(Backend):
         task_inputs = node.inputs + ([residual] if residual else [])
         if node.op == "conv2d":
             body, units, parallel = _conv2d(node, types, act, out, f"in{len(node.inputs)}" if residual else None)
+        elif node.op == "conv_transpose2d":
+            body, units, parallel = _conv_transpose2d(node, types, act, out)
         else:
             kernel = _dense_t if relaid else {"dense": _dense, "matmul": _matmul}[node.op]
             body, units, parallel = kernel(node, types, act)
@@ -596,6 +671,7 @@ class CblasBackend(Backend):
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = definition + "\n" + cgen.function(fn, comment + " (OpenBLAS)", checks,
                                                    [cgen.block(f"{what} -> {out}", bindings, call)])
-        return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, CBLAS_PRELUDE],
+        prelude = [cgen.PRELUDE, CBLAS_PRELUDE] + ([HOST_PRELUDE] if node.op == "conv_transpose2d" else [])
+        return CSource(source=source, functions=[fn], prelude=prelude,
                        workspace_bytes=workspace, libraries=list(LIBRARIES), requires=list(REQUIRES),
                        install_hint=INSTALL_HINT, weights=relaid)

@@ -255,7 +255,8 @@ for (int64_t c = 0; c < $C; ++c) {
 POOL = {  # acc: the window's running value (`acc` in pool_inside, `acc[ow - c0]` in pool)
     "maxpool2d": {"init": "-INFINITY", "accumulate": "$acc = v > $acc ? v : $acc;", "finish": "$acc"},
     "avgpool2d": {"init": "0.0f", "accumulate": "$acc += v;",
-                  "finish": "$acc / (float)((h1 - h0) * (w1 - w0))", "inside": "$acc / (float)($KH * $KW)"},
+                  "finish": "$acc / (float)((h1 - h0) * (w1 - w0))", "inside": "$acc / (float)($KH * $KW)",
+                  "dilated": "$acc / (float)n"},  # pool_dilated counts the taps inside the input in n
     # count_include_pad: windows never leave the padded input, so the divisor is the kernel's size
     "avgpool2d_include_pad": {"init": "0.0f", "accumulate": "$acc += v;", "finish": "$acc / (float)($KH * $KW)"},
 }
@@ -411,6 +412,8 @@ def _pool(k: _K) -> str:
     (kh, kw), (sh, sw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["pads"]
     pool = POOL["avgpool2d_include_pad" if k.attrs.get("count_include_pad") else k.node.op]
     planes = x[0] * x[1]  # the task's units
+    if list(k.attrs["dilations"]) != [1, 1]:
+        return _pool_dilated(k, pool)
     if not any(pads) and (out[2] - 1) * sh + kh <= x[2] and (out[3] - 1) * sw + kw <= x[3]:
         pool = {key: Template(text).substitute(KH=kh, KW=kw, acc="acc") for key, text in pool.items()}
         body = TEMPLATES["pool_inside"].substitute(
@@ -1000,6 +1003,234 @@ def _top_k(k: _K) -> str:
 
 NORM_EMITTERS = {"layer_norm": _layer_norm, "lrn": _lrn, "cumsum": _cumsum, "top_k": _top_k,
                  "top_k_indices": _top_k}
+# ---- the convolution family: dilated pools, transposed convolution, resize -----------------------------
+
+CONV_FAMILY_TEMPLATES = {
+    # A pool whose taps are dilations apart: per output, the taps inside the input (padding is skipped);
+    # `n` counts them for the average.
+    "pool_dilated": Template("""\
+for (int64_t p = begin; p < end; ++p) {
+  const float *restrict xp = in0 + p * ($IH * $IW);
+  float *restrict yp = out0 + p * ($OH * $OW);
+  for (int64_t oh = 0; oh < $OH; ++oh)
+    for (int64_t ow = 0; ow < $OW; ++ow) {
+      float acc = $init;
+      int64_t n = 0;
+      for (int64_t kh = 0; kh < $KH; ++kh) {
+        const int64_t ih = oh * $SH - ($PT) + kh * $DH;
+        if (ih < 0 || ih >= $IH) continue;
+        for (int64_t kw = 0; kw < $KW; ++kw) {
+          const int64_t iw = ow * $SW - ($PL) + kw * $DW;
+          if (iw < 0 || iw >= $IW) continue;
+          const float v = xp[ih * $IW + iw];
+          $accumulate
+          ++n;
+        }
+      }
+      (void)n;
+      yp[oh * $OW + ow] = $finish;
+    }
+}"""),
+    # Transposed convolution, one unit per output plane (image n, channel oc): the plane starts at the
+    # bias, then every (input channel, kh, kw) tap scatters w * (input row) onto the output row it lands
+    # on (oh = ih * SH + kh * DH - PT), over the inputs whose output lies inside the plane. The unit owns
+    # its plane and adds in a fixed order, so any split over threads gives the same bits.
+    "conv_transpose2d": Template("""\
+const int64_t n = u / $OC, oc = u % $OC, g = oc / $OCG, j = oc % $OCG;
+float *restrict yp = out0 + u * ($OH * $OW);
+const float bv = $bias;
+for (int64_t i = 0; i < $OH * $OW; ++i) yp[i] = bv;
+for (int64_t ic = 0; ic < $ICG; ++ic) {
+  const float *restrict xp = in0 + (n * $IC + g * $ICG + ic) * ($IH * $IW);
+  const float *restrict wp = in1 + ((g * $ICG + ic) * $OCG + j) * ($KH * $KW);
+  for (int64_t kh = 0; kh < $KH; ++kh) {
+    const int64_t ih0 = dpk_host_first(($PT) - kh * $DH, $SH);
+    const int64_t ih1 = dpk_host_end($OH + ($PT) - kh * $DH, $SH, $IH);
+    for (int64_t kw = 0; kw < $KW; ++kw) {
+      const float wv = wp[kh * $KW + kw];
+      const int64_t iw0 = dpk_host_first(($PL) - kw * $DW, $SW);
+      const int64_t iw1 = dpk_host_end($OW + ($PL) - kw * $DW, $SW, $IW);
+      const int64_t shift = kw * $DW - ($PL);
+      for (int64_t ih = ih0; ih < ih1; ++ih) {
+        float *restrict yr = yp + (ih * $SH + kh * $DH - ($PT)) * $OW;
+        const float *restrict xr = xp + ih * $IW;
+        for (int64_t iw = iw0; iw < iw1; ++iw) yr[iw * $SW + shift] += wv * xr[iw];
+      }
+    }
+  }
+}"""),
+}
+
+
+def _pool_dilated(k: _K, pool: dict) -> str:
+    x, out = k.shape(0), k.out.shape
+    (kh, kw), (sh, sw), (dh, dw), pads = k.attrs["kernel"], k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"]
+    # the average divides by the taps inside the input (n), or by the kernel's size with count_include_pad
+    pool = {key: Template(text).substitute(KH=kh, KW=kw, acc="acc") for key, text in pool.items()}
+    finish = pool.get("dilated", pool["finish"])
+    body = CONV_FAMILY_TEMPLATES["pool_dilated"].substitute(
+        init=pool["init"], accumulate=pool["accumulate"], finish=finish, IH=x[2], IW=x[3], OH=out[2], OW=out[3],
+        KH=kh, KW=kw, SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1])
+    planes = x[0] * x[1]
+    return k.task(body, planes, planes * out[2] * out[3] * kh * kw >= cgen.PARALLEL_MIN_WORK)
+
+
+def _conv_transpose2d(k: _K) -> str:
+    x, w, out = k.shape(0), k.shape(1), k.out.shape
+    (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
+    body = CONV_FAMILY_TEMPLATES["conv_transpose2d"].substitute(
+        IC=x[1], IH=x[2], IW=x[3], OC=out[1], OCG=w[1], ICG=x[1] // g, KH=w[2], KW=w[3], OH=out[2], OW=out[3],
+        SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias="in2[oc]" if len(k.ins) == 3 else "0.0f")
+    units = out[0] * out[1]
+    return k.task(cgen.each_unit(body), units, math.prod(x) * math.prod(w[1:]) >= cgen.PARALLEL_MIN_WORK)
+
+
+def resize_taps(n_in: int, n_out: int, scale: float, attrs: dict, roi: tuple[float, float] | None):
+    """One dimension of a resize: (index [n_out, T], weight [n_out, T], outside [n_out]): output i is
+    sum_t weight[i, t] * input[index[i, t]], or extrapolation_value where outside[i]. The arithmetic is
+    ONNX's reference implementation's (onnx.reference.ops.op_resize, in float64): the source coordinate
+    x of each output, the filter's taps around it (the nearest ones, ties to the lower index), the input's
+    edge repeated past its ends."""
+    coords = attrs["coordinate_transformation_mode"]
+    y = np.arange(n_out, dtype=np.float64)
+    length = scale * n_in  # the reference's output length: a float (align_corners divides by it)
+    if coords == "align_corners":
+        x = np.zeros(n_out) if length == 1 else y * (n_in - 1) / (length - 1)
+    elif coords == "asymmetric":
+        x = y / scale
+    elif coords == "tf_crop_and_resize":
+        lo, hi = roi
+        x = np.full(n_out, (hi - lo) * (n_in - 1) / 2) if length == 1 else y * (hi - lo) * (n_in - 1) / (length - 1)
+        x = x + lo * (n_in - 1)
+    elif coords == "pytorch_half_pixel":
+        x = np.full(n_out, -0.5) if length == 1 else (y + 0.5) / scale - 0.5
+    elif coords == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    elif coords == "half_pixel_symmetric":
+        x = n_in / 2 * (1 - n_out / length) + (y + 0.5) / scale - 0.5
+    else:  # tf_half_pixel_for_nearest (the spec's formula; the reference has none)
+        x = (y + 0.5) / scale
+    outside = (x < 0) | (x > n_in - 1) if coords == "tf_crop_and_resize" else np.zeros(n_out, bool)
+    base = np.floor(x)
+    ratio = np.where(x == base, 1.0, x - base)  # in (0, 1]: the lower neighbour is preferred
+    weight = np.array([_resize_coeffs(float(r), scale, attrs) for r in ratio]).reshape(n_out, -1)
+    taps = weight.shape[1]
+    pad = -(-taps // 2)
+    xp = x + pad
+    p = np.floor(xp)
+    frac = xp - p
+    if taps % 2 == 0:
+        offset = np.where(frac == 0, -(taps // 2), -(taps // 2) + 1)
+    else:
+        offset = np.where(frac <= 0.5, -((taps - 1) // 2), -((taps - 1) // 2) + 1)
+    index = (p + offset).astype(np.int64)[:, None] + np.arange(taps)[None, :] - pad
+    if attrs["exclude_outside"]:
+        weight = np.where((index < 0) | (index >= n_in), 0.0, weight)
+        total = weight.sum(axis=1, keepdims=True)
+        weight = weight / np.where(total == 0, 1.0, total)
+    return np.clip(index, 0, n_in - 1), weight, outside
+
+
+def _resize_coeffs(ratio: float, scale: float, attrs: dict) -> list[float]:
+    """The filter's weights at `ratio` (the reference's _nearest/_linear/_cubic[_antialias]_coeffs)."""
+    mode = attrs["mode"]
+    if mode == "nearest":
+        if ratio == 1.0:
+            return [0.0, 1.0]
+        nearest = attrs["nearest_mode"]
+        up = {"round_prefer_floor": ratio > 0.5, "round_prefer_ceil": ratio >= 0.5, "floor": False, "ceil": True}[nearest]
+        return [0.0, 1.0] if up else [1.0, 0.0]
+    if not attrs["antialias"]:
+        if mode == "linear":
+            return [1 - ratio, ratio]
+        a = attrs["cubic_coeff_a"]
+        r1, s = ratio + 1, 1 - ratio
+        return [((a * r1 - 5 * a) * r1 + 8 * a) * r1 - 4 * a, ((a + 2) * ratio - (a + 3)) * ratio * ratio + 1,
+                ((a + 2) * s - (a + 3)) * s * s + 1, ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a]
+    scale = min(scale, 1.0)  # antialias widens the filter only when shrinking
+    if mode == "linear":
+        start = int(np.floor(-1 / scale) + 1)
+        args = (np.arange(start, 2 - start) - ratio) * scale
+        coeffs = np.clip(1 - np.abs(args), 0, 1)
+    else:
+        a = attrs["cubic_coeff_a"]
+        start = int(np.floor(-2 / scale) + 1)
+        t = np.abs(scale * (np.arange(start, 2 - start) - ratio))
+        coeffs = np.where(t <= 1, (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1,
+                          np.where(t < 2, a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a, 0.0))
+    return list(coeffs / coeffs.sum())
+
+
+def _is_identity(n_in: int, n_out: int, scale: float, roi: tuple[float, float] | None) -> bool:
+    """A dimension the resize leaves as it is (the reference skips it too)."""
+    return (math.isclose(scale, 1.0) and n_in == n_out
+            and (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))))
+
+
+def _c_array(ctype: str, name: str, values) -> str:
+    return f"static const {ctype} {name}[{len(values)}] = {{{', '.join(values)}}};"
+
+
+def _resize(k: _K) -> str:
+    """One unit per plane (the dimensions before the first one resized); within it, loops over the output's
+    remaining dimensions, each with its tap table: a gather where every output has one tap of weight 1
+    (nearest), else a sum of (product of the dimensions' weights) x input over the taps."""
+    x, out, attrs = k.shape(0), k.out.shape, k.attrs
+    if math.prod(out) == 0:
+        k.read_only()
+        return "/* empty */"
+    r = len(x)
+    rois = [(attrs["roi"][d], attrs["roi"][r + d]) if attrs["roi"] else None for d in range(r)]
+    moved = [d for d in range(r) if not _is_identity(x[d], out[d], attrs["scales"][d], rois[d])]
+    if not moved:
+        return _copy(k)
+    a0 = moved[0]
+    taps = [resize_taps(x[d], out[d], attrs["scales"][d], attrs, rois[d]) if d in moved
+            else (np.arange(x[d])[:, None], np.ones((x[d], 1)), np.zeros(x[d], bool)) for d in range(a0, r)]
+    gather = all(((w != 0).sum(axis=1) == 1).all() and (w.max(axis=1) == 1.0).all() for _, w, _ in taps)
+    tables, counts, outside = [], [], []
+    for j, ((index, weight, out_of), stride) in enumerate(zip(taps, cgen.strides(x[a0:]))):
+        if gather:  # the one tap of weight 1 of each output: an index table only
+            index = index[np.arange(len(index)), np.argmax(weight, axis=1)][:, None]
+        else:
+            tables.append(_c_array("float", f"W{j}", [cgen.c_float(float(v)) for v in weight.reshape(-1)]))
+        tables.append(_c_array("int64_t", f"I{j}", [str(int(i) * stride) for i in index.reshape(-1)]))
+        if out_of.any():
+            tables.append(_c_array("unsigned char", f"E{j}", ["1" if v else "0" for v in out_of]))
+            outside.append(f"E{j}[o{j}]")
+        counts.append(index.shape)
+    if gather:
+        inner = f"yp[o++] = xp[{' + '.join(f'I{j}[o{j}]' for j in range(len(counts)))}];"
+    else:
+        inner = _resize_sum([t for _, t in counts], outside, attrs["extrapolation_value"])
+    depth = len(counts)
+    loops = "\n".join([("  " * j) + f"for (int64_t o{j} = 0; o{j} < {n}; ++o{j}) {{" for j, (n, _) in enumerate(counts)]
+                      + [cgen.indent(inner, "  " * depth)] + [("  " * j) + "}" for j in reversed(range(depth))])
+    planes, in_plane, out_plane = math.prod(x[:a0]), math.prod(x[a0:]), math.prod(out[a0:])
+    unit = (f"const float *restrict xp = in0 + u * {in_plane};\nfloat *restrict yp = out0 + u * {out_plane};\n"
+            f"int64_t o = 0;\n{loops}")
+    work = planes * out_plane * math.prod(t for _, t in counts)
+    return k.task("\n".join(tables + [cgen.each_unit(unit)]), planes, work >= cgen.PARALLEL_MIN_WORK)
+
+
+def _resize_sum(taps: list[int], outside: list[str], extrapolation: float) -> str:
+    """The C of one output: acc over every combination of taps (dimension j's tap t_j: index I_j, weight W_j,
+    for output o_j), or the extrapolation value where a dimension's source lies outside (E_j)."""
+    lines, pad = ["float acc = 0.0f;"], ""
+    for j, t in enumerate(taps):
+        lines.append(f"{pad}for (int64_t t{j} = 0; t{j} < {t}; ++t{j}) {{")
+        pad += "  "
+        weight = (f"w{j - 1} * " if j else "") + f"W{j}[o{j} * {t} + t{j}]"
+        index = (f"i{j - 1} + " if j else "") + f"I{j}[o{j} * {t} + t{j}]"
+        lines += [f"{pad}const float w{j} = {weight};", f"{pad}const int64_t i{j} = {index};"]
+    last = len(taps) - 1
+    lines.append(f"{pad}acc += w{last} * xp[i{last}];")
+    lines += ["  " * j + "}" for j in reversed(range(len(taps)))]
+    value = f"({' | '.join(outside)}) ? {cgen.c_float(extrapolation)} : acc" if outside else "acc"
+    return "\n".join(lines + [f"yp[o++] = {value};"])
+
+
+CONV_FAMILY_EMITTERS = {"conv_transpose2d": _conv_transpose2d, "resize": _resize}
 
 
 EMITTERS = {
@@ -1012,6 +1243,7 @@ EMITTERS = {
     "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
     **MOVE_EMITTERS,
     **NORM_EMITTERS,
+    **CONV_FAMILY_EMITTERS,
 }
 ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}

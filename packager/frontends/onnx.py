@@ -73,6 +73,10 @@ VERSIONS = {
     "LayerNormalization": (17,), "InstanceNormalization": (6, 22), "GroupNormalization": (18, 21),
     "LRN": (1, 13), "CumSum": (11, 14), "TopK": (1, 10, 11, 24),
     "Einsum": (12, 28),  # 28 adds bfloat16
+    # the convolution family: ConvTranspose-22 and the pools' later versions add element types; Resize-11
+    # adds roi, sizes and the coordinate modes, 13 lets scales be left out, 18 adds axes, antialias and
+    # keep_aspect_ratio_policy, 19 half_pixel_symmetric; Upsample-9 takes scales as an input (10: the same)
+    "ConvTranspose": (1, 11, 22), "Resize": (10, 11, 13, 18, 19), "Upsample": (7, 9, 10),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
