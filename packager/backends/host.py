@@ -33,7 +33,7 @@ from packager.ir import BuildError, Graph, Node, TensorType
 # ---------------------------------------------------------------------------
 # Data: what the host takes, and the text it emits
 
-COMPUTE_DTYPES = ("float32",)
+FLOAT_KERNEL_DTYPES = ops.F32  # the kernels of ops declared FLOAT (dense, conv2d, softmax...) are float32 C
 MOVE_ITEMSIZES = (1, 2, 4, 8)  # data-movement ops copy elements of any of these sizes
 HOST_PRELUDE = cgen.read_c("host_prelude.h")
 UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
@@ -44,10 +44,10 @@ TEMPLATES = {
     # units are blocks of UNARY_BLOCK elements
     "unary": Template("""\
 for (int64_t i = begin * $block, i1 = end * $block < $n ? end * $block : $n; i < i1; ++i) {
-  const float v = in0[i];
+  const $T v = in0[i];
   out0[i] = $expr;
 }"""),
-    "binary": Template("out0[$o] = $expr;"),  # $expr reads in0[$a] and in1[$b]
+    "broadcast": Template("out0[$o] = $expr;"),  # $expr reads in0[$a], in1[$b]... (cgen.nest's offsets)
     "dense": Template("dpk_host_dense(in0, in1, $bias, out0, $M, $N, $K);"),
     "matmul": Template("""\
 {
@@ -300,33 +300,44 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
-def _elementwise_expr(node: Node, *operands: str) -> str:
-    """The registry's C expression of an elementwise node: `operands` for its inputs, attributes as constants."""
+def _elementwise_expr(node: Node, dtype: str, operands: list[str]) -> str:
+    """The registry's C expression of an elementwise node computing on `dtype` (its "T" inputs'): `operands`
+    for its inputs, attributes as constants of `dtype`, and $T, $F, $U (ops.ByDtype) for `dtype`."""
     spec = ops.OPS[node.op]
-    text = spec.c_expr(node.attrs) if callable(spec.c_expr) else spec.c_expr
-    fields = {name: cgen.c_float(value) for name, value in node.attrs.items()}
+    text = ops.c_text(spec.c_expr, dtype)
+    text = text(node.attrs) if callable(text) else text
+    fields = {name: cgen.c_constant(value, dtype) for name, value in node.attrs.items()}
+    fields.update(T=cgen.ctype(dtype), F=cgen.math_suffix(dtype), U=cgen.wrap_ctype(dtype))
     fields.update((i.symbol, operand) for i, operand in zip(spec.inputs, operands))
     return Template(text).substitute(fields)
 
 
-def unary_expr(node: Node) -> str:
-    """The C expression of a unary elementwise op applied to `v` (its attributes as constants)."""
-    return _elementwise_expr(node, "v")
+def unary_expr(node: Node, dtype: str = "float32") -> str:
+    """The C expression of a unary elementwise op applied to `v` of `dtype` (its attributes as constants)."""
+    return _elementwise_expr(node, dtype, ["v"])
+
+
+def _computed_dtype(k: _K) -> str:
+    """The dtype an elementwise node computes on: its "T" inputs' (Where's values, not its condition)."""
+    spec = ops.OPS[k.node.op]
+    return next(t.dtype for i, t in zip(spec.inputs, k.ins) if i.group == "T")
 
 
 def _unary(k: _K) -> str:
-    expr = unary_expr(k.node)
+    dtype = _computed_dtype(k)
     n = math.prod(k.out.shape)
-    body = TEMPLATES["unary"].substitute(n=n, expr=expr, block=UNARY_BLOCK)
+    body = TEMPLATES["unary"].substitute(n=n, expr=unary_expr(k.node, dtype), block=UNARY_BLOCK, T=cgen.ctype(dtype))
     return k.task(body, -(-n // UNARY_BLOCK), n >= cgen.PARALLEL_MIN_WORK)
 
 
-def _binary(k: _K) -> str:
+def _broadcasting(k: _K) -> str:
+    """Any number of inputs broadcast to the output (NumPy rules): one loop nest over the collapsed dims."""
     out = k.out.shape
-    strides = [cgen.strides(out), cgen.broadcast_strides(k.shape(0), out), cgen.broadcast_strides(k.shape(1), out)]
+    strides = [cgen.strides(out)] + [cgen.broadcast_strides(k.shape(i), out) for i in range(len(k.ins))]
     dims, strides = cgen.collapse(out, strides)
-    # $a and $b are left for the loop nest to fill with the operands' offsets
-    body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, "in0[$a]", "in1[$b]"))
+    # the operands' offsets ($a, $b...) are left for the loop nest to fill
+    operands = [f"in{i}[${offset}]" for i, offset in enumerate(cgen.NEST_OFFSETS[1:len(k.ins) + 1])]
+    body = TEMPLATES["broadcast"].safe_substitute(expr=_elementwise_expr(k.node, _computed_dtype(k), operands))
     return cgen.nest(dims, strides, Template(body))
 
 
@@ -520,7 +531,7 @@ EMITTERS = {
     "transpose": _transpose, "concat": _concat, "batchnorm": _batchnorm,
     **{op: _reduce for op in REDUCE}, "argmin": _arg_best,
 }
-ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
+ELEMENTWISE = {1: _unary, 2: _broadcasting, 3: _broadcasting}  # by arity: every op with a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
 
 
@@ -559,9 +570,12 @@ class HostBackend(Backend):
                 if np.dtype(t.dtype).itemsize not in MOVE_ITEMSIZES:
                     return f"{name} is {t}: elements of {np.dtype(t.dtype).itemsize} bytes are not supported"
             return None
-        for name, t in zip(node.inputs, types):
-            if t.dtype not in COMPUTE_DTYPES:
-                return f"op {node.op} needs {'/'.join(COMPUTE_DTYPES)} inputs, {name} is {t}"
+        spec = ops.OPS[node.op]
+        for i, (name, t) in enumerate(zip(node.inputs, types)):
+            takes = spec.inputs[min(i, len(spec.inputs) - 1)].dtypes
+            takes = FLOAT_KERNEL_DTYPES if takes is ops.FLOAT else takes  # elementwise ops declare their C's
+            if t.dtype not in takes or t.dtype not in cgen.C_TYPES:
+                return f"op {node.op} needs {'/'.join(takes.names or cgen.C_TYPES)} inputs, {name} is {t}"
         return None
 
     def lower(self, region: Region, graph: Graph) -> CSource:

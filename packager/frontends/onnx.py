@@ -58,6 +58,9 @@ VERSIONS = {
     "ReduceSum": (1, 11, 13), "ReduceMean": (1, 11, 13, 18), "ReduceMax": (1, 11, 12, 13, 18, 20),
     "ReduceMin": (1, 11, 12, 13, 18, 20), "ReduceL2": (1, 11, 13, 18), "ReduceSumSquare": (1, 11, 13, 18),
     "ArgMin": (1, 11, 12, 13), "Sum": (6, 8, 13), "Mean": (6, 8, 13),
+    # comparisons and logic: later versions add element types only (Equal, Less, Greater, Not, Where above)
+    "LessOrEqual": (12, 16), "GreaterOrEqual": (12, 16), "And": (7,), "Or": (7,), "Xor": (7,),
+    "IsNaN": (9, 13, 20), "IsInf": (10, 20),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")

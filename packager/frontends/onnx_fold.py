@@ -247,6 +247,15 @@ FOLDERS = {
     "Gemm": _gemm,
     "ArgMax": _argmax,
     "ReduceProd": _reduce_prod,
+    # comparisons and logic (Equal, Less, Greater, Not, Where above)
+    "LessOrEqual": _compare(np.less_equal),
+    "GreaterOrEqual": _compare(np.greater_equal),
+    "And": _compare(np.logical_and),
+    "Or": _compare(np.logical_or),
+    "Xor": _compare(np.logical_xor),
+    "IsNaN": lambda node, inputs: [np.isnan(inputs[0])],
+    "IsInf": lambda node, inputs: [(np.isposinf(inputs[0]) & bool(node.attrs.get("detect_positive", 1)))
+                                   | (np.isneginf(inputs[0]) & bool(node.attrs.get("detect_negative", 1)))],
 }
 # Shape and Size need only their input's type, which is known for run-time tensors too.
 TYPE_ONLY = {"Shape", "Size"}
