@@ -35,7 +35,8 @@ from packager.ir import BuildError, Node, TensorType
 REQUIRED = object()  # an attribute default meaning "the node must give it"
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
-CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+               "uint64", "bool")  # every dtype a tensor may have (ONNX's others are refused when read)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ F32 = Dtypes("floating-point", ("float32",))  # an elementwise op given one C te
 F64 = Dtypes("float64", ("float64",))
 FLOATS = Dtypes("float32/float64", ("float32", "float64"))
 SIGNED = Dtypes("signed integer", ("int8", "int16", "int32", "int64"))
-UNSIGNED = Dtypes("unsigned integer", ("uint8",))
+UNSIGNED = Dtypes("unsigned integer", ("uint8", "uint16", "uint32", "uint64"))
 INTEGER = Dtypes("integer", SIGNED.names + UNSIGNED.names)
 NUMERIC = Dtypes("numeric", FLOATS.names + INTEGER.names)
 VALUES = Dtypes("numeric or bool", NUMERIC.names + BOOL.names)  # every dtype with a C type (cgen.C_TYPES)

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from packager import ops
 from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -217,8 +218,7 @@ def _np_dtype(onnx, elem_type: int, what: str) -> str:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except Exception:
         dtype = None
-    if dtype is None or dtype.kind not in "fiub" or dtype.name not in (
-            "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"):
+    if dtype is None or dtype.kind not in "fiub" or dtype.name not in ops.CAST_DTYPES:
         type_name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() \
             else str(elem_type)
         raise BuildError(f"{what}: element type {type_name} is not supported")
