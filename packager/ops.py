@@ -9,7 +9,10 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
-minimum): the ONNX frontend emits them, and a YAML graph may use them too.
+minimum; the comparisons, logical_*, isnan, isinf, where): the ONNX frontend emits
+them, and a YAML graph may use them too. An elementwise op's C is given per dtype
+family (`by_dtype`: float32, float64, signed and unsigned integers, bool), and its
+inputs take exactly the dtypes it has C for.
 Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
