@@ -82,7 +82,6 @@ BOOL = Dtypes("bool", ("bool",))  # masks and conditions (one byte, 0 or 1)
 # The dtype families elementwise C is written for (`by_dtype`): float32, float64, the signed and the
 # unsigned integers. An elementwise op computes exactly the dtypes its C covers (float16 none: no C type).
 F32 = Dtypes("floating-point", ("float32",))  # an elementwise op given one C text computes float32 only
-F64 = Dtypes("float64", ("float64",))
 FLOATS = Dtypes("float32/float64", ("float32", "float64"))
 SIGNED = Dtypes("signed integer", ("int8", "int16", "int32", "int64"))
 UNSIGNED = Dtypes("unsigned integer", ("uint8", "uint16", "uint32", "uint64"))
@@ -118,7 +117,7 @@ class ByDtype:
         return next((text for dtypes, text in self.entries if dtype in dtypes), None)
 
     def dtypes(self) -> Dtypes:
-        """Every dtype some entry covers, in entry order."""
+        """Every dtype some entry covers, under a family's name when they make one (NUMERIC...)."""
         names = tuple(dict.fromkeys(n for dtypes, _ in self.entries for n in dtypes.names))
         named = [d for d in (FLOATS, INTEGER, NUMERIC, VALUES) if set(d.names) == set(names)]
         return named[0] if named else Dtypes(" or ".join(d.what for d, _ in self.entries), names)
