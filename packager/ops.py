@@ -79,10 +79,12 @@ FLOAT = Dtypes("floating-point", FLOAT_DTYPES)
 ANY = Dtypes("any", None)  # data movement: elements are copied, never computed on
 INDEX = Dtypes("index", ("int32", "int64"))  # positions into another tensor (Gather's indices...)
 BOOL = Dtypes("bool", ("bool",))  # masks and conditions (one byte, 0 or 1)
-# The dtype families elementwise C is written for (`by_dtype`): float32, float64, the signed and the
-# unsigned integers. An elementwise op computes exactly the dtypes its C covers (float16 none: no C type).
-F32 = Dtypes("floating-point", ("float32",))  # an elementwise op given one C text computes float32 only
-FLOATS = Dtypes("float32/float64", ("float32", "float64"))
+# The dtype families elementwise C is written for (`by_dtype`): the floats, the signed and the unsigned
+# integers, bool. An elementwise op computes exactly the dtypes its C covers. float16 has no C type: it is
+# computed with the float32 text (COMPUTED_AS), converted on load and rounded once on store.
+F32 = Dtypes("floating-point", ("float16", "float32"))  # one C text (float32 C) computes these
+FLOATS = Dtypes("floating-point", FLOAT_DTYPES)
+COMPUTED_AS = {"float16": "float32"}  # dtype -> the dtype whose C text computes it
 SIGNED = Dtypes("signed integer", ("int8", "int16", "int32", "int64"))
 UNSIGNED = Dtypes("unsigned integer", ("uint8", "uint16", "uint32", "uint64"))
 INTEGER = Dtypes("integer", SIGNED.names + UNSIGNED.names)
@@ -129,7 +131,9 @@ def by_dtype(*entries: tuple[Dtypes, object]) -> ByDtype:
 
 
 def c_text(c_expr, dtype: str):
-    """The text (or function of the attributes) an elementwise `c_expr` has for `dtype`, or None."""
+    """The text (or function of the attributes) an elementwise `c_expr` has for `dtype` (float16: the float32
+    text, COMPUTED_AS), or None."""
+    dtype = COMPUTED_AS.get(dtype, dtype)
     if isinstance(c_expr, ByDtype):
         return c_expr.text(dtype)
     return c_expr if dtype in F32 else None

@@ -639,7 +639,7 @@ def isnan(x):
 
 def isinf(x, detect_positive=1, detect_negative=1):
     x = np.asarray(x)
-    return (detect_positive & (x == np.inf)) | (detect_negative & (x == -np.inf)).astype(bool)
+    return ((x == np.inf) & bool(detect_positive)) | ((x == -np.inf) & bool(detect_negative))
 
 
 def where(c, x, y):

@@ -57,7 +57,9 @@ def pow_pairs(dtype: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([-3, -2, -1, 0, 1, 2, 3], dtype).reshape(-1, 1), np.array([0, 1, 2, 3, 5], dtype)
 
 
-DTYPES = ["int8", "int16", "int32", "int64", "uint8", "float64", "float32", "bool"]
+DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float64", "float32", "float16",
+          "bool"]
+RTOL = {"float16": 1e-3, "float32": 1e-6, "float64": 1e-14}
 
 
 def cases(dtype: str) -> list[tuple[str, list[np.ndarray], dict]]:
@@ -67,9 +69,10 @@ def cases(dtype: str) -> list[tuple[str, list[np.ndarray], dict]]:
     cond = np.array([True, False, True]).reshape(3, 1, 1)
     for op in ops.elementwise(1) + ops.elementwise(2) + ops.elementwise(3):
         spec = ops.OPS[op]
-        if dtype not in ops.c_dtypes(spec.c_expr) or (dtype == "float32" and op in ops.elementwise(1, "float32")
-                                                       + ops.elementwise(2, "float32")):
-            continue  # float32 math is test_ops.py's (test_unary, test_binary_broadcast)
+        computes = ops.c_dtypes(spec.c_expr)
+        if dtype not in computes or (dtype == "float32" and op in ops.elementwise(1, "float32")
+                                     + ops.elementwise(2, "float32")) or (dtype == "float16" and "float64" not in computes):
+            continue  # float32 math is test_ops.py's (test_unary...); float16 loads and stores around the same C
         if op == "where":
             out.append((op, [cond, a[:4], b], {}))
         elif op == "pow":
@@ -105,9 +108,10 @@ def test_host_kernels_on_edge_values(dtype, tmp_path):
         lib.call(region.name, *inputs, got)
         want = reference(op, inputs, attrs)
         what = f"{op}{attrs or ''} on {[str(i.dtype) for i in inputs]}"
-        assert got.dtype == (bool if t.dtype == "bool" else want.dtype if op != "pow" else inputs[0].dtype), what
+        values = inputs[1] if op == "where" else inputs[0]  # the output's dtype, unless it is bool
+        assert t.dtype == ("bool" if want.dtype == bool else values.dtype.name), what
         if got.dtype.kind == "f":
-            np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-14, err_msg=what)
+            np.testing.assert_allclose(got.astype(np.float64), want, rtol=RTOL[dtype], err_msg=what)
             # -0.0 where NumPy has it (sign keeps x's zero, "else x", where NumPy gives +0.0)
             assert np.array_equal(np.signbit(got), np.signbit(want)) or op in ("pow", "sign"), what
         else:
@@ -141,6 +145,35 @@ def test_integer_division_by_zero_and_overflow_are_defined(tmp_path):
     assert got == [[0, 0, lo, 0, -2], [0, 0, 0, 0, -1], [0, 0, 0, 0, 1]]
 
 
+def test_float16_casts_round_once_to_nearest_even(tmp_path):
+    """float16 is stored as its bits and converted in C (c/host_prelude.h): against NumPy's conversions, on
+    ties, subnormals, overflow, NaN, -0.0 and random doubles of every float16 magnitude."""
+    rng = np.random.default_rng(5)
+    special = [1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 1 + 2.0 ** -11 + 2.0 ** -40,  # a tie only after a float32 rounding 65504.0, 65519.99, 65520.0, 1e300, 2.0 ** -25,
+               2.0 ** -25 * (1 + 2.0 ** -40), 3 * 2.0 ** -26, 2.0 ** -14 - 2.0 ** -26, 6e-8, np.nan, -0.0, -np.inf, 0.1]
+    x64 = np.concatenate([special, rng.standard_normal(400) * 2.0 ** rng.integers(-26, 17, 400)])
+    x64 = np.concatenate([x64, -x64])
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)  # every float16
+    with np.errstate(over="ignore"):
+        x32 = x64.astype(np.float32)
+    todo = [(x64, "float16"), (x32, "float16"), (halves, "float32"), (halves, "float64"),
+            (np.arange(-70000, 70000, 7, dtype=np.int64), "float16"), (halves[np.isfinite(halves)], "bool")]
+    backend, sources, runs = HostBackend(), [], []
+    for k, (x, to) in enumerate(todo):
+        _, region, graph = lower_node("cast", [x], name=f"c{k}", to=to)
+        region.name = f"host_c{k}"
+        sources.append(backend.lower(region, graph))
+        runs.append((region.name, x, to))
+    lib = compile_sources(sources, tmp_path)
+    for name, x, to in runs:
+        got = np.zeros(x.shape, to)
+        lib.call(name, x, got)
+        with np.errstate(all="ignore"):
+            want = x != 0 if to == "bool" else x.astype(to)
+        assert got.tobytes() == want.tobytes() or (np.isnan(want) == np.isnan(got)).all() and \
+            (got[~np.isnan(want)].tobytes() == want[~np.isnan(want)].tobytes()), f"{x.dtype} -> {to}"
+
+
 # ---------------------------------------------------------------------------
 # Registry and backends: what computes what
 
@@ -161,15 +194,15 @@ def test_output_dtypes():
 
 
 @pytest.mark.parametrize("op,dtypes,message", [
-    ("add", ("float16", "float16"), r"input t0 is float16\[2, 3\]: op add needs numeric inputs \(float32, float64, int8"),
+    ("add", ("bool", "bool"), r"input t0 is bool\[2, 3\]: op add needs numeric inputs \(float16, float32, float64, int8"),
     ("add", ("int32", "int64"), r"input t1 is int64\[2, 3\]: all inputs must have the same dtype \(int32\)"),
-    ("neg", ("uint8",), r"op neg needs float32/float64 or signed integer inputs"),
+    ("neg", ("uint8",), r"op neg needs floating-point or signed integer inputs"),
     ("logical_and", ("float32", "float32"), r"op logical_and needs bool inputs \(bool\)"),
-    ("isnan", ("int32",), r"op isnan needs float32/float64 inputs"),
+    ("isnan", ("int32",), r"op isnan needs floating-point inputs"),
     ("where", ("int32", "float32", "float32"), r"condition t0 is int32\[2, 3\]: op where needs bool inputs"),
     ("where", ("bool", "float32", "int32"), r"all inputs must have the same dtype \(float32\)"),
     ("less", ("bool", "bool"), r"op less needs numeric inputs"),
-    ("relu", ("int64",), r"op relu needs floating-point inputs \(float32\)"),
+    ("relu", ("int64",), r"op relu needs floating-point inputs \(float16, float32\)"),
 ])
 def test_dtype_errors_name_node_op_and_types(op, dtypes, message):
     with pytest.raises(BuildError, match=rf"node 'n' \(op {op}\).*{message}"):

@@ -45,9 +45,10 @@ PRELUDE = read_c("cgen_prelude.h")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DL_CODE = {"f": 2, "i": 0, "u": 1, "b": 6}  # DLDataTypeCode by numpy kind
-C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
-           "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
-           "bool": "uint8_t"}
+# float16 elements are their bits: the host computes them as float (c/host_prelude.h converts)
+C_TYPES = {"float16": "uint16_t", "float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t",
+           "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t",
+           "uint64": "uint64_t", "bool": "uint8_t"}
 _UINT_CTYPES = {1: "uint8_t", 2: "uint16_t", 4: "uint32_t", 8: "uint64_t"}
 # Integer arithmetic that wraps: C promotes narrower types to (signed) int, so a 1-, 2- or 4-byte
 # element computes in uint32_t, an 8-byte one in uint64_t, and the result is cast back.

@@ -33,7 +33,7 @@ from packager.ir import BuildError, Graph, Node, TensorType
 # ---------------------------------------------------------------------------
 # Data: what the host takes, and the text it emits
 
-FLOAT_KERNEL_DTYPES = ops.F32  # the kernels of ops declared FLOAT (dense, conv2d, softmax...) are float32 C
+FLOAT_KERNEL_DTYPES = ops.Dtypes("float32", ("float32",))  # the kernels of ops declared FLOAT (dense, softmax...)
 MOVE_ITEMSIZES = (1, 2, 4, 8)  # data-movement ops copy elements of any of these sizes
 HOST_PRELUDE = cgen.read_c("host_prelude.h")
 UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
@@ -44,7 +44,7 @@ TEMPLATES = {
     # units are blocks of UNARY_BLOCK elements
     "unary": Template("""\
 for (int64_t i = begin * $block, i1 = end * $block < $n ? end * $block : $n; i < i1; ++i) {
-  const $T v = in0[i];
+  const $T v = $load;
   out0[i] = $expr;
 }"""),
     "broadcast": Template("out0[$o] = $expr;"),  # $expr reads in0[$a], in1[$b]... (cgen.nest's offsets)
@@ -300,10 +300,25 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
+HALF_LOAD, HALF_STORE = "dpk_host_half_to_float({})", "dpk_host_float_to_half({})"  # c/host_prelude.h
+
+
+def _load(operand: str, dtype: str) -> str:
+    """An element as the C computes on it: float16's bits as a float."""
+    return HALF_LOAD.format(operand) if dtype == "float16" else operand
+
+
+def _store(expr: str, dtype: str) -> str:
+    """A computed value as an element of `dtype`: a float rounded to float16's bits."""
+    return HALF_STORE.format(expr) if dtype == "float16" else expr
+
+
 def _elementwise_expr(node: Node, dtype: str, operands: list[str]) -> str:
     """The registry's C expression of an elementwise node computing on `dtype` (its "T" inputs'): `operands`
-    for its inputs, attributes as constants of `dtype`, and $T, $F, $U (ops.ByDtype) for `dtype`."""
+    for its inputs, attributes as constants of `dtype`, and $T, $F, $U (ops.ByDtype) for `dtype` (float16:
+    for float32, the dtype that computes it)."""
     spec = ops.OPS[node.op]
+    dtype = ops.COMPUTED_AS.get(dtype, dtype)
     text = ops.c_text(spec.c_expr, dtype)
     text = text(node.attrs) if callable(text) else text
     fields = {name: cgen.c_constant(value, dtype) for name, value in node.attrs.items()}
@@ -326,7 +341,8 @@ def _computed_dtype(k: _K) -> str:
 def _unary(k: _K) -> str:
     dtype = _computed_dtype(k)
     n = math.prod(k.out.shape)
-    body = TEMPLATES["unary"].substitute(n=n, expr=unary_expr(k.node, dtype), block=UNARY_BLOCK, T=cgen.ctype(dtype))
+    body = TEMPLATES["unary"].substitute(n=n, expr=_store(unary_expr(k.node, dtype), k.out.dtype), block=UNARY_BLOCK,
+                                         T=cgen.ctype(ops.COMPUTED_AS.get(dtype, dtype)), load=_load("in0[i]", dtype))
     return k.task(body, -(-n // UNARY_BLOCK), n >= cgen.PARALLEL_MIN_WORK)
 
 
@@ -336,8 +352,9 @@ def _broadcasting(k: _K) -> str:
     strides = [cgen.strides(out)] + [cgen.broadcast_strides(k.shape(i), out) for i in range(len(k.ins))]
     dims, strides = cgen.collapse(out, strides)
     # the operands' offsets ($a, $b...) are left for the loop nest to fill
-    operands = [f"in{i}[${offset}]" for i, offset in enumerate(cgen.NEST_OFFSETS[1:len(k.ins) + 1])]
-    body = TEMPLATES["broadcast"].safe_substitute(expr=_elementwise_expr(k.node, _computed_dtype(k), operands))
+    operands = [_load(f"in{i}[${offset}]", t.dtype) for i, (offset, t) in enumerate(zip(cgen.NEST_OFFSETS[1:], k.ins))]
+    expr = _store(_elementwise_expr(k.node, _computed_dtype(k), operands), k.out.dtype)
+    body = TEMPLATES["broadcast"].safe_substitute(expr=expr)
     return cgen.nest(dims, strides, Template(body))
 
 
@@ -390,8 +407,11 @@ def _cast(k: _K) -> str:
     if n == 0:
         k.read_only()
         return "/* empty */"
-    to = k.attrs["to"]
-    expr = "(uint8_t)(in0[i] != 0)" if to == "bool" else f"({cgen.ctype(to)})in0[i]"
+    to, value = k.attrs["to"], _load("in0[i]", k.ins[0].dtype)
+    if to == "float16":  # from double, so that a float64 is rounded once
+        expr = f"dpk_host_double_to_half((double){value})"
+    else:
+        expr = f"(uint8_t)({value} != 0)" if to == "bool" else f"({cgen.ctype(to)}){value}"
     return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
