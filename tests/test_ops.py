@@ -580,9 +580,9 @@ def test_cast(kdir, src, to):
     np.testing.assert_array_equal(got, ref.cast(x, to))
 
 
-def test_cast_refuses_float16_on_host():
+def test_cast_takes_float16_on_host():  # its rounding: test_dtypes_and_logic.py (test_float16_casts_...)
     _, region, graph = lower_node("cast", [rand(2, 3)], to="float16")
-    assert "cast converts between" in HostBackend().supports(region.nodes[0], graph)
+    assert HostBackend().supports(region.nodes[0], graph) is None
 
 
 @pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
