@@ -10,8 +10,10 @@ with it (tests/test_op_registry.py); docs/ops.md says how to add an op.
 A few ops extend the YAML vocabulary (leaky_relu, clip, log_softmax, argmax,
 cast; avgpool2d's count_include_pad; the reductions reduce_*, argmin, maximum,
 minimum; the data movement of gather, slice, pad...; conv_transpose2d, resize
-and the pools' dilations): the ONNX frontend emits them, and a YAML graph may
-use them too.
+and the pools' dilations; the comparisons, logical_*, isnan, isinf, where): the
+ONNX frontend emits them, and a YAML graph may use them too. An elementwise op's C
+is given per dtype family (`by_dtype`: float32, float64, signed and unsigned
+integers, bool), and its inputs take exactly the dtypes it has C for.
 Frontends and `ir` use two entry points:
 
     normalize(node)            check attributes, fill defaults (in node.attrs)
@@ -37,7 +39,8 @@ from packager.ir import BuildError, Node, TensorType
 REQUIRED = object()  # an attribute default meaning "the node must give it"
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
-CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+CAST_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+               "uint64", "bool")  # every dtype a tensor may have (ONNX's others are refused when read)
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,25 @@ class Dtypes:
     def __contains__(self, dtype: str) -> bool:
         return self.names is None or dtype in self.names
 
+    def __add__(self, other: Dtypes) -> Dtypes:
+        return Dtypes(f"{self.what} or {other.what}", self.names + other.names)
+
 
 FLOAT = Dtypes("floating-point", FLOAT_DTYPES)
 ANY = Dtypes("any", None)  # data movement: elements are copied, never computed on
 INDEX = Dtypes("index", ("int32", "int64"))  # positions into another tensor (Gather's indices...)
-BOOL = Dtypes("bool", ("bool",))  # masks and conditions
+BOOL = Dtypes("bool", ("bool",))  # masks and conditions (one byte, 0 or 1)
+# The dtype families elementwise C is written for (`by_dtype`): the floats, the signed and the unsigned
+# integers, bool. An elementwise op computes exactly the dtypes its C covers. float16 has no C type: it is
+# computed with the float32 text (COMPUTED_AS), converted on load and rounded once on store.
+F32 = Dtypes("floating-point", ("float16", "float32"))  # one C text (float32 C) computes these
+FLOATS = Dtypes("floating-point", FLOAT_DTYPES)
+COMPUTED_AS = {"float16": "float32"}  # dtype -> the dtype whose C text computes it
+SIGNED = Dtypes("signed integer", ("int8", "int16", "int32", "int64"))
+UNSIGNED = Dtypes("unsigned integer", ("uint8", "uint16", "uint32", "uint64"))
+INTEGER = Dtypes("integer", SIGNED.names + UNSIGNED.names)
+NUMERIC = Dtypes("numeric", FLOATS.names + INTEGER.names)
+VALUES = Dtypes("numeric or bool", NUMERIC.names + BOOL.names)  # every dtype with a C type (cgen.C_TYPES)
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,46 @@ class Input:
 
 
 @dataclass(frozen=True)
+class ByDtype:
+    """An elementwise op's C per dtype family of its "T" inputs (the first input's group): the first entry
+    whose Dtypes holds the dtype gives the text. Besides the inputs and attributes, a text may use
+    $T (the C element type), $F (the <math.h> suffix of the element type: "f" for float32, "" for float64:
+    fabs$F, 1.0$F) and $U (an unsigned type of at least 32 bits and the element's width: integer
+    arithmetic done in $U wraps around modulo 2^bits, as NumPy's does, where C's signed overflow is
+    undefined)."""
+    entries: tuple[tuple[Dtypes, object], ...]
+
+    def text(self, dtype: str):
+        """The C text (or function of the attributes) for elements of `dtype`, or None."""
+        return next((text for dtypes, text in self.entries if dtype in dtypes), None)
+
+    def dtypes(self) -> Dtypes:
+        """Every dtype some entry covers, under a family's name when they make one (NUMERIC...)."""
+        names = tuple(dict.fromkeys(n for dtypes, _ in self.entries for n in dtypes.names))
+        named = [d for d in (FLOATS, INTEGER, NUMERIC, VALUES) if set(d.names) == set(names)]
+        return named[0] if named else Dtypes(" or ".join(d.what for d, _ in self.entries), names)
+
+
+def by_dtype(*entries: tuple[Dtypes, object]) -> ByDtype:
+    """C per dtype family: by_dtype((FLOATS, "fabs$F($x)"), (SIGNED, ...), (UNSIGNED, "$x"))."""
+    return ByDtype(tuple(entries))
+
+
+def c_text(c_expr, dtype: str):
+    """The text (or function of the attributes) an elementwise `c_expr` has for `dtype` (float16: the float32
+    text, COMPUTED_AS), or None."""
+    dtype = COMPUTED_AS.get(dtype, dtype)
+    if isinstance(c_expr, ByDtype):
+        return c_expr.text(dtype)
+    return c_expr if dtype in F32 else None
+
+
+def c_dtypes(c_expr) -> Dtypes:
+    """The dtypes an elementwise `c_expr` computes on."""
+    return c_expr.dtypes() if isinstance(c_expr, ByDtype) else F32
+
+
+@dataclass(frozen=True)
 class OpSpec:
     name: str
     inputs: tuple[Input, ...]
@@ -101,10 +158,12 @@ class OpSpec:
     doc: str = ""
     # A condition on several attributes: attrs -> None, or what is wrong with them.
     check: Callable[[dict], str | None] | None = None
-    # Elementwise ops: one float32 element of the output as a C expression of the inputs' elements,
-    # named $ and their symbol ($x; $A, $B), and the attributes ($alpha, spelled as C float
-    # constants); or a function of the attributes that returns that text.
-    c_expr: str | Callable[[dict], str] | None = None
+    # Elementwise ops: one element of the output as a C expression of the inputs' elements, named $ and
+    # their symbol ($x; $A, $B), and the attributes ($alpha, spelled as C constants of the element
+    # type); or a function of the attributes that returns that text. One text is float32 C; `by_dtype`
+    # gives a text per dtype family (ByDtype). `unary`, `binary` and `pointwise` derive the inputs'
+    # dtypes from it: an elementwise op takes exactly the dtypes it has C for.
+    c_expr: str | Callable[[dict], str] | ByDtype | None = None
 
     def arity(self) -> tuple[int, int | None]:
         """(min, max) number of inputs; max None = unbounded."""
@@ -226,11 +285,21 @@ def _matmul(c: _Ctx) -> TensorType:
     return c.out(shape)
 
 
-def _broadcast(c: _Ctx) -> TensorType:
-    shape = broadcast_shapes(c.shape(0), c.shape(1))
+def _broadcast(c: _Ctx, dtype: str | None = None) -> TensorType:
+    """NumPy broadcasting of every input's shape; the output has `dtype`, or the "T" inputs' dtype."""
+    shape = broadcast_shapes(*(c.shape(i) for i in range(len(c.types))))
     if shape is None:
-        raise c.fail("shapes do not broadcast (NumPy rules: trailing dimensions must be equal or 1)", 0, 1)
-    return c.out(shape)
+        raise c.fail("shapes do not broadcast (NumPy rules: trailing dimensions must be equal or 1)",
+                     *range(len(c.types)))
+    t = next(i for i in range(len(c.types)) if c.input_spec(i).group == "T")
+    return c.out(shape, dtype or c.types[t].dtype)
+
+
+def _to_bool(rule: Callable) -> Callable:
+    """`rule` with a bool output (comparisons, logic, IsNaN)."""
+    def bool_rule(c: _Ctx) -> TensorType:
+        return TensorType(rule(c).shape, "bool")
+    return bool_rule
 
 
 def same_shape(c: _Ctx) -> TensorType:
@@ -364,15 +433,25 @@ _PADS0 = Attr("pads", [0, 0, 0, 0], "int, [h, w] or [top, left, bottom, right]")
 _FLAG0 = Attr("int", 0, check=ZERO_OR_ONE)
 
 
-def binary(name: str, doc: str, c_expr: str) -> OpSpec:
+def binary(name: str, doc: str, c_expr, rule: Callable = _broadcast) -> OpSpec:
     """An elementwise op of two inputs with NumPy broadcasting; `c_expr` over $A and $B."""
-    return OpSpec(name, (Input("input", "A"), Input("input", "B")), {}, _broadcast, doc, c_expr=c_expr)
+    return pointwise(name, doc, c_expr, (Input("input", "A"), Input("input", "B")), rule=rule)
 
 
-def unary(name: str, doc: str, c_expr: str | Callable[[dict], str], attrs: dict[str, Attr] | None = None,
-          check: Callable[[dict], str | None] | None = None) -> OpSpec:
+def unary(name: str, doc: str, c_expr, attrs: dict[str, Attr] | None = None,
+          check: Callable[[dict], str | None] | None = None, rule: Callable = same_shape) -> OpSpec:
     """An elementwise op of one input; `c_expr` over $x and the attributes."""
-    return OpSpec(name, (_X,), attrs or {}, same_shape, doc, check=check, c_expr=c_expr)
+    return pointwise(name, doc, c_expr, (_X,), attrs, check, rule)
+
+
+def pointwise(name: str, doc: str, c_expr, inputs: tuple[Input, ...], attrs: dict[str, Attr] | None = None,
+              check: Callable[[dict], str | None] | None = None, rule: Callable = _broadcast) -> OpSpec:
+    """An elementwise op (NumPy broadcasting over its inputs): its "T" inputs take the dtypes `c_expr` has C
+    for; inputs of another group keep the dtypes they declare (Where's condition, Pow's exponent)."""
+    dtypes = c_dtypes(c_expr)
+    inputs = tuple(Input(i.role, i.symbol, i.optional, i.variadic, dtypes, i.group) if i.group == "T" else i
+                   for i in inputs)
+    return OpSpec(name, inputs, attrs or {}, rule, doc, check=check, c_expr=c_expr)
 
 
 def _clip_c(attrs: dict) -> str:
@@ -385,6 +464,29 @@ def _clip_bounds(attrs: dict) -> str | None:
     if any(math.isnan(attrs[k]) for k in ("min", "max")):
         return "attributes 'min' and 'max' must be numbers, not NaN"
     return None
+
+
+# ---- C of the integer-aware arithmetic (the float32 texts are what they were; float64 shares them via $F)
+
+
+def _arithmetic(op: str) -> ByDtype:
+    """A + B and friends: integers computed in $U, so that overflow wraps (C's signed overflow is undefined)."""
+    return by_dtype((FLOATS, f"$A {op} $B"), (INTEGER, f"($T)(($U)$A {op} ($U)$B)"))
+
+
+# Integer x / 0 and x % 0 trap (SIGFPE), and so do MIN / -1 and MIN % -1: they are defined instead, as
+# NumPy defines them (x / 0 = 0, x % 0 = 0, MIN / -1 = MIN); the ONNX spec leaves them undefined.
+_DIV = by_dtype((FLOATS, "$A / $B"),
+                (SIGNED, "$B == 0 ? 0 : ($B == -1 ? ($T)(0 - ($U)$A) : $A / $B)"),
+                (UNSIGNED, "$B == 0 ? 0 : $A / $B"))
+_POW = by_dtype((NUMERIC, "($T)pow((double)$A, (double)$B)"))
+_MOD = by_dtype(
+    (FLOATS, lambda attrs: "fmod$F($A, $B)" if attrs["fmod"] else
+     "(fmod$F($A, $B) != 0 ? ((fmod$F($A, $B) < 0) != ($B < 0) ? fmod$F($A, $B) + $B : fmod$F($A, $B))"
+     " : copysign$F(0, $B))"),
+    (SIGNED, lambda attrs: "($B == 0 || $B == -1) ? 0 : $A % $B" if attrs["fmod"] else
+     "($B == 0 || $B == -1) ? 0 : ($A % $B != 0 && ($A % $B < 0) != ($B < 0) ? $A % $B + $B : $A % $B)"),
+    (UNSIGNED, "$B == 0 ? 0 : $A % $B"))
 
 
 # ---- reductions and variadic elementwise ops (ReduceMean & co., ArgMin, Sum/Mean/Max/Min) ----------
@@ -438,8 +540,42 @@ _REDUCTIONS = [
     reduction("reduce_sum_square", "sum of squares over axes"),
     arg_best("argmin", "smallest"),
     # Max / Min of ONNX (Sum and Mean are chains of add, then a div): NaN in either operand gives NaN
-    binary("maximum", "max(A, B) with NumPy broadcasting; NaN if either is NaN", "($A > $B || $A != $A) ? $A : $B"),
-    binary("minimum", "min(A, B) with NumPy broadcasting; NaN if either is NaN", "($A < $B || $A != $A) ? $A : $B"),
+    binary("maximum", "max(A, B) with NumPy broadcasting; NaN if either is NaN",
+           by_dtype((FLOATS, "($A > $B || $A != $A) ? $A : $B"), (INTEGER, "$A > $B ? $A : $B"))),
+    binary("minimum", "min(A, B) with NumPy broadcasting; NaN if either is NaN",
+           by_dtype((FLOATS, "($A < $B || $A != $A) ? $A : $B"), (INTEGER, "$A < $B ? $A : $B"))),
+]
+
+
+# ---- comparisons and logic (Equal, Less..., Not, And, Or, Xor, IsNaN, IsInf, Where): bool is one byte 0/1
+
+
+def _isinf_c(attrs: dict) -> str:
+    tests = [t for flag, t in (("detect_positive", "$x == INFINITY"), ("detect_negative", "$x == -INFINITY"))
+             if attrs[flag]]
+    return " || ".join(tests) or "$x > INFINITY"  # neither: never (not even NaN)
+
+
+def compare(name: str, doc: str, op: str, dtypes: Dtypes = NUMERIC) -> OpSpec:
+    return binary(name, f"{doc} (bool), NumPy broadcasting", by_dtype((dtypes, f"$A {op} $B")), _to_bool(_broadcast))
+
+
+_LOGIC = [
+    compare("equal", "A == B", "==", VALUES),
+    compare("less", "A < B", "<"),
+    compare("less_equal", "A <= B", "<="),
+    compare("greater", "A > B", ">"),
+    compare("greater_equal", "A >= B", ">="),
+    unary("logical_not", "not x (bool)", by_dtype((BOOL, "!$x"))),
+    binary("logical_and", "A and B (bool), NumPy broadcasting", by_dtype((BOOL, "$A && $B"))),
+    binary("logical_or", "A or B (bool), NumPy broadcasting", by_dtype((BOOL, "$A || $B"))),
+    binary("logical_xor", "A xor B (bool), NumPy broadcasting", by_dtype((BOOL, "!$A != !$B"))),
+    unary("isnan", "x is NaN (bool)", by_dtype((FLOATS, "$x != $x")), rule=_to_bool(same_shape)),
+    unary("isinf", "x is +inf (if detect_positive) or -inf (if detect_negative) (bool)", by_dtype((FLOATS, _isinf_c)),
+          {"detect_positive": Attr("int", 1, check=ZERO_OR_ONE), "detect_negative": Attr("int", 1, check=ZERO_OR_ONE)},
+          rule=_to_bool(same_shape)),
+    pointwise("where", "X where condition else Y, NumPy broadcasting of the three", by_dtype((VALUES, "$c ? $X : $Y")),
+              (Input("condition", "c", dtypes=BOOL, group="C"), Input("input", "X"), Input("input", "Y"))),
 ]
 
 
@@ -800,10 +936,11 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            "y = x @ W.T + b; x [..., in], W [out, in], b [out]"),
     OpSpec("matmul", (Input("input", "A"), Input("input", "B")), {}, _matmul,
            "NumPy matmul: 1-D, 2-D and batched with broadcasting"),
-    binary("add", "A + B with NumPy broadcasting", "$A + $B"),
-    binary("sub", "A - B with NumPy broadcasting", "$A - $B"),
-    binary("mul", "A * B with NumPy broadcasting", "$A * $B"),
-    binary("div", "A / B with NumPy broadcasting", "$A / $B"),
+    binary("add", "A + B with NumPy broadcasting (integers wrap around)", _arithmetic("+")),
+    binary("sub", "A - B with NumPy broadcasting (integers wrap around)", _arithmetic("-")),
+    binary("mul", "A * B with NumPy broadcasting (integers wrap around)", _arithmetic("*")),
+    binary("div", "A / B with NumPy broadcasting; integers: truncated toward zero, x / 0 = 0, "
+                  "MIN / -1 = MIN (wraps)", _DIV),
     unary("relu", "max(x, 0)", "$x > 0.0f ? $x : 0.0f"),
     unary("sigmoid", "1 / (1 + exp(-x))", "1.0f / (1.0f + expf(-$x))"),
     unary("tanh", "tanh(x)", "tanhf($x)"),
@@ -814,8 +951,9 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     unary("clip", "min(max(x, min), max); NaN stays NaN", _clip_c,
           {"min": Attr("float", -math.inf), "max": Attr("float", math.inf)}, check=_clip_bounds),
     # ---- float elementwise math and activations (ONNX names in docs/onnx.md); NaN in gives NaN out
-    unary("abs", "|x|", "fabsf($x)"),
-    unary("neg", "-x", "-$x"),
+    unary("abs", "|x| (integers: |MIN| wraps to MIN)",
+          by_dtype((FLOATS, "fabs$F($x)"), (SIGNED, "($T)($x < 0 ? 0 - ($U)$x : ($U)$x)"), (UNSIGNED, "$x"))),
+    unary("neg", "-x (integers: -MIN wraps to MIN)", by_dtype((FLOATS, "-$x"), (SIGNED, "($T)(0 - ($U)$x)"))),
     unary("exp", "exp(x)", "expf($x)"),
     unary("log", "natural log of x (NaN below 0, -inf at 0)", "logf($x)"),
     unary("sqrt", "square root of x (NaN below 0)", "sqrtf($x)"),
@@ -826,14 +964,14 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     unary("floor", "largest integer <= x", "floorf($x)"),
     unary("ceil", "smallest integer >= x", "ceilf($x)"),
     unary("round", "nearest integer, halves to even", "nearbyintf($x)"),  # default rounding mode: to nearest even
-    unary("sign", "1 if x > 0, -1 if x < 0, else x (0 or NaN)", "$x > 0.0f ? 1.0f : ($x < 0.0f ? -1.0f : $x)"),
-    binary("pow", "A ** B with NumPy broadcasting (C powf)", "powf($A, $B)"),
-    OpSpec("mod", (Input("input", "A"), Input("input", "B")), {"fmod": _FLAG0}, _broadcast,
-           "fmod=1: A - trunc(A / B) * B (sign of A, C fmodf); fmod=0: A - floor(A / B) * B (sign of B, "
-           "NumPy's mod); NumPy broadcasting",
-           c_expr=lambda attrs: "fmodf($A, $B)" if attrs["fmod"] else
-           "(fmodf($A, $B) != 0.0f ? ((fmodf($A, $B) < 0.0f) != ($B < 0.0f) ? fmodf($A, $B) + $B : fmodf($A, $B))"
-           " : copysignf(0.0f, $B))"),
+    unary("sign", "1 if x > 0, -1 if x < 0, else x (0 or NaN)",
+          by_dtype((FLOATS + SIGNED, "$x > 0 ? ($T)1 : ($x < 0 ? ($T)-1 : $x)"), (UNSIGNED, "$x > 0 ? 1 : 0"))),
+    pointwise("pow", "A ** B with NumPy broadcasting, computed in double (C pow), the exponent of any "
+                     "numeric dtype; integers: the double result truncated", _POW,
+              (Input("input", "A"), Input("exponent", "B", dtypes=NUMERIC, group="E"))),
+    pointwise("mod", "fmod=1: A - trunc(A / B) * B (sign of A, C fmod); fmod=0: A - floor(A / B) * B (sign "
+                     "of B, NumPy's mod); NumPy broadcasting; integers: x mod 0 = 0", _MOD,
+              (Input("input", "A"), Input("input", "B")), {"fmod": _FLAG0}),
     unary("gelu", "0.5 x (1 + erf(x / sqrt(2)))", "0.5f * $x * (1.0f + erff($x * 0.70710678118654752f))"),
     unary("gelu_tanh", "0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))",
           "0.5f * $x * (1.0f + tanhf(0.79788456080286536f * ($x + 0.044715f * $x * $x * $x)))"),
@@ -853,8 +991,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     unary("celu", "max(0, x) + min(0, alpha (exp(x / alpha) - 1))", "$x > 0.0f ? $x : $alpha * expm1f($x / $alpha)",
           {"alpha": Attr("float", 1.0)}),
     unary("thresholded_relu", "x if x > alpha else 0", "$x <= $alpha ? 0.0f : $x", {"alpha": Attr("float", 1.0)}),
-    OpSpec("prelu", (_X, Input("slope", "slope")), {}, _broadcast,
-           "x if x >= 0 else slope x; slope broadcasts (NumPy rules)", c_expr="$x < 0.0f ? $slope * $x : $x"),
+    pointwise("prelu", "x if x >= 0 else slope x; slope broadcasts (NumPy rules)", "$x < 0.0f ? $slope * $x : $x",
+              (_X, Input("slope", "slope"))),
     OpSpec("log_softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "log(softmax(x)) along axis"),
     arg_best("argmax", "largest"),
     OpSpec("cast", (_MOVED,), {"to": Attr("dtype")}, _cast,
@@ -886,12 +1024,16 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     *_MOVEMENT,
     *_NORMALIZATION,
     *_CONV_FAMILY,
+    *_LOGIC,
 ]}
 
 
-def elementwise(arity: int) -> tuple[str, ...]:
-    """The ops with a C expression of `arity` inputs, in registry order."""
-    return tuple(name for name, spec in OPS.items() if spec.c_expr is not None and len(spec.inputs) == arity)
+def elementwise(arity: int, dtype: str | None = None) -> tuple[str, ...]:
+    """The ops with a C expression of `arity` inputs, in registry order; with `dtype`, only those that compute
+    on `dtype` and give `dtype` (cblas fuses the float32 ones after its kernels)."""
+    return tuple(name for name, spec in OPS.items() if spec.c_expr is not None and len(spec.inputs) == arity
+                 and (dtype is None or (dtype in c_dtypes(spec.c_expr) and spec.rule in (same_shape, _broadcast)
+                                        and spec.inputs[0].group == "T")))
 
 
 # --------------------------------------------------------------------------

@@ -810,3 +810,96 @@ def resize(x, sizes, scales, mode="nearest", coordinate_transformation_mode="hal
 def conv_transpose2d_approx(x, w, b=None, **attrs) -> Approx:
     k = np.shape(x)[1] // attrs.get("groups", 1) * int(np.prod(np.shape(w)[2:]))  # input channels of a group x taps
     return _linear(conv_transpose2d, k, exact(x), w, b, **attrs)
+# ---- integers, comparisons and logic (dtypes helper) -------------------------------------------------
+# On integer inputs the arithmetic references compute in the inputs' dtype as NumPy does (overflow wraps
+# around) with the definitions packager/ops.py gives where C would trap: x / 0 = 0, x % 0 = 0,
+# MIN / -1 = MIN; division truncates toward zero (ONNX Div), Pow is the double power truncated.
+
+
+def _integers(a) -> bool:
+    return np.asarray(a).dtype.kind in "iu"
+
+
+def _integer_aware(float_ref, int_ref):
+    """`float_ref` on floating-point inputs, `int_ref` (exact, in the inputs' dtype) on integer ones."""
+    def ref(*args, **kwargs):
+        if not _integers(args[0]):
+            return float_ref(*args, **kwargs)
+        with np.errstate(all="ignore"):
+            return int_ref(*(np.asarray(a) for a in args), **kwargs)
+    ref.__name__ = float_ref.__name__
+    return ref
+
+
+def _int_div(a, b):
+    q, r = np.floor_divide(a, b), np.remainder(a, b)  # NumPy: x // 0 = 0, MIN // -1 = MIN
+    return np.where((r != 0) & ((a < 0) != (b < 0)), q + 1, q).astype(np.result_type(a, b))
+
+
+def _int_mod(a, b, fmod=0):
+    r = np.remainder(a, b)  # sign of b; x % 0 = 0
+    if fmod:  # sign of a: C's %
+        r = np.where((r != 0) & ((a < 0) != (b < 0)), r - b, r).astype(r.dtype)
+    return r
+
+
+add = _integer_aware(add, np.add)
+sub = _integer_aware(sub, np.subtract)
+mul = _integer_aware(mul, np.multiply)
+div = _integer_aware(div, _int_div)
+mod = _integer_aware(mod, _int_mod)
+neg = _integer_aware(neg, np.negative)
+abs = _integer_aware(abs, np.abs)  # noqa: A001
+sign = _integer_aware(sign, np.sign)
+maximum = _integer_aware(maximum, np.maximum)
+minimum = _integer_aware(minimum, np.minimum)
+pow = _integer_aware(pow, lambda a, b: np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype))  # noqa: A001
+
+
+def equal(a, b):
+    return np.equal(a, b)
+
+
+def less(a, b):
+    return np.less(a, b)
+
+
+def less_equal(a, b):
+    return np.less_equal(a, b)
+
+
+def greater(a, b):
+    return np.greater(a, b)
+
+
+def greater_equal(a, b):
+    return np.greater_equal(a, b)
+
+
+def logical_not(x):
+    return np.logical_not(x)
+
+
+def logical_and(a, b):
+    return np.logical_and(a, b)
+
+
+def logical_or(a, b):
+    return np.logical_or(a, b)
+
+
+def logical_xor(a, b):
+    return np.logical_xor(a, b)
+
+
+def isnan(x):
+    return np.isnan(x)
+
+
+def isinf(x, detect_positive=1, detect_negative=1):
+    x = np.asarray(x)
+    return ((x == np.inf) & bool(detect_positive)) | ((x == -np.inf) & bool(detect_negative))
+
+
+def where(c, x, y):
+    return np.where(c, x, y)

@@ -51,12 +51,16 @@ def test_derived_tables():
     assert host.MOVE_OPS == {"cast", "flatten", "reshape", "transpose", "concat",
                              "gather", "gather_elements", "slice", "expand", "tile", "pad", "depth_to_space",
                              "space_to_depth", "trilu"}
-    assert cblas.activations() == ops.elementwise(1) == (
+    assert cblas.activations() == ops.elementwise(1, "float32") == (
         "relu", "sigmoid", "tanh", "leaky_relu", "clip",
         "abs", "neg", "exp", "log", "sqrt", "reciprocal", "erf", "sin", "cos", "floor", "ceil", "round", "sign",
         "gelu", "gelu_tanh", "elu", "selu", "softplus", "softsign", "hard_sigmoid", "hard_swish", "mish", "celu",
         "thresholded_relu")
-    assert ops.elementwise(2) == ("add", "sub", "mul", "div", "pow", "mod", "prelu", "maximum", "minimum")
+    assert ops.elementwise(1) == cblas.activations() + ("logical_not", "isnan", "isinf")  # bool out or in
+    assert ops.elementwise(2, "float32") == ("add", "sub", "mul", "div", "pow", "mod", "prelu", "maximum", "minimum")
+    assert ops.elementwise(2) == ops.elementwise(2, "float32") + (
+        "equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or", "logical_xor")
+    assert ops.elementwise(3) == ("where",)
     assert [op for op in ops.OPS if host.emitter(op) is None] == []
 
 
@@ -68,15 +72,19 @@ def test_every_op_has_a_numpy_reference():
     assert [op for op in ops.OPS if not callable(getattr(ref, op, None))] == []
 
 
-@pytest.mark.parametrize("op", ops.elementwise(1) + ops.elementwise(2))
+@pytest.mark.parametrize("op", ops.elementwise(1) + ops.elementwise(2) + ops.elementwise(3))
 def test_c_expressions_use_only_their_inputs_and_attributes(op):
     spec = ops.OPS[op]
     defaults = {name: attr.default for name, attr in spec.attrs.items()}
-    text = spec.c_expr(defaults) if callable(spec.c_expr) else spec.c_expr
-    fields = set(Template(text).get_identifiers())
-    assert Template(text).is_valid()
-    assert fields <= {i.symbol for i in spec.inputs} | set(spec.attrs)
-    assert {i.symbol for i in spec.inputs} <= fields or op == "clip"  # clip without bounds is x itself
+    dtypes = ops.c_dtypes(spec.c_expr)
+    assert [i.dtypes for i in spec.inputs if i.group == "T"] == [dtypes] * sum(i.group == "T" for i in spec.inputs)
+    for dtype in dtypes.names:  # every family's text
+        text = ops.c_text(spec.c_expr, dtype)
+        text = text(defaults) if callable(text) else text
+        fields = set(Template(text).get_identifiers())
+        assert Template(text).is_valid()
+        assert fields <= {i.symbol for i in spec.inputs} | set(spec.attrs) | {"T", "F", "U"}
+        assert {i.symbol for i in spec.inputs} <= fields or op == "clip" or (op, dtype) == ("abs", "uint8")
 
 
 def test_attribute_checks_are_declared_on_the_attributes():
@@ -85,6 +93,7 @@ def test_attribute_checks_are_declared_on_the_attributes():
     assert checked == {("argmax", "keepdims"): "0 or 1", ("argmax", "select_last_index"): "0 or 1",
                        ("conv2d", "groups"): ">= 1", ("avgpool2d", "count_include_pad"): "0 or 1",
                        ("mod", "fmod"): "0 or 1",
+                       ("isinf", "detect_positive"): "0 or 1", ("isinf", "detect_negative"): "0 or 1",
                        ("batchnorm", "epsilon"): ">= 0",
                        **{(op, flag): "0 or 1" for op in ops.OPS if op.startswith("reduce_")
                           for flag in ("keepdims", "noop_with_empty_axes")},

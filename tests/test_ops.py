@@ -75,7 +75,7 @@ BROADCAST_CASES = [
 ]
 
 
-@pytest.mark.parametrize("op", ops.elementwise(2))
+@pytest.mark.parametrize("op", ops.elementwise(2, "float32"))
 @pytest.mark.parametrize("a_shape,b_shape", BROADCAST_CASES)
 def test_binary_broadcast(kdir, op, a_shape, b_shape):
     a = rand(*a_shape)
@@ -96,7 +96,7 @@ def test_binary_same_tensor_twice(kdir):
 
 
 # every unary elementwise op of the registry without attributes (those with attributes have tests below)
-@pytest.mark.parametrize("op", [op for op in ops.elementwise(1) if not ops.OPS[op].attrs])
+@pytest.mark.parametrize("op", [op for op in ops.elementwise(1, "float32") if not ops.OPS[op].attrs])
 @pytest.mark.parametrize("shape", [(1, 10), (2, 3, 4, 5), (1000,), (1,)])
 def test_unary(kdir, op, shape):
     x = rand(*shape, lo=-8, hi=8)
@@ -581,9 +581,9 @@ def test_cast(kdir, src, to):
     np.testing.assert_array_equal(got, ref.cast(x, to))
 
 
-def test_cast_refuses_float16_on_host():
+def test_cast_takes_float16_on_host():  # its rounding: test_dtypes_and_logic.py (test_float16_casts_...)
     _, region, graph = lower_node("cast", [rand(2, 3)], to="float16")
-    assert "cast converts between" in HostBackend().supports(region.nodes[0], graph)
+    assert HostBackend().supports(region.nodes[0], graph) is None
 
 
 @pytest.mark.parametrize("x_shape,attrs", POOL_CASES)

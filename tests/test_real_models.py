@@ -24,10 +24,6 @@ from packager.ir import BuildError
 
 # model -> the unsupported ONNX ops its build error lists (or, for another refusal, a phrase of it)
 REFUSED = {
-    "bert.dynamo": {"IsNaN"},
-    "distilbert.dynamo": {"IsNaN"},
-    "gpt2.dynamo": {"IsNaN"},
-    "vit_b_16.script": "op mod needs floating-point inputs",
 }
 
 

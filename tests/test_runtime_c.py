@@ -498,7 +498,7 @@ def edit_tensor(name, **fields):
     (edit_module(1, name="lib"), "FAILED_PRECONDITION: manifest of '{}': module 'lib' is declared twice"),
     (edit_tensor("fc.weight", dtype="float128"),
      "FAILED_PRECONDITION: manifest of '{}': module 'weights' tensor 'fc.weight' field 'dtype': unknown dtype "
-     "'float128' (known: float32, float64, float16, int8, int16, int32, int64, uint8, bool)"),
+     "'float128' (known: float32, float64, float16, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool)"),
     (edit_tensor("fc.weight", shape=[3, 5]),
      "FAILED_PRECONDITION: manifest of '{}': module 'weights' tensor 'fc.weight' is float32[3, 5] (15 elements of 4 "
      "bytes) but holds 48 bytes"),

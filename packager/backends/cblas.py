@@ -273,8 +273,9 @@ for (int64_t r = 0; r < $rows; ++r) {
 
 
 def activations() -> tuple[str, ...]:
-    """The ops fused after a cblas op: every unary elementwise op of the registry (host.unary_expr's C)."""
-    return ops.elementwise(1)
+    """The ops fused after a cblas op: every unary elementwise op of the registry computing float32 to float32
+    (host.unary_expr's C for float32)."""
+    return ops.elementwise(1, "float32")
 
 
 def _activation(act: Node | None, y: str, rows: str | int, n: str | int, ld: str | int) -> str:

@@ -15,7 +15,8 @@ arguments: `arg_data(i)` is argument i's data, bound to a restrict pointer
     each_unit(body)                          a task body written for one unit `u`
     nest(dims, strides, template, **fields)  loops over strided dimensions (collapse, strides, broadcast_strides)
     if_defined(macro, then, otherwise)       #if defined(macro) ... #else ... #endif
-    c_float, c_string, c_comment, ctype, uint_ctype, C_TYPES, is_identifier, indent
+    c_float, c_constant, c_string, c_comment, ctype, uint_ctype, wrap_ctype, math_suffix, C_TYPES,
+    is_identifier, indent
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ PRELUDE = read_c("cgen_prelude.h")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DL_CODE = {"f": 2, "i": 0, "u": 1, "b": 6}  # DLDataTypeCode by numpy kind
-C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
-           "int64": "int64_t", "uint8": "uint8_t", "bool": "uint8_t"}
+# float16 elements are their bits: the host computes them as float (c/host_prelude.h converts)
+C_TYPES = {"float16": "uint16_t", "float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t",
+           "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t",
+           "uint64": "uint64_t", "bool": "uint8_t"}
 _UINT_CTYPES = {1: "uint8_t", 2: "uint16_t", 4: "uint32_t", 8: "uint64_t"}
+# Integer arithmetic that wraps: C promotes narrower types to (signed) int, so a 1-, 2- or 4-byte
+# element computes in uint32_t, an 8-byte one in uint64_t, and the result is cast back.
+_WRAP_CTYPES = {1: "uint32_t", 2: "uint32_t", 4: "uint32_t", 8: "uint64_t"}
 
 
 def is_identifier(name: str) -> bool:
@@ -61,6 +67,23 @@ def ctype(dtype: str) -> str:
 def uint_ctype(itemsize: int) -> str:
     """An unsigned C type of `itemsize` bytes (1, 2, 4 or 8): elements moved without being read."""
     return _UINT_CTYPES[itemsize]
+
+
+def wrap_ctype(dtype: str) -> str:
+    """The unsigned C type integer arithmetic on `dtype` wraps in (at least 32 bits, the element's width)."""
+    return _WRAP_CTYPES[np.dtype(dtype).itemsize]
+
+
+def math_suffix(dtype: str) -> str:
+    """The suffix of <math.h> functions and of constants for `dtype`: "f" for float32 (fabsf, 1.0f), else ""."""
+    return "f" if dtype == "float32" else ""
+
+
+def c_constant(value: float, dtype: str) -> str:
+    """`value` as a C constant for elements of `dtype`: a double constant for float64, else a float one."""
+    if dtype != "float64" or math.isinf(float(value)):
+        return c_float(value)
+    return repr(float(value))
 
 
 def c_float(value: float) -> str:
@@ -243,10 +266,13 @@ def _term(base: str, index: str, stride: int) -> str:
     return step if base == "0" else f"{base} + {step}"
 
 
+NEST_OFFSETS = ("o", "a", "b", "c", "d")  # how `nest` names the operands' offsets in its body
+
+
 def nest(dims, operand_strides: list[list[int]], body: Template, **fields) -> str:
-    """Loops over `dims` around `body`; operand j's offset (`$o`, then `$a`, `$b` in the body) walks
-    operand_strides[j]; `fields` fill the body's other placeholders."""
-    names = ["o", "a", "b"][: len(operand_strides)]
+    """Loops over `dims` around `body`; operand j's offset (`$o`, then `$a`, `$b`... in the body:
+    NEST_OFFSETS) walks operand_strides[j]; `fields` fill the body's other placeholders."""
+    names = list(NEST_OFFSETS[: len(operand_strides)])
     offs = ["0"] * len(operand_strides)
     lines, pad = [], ""
     for k, d in enumerate(dims):

@@ -35,7 +35,7 @@ from packager.ir import BuildError, Graph, Node, TensorType
 # ---------------------------------------------------------------------------
 # Data: what the host takes, and the text it emits
 
-COMPUTE_DTYPES = ("float32",)
+FLOAT_KERNEL_DTYPES = ops.Dtypes("float32", ("float32",))  # the kernels of ops declared FLOAT (dense, softmax...)
 MOVE_ITEMSIZES = (1, 2, 4, 8)  # data-movement ops copy elements of any of these sizes
 HOST_PRELUDE = cgen.read_c("host_prelude.h")
 UNARY_BLOCK = 4096  # elements per unit of an elementwise task (16 KiB of float32)
@@ -46,10 +46,10 @@ TEMPLATES = {
     # units are blocks of UNARY_BLOCK elements
     "unary": Template("""\
 for (int64_t i = begin * $block, i1 = end * $block < $n ? end * $block : $n; i < i1; ++i) {
-  const float v = in0[i];
+  const $T v = $load;
   out0[i] = $expr;
 }"""),
-    "binary": Template("out0[$o] = $expr;"),  # $expr reads in0[$a] and in1[$b]
+    "broadcast": Template("out0[$o] = $expr;"),  # $expr reads in0[$a], in1[$b]... (cgen.nest's offsets)
     "dense": Template("dpk_host_dense(in0, in1, $bias, out0, $M, $N, $K);"),
     "matmul": Template("""\
 {
@@ -303,33 +303,61 @@ class _K:
         return tuple(self.ins[i].shape)
 
 
-def _elementwise_expr(node: Node, *operands: str) -> str:
-    """The registry's C expression of an elementwise node: `operands` for its inputs, attributes as constants."""
+HALF_LOAD, HALF_STORE = "dpk_host_half_to_float({})", "dpk_host_float_to_half({})"  # c/host_prelude.h
+
+
+def _load(operand: str, dtype: str) -> str:
+    """An element as the C computes on it: float16's bits as a float."""
+    return HALF_LOAD.format(operand) if dtype == "float16" else operand
+
+
+def _store(expr: str, dtype: str) -> str:
+    """A computed value as an element of `dtype`: a float rounded to float16's bits."""
+    return HALF_STORE.format(expr) if dtype == "float16" else expr
+
+
+def _elementwise_expr(node: Node, dtype: str, operands: list[str]) -> str:
+    """The registry's C expression of an elementwise node computing on `dtype` (its "T" inputs'): `operands`
+    for its inputs, attributes as constants of `dtype`, and $T, $F, $U (ops.ByDtype) for `dtype` (float16:
+    for float32, the dtype that computes it)."""
     spec = ops.OPS[node.op]
-    text = spec.c_expr(node.attrs) if callable(spec.c_expr) else spec.c_expr
-    fields = {name: cgen.c_float(value) for name, value in node.attrs.items()}
+    dtype = ops.COMPUTED_AS.get(dtype, dtype)
+    text = ops.c_text(spec.c_expr, dtype)
+    text = text(node.attrs) if callable(text) else text
+    fields = {name: cgen.c_constant(value, dtype) for name, value in node.attrs.items()}
+    fields.update(T=cgen.ctype(dtype), F=cgen.math_suffix(dtype), U=cgen.wrap_ctype(dtype))
     fields.update((i.symbol, operand) for i, operand in zip(spec.inputs, operands))
     return Template(text).substitute(fields)
 
 
-def unary_expr(node: Node) -> str:
-    """The C expression of a unary elementwise op applied to `v` (its attributes as constants)."""
-    return _elementwise_expr(node, "v")
+def unary_expr(node: Node, dtype: str = "float32") -> str:
+    """The C expression of a unary elementwise op applied to `v` of `dtype` (its attributes as constants)."""
+    return _elementwise_expr(node, dtype, ["v"])
+
+
+def _computed_dtype(k: _K) -> str:
+    """The dtype an elementwise node computes on: its "T" inputs' (Where's values, not its condition)."""
+    spec = ops.OPS[k.node.op]
+    return next(t.dtype for i, t in zip(spec.inputs, k.ins) if i.group == "T")
 
 
 def _unary(k: _K) -> str:
-    expr = unary_expr(k.node)
+    dtype = _computed_dtype(k)
     n = math.prod(k.out.shape)
-    body = TEMPLATES["unary"].substitute(n=n, expr=expr, block=UNARY_BLOCK)
+    body = TEMPLATES["unary"].substitute(n=n, expr=_store(unary_expr(k.node, dtype), k.out.dtype), block=UNARY_BLOCK,
+                                         T=cgen.ctype(ops.COMPUTED_AS.get(dtype, dtype)), load=_load("in0[i]", dtype))
     return k.task(body, -(-n // UNARY_BLOCK), n >= cgen.PARALLEL_MIN_WORK)
 
 
-def _binary(k: _K) -> str:
+def _broadcasting(k: _K) -> str:
+    """Any number of inputs broadcast to the output (NumPy rules): one loop nest over the collapsed dims."""
     out = k.out.shape
-    strides = [cgen.strides(out), cgen.broadcast_strides(k.shape(0), out), cgen.broadcast_strides(k.shape(1), out)]
+    strides = [cgen.strides(out)] + [cgen.broadcast_strides(k.shape(i), out) for i in range(len(k.ins))]
     dims, strides = cgen.collapse(out, strides)
-    # $a and $b are left for the loop nest to fill with the operands' offsets
-    body = TEMPLATES["binary"].safe_substitute(expr=_elementwise_expr(k.node, "in0[$a]", "in1[$b]"))
+    # the operands' offsets ($a, $b...) are left for the loop nest to fill
+    operands = [_load(f"in{i}[${offset}]", t.dtype) for i, (offset, t) in enumerate(zip(cgen.NEST_OFFSETS[1:], k.ins))]
+    expr = _store(_elementwise_expr(k.node, _computed_dtype(k), operands), k.out.dtype)
+    body = TEMPLATES["broadcast"].safe_substitute(expr=expr)
     return cgen.nest(dims, strides, Template(body))
 
 
@@ -382,8 +410,11 @@ def _cast(k: _K) -> str:
     if n == 0:
         k.read_only()
         return "/* empty */"
-    to = k.attrs["to"]
-    expr = "(uint8_t)(in0[i] != 0)" if to == "bool" else f"({cgen.ctype(to)})in0[i]"
+    to, value = k.attrs["to"], _load("in0[i]", k.ins[0].dtype)
+    if to == "float16":  # from double, so that a float64 is rounded once
+        expr = f"dpk_host_double_to_half((double){value})"
+    else:
+        expr = f"(uint8_t)({value} != 0)" if to == "bool" else f"({cgen.ctype(to)}){value}"
     return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
@@ -584,7 +615,7 @@ class _Direction:
         name = ops.RNN_ACTIVATIONS[self.acts[slot]]
         node = Node(name, ["x"], "y", {}, name)
         ops.normalize(node)
-        return f"({_elementwise_expr(node, operand)})"  # an operand of a product: a ternary needs the parentheses
+        return f"({_elementwise_expr(node, 'float32', [operand])})"  # an operand of a product: a ternary needs the parentheses
 
     def bias(self, g: int, recurrent: bool) -> str:
         """` + Wb[g]` (or Rb[g]) of this direction for unit j, or nothing without a bias input."""
@@ -1245,7 +1276,7 @@ EMITTERS = {
     **NORM_EMITTERS,
     **CONV_FAMILY_EMITTERS,
 }
-ELEMENTWISE = {1: _unary, 2: _binary}  # by arity: the emitter of every op the registry gives a C expression
+ELEMENTWISE = {1: _unary, 2: _broadcasting, 3: _broadcasting}  # by arity: every op with a C expression
 MOVE_OPS = {name for name, spec in ops.OPS.items() if spec.inputs[0].dtypes is ops.ANY}
 
 
@@ -1284,9 +1315,12 @@ class HostBackend(Backend):
                 if np.dtype(t.dtype).itemsize not in MOVE_ITEMSIZES:
                     return f"{name} is {t}: elements of {np.dtype(t.dtype).itemsize} bytes are not supported"
             return None
-        for name, t in zip(node.inputs, types):
-            if t.dtype not in COMPUTE_DTYPES:
-                return f"op {node.op} needs {'/'.join(COMPUTE_DTYPES)} inputs, {name} is {t}"
+        spec = ops.OPS[node.op]
+        for i, (name, t) in enumerate(zip(node.inputs, types)):
+            takes = spec.inputs[min(i, len(spec.inputs) - 1)].dtypes
+            takes = FLOAT_KERNEL_DTYPES if takes is ops.FLOAT else takes  # elementwise ops declare their C's
+            if t.dtype not in takes or t.dtype not in cgen.C_TYPES:
+                return f"op {node.op} needs {'/'.join(takes.names or cgen.C_TYPES)} inputs, {name} is {t}"
         return None
 
     def lower(self, region: Region, graph: Graph) -> CSource:

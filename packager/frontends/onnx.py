@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from packager import ops
 from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -77,6 +78,9 @@ VERSIONS = {
     # adds roi, sizes and the coordinate modes, 13 lets scales be left out, 18 adds axes, antialias and
     # keep_aspect_ratio_policy, 19 half_pixel_symmetric; Upsample-9 takes scales as an input (10: the same)
     "ConvTranspose": (1, 11, 22), "Resize": (10, 11, 13, 18, 19), "Upsample": (7, 9, 10),
+    # comparisons and logic: later versions add element types only (Equal, Less, Greater, Not, Where above)
+    "LessOrEqual": (12, 16), "GreaterOrEqual": (12, 16), "And": (7,), "Or": (7,), "Xor": (7,),
+    "IsNaN": (9, 13, 20), "IsInf": (10, 20),
 }
 INSTALL_HINT = "pip install 'dsopack[onnx]'"
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -233,8 +237,7 @@ def _np_dtype(onnx, elem_type: int, what: str) -> str:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except Exception:
         dtype = None
-    if dtype is None or dtype.kind not in "fiub" or dtype.name not in (
-            "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"):
+    if dtype is None or dtype.kind not in "fiub" or dtype.name not in ops.CAST_DTYPES:
         type_name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() \
             else str(elem_type)
         raise BuildError(f"{what}: element type {type_name} is not supported")

@@ -329,6 +329,8 @@ FOLDERS = {
     "Mul": _binary(np.multiply),
     "Div": lambda node, inputs: [_div(inputs[0], inputs[1])],
     "Pow": _binary(np.power),
+    # fmod=1: C's fmod (the sign of A); fmod=0: NumPy's mod (the sign of B), as the IR op mod computes them
+    "Mod": lambda node, inputs: [_binary(np.fmod if node.attrs.get("fmod", 0) else np.mod)(node, inputs)[0]],
     "Min": lambda node, inputs: [np.minimum.reduce(np.broadcast_arrays(*inputs)).astype(inputs[0].dtype)],
     "Max": lambda node, inputs: [np.maximum.reduce(np.broadcast_arrays(*inputs)).astype(inputs[0].dtype)],
     "Neg": _unary(np.negative),
@@ -354,6 +356,15 @@ FOLDERS = {
     "Split": _split, "Tile": lambda node, inputs: [np.tile(inputs[0], [int(r) for r in inputs[1]])],
     "Pad": _pad, "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
     "GatherElements": _gather_elements, "Trilu": _trilu,
+    # comparisons and logic (Equal, Less, Greater, Not, Where above)
+    "LessOrEqual": _compare(np.less_equal),
+    "GreaterOrEqual": _compare(np.greater_equal),
+    "And": _compare(np.logical_and),
+    "Or": _compare(np.logical_or),
+    "Xor": _compare(np.logical_xor),
+    "IsNaN": lambda node, inputs: [np.isnan(inputs[0])],
+    "IsInf": lambda node, inputs: [(np.isposinf(inputs[0]) & bool(node.attrs.get("detect_positive", 1)))
+                                   | (np.isneginf(inputs[0]) & bool(node.attrs.get("detect_negative", 1)))],
 }
 # Shape and Size need only their input's type, which is known for run-time tensors too.
 TYPE_ONLY = {"Shape", "Size"}

@@ -1257,6 +1257,18 @@ def _upsample(cv: Converter, node: OnnxNode) -> None:
 
 
 CONV_FAMILY_CONVERTERS = {"ConvTranspose": _conv_transpose, "Resize": _resize, "Upsample": _upsample}
+# ---- comparisons, logic, IsNaN / IsInf, Where: bool results (one byte 0/1) ---------------------------
+# Their versions differ only in the element types they allow (Equal-7 bool and integers, 11 adds floats, 19
+# strings; Less/Greater-9 add integers; IsNaN/IsInf-20 float16), which onnx.checker holds the model to; the
+# registry's dtypes say which of them dsopack computes.
+
+
+def _elementwise(op: str):
+    """ONNX op -> IR op `op` over all the node's inputs (Where: condition, X, Y)."""
+    @_emits(op)
+    def convert(cv: Converter, node: OnnxNode) -> None:
+        cv.emit(node, op, node.inputs, node.outputs[0])
+    return convert
 
 
 CONVERTERS = {
@@ -1304,5 +1316,12 @@ CONVERTERS = {
     "GroupNormalization": _group_normalization, "LRN": _lrn, "CumSum": _cumsum, "TopK": _top_k,
     "Einsum": _einsum,
     **CONV_FAMILY_CONVERTERS,
+    # comparisons, logic, IsNaN / IsInf, Where
+    "Equal": _binary("equal"), "Less": _binary("less"), "LessOrEqual": _binary("less_equal"),
+    "Greater": _binary("greater"), "GreaterOrEqual": _binary("greater_equal"),
+    "Not": _unary("logical_not"), "And": _binary("logical_and"), "Or": _binary("logical_or"),
+    "Xor": _binary("logical_xor"), "IsNaN": _unary("isnan"),
+    "IsInf": _unary("isinf", detect_positive=("detect_positive", 1), detect_negative=("detect_negative", 1)),
+    "Where": _elementwise("where"),
 }
 SUPPORTED = set(CONVERTERS) | set(FOLDERS)

@@ -18,7 +18,8 @@ import numpy as np
 from packager.fields import Fields, join, typename
 from packager.ir import Graph, Node, TensorType
 
-DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "bool")
+DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "bool")
 NODE_KEYS = ("op", "inputs", "output", "name", "backend", "attrs")
 
 

@@ -10,7 +10,8 @@ static const struct {
 } dtypes[] = {
     {"float32", {kDLFloat, 32, 1}}, {"float64", {kDLFloat, 64, 1}}, {"float16", {kDLFloat, 16, 1}},
     {"int8", {kDLInt, 8, 1}},       {"int16", {kDLInt, 16, 1}},     {"int32", {kDLInt, 32, 1}},
-    {"int64", {kDLInt, 64, 1}},     {"uint8", {kDLUInt, 8, 1}},     {"bool", {kDLBool, 8, 1}},
+    {"int64", {kDLInt, 64, 1}},     {"uint8", {kDLUInt, 8, 1}},     {"uint16", {kDLUInt, 16, 1}},
+    {"uint32", {kDLUInt, 32, 1}},   {"uint64", {kDLUInt, 64, 1}},   {"bool", {kDLBool, 8, 1}},
 };
 
 dpk_status_t dpk_dtype_parse(const char *name, const char *what, DLDataType *out_dtype) {
@@ -22,7 +23,7 @@ dpk_status_t dpk_dtype_parse(const char *name, const char *what, DLDataType *out
   }
   return dpk_fail(DPK_STATUS_INVALID_ARGUMENT,
                   "%s: unknown dtype '%s' (known: float32, float64, float16, int8, int16, int32, int64, "
-                  "uint8, bool)",
+                  "uint8, uint16, uint32, uint64, bool)",
                   what, name);
 }
 

@@ -71,11 +71,14 @@ static double element(const DLTensor *t, uint64_t i) {
     case kDLInt * 100 + 16: return ((const int16_t *)p)[i];
     case kDLInt * 100 + 32: return ((const int32_t *)p)[i];
     case kDLInt * 100 + 64: return (double)((const int64_t *)p)[i];
+    case kDLUInt * 100 + 16: return ((const uint16_t *)p)[i];
+    case kDLUInt * 100 + 32: return ((const uint32_t *)p)[i];
+    case kDLUInt * 100 + 64: return (double)((const uint64_t *)p)[i];
     default: return p[i]; /* uint8, bool */
   }
 }
 
-/* Deterministic fill: floats in [-1, 1), ints in [-8, 8), uint8 in [0, 16), bool 0/1. */
+/* Deterministic fill: floats in [-1, 1), ints in [-8, 8), unsigned ints in [0, 16), bool 0/1. */
 static void fill_random(DLTensor *t, uint64_t numel, uint64_t *state) {
   uint8_t *p = t->data;
   for (uint64_t i = 0; i < numel; i++) {
@@ -91,6 +94,9 @@ static void fill_random(DLTensor *t, uint64_t numel, uint64_t *state) {
       case kDLInt * 100 + 32: ((int32_t *)p)[i] = (int32_t)(r % 16) - 8; break;
       case kDLInt * 100 + 64: ((int64_t *)p)[i] = (int64_t)(r % 16) - 8; break;
       case kDLBool * 100 + 8: p[i] = (uint8_t)(r & 1); break;
+      case kDLUInt * 100 + 16: ((uint16_t *)p)[i] = (uint16_t)(r % 16); break;
+      case kDLUInt * 100 + 32: ((uint32_t *)p)[i] = r % 16; break;
+      case kDLUInt * 100 + 64: ((uint64_t *)p)[i] = r % 16; break;
       default: p[i] = (uint8_t)(r % 16); break;
     }
   }

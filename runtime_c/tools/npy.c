@@ -20,7 +20,7 @@ static const struct {
 } descrs[] = {
     {"f4", {kDLFloat, 32, 1}}, {"f8", {kDLFloat, 64, 1}}, {"f2", {kDLFloat, 16, 1}}, {"i1", {kDLInt, 8, 1}},
     {"i2", {kDLInt, 16, 1}},   {"i4", {kDLInt, 32, 1}},   {"i8", {kDLInt, 64, 1}},   {"u1", {kDLUInt, 8, 1}},
-    {"b1", {kDLBool, 8, 1}},
+    {"u2", {kDLUInt, 16, 1}},  {"u4", {kDLUInt, 32, 1}},  {"u8", {kDLUInt, 64, 1}},  {"b1", {kDLBool, 8, 1}},
 };
 
 /* ---- the header dict: {'descr': '<f4', 'fortran_order': False, 'shape': (1, 64), } */
@@ -123,7 +123,8 @@ static dpk_status_t parse_header(const char *path, const char *text, size_t size
     return DPK_OK;
   }
   return dpk_fail(DPK_STATUS_UNIMPLEMENTED,
-                  "'%s' has dtype '%s' (known: float32, float64, float16, int8, int16, int32, int64, uint8, bool)",
+                  "'%s' has dtype '%s' (known: float32, float64, float16, int8, int16, int32, int64, uint8, uint16, "
+                  "uint32, uint64, bool)",
                   path, descr);
 bad:
   return dpk_fail(DPK_STATUS_DATA_LOSS, "'%s' has a malformed .npy header: %.*s", path, (int)(size > 200 ? 200 : size),

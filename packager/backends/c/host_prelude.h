@@ -2,7 +2,9 @@
  * Pasted once into every model file with host kernels (after cgen_prelude.h). */
 #ifndef DPK_HOST_PRELUDE_H
 #define DPK_HOST_PRELUDE_H
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* First o >= 0 with o * s >= a, and first o with o * s >= b (clamped to [lo, n]):
  * the outputs of a sliding window whose taps land inside the input. */
@@ -51,4 +53,37 @@ static inline void dpk_host_dense(const float *restrict x, const float *restrict
     }
   }
 }
+/* float16 tensors hold IEEE binary16 bits (uint16_t); elementwise kernels compute them as float
+ * (exact) and round once on store, to nearest even, as NumPy computes float16. */
+static inline float dpk_host_half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 1023u;
+  if (e == 0) { /* zero or subnormal: m * 2^-24, exact in float */
+    const float f = ldexpf((float)m, -24);
+    return sign ? -f : f;
+  }
+  const uint32_t bits = e == 31 ? sign | 0x7F800000u | (m << 13) : sign | ((e + 112u) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+static inline uint16_t dpk_host_double_to_half(double d) {
+  uint64_t b;
+  memcpy(&b, &d, sizeof b);
+  const uint16_t sign = (uint16_t)((b >> 48) & 0x8000u);
+  const uint64_t abs = b & 0x7FFFFFFFFFFFFFFFull;
+  if (abs >= 0x7FF0000000000000ull) /* infinity, or NaN (quiet) */
+    return (uint16_t)(sign | 0x7C00u | (abs > 0x7FF0000000000000ull ? 0x200u : 0u));
+  const int e = (int)(abs >> 52) - 1023;
+  if (e >= 16) return (uint16_t)(sign | 0x7C00u); /* 2^16 and above: infinity */
+  if (e < -25) return sign;                       /* below 2^-25: rounds to zero */
+  const uint64_t m = (abs & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull; /* 53 bits, the leading 1 explicit */
+  const int shift = e >= -14 ? 42 : 28 - e; /* bits dropped: down to 11 (normal) or fewer (subnormal) */
+  uint64_t q = m >> shift;
+  const uint64_t rest = m & ((1ull << shift) - 1), half = 1ull << (shift - 1);
+  if (rest > half || (rest == half && (q & 1))) ++q; /* to nearest, ties to even */
+  /* normal: q holds the leading 1 (0x400), so adding (e + 14) << 10 gives the exponent field e + 15, and a
+   * carry to 0x800 bumps it (to infinity past the largest). Subnormal: q is the encoding itself. */
+  return (uint16_t)(sign | (e >= -14 ? (uint64_t)(e + 14) * 1024u + q : q));
+}
+static inline uint16_t dpk_host_float_to_half(float f) { return dpk_host_double_to_half((double)f); }
 #endif
