@@ -856,44 +856,17 @@ minimum = _integer_aware(minimum, np.minimum)
 pow = _integer_aware(pow, lambda a, b: np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype))  # noqa: A001
 
 
-def equal(a, b):
-    return np.equal(a, b)
-
-
-def less(a, b):
-    return np.less(a, b)
-
-
-def less_equal(a, b):
-    return np.less_equal(a, b)
-
-
-def greater(a, b):
-    return np.greater(a, b)
-
-
-def greater_equal(a, b):
-    return np.greater_equal(a, b)
-
-
-def logical_not(x):
-    return np.logical_not(x)
-
-
-def logical_and(a, b):
-    return np.logical_and(a, b)
-
-
-def logical_or(a, b):
-    return np.logical_or(a, b)
-
-
-def logical_xor(a, b):
-    return np.logical_xor(a, b)
-
-
-def isnan(x):
-    return np.isnan(x)
+# the comparisons and logic: NumPy's own functions
+equal = np.equal
+less = np.less
+less_equal = np.less_equal
+greater = np.greater
+greater_equal = np.greater_equal
+logical_not = np.logical_not
+logical_and = np.logical_and
+logical_or = np.logical_or
+logical_xor = np.logical_xor
+isnan = np.isnan
 
 
 def isinf(x, detect_positive=1, detect_negative=1):
@@ -901,5 +874,4 @@ def isinf(x, detect_positive=1, detect_negative=1):
     return ((x == np.inf) & bool(detect_positive)) | ((x == -np.inf) & bool(detect_negative))
 
 
-def where(c, x, y):
-    return np.where(c, x, y)
+where = np.where
