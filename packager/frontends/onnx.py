@@ -24,7 +24,8 @@ import os
 import numpy as np
 
 from packager import ops
-from packager.frontends.onnx_ops import SUPPORTED, Converter, OnnxNode
+from packager.frontends.onnx_convert import Converter, OnnxNode
+from packager.frontends.onnx_ops import SUPPORTED
 from packager.ir import BuildError, Graph, Node, TensorType
 
 OLDEST_OPSET = 7  # the newest is the installed onnx's (onnx.defs.onnx_opset_version())

@@ -352,7 +352,7 @@ FOLDERS = {
     "Gemm": _gemm,
     "ArgMax": _argmax,
     "ReduceProd": _reduce_prod,
-    # data movement (at run time: onnx_ops.MOVE_CONVERTERS)
+    # data movement (at run time: onnx_ops_movement.CONVERTERS)
     "Split": _split, "Tile": lambda node, inputs: [np.tile(inputs[0], [int(r) for r in inputs[1]])],
     "Pad": _pad, "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
     "GatherElements": _gather_elements, "Trilu": _trilu,
