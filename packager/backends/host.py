@@ -74,7 +74,7 @@ for (int64_t r = 0; r < $outer; ++r) {
   for (int64_t l = 1; l < $L; ++l) mx = xr[l] > mx ? xr[l] : mx;
   float sum = 0.0f;
   for (int64_t l = 0; l < $L; ++l) {
-    const float e = expf(xr[l] - mx);
+    const float e = dpk_expf(xr[l] - mx);
     yr[l] = e;
     sum += e;
   }
@@ -89,7 +89,7 @@ for (int64_t r = 0; r < $outer; ++r) {
     for (int64_t l = 1; l < $L; ++l) mx = xr[l * $inner] > mx ? xr[l * $inner] : mx;
     float sum = 0.0f;
     for (int64_t l = 0; l < $L; ++l) {
-      const float e = expf(xr[l * $inner] - mx);
+      const float e = dpk_expf(xr[l * $inner] - mx);
       yr[l * $inner] = e;
       sum += e;
     }
