@@ -479,6 +479,7 @@ def _arithmetic(op: str) -> ByDtype:
 _DIV = by_dtype((FLOATS, "$A / $B"),
                 (SIGNED, "$B == 0 ? 0 : ($B == -1 ? ($T)(0 - ($U)$A) : $A / $B)"),
                 (UNSIGNED, "$B == 0 ? 0 : $A / $B"))
+# dpk_expf, dpk_sigmoidf, dpk_tanhf, dpk_erff, dpk_pow: the host prelude's vectorizable math (c/host_prelude.h, bounds there)
 _POW = by_dtype((NUMERIC, "($T)dpk_pow((double)$A, (double)$B)"))  # C pow; x^2, x^3 as products (host_prelude.h)
 _MOD = by_dtype(
     (FLOATS, lambda attrs: "fmod$F($A, $B)" if attrs["fmod"] else
@@ -958,7 +959,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     unary("log", "natural log of x (NaN below 0, -inf at 0)", "logf($x)"),
     unary("sqrt", "square root of x (NaN below 0)", "sqrtf($x)"),
     unary("reciprocal", "1 / x", "1.0f / $x"),
-    unary("erf", "the error function", "erff($x)"),
+    unary("erf", "the error function", "dpk_erff($x)"),
     unary("sin", "sin(x), x in radians", "sinf($x)"),
     unary("cos", "cos(x), x in radians", "cosf($x)"),
     unary("floor", "largest integer <= x", "floorf($x)"),
@@ -972,7 +973,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     pointwise("mod", "fmod=1: A - trunc(A / B) * B (sign of A, C fmod); fmod=0: A - floor(A / B) * B (sign "
                      "of B, NumPy's mod); NumPy broadcasting; integers: x mod 0 = 0", _MOD,
               (Input("input", "A"), Input("input", "B")), {"fmod": _FLAG0}),
-    unary("gelu", "0.5 x (1 + erf(x / sqrt(2)))", "0.5f * $x * (1.0f + erff($x * 0.70710678118654752f))"),
+    unary("gelu", "0.5 x (1 + erf(x / sqrt(2)))", "0.5f * $x * (1.0f + dpk_erff($x * 0.70710678118654752f))"),
     unary("gelu_tanh", "0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))",
           "0.5f * $x * (1.0f + dpk_tanhf(0.79788456080286536f * ($x + 0.044715f * $x * $x * $x)))"),
     unary("elu", "x if x >= 0 else alpha (exp(x) - 1)", "$x < 0.0f ? $alpha * expm1f($x) : $x",

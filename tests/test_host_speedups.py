@@ -1,7 +1,7 @@
-"""The host kernels' own float math (c/host_prelude.h: dpk_expf, dpk_sigmoidf, dpk_tanhf, dpk_pow) against
+"""The host kernels' own float math (c/host_prelude.h: dpk_expf, dpk_sigmoidf, dpk_tanhf, dpk_erff, dpk_pow) against
 NumPy in float64, within the error bounds the header documents, compiled for every ISA this CPU has
 (the portable baseline everywhere; AVX2 and AVX-512 on an x86-64 that has them), as the ops that use
-them (exp, sigmoid, tanh, gelu_tanh, pow): correctness only, no timing.
+them (exp, sigmoid, tanh, erf, gelu, gelu_tanh, pow): correctness only, no timing.
 """
 
 import platform
@@ -9,14 +9,15 @@ import platform
 import numpy as np
 import pytest
 
+import reference as ref
 from kernel_harness import compile_sources, lower_node
 
 EPS32 = 2.0 ** -23
 TINY = float(np.finfo(np.float32).tiny)  # FLT_MIN: below it a result may be a subnormal or 0
 BIG = float(np.finfo(np.float32).max)
 # the header's bounds, in EPS32 relative to the exact result
-BOUNDS = {"exp": 0.7, "sigmoid": 1.25, "tanh": 1.25}
-REFERENCE = {"exp": np.exp, "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh}
+BOUNDS = {"exp": 0.7, "sigmoid": 1.25, "tanh": 1.25, "erf": 1.7}
+REFERENCE = {"exp": np.exp, "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh, "erf": ref.erf}
 
 
 def _marches() -> list[str]:
@@ -38,7 +39,7 @@ def kernels(request, tmp_path_factory):
     """The five ops lowered for a float32 grid, compiled with one -march (and -O3, as builds are)."""
     x = _grid()
     exponents = np.resize(np.array([1.0, 2.0, 3.0, 0.5, -1.5, 0.0], np.float32), x.shape)
-    lowered = [lower_node(op, [x]) for op in ("exp", "sigmoid", "tanh", "gelu_tanh")]
+    lowered = [lower_node(op, [x]) for op in ("exp", "sigmoid", "tanh", "erf", "gelu", "gelu_tanh")]
     lowered.append(lower_node("pow", [x, exponents]))
     sources = [backend.lower(region, graph) for backend, region, graph in lowered]
     march = [] if request.param == "baseline" else [f"-march={request.param}"]
@@ -77,15 +78,15 @@ def test_tanh_is_odd_to_the_sign_of_zero(kernels):
     assert np.array_equal(got[np.isinf(x)], np.sign(x[np.isinf(x)]))
 
 
-def test_gelu_tanh(kernels):
-    """0.5 x (1 + tanh(...)): the tanh's error carries through as an absolute error of a few EPS32 |x|."""
+@pytest.mark.parametrize("op", ["gelu", "gelu_tanh"])
+def test_gelu(kernels, op):
+    """0.5 x (1 + erf or tanh(...)): their error carries through as an absolute error of a few EPS32 |x|."""
     x, _, run = kernels
-    got = run("gelu_tanh", x).astype(np.float64)
-    x64 = x.astype(np.float64)
+    got = run(op, x).astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        want = 0.5 * x64 * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x64 + 0.044715 * x64 ** 3)))
+        want = getattr(ref, op)(x)
     finite = np.isfinite(want)
-    assert np.all(np.abs(got[finite] - want[finite]) <= 4 * EPS32 * np.abs(x64[finite]) + TINY)
+    assert np.all(np.abs(got[finite] - want[finite]) <= 4 * EPS32 * np.abs(x[finite]) + TINY)
     assert np.array_equal(np.isnan(got), np.isnan(want))
 
 

@@ -97,6 +97,7 @@ static inline uint16_t dpk_host_float_to_half(float f) { return dpk_host_double_
  *                2^-149 absolute; +inf above 88.72; NaN -> NaN.
  *   dpk_sigmoidf <= 1.25 EPS32 (1 / (1 + dpk_expf(-x))); results below FLT_MIN (x < -87.3) give 0.
  *   dpk_tanhf    <= 1.25 EPS32 (odd polynomial below |x| = 0.625, above it 1 - 2 / (e^2|x| + 1)).
+ *   dpk_erff     <= 1.7 EPS32 (odd polynomial below |x| = 1, above it 1 - e^-x^2 H(1/|x|)).
  * The same input gives the same bits whatever the thread count (one function per element). */
 static inline uint32_t dpk_bits(float f) {
   uint32_t u;
@@ -137,6 +138,22 @@ static inline float dpk_tanhf(float x) {
                                      - 5.39494007826e-2f) * z + 1.33332267403e-1f) * z - 3.33333313465e-1f);
   const float big = 1.0f - 2.0f / (dpk_expf(2.0f * a) + 1.0f); /* e^2|x| = inf gives 1; NaN stays NaN */
   return copysignf(dpk_pick(dpk_bits(a) < 0x3F200000u, small, big), x); /* odd, -0 stays -0 */
+}
+
+static inline float dpk_erff(float x) {
+  /* |x| < 1 (0x3F800000): |x| P(x^2); 1 <= |x| < 4: 1 - e^-x^2 H(1/|x|) (H fitted to e^x^2 erfc(x) within
+   * 4.5e-7 relative, where erfc <= 0.16); from 4 on (0x40800000) erf rounds to 1. Fitted polynomials
+   * (least squares on relative error, tests/test_host_speedups.py holds them to the bound). */
+  const float a = fabsf(x), z = x * x;
+  const float small = a * ((((((8.00701891421e-5f * z - 8.05378891528e-4f) * z + 5.19296154380e-3f) * z
+                               - 2.68560703844e-2f) * z + 1.12836346030e-1f) * z - 3.76126289368e-1f) * z
+                           + 1.12837922573f);
+  const float ac = dpk_pick(dpk_bits(a) > 0x40800000u, 4.0f, a), t = 1.0f / ac;
+  const float h = ((((((-1.66907496750e-2f * t + 1.16051703691e-1f) * t - 3.46540987492e-1f) * t + 5.68936526775e-1f) * t
+                     - 5.02356648445e-1f) * t + 4.99312505126e-2f) * t + 5.57914376259e-1f) * t + 3.38216981618e-4f;
+  const float big = 1.0f - dpk_expf(-(ac * ac)) * h;
+  const float y = copysignf(dpk_pick(dpk_bits(a) < 0x3F800000u, small, big), x);
+  return dpk_pick((dpk_bits(x) & 0x7FFFFFFFu) > 0x7F800000u, x, y);
 }
 
 /* pow(a, b) with the commonest exponents as products (GPT-2's GELU cubes x; glibc's pow costs ~50x a
