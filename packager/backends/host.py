@@ -418,6 +418,19 @@ def _cast(k: _K) -> str:
     return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
+def _phase_fill(sw: int, qw: int, pl: int, cw: int) -> str:
+    """C that copies an input row xr (cw floats) into a padded row pr split into sw phases of qw floats
+    (padded column c = j * sw + phase holds input column c - pl): one loop per phase with contiguous
+    stores and literal bounds, which gcc vectorizes (a scatter over the input columns stays scalar)."""
+    loops = []
+    for phase in range(sw):
+        j0, j1 = -(-(pl - phase) // sw), -(-(pl + cw - phase) // sw)  # the j whose column is an input column
+        j0 = max(j0, 0)
+        if j1 > j0:
+            loops.append(f"for (int64_t j = {j0}; j < {j1}; ++j) pr[{phase * qw} + j] = xr[j * {sw} + {phase - pl}];")
+    return "\n  ".join(loops)
+
+
 def _conv2d(k: _K) -> str:
     x, w, out = k.shape(0), k.shape(1), k.out.shape
     (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
@@ -428,8 +441,7 @@ def _conv2d(k: _K) -> str:
     depthwise = w[1] == 1 and ph * sw * qw * 4 <= DEPTHWISE_PLANE_BYTES
     template = TEMPLATES["conv2d_depthwise" if depthwise else "conv2d"]
     cw = min(x[3], pw - pads[1])
-    fill = f"memcpy(pr + {pads[1]}, xr, {cw} * sizeof(float));" if sw == 1 else \
-        f"for (int64_t iw = 0; iw < {cw}; ++iw) pr[(iw + {pads[1]}) % {sw} * {qw} + (iw + {pads[1]}) / {sw}] = xr[iw];"
+    fill = f"memcpy(pr + {pads[1]}, xr, {cw} * sizeof(float));" if sw == 1 else _phase_fill(sw, qw, pads[1], cw)
     body = template.substitute(
         IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
         OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias,
