@@ -11,6 +11,7 @@ ONNX graph is the same list mapped node for node (Gemm transB=1, Conv, ...).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,6 +159,97 @@ def onnx_models(root: str) -> list[Model]:
             path = os.path.join(folder, entry)
             found.append(Model(f"tm_{entry[:-5]}", f"tests/models/{entry}", (), [], {}, "", {"latency", "startup"}, path))
     return found
+
+
+
+# ------------------------------------------------------------------ issue 15's named models
+
+ISSUE_VISION = ("resnet18", "mobilenet_v2", "efficientnet_b0")  # torchvision at 224x224 (tests/models/real)
+
+
+def issue_models(root: str, folder: str) -> list[Model]:
+    """The models issue 15 names beside compare.py's own: torchvision ResNet-18, MobileNet v2 and
+    EfficientNet-B0 at 224x224 (the committed TorchScript exports in tests/models/real, whose batch
+    dimension re-sets cleanly, with tests/real_models.py's seeded weights) and a BERT encoder of 2
+    layers, hidden 128, sequence 32 (bert_onnx). Their ONNX files are written to `folder`."""
+    import onnx
+
+    sys.path.insert(0, os.path.join(root, "tests"))
+    import real_models
+
+    found = []
+    for name in ISSUE_VISION:
+        path = os.path.join(folder, f"{name}.onnx")
+        onnx.save(real_models.filled(f"{name}.script"), path)
+        found.append(Model(name, f"torchvision {name}, 224x224", (), [], {}, "", {"latency"}, path))
+    path = os.path.join(folder, "bert_2x128.onnx")
+    bert_onnx(path)
+    found.append(Model("bert_2x128", "BERT encoder, 2 layers, hidden 128, 2 heads, sequence 32", (), [], {}, "",
+                       {"latency"}, path))
+    return found
+
+
+def bert_onnx(path: str, layers: int = 2, hidden: int = 128, heads: int = 2, ffn: int = 512, seq: int = 32,
+              seed: int = 7) -> None:
+    """A BERT encoder as the Hugging Face export lays it out (MatMul + Add, heads split by Reshape +
+    Transpose, scaled scores, Softmax, GELU as x/2 (1 + erf(x / sqrt 2)), post-LayerNormalization
+    residuals), built with onnx.helper (no torch). Its input is the embedded sequence [batch, seq,
+    hidden] in float32 (the embedding lookup is a gather: no time), after the embeddings' LayerNorm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def tensor(name, a):
+        inits.append(numpy_helper.from_array(np.asarray(a), name))
+        return name
+
+    def weight(name, shape, scale=None):
+        return tensor(name, (rng.standard_normal(shape) * (scale or 1.0 / np.sqrt(shape[0]))).astype(F32))
+
+    def node(op, inputs, out, **attrs):
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def dense(x, n_in, n_out, name):
+        y = node("MatMul", [x, weight(f"{name}.weight", (n_in, n_out))], f"{name}.mm")
+        return node("Add", [y, weight(f"{name}.bias", (n_out,), 0.02)], f"{name}.out")
+
+    def layer_norm(x, name):
+        gamma = tensor(f"{name}.gamma", (1.0 + 0.1 * rng.standard_normal(hidden)).astype(F32))
+        return node("LayerNormalization", [x, gamma, weight(f"{name}.beta", (hidden,), 0.02)], f"{name}.out",
+                    axis=-1, epsilon=1e-12)
+
+    head = hidden // heads
+    split = tensor("split_heads", np.array([0, seq, heads, head], np.int64))  # 0: copy the batch dimension
+    merge = tensor("merge_heads", np.array([0, seq, hidden], np.int64))
+    scale = tensor("score_scale", np.array(1.0 / np.sqrt(head), F32))
+    half, one, root2 = (tensor(n, np.array(v, F32)) for n, v in (("half", 0.5), ("one", 1.0), ("sqrt2", np.sqrt(2.0))))
+    x = layer_norm("x", "embeddings.norm")
+    for i in range(layers):
+        p = f"layer{i}"
+        q, k, v = (node("Transpose", [node("Reshape", [dense(x, hidden, hidden, f"{p}.{n}"), split], f"{p}.{n}.heads")],
+                        f"{p}.{n}.t", perm=perm) for n, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]),
+                                                                ("v", [0, 2, 1, 3])))
+        scores = node("Mul", [node("MatMul", [q, k], f"{p}.qk"), scale], f"{p}.scores")
+        probs = node("Softmax", [scores], f"{p}.probs", axis=-1)
+        ctx = node("Transpose", [node("MatMul", [probs, v], f"{p}.ctx")], f"{p}.ctx.t", perm=[0, 2, 1, 3])
+        attn = dense(node("Reshape", [ctx, merge], f"{p}.ctx.merged"), hidden, hidden, f"{p}.attn_out")
+        x = layer_norm(node("Add", [attn, x], f"{p}.res1"), f"{p}.norm1")
+        h = dense(x, hidden, ffn, f"{p}.ffn_in")
+        erf = node("Erf", [node("Div", [h, root2], f"{p}.gelu.div")], f"{p}.gelu.erf")
+        g = node("Mul", [node("Mul", [h, node("Add", [erf, one], f"{p}.gelu.add")], f"{p}.gelu.mul"), half],
+                 f"{p}.gelu")
+        x = layer_norm(node("Add", [dense(g, ffn, hidden, f"{p}.ffn_out"), x], f"{p}.res2"), f"{p}.norm2")
+    graph = helper.make_graph(nodes, "bert_2x128",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, hidden])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, seq, hidden])],
+                              initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="dsopack-bench")
+    proto.ir_version = min(proto.ir_version, 9)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
 
 
 # ------------------------------------------------------------------ batch

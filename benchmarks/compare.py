@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/compare.py --quick    # smoke run, ~1 minute
     (needs: .venv/bin/pip install onnx onnxruntime matplotlib)
 
-Every model is made once from seeded weights, as an ONNX file for onnxruntime
+The models: MLPs, LeNet and a small CNN (bench_models.py), the ONNX files of tests/models, and those issue 15
+names (torchvision ResNet-18, MobileNet v2, EfficientNet-B0 at 224x224; a BERT of 2 layers, hidden 128, at
+sequence 32: bench_models.issue_models). Every model is made once from seeded weights, as an ONNX file for onnxruntime
 and as a dsopack build (from the ONNX file when the ONNX frontend builds it,
 else from an equivalent YAML graph manifest with the same weights in an .npz),
 in a temporary work directory. Outputs are checked against each other (max abs
@@ -621,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(work, exist_ok=True)
     try:
         # ---------------------------------------------------------- make + build
-        models = bm.standard_models() + bm.onnx_models(ROOT)
+        models = bm.standard_models() + bm.onnx_models(ROOT) + bm.issue_models(ROOT, work)
         if args.models:
             wanted = {m.strip() for m in args.models.split(",")}
             unknown = wanted - {m.name for m in models}

@@ -479,7 +479,8 @@ def _arithmetic(op: str) -> ByDtype:
 _DIV = by_dtype((FLOATS, "$A / $B"),
                 (SIGNED, "$B == 0 ? 0 : ($B == -1 ? ($T)(0 - ($U)$A) : $A / $B)"),
                 (UNSIGNED, "$B == 0 ? 0 : $A / $B"))
-_POW = by_dtype((NUMERIC, "($T)pow((double)$A, (double)$B)"))
+# dpk_expf, dpk_sigmoidf, dpk_tanhf, dpk_erff, dpk_pow: the host prelude's vectorizable math (c/host_prelude.h, bounds there)
+_POW = by_dtype((NUMERIC, "($T)dpk_pow((double)$A, (double)$B)"))  # C pow; x^2, x^3 as products (host_prelude.h)
 _MOD = by_dtype(
     (FLOATS, lambda attrs: "fmod$F($A, $B)" if attrs["fmod"] else
      "(fmod$F($A, $B) != 0 ? ((fmod$F($A, $B) < 0) != ($B < 0) ? fmod$F($A, $B) + $B : fmod$F($A, $B))"
@@ -942,8 +943,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     binary("div", "A / B with NumPy broadcasting; integers: truncated toward zero, x / 0 = 0, "
                   "MIN / -1 = MIN (wraps)", _DIV),
     unary("relu", "max(x, 0)", "$x > 0.0f ? $x : 0.0f"),
-    unary("sigmoid", "1 / (1 + exp(-x))", "1.0f / (1.0f + expf(-$x))"),
-    unary("tanh", "tanh(x)", "tanhf($x)"),
+    unary("sigmoid", "1 / (1 + exp(-x))", "dpk_sigmoidf($x)"),
+    unary("tanh", "tanh(x)", "dpk_tanhf($x)"),
     OpSpec("softmax", (_X,), {"axis": Attr("int", -1)}, _softmax, "softmax along axis"),
     # extensions (the ONNX frontend emits them; the YAML graph may use them too)
     unary("leaky_relu", "x if x >= 0 else alpha * x", "$x >= 0.0f ? $x : $alpha * $x",
@@ -954,11 +955,11 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     unary("abs", "|x| (integers: |MIN| wraps to MIN)",
           by_dtype((FLOATS, "fabs$F($x)"), (SIGNED, "($T)($x < 0 ? 0 - ($U)$x : ($U)$x)"), (UNSIGNED, "$x"))),
     unary("neg", "-x (integers: -MIN wraps to MIN)", by_dtype((FLOATS, "-$x"), (SIGNED, "($T)(0 - ($U)$x)"))),
-    unary("exp", "exp(x)", "expf($x)"),
+    unary("exp", "exp(x)", "dpk_expf($x)"),
     unary("log", "natural log of x (NaN below 0, -inf at 0)", "logf($x)"),
     unary("sqrt", "square root of x (NaN below 0)", "sqrtf($x)"),
     unary("reciprocal", "1 / x", "1.0f / $x"),
-    unary("erf", "the error function", "erff($x)"),
+    unary("erf", "the error function", "dpk_erff($x)"),
     unary("sin", "sin(x), x in radians", "sinf($x)"),
     unary("cos", "cos(x), x in radians", "cosf($x)"),
     unary("floor", "largest integer <= x", "floorf($x)"),
@@ -972,9 +973,9 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     pointwise("mod", "fmod=1: A - trunc(A / B) * B (sign of A, C fmod); fmod=0: A - floor(A / B) * B (sign "
                      "of B, NumPy's mod); NumPy broadcasting; integers: x mod 0 = 0", _MOD,
               (Input("input", "A"), Input("input", "B")), {"fmod": _FLAG0}),
-    unary("gelu", "0.5 x (1 + erf(x / sqrt(2)))", "0.5f * $x * (1.0f + erff($x * 0.70710678118654752f))"),
+    unary("gelu", "0.5 x (1 + erf(x / sqrt(2)))", "0.5f * $x * (1.0f + dpk_erff($x * 0.70710678118654752f))"),
     unary("gelu_tanh", "0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))",
-          "0.5f * $x * (1.0f + tanhf(0.79788456080286536f * ($x + 0.044715f * $x * $x * $x)))"),
+          "0.5f * $x * (1.0f + dpk_tanhf(0.79788456080286536f * ($x + 0.044715f * $x * $x * $x)))"),
     unary("elu", "x if x >= 0 else alpha (exp(x) - 1)", "$x < 0.0f ? $alpha * expm1f($x) : $x",
           {"alpha": Attr("float", 1.0)}),
     unary("selu", "gamma x if x > 0 else gamma alpha (exp(x) - 1)",

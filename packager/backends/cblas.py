@@ -49,7 +49,7 @@ from string import Template
 from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
-from packager.backends.host import HOST_PRELUDE  # conv_transpose2d's col2im bounds (dpk_host_first/end)
+from packager.backends.host import HOST_PRELUDE  # col2im bounds (dpk_host_first/end), dpk_expf & co (ops' C)
 from packager.backends.host import unary_expr  # a fused activation computes what host's op does
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -672,7 +672,7 @@ class CblasBackend(Backend):
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in region.nodes)
         source = definition + "\n" + cgen.function(fn, comment + " (OpenBLAS)", checks,
                                                    [cgen.block(f"{what} -> {out}", bindings, call)])
-        prelude = [cgen.PRELUDE, CBLAS_PRELUDE] + ([HOST_PRELUDE] if node.op == "conv_transpose2d" else [])
+        prelude = [cgen.PRELUDE, CBLAS_PRELUDE, HOST_PRELUDE]  # col2im bounds; the fused activations' dpk_expf...
         return CSource(source=source, functions=[fn], prelude=prelude,
                        workspace_bytes=workspace, libraries=list(LIBRARIES), requires=list(REQUIRES),
                        install_hint=INSTALL_HINT, weights=relaid)

@@ -74,7 +74,7 @@ for (int64_t r = 0; r < $outer; ++r) {
   for (int64_t l = 1; l < $L; ++l) mx = xr[l] > mx ? xr[l] : mx;
   float sum = 0.0f;
   for (int64_t l = 0; l < $L; ++l) {
-    const float e = expf(xr[l] - mx);
+    const float e = dpk_expf(xr[l] - mx);
     yr[l] = e;
     sum += e;
   }
@@ -89,7 +89,7 @@ for (int64_t r = 0; r < $outer; ++r) {
     for (int64_t l = 1; l < $L; ++l) mx = xr[l * $inner] > mx ? xr[l * $inner] : mx;
     float sum = 0.0f;
     for (int64_t l = 0; l < $L; ++l) {
-      const float e = expf(xr[l * $inner] - mx);
+      const float e = dpk_expf(xr[l * $inner] - mx);
       yr[l * $inner] = e;
       sum += e;
     }
@@ -141,7 +141,9 @@ for (int64_t ic = 0; ic < $ICG; ++ic) {
   }
 }"""),
     # One input channel per group (depthwise): the plane is copied into a
-    # zero-padded local buffer (so no tap needs a bounds check), each row split
+    # zero-padded local buffer (so no tap needs a bounds check; only what the
+    # copy leaves is zeroed: the rows above and below, each row's $fill zeroes
+    # its own padding columns), each row split
     # into $SW phases of $QW floats (padded column j * $SW + phase) so a strided
     # tap reads contiguous floats; then every output row is one loop of constant
     # trip count over ow with all taps unrolled: gcc vectorises it along ow.
@@ -153,7 +155,8 @@ float wk[$KH * $KW];
 for (int64_t t = 0; t < $KH * $KW; ++t) wk[t] = in1[oc * ($KH * $KW) + t];
 const float bv = $bias;
 float pad[$PH * $RW];
-memset(pad, 0, sizeof pad);
+memset(pad, 0, $TOP * $RW * sizeof(float));
+memset(pad + $BOTTOM * $RW, 0, ($PH - $BOTTOM) * $RW * sizeof(float));
 for (int64_t ih = 0; ih < $CH; ++ih) {
   float *restrict pr = pad + (ih + $PT) * $RW;
   const float *restrict xr = xp + ih * $IW;
@@ -418,6 +421,26 @@ def _cast(k: _K) -> str:
     return TEMPLATES["cast"].substitute(n=n, expr=expr)
 
 
+def _row_fill(sw: int, qw: int, pl: int, cw: int) -> str:
+    """C that copies an input row xr (cw floats) into a padded row pr split into sw phases of qw floats
+    (padded column c = j * sw + phase holds input column c - pl) and zeroes the rest of the row: per
+    phase, contiguous stores with literal bounds, which gcc vectorizes (a scatter over the input columns
+    stays scalar)."""
+    out = []
+    for phase in range(sw):
+        j0 = min(qw, max(0, -(-(pl - phase) // sw)))  # the j whose column is an input column: [j0, j1)
+        j1 = max(j0, min(qw, -(-(pl + cw - phase) // sw)))
+        base = phase * qw
+        if j0 > 0:
+            out.append(f"memset(pr + {base}, 0, {j0} * sizeof(float));")
+        if j1 > j0:
+            out.append(f"memcpy(pr + {base + j0}, xr + {j0 - pl}, {j1 - j0} * sizeof(float));" if sw == 1 else
+                       f"for (int64_t j = {j0}; j < {j1}; ++j) pr[{base} + j] = xr[j * {sw} + {phase - pl}];")
+        if qw > j1:
+            out.append(f"memset(pr + {base + j1}, 0, {qw - j1} * sizeof(float));")
+    return "\n  ".join(out)
+
+
 def _conv2d(k: _K) -> str:
     x, w, out = k.shape(0), k.shape(1), k.out.shape
     (sh, sw), (dh, dw), pads, g = k.attrs["strides"], k.attrs["dilations"], k.attrs["pads"], k.attrs["groups"]
@@ -428,12 +451,12 @@ def _conv2d(k: _K) -> str:
     depthwise = w[1] == 1 and ph * sw * qw * 4 <= DEPTHWISE_PLANE_BYTES
     template = TEMPLATES["conv2d_depthwise" if depthwise else "conv2d"]
     cw = min(x[3], pw - pads[1])
-    fill = f"memcpy(pr + {pads[1]}, xr, {cw} * sizeof(float));" if sw == 1 else \
-        f"for (int64_t iw = 0; iw < {cw}; ++iw) pr[(iw + {pads[1]}) % {sw} * {qw} + (iw + {pads[1]}) / {sw}] = xr[iw];"
+    ch = min(x[2], ph - pads[0])  # input rows the plane holds, from row pads[0] on
+    top = min(pads[0], ph)
     body = template.substitute(
         IC=x[1], IH=x[2], IW=x[3], OC=w[0], OCG=w[0] // g, ICG=w[1], KH=w[2], KW=w[3],
         OH=out[2], OW=out[3], SH=sh, SW=sw, DH=dh, DW=dw, PT=pads[0], PL=pads[1], bias=bias,
-        PH=ph, RW=sw * qw, QW=qw, CH=min(x[2], ph - pads[0]), fill=fill)
+        PH=ph, RW=sw * qw, QW=qw, CH=ch, TOP=top, BOTTOM=top + max(ch, 0), fill=_row_fill(sw, qw, pads[1], cw))
     units = x[0] * w[0]
     return k.task(cgen.each_unit(body), units, units * math.prod(out[2:]) * math.prod(w[1:]) >= cgen.PARALLEL_MIN_WORK)
 

@@ -86,4 +86,80 @@ static inline uint16_t dpk_host_double_to_half(double d) {
   return (uint16_t)(sign | (e >= -14 ? (uint64_t)(e + 14) * 1024u + q : q));
 }
 static inline uint16_t dpk_host_float_to_half(float f) { return dpk_host_double_to_half((double)f); }
+
+/* ---- float math without libm calls, so that gcc vectorizes the loops that call it (a call to
+ * glibc's expf/tanhf per element stays scalar). Plain C99 and branch-free: gcc 12 (without
+ * -fno-trapping-math) does not if-convert a float compare, nor a select between two computed floats,
+ * so the selects are bit masks over the floats' bits (dpk_bits, dpk_pick).
+ * Error bounds, measured against double over every float32 with |x| <= 104 (and tested against NumPy,
+ * tests/test_host_speedups.py), in units of EPS32 = 2^-23 relative to the exact result:
+ *   dpk_expf     <= 0.7 EPS32 for results >= FLT_MIN; below that (x < -87.3) a subnormal or 0 within
+ *                2^-149 absolute; +inf above 88.72; NaN -> NaN.
+ *   dpk_sigmoidf <= 1.25 EPS32 (1 / (1 + dpk_expf(-x))); results below FLT_MIN (x < -87.3) give 0.
+ *   dpk_tanhf    <= 1.25 EPS32 (odd polynomial below |x| = 0.625, above it 1 - 2 / (e^2|x| + 1)).
+ *   dpk_erff     <= 1.7 EPS32 (odd polynomial below |x| = 1, above it 1 - e^-x^2 H(1/|x|)).
+ * The same input gives the same bits whatever the thread count (one function per element). */
+static inline uint32_t dpk_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+static inline float dpk_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+/* a where the condition c (0 or 1) holds, else b */
+static inline float dpk_pick(uint32_t c, float a, float b) {
+  const uint32_t m = 0u - c;
+  return dpk_float((dpk_bits(a) & m) | (dpk_bits(b) & ~m));
+}
+static inline float dpk_expf(float x) {
+  /* x = k ln2 + r, |r| <= ln2 / 2 (ln2 in two parts, Cody-Waite); e^r by Cephes' expf polynomial;
+   * 2^k as two exact powers (each in the normal range) so that subnormal and infinite results come
+   * out of the last multiplication. x is clamped to [-104, 89] (on its bits: -104 is 0xC2D00000,
+   * 89 is 0x42B20000) only to keep k in [-150, 129]; a NaN is put back at the end. */
+  const uint32_t u = dpk_bits(x);
+  const float lo = dpk_pick(u > 0xC2D00000u, -104.0f, x);
+  const float xc = dpk_pick((int32_t)u > 0x42B20000, 89.0f, lo);
+  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
+  const float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                      + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * (r * r) + r) + 1.0f;
+  const int32_t k = (int32_t)kf, h = k / 2;
+  const float y = p * dpk_float((uint32_t)(h + 127) << 23) * dpk_float((uint32_t)(k - h + 127) << 23);
+  return dpk_pick((u & 0x7FFFFFFFu) > 0x7F800000u, x, y);
+}
+static inline float dpk_sigmoidf(float x) { return 1.0f / (1.0f + dpk_expf(-x)); }
+static inline float dpk_tanhf(float x) {
+  const float a = fabsf(x), z = x * x;
+  /* |x| < 0.625 (0x3F200000): |x| + |x|^3 P(x^2), P fitted to tanh's relative error on [0, 0.625] */
+  const float small = a + a * z * (((((2.17807013541e-3f * z - 8.21501947939e-3f) * z + 2.17155702412e-2f) * z
+                                     - 5.39494007826e-2f) * z + 1.33332267403e-1f) * z - 3.33333313465e-1f);
+  const float big = 1.0f - 2.0f / (dpk_expf(2.0f * a) + 1.0f); /* e^2|x| = inf gives 1; NaN stays NaN */
+  return copysignf(dpk_pick(dpk_bits(a) < 0x3F200000u, small, big), x); /* odd, -0 stays -0 */
+}
+
+static inline float dpk_erff(float x) {
+  /* |x| < 1 (0x3F800000): |x| P(x^2); 1 <= |x| < 4: 1 - e^-x^2 H(1/|x|) (H fitted to e^x^2 erfc(x) within
+   * 4.5e-7 relative, where erfc <= 0.16); from 4 on (0x40800000) erf rounds to 1. Fitted polynomials
+   * (least squares on relative error, tests/test_host_speedups.py holds them to the bound). */
+  const float a = fabsf(x), z = x * x;
+  const float small = a * ((((((8.00701891421e-5f * z - 8.05378891528e-4f) * z + 5.19296154380e-3f) * z
+                               - 2.68560703844e-2f) * z + 1.12836346030e-1f) * z - 3.76126289368e-1f) * z
+                           + 1.12837922573f);
+  const float ac = dpk_pick(dpk_bits(a) > 0x40800000u, 4.0f, a), t = 1.0f / ac;
+  const float h = ((((((-1.66907496750e-2f * t + 1.16051703691e-1f) * t - 3.46540987492e-1f) * t + 5.68936526775e-1f) * t
+                     - 5.02356648445e-1f) * t + 4.99312505126e-2f) * t + 5.57914376259e-1f) * t + 3.38216981618e-4f;
+  const float big = 1.0f - dpk_expf(-(ac * ac)) * h;
+  const float y = copysignf(dpk_pick(dpk_bits(a) < 0x3F800000u, small, big), x);
+  return dpk_pick((dpk_bits(x) & 0x7FFFFFFFu) > 0x7F800000u, x, y);
+}
+
+/* pow(a, b) with the commonest exponents as products (GPT-2's GELU cubes x; glibc's pow costs ~50x a
+ * multiplication): a * a is exact in double for a float or an int32 a, a * a * a rounds once more than
+ * pow, so the float32 result is the same up to a double rounding (below 1 ulp of float32). */
+static inline double dpk_pow(double a, double b) {
+  return b == 2.0 ? a * a : (b == 3.0 ? a * a * a : (b == 1.0 ? a : pow(a, b)));
+}
 #endif
