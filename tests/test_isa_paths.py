@@ -341,6 +341,16 @@ def test_dpk_run_reports_the_variant(default_build, dpk_run, monkeypatch):
     assert out.returncode == 0 and f"isa: {BEST}\n" in out.stdout, out.stdout + out.stderr
 
 
+def test_inspect_shows_the_variants_a_file_carries(default_build, builds, capsys):
+    from packager.cli import main
+
+    assert main(["inspect", default_build[0]]) == 0
+    assert ("# ISA variants: baseline (the target flags), avx2 (-march=x86-64-v3), avx512 (-march=x86-64-v4)"
+            in capsys.readouterr().out)
+    assert main(["inspect", builds["x86-64"][0]]) == 0
+    assert "ISA variants" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("machine, cflags, variants", [
     ("x86_64", ["-O3"], VARIANTS),
     ("x86_64", ["-O3", "-march=native"], []),
