@@ -13,12 +13,15 @@ AVX/AVX-512 state), or DPK_ISA=baseline|avx2|avx512 when set. `__dpk_isa` tells 
 pick, or why DPK_ISA is refused (a name the file does not carry, a CPU that lacks it): the
 runtime then refuses the load with that message (dpk_model_isa reports the pick).
 
-Other machines (aarch64...), and any build given a -march, carry one variant: no dispatch.
+DSOPACK_ISA_VARIANTS=0 in the environment builds one variant (a quick build: the test suite's).
+Other machines (aarch64...), other C libraries than glibc (musl has no ifunc), and any build given a
+-march carry one variant: no dispatch.
 The carried kinds' C (carried_kinds.py) is not varied: it interprets payloads, not hot loops.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from packager import lower
@@ -39,13 +42,16 @@ X86_64 = (
     Variant("avx512", ("-march=x86-64-v4",), ("avx", "avx2", "fma", "bmi", "bmi2",
                                               "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")),
 )
+OFF = "DSOPACK_ISA_VARIANTS"  # "0": one variant (the baseline) for builds that must be quick, e.g. the test suite's
 CPU_FLAGS = ("-march=", "-mcpu=", "-mavx", "-msse", "-mfma")  # a build that names its CPU keeps it
 
 
-def for_target(machine: str, cflags: list[str]) -> tuple[Variant, ...]:
-    """The variants a build compiles: X86_64 for an x86-64 target whose flags name no CPU, else none
-    (one variant, the target's flags)."""
-    if machine != "x86_64" or any(f.startswith(CPU_FLAGS) for f in cflags):
+def for_target(machine: str, cflags: list[str], triple: str = "x86_64-linux-gnu") -> tuple[Variant, ...]:
+    """The variants a build compiles: X86_64 for an x86-64 glibc target (GNU ifunc) whose flags name no CPU,
+    else none (one variant, the target's flags)."""
+    if machine != "x86_64" or "-linux-gnu" not in triple or any(f.startswith(CPU_FLAGS) for f in cflags):
+        return ()
+    if os.environ.get(OFF) == "0":
         return ()
     return X86_64
 

@@ -211,7 +211,7 @@ def configure(target, cc: str | None = None, triple: str | None = None, march: s
 
     includes, libs = target_dirs(triple) if cross else ([], [])
     return Toolchain(argv, cc_version(argv), triple, machine, cross, cflags, list(target.ldflags), includes, libs,
-                     isa_variants.for_target(machine, cflags))
+                     isa_variants.for_target(machine, cflags, triple))
 
 
 def target_dirs(triple: str) -> tuple[list[str], list[str]]:

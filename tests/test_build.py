@@ -218,7 +218,7 @@ def test_progress_explain_and_quiet(tmp_path):
     assert quiet == []
 
 
-def test_unchanged_model_skips_the_compile(tmp_path):
+def test_unchanged_model_skips_the_compile(tmp_path, isa_variants_on):
     spec = mlp(tmp_path)
     first = build(spec, str(tmp_path / "a.so"), quiet=True)
     lines = []

@@ -77,7 +77,7 @@ def test_a_compile_error_names_the_file(tmp_path, tc):
     assert not (tmp_path / "t.so").exists()
 
 
-def test_isa_variants_compile_each_unit_per_variant_and_a_dispatch_unit(tmp_path):
+def test_isa_variants_compile_each_unit_per_variant_and_a_dispatch_unit(tmp_path, isa_variants_on):
     """A default x86-64 toolchain compiles each unit once per variant (f renamed in each) and the dispatch unit
     that exports f; elsewhere (no variants) the unit as it is."""
     tc = configure(Target(cflags=["-O1"]))

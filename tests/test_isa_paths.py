@@ -214,8 +214,11 @@ BEST = [v for v in VARIANTS if cpu_runs(v)][-1]
 
 @pytest.fixture(scope="module")
 def default_build(model):
+    """The default build, as a user's: with the ISA variants (conftest turns them off for other tests)."""
     out = str(model["dir"] / "m_default.so")
-    report = build(model["spec"], out, base_dir=str(model["dir"]), quiet=True, use_cache=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DSOPACK_ISA_VARIANTS", raising=False)
+        report = build(model["spec"], out, base_dir=str(model["dir"]), quiet=True, use_cache=False)
     return out, report.manifest
 
 
@@ -356,6 +359,13 @@ def test_inspect_shows_the_variants_a_file_carries(default_build, builds, capsys
     ("x86_64", ["-O3", "-march=native"], []),
     ("x86_64", ["-O2", "-mavx2"], []),
     ("aarch64", ["-O3"], []),
+    ("x86_64-linux-musl", ["-O3"], []),  # no GNU ifunc
 ])
-def test_which_builds_carry_variants(machine, cflags, variants):
-    assert [v.name for v in isa_variants.for_target(machine, cflags)] == variants
+def test_which_builds_carry_variants(machine, cflags, variants, isa_variants_on):
+    triple = machine if "-" in machine else f"{machine}-linux-gnu"
+    assert [v.name for v in isa_variants.for_target(triple.split("-")[0], cflags, triple)] == variants
+
+
+def test_dsopack_isa_variants_0_builds_one(monkeypatch):
+    monkeypatch.setenv("DSOPACK_ISA_VARIANTS", "0")
+    assert isa_variants.for_target("x86_64", ["-O3"], "x86_64-linux-gnu") == ()

@@ -146,7 +146,7 @@ def test_a_large_model_is_split_into_translation_units(monkeypatch):
     assert len(lower.c_units("m", [], sources)) == 1
 
 
-def test_a_model_in_several_units_builds_and_runs_the_same(tmp_path, monkeypatch):
+def test_a_model_in_several_units_builds_and_runs_the_same(isa_variants_on, tmp_path, monkeypatch):
     """The units compile (in parallel) and link into one file that gives the bits of the one-unit build."""
     import loader
     from packager.build import build
