@@ -5,7 +5,7 @@
 
 Each model is the committed exporter graph with seeded weights (tests/real_models.py). It is
 built the way the README says, `dsopack build model.onnx -o m.so` (the default backends,
-the baseline -march unless --march), with an empty object cache, and the build time is
+an x86-64 file's ISA variants picked at load unless --march), with an empty object cache, and the build time is
 printed. The outputs are checked against onnxruntime (max relative difference) before
 anything is timed. Then the latency at the committed input shape (batch 1) is measured in
 fresh child processes (benchmarks/bench_child.py), alternating dsopack and onnxruntime for
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--models", metavar="A,B", help="only these (names of tests/models/real/*.onnx, e.g. "
                                                    "resnet18.dynamo); default: all")
-    p.add_argument("--march", help="build with this -march (default: the packager's, the portable baseline)")
+    p.add_argument("--march", help="build with this -march (default: the packager's: on x86-64, ISA variants picked at load)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (default 3)")
     p.add_argument("--measure", type=float, default=2.0, help="seconds of timed calls per child (default 2)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for both runtimes")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = open("/proc/cpuinfo").read()
     isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
     print(f"CPU: {env.get('cpu', platform.processor())} ({isa}), {args.threads} threads; onnxruntime {env.get('onnxruntime', '?')}; "
-          f"-march {args.march or 'baseline (default)'}", flush=True)
+          f"-march {args.march or 'default (x86-64: ISA variants, DPK_ISA=' + os.environ.get('DPK_ISA', 'unset') + ')'}", flush=True)
     print(f"{'model':28} {'build s':>8} {'max rel diff':>12} {'dsopack ms':>11} {'ort ms':>9} {'ratio':>7}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dpk-real-") as work:
         for name in names:

@@ -95,6 +95,13 @@ class Model(Handle):
         return lib.dpk_model_num_threads(self._live())
 
     @property
+    def isa(self) -> str | None:
+        """The ISA variant of the file's code this load runs ("baseline", "avx2", "avx512": the CPU's best, or
+        DPK_ISA's), or None for a file that carries one variant (a build with a -march, a non-x86-64 file)."""
+        isa = lib.dpk_model_isa(self._live())
+        return ffi.string(isa).decode() if isa != ffi.NULL else None
+
+    @property
     def manifest(self) -> dict:
         """The embedded manifest, as a dict."""
         if self._manifest is None:  # from the bytes that were loaded, not the path again

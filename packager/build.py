@@ -121,11 +121,14 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
 
     # [6/6] compile
     stats = compile_model(low.c_units, low.carried, pkg.blob, output, tc, libraries=low.libraries,
-                          install_hints=low.install_hints, save_temps=save_temps, use_cache=use_cache)
+                          install_hints=low.install_hints, save_temps=save_temps, use_cache=use_cache,
+                          name=s.name, functions=low.all_functions)
     file_bytes = os.path.getsize(output)
     cache_note = "from the cache" if stats["cached"] and not stats["compiled"] else "compiled"
-    if len(low.c_units) > 1:
-        cache_note += f" ({len(low.c_units)} units in parallel)"
+    if len(low.c_units) > 1 or tc.variants:
+        cache_note += f" ({plural(len(low.c_units), 'unit')}"
+        cache_note += f" x {len(tc.variants)} ISA variants" if tc.variants else ""
+        cache_note += " in parallel)"
     stages.done("compile", f"{tc.cc_name} {' '.join(tc.cflags)}, C {cache_note} -> {output} ({size(file_bytes)})")
     return BuildReport(output=output, name=s.name, manifest=pkg.manifest, explain=explain_lines,
                        backends=choice.backends, backends_reason=choice.reason, functions=low.all_functions, arena_bytes=plan.arena.size, blob_bytes=pkg.blob.size,

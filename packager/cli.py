@@ -136,6 +136,11 @@ def cmd_inspect(args) -> int:
     print(f"# {args.file}: dsopack format {f.format_version[0]}.{f.format_version[1]}, "
           f".dpk section {wording.size(f.section_size)}")
     print(f.manifest_text.rstrip("\n"))
+    variants = (f.manifest.get("target") or {}).get("variants")
+    if isinstance(variants, list) and variants:
+        names = ", ".join(f"{v.get('name')} ({' '.join(v.get('cflags') or []) or 'the target flags'})"
+                          for v in variants if isinstance(v, dict))
+        print(f"# ISA variants: {names}; a load picks the best the CPU runs, or DPK_ISA's")
     print()
     print(_table(("module", "kind", "codec", "stored", "raw", "imports"), module_rows(f.manifest)))
     return 0
@@ -310,8 +315,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--march", metavar="CPU",
                    help="the CPU the generated C is tuned for, as gcc's -march (e.g. native: this machine only, "
                         "fastest here; x86-64-v3: any AVX2 machine); replaces the manifest's; recorded in the "
-                        "file's producer.cflags. Default: the manifest's target.cflags (none: the baseline of "
-                        "the target, runs on any machine of that architecture)")
+                        "file's producer.cflags. Default: the manifest's target.cflags; with no -march there, "
+                        "an x86-64 file carries baseline, AVX2 and AVX-512 variants and picks one at load "
+                        "(DPK_ISA forces one), another target's its baseline)")
     b.add_argument("--backends", metavar="A,B,...",
                    help="the backends in priority order, e.g. cblas,host or json,host (a node goes to the first "
                         "that takes it); overrides the manifest's `backends`. Default: the manifest's, else "

@@ -3,7 +3,9 @@
 Everything goes to a temporary directory (removed afterwards): model.c (and model_2.c...
 for a large model: lower.c_units), each carried
 kind's C and kinds.c (carried_kinds.py), model.blob and blob.s, the assembly stub that
-`.incbin`s it (blob.py). toolchain.compile_shared compiles, links and moves the
+`.incbin`s it (blob.py). A toolchain with ISA variants (isa_variants.py: a default
+x86-64 build) gets each unit once per variant (model.avx2.c...) and dispatch.c, the
+unit that picks one at load. toolchain.compile_shared compiles, links and moves the
 library into place atomically. `save_temps` keeps the sources and the blob, with a
 stub that includes that copy. A failure to find a header or a library says how to
 install it (the backends' install hints).
@@ -15,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from packager import toolchain
+from packager import isa_variants, toolchain
 from packager.blob import Blob, write_incbin_stub
 from packager.carried_kinds import CarriedKinds
 from packager.ir import BuildError
@@ -23,18 +25,16 @@ from packager.ir import BuildError
 
 def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output: str, tc: toolchain.Toolchain, *,
                   libraries: list[str] = (), install_hints: list[str] = (), save_temps: str | None = None,
-                  use_cache: bool = True) -> dict:
-    """Write the shared library `output`; returns toolchain.compile_shared's counts ("compiled", "cached")."""
+                  use_cache: bool = True, name: str = "model", functions: list[str] = ()) -> dict:
+    """Write the shared library `output` of model `name`, whose units define the packed `functions`;
+    returns toolchain.compile_shared's counts ("compiled", "cached")."""
     work = tempfile.mkdtemp(prefix="dsopack-build-")
     try:
         blob_path = os.path.join(work, "model.blob")
         stub_path = os.path.join(work, "blob.s")
-        c_paths = []
-        for k, text in enumerate(c_units):
-            c_paths.append(os.path.join(work, "model.c" if k == 0 else f"model_{k + 1}.c"))
-            with open(c_paths[-1], "w", encoding="utf-8") as f:
-                f.write(text)
-        c_paths += carried.write_sources(work)
+        sources = _write_units(work, c_units, tc.variants, name, list(functions))
+        c_paths = [path for path, _ in sources] + carried.write_sources(work)
+        sources += [(path, []) for path in c_paths[len(sources):]]
         blob.write(blob_path)
         write_incbin_stub(stub_path, blob_path)
         if save_temps:
@@ -43,7 +43,7 @@ def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output:
                 shutil.copy(path, save_temps)
             write_incbin_stub(os.path.join(save_temps, "blob.s"), os.path.join(save_temps, "model.blob"))
         try:
-            return toolchain.compile_shared(c_paths, [stub_path], output, cc=tc.cc, cflags=tc.compile_flags,
+            return toolchain.compile_shared(sources, [stub_path], output, cc=tc.cc, cflags=tc.compile_flags,
                                             ldflags=tc.link_flags, libraries=list(dict.fromkeys(libraries)),
                                             use_cache=use_cache)
         except BuildError as e:
@@ -54,3 +54,24 @@ def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output:
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_units(work: str, c_units: list[str], variants: tuple, name: str, functions: list[str]) -> list[tuple]:
+    """Write the generated units into `work`: as they are, or once per ISA variant plus the dispatch unit.
+    Returns [(path, flags the variant adds)]."""
+    files = []
+    for k, text in enumerate(c_units):
+        stem = "model" if k == 0 else f"model_{k + 1}"
+        if not variants:
+            files.append((f"{stem}.c", text, []))
+        for v in variants:
+            files.append((f"{stem}.{v.name}.c", isa_variants.variant_unit(text, functions, v), list(v.cflags)))
+    if variants:
+        files.append(("dispatch.c", isa_variants.dispatch_unit(name, functions, variants), []))
+    out = []
+    for file_name, text, flags in files:
+        path = os.path.join(work, file_name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        out.append((path, flags))
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packager import plan
+from packager import isa_variants, plan
 from packager.blob import Blob, BlobWriter
 from packager.ir import BuildError
 from packager.lower import GraphOutput, Lowered
@@ -36,7 +36,7 @@ def package(name: str, low: Lowered, graph_payload: bytes, outputs: list[GraphOu
         "format": "dsopack/1",
         "name": name,
         "producer": {"dsopack": version(), "cc": tc.cc_name, "cflags": list(tc.cflags)},
-        "target": {"triple": tc.triple, "machine": tc.machine},
+        "target": {"triple": tc.triple, "machine": tc.machine},  # and "variants" below
         "requires": list(dict.fromkeys(low.requires)),
         "checksum": "xxh3-64",
         "entry": "main",
@@ -45,6 +45,8 @@ def package(name: str, low: Lowered, graph_payload: bytes, outputs: list[GraphOu
                      "shape": list(graph.type_of(out.source).shape)} for k, out in enumerate(outputs)],
         "modules": modules,
     }
+    if tc.variants:
+        manifest["target"]["variants"] = isa_variants.manifest_entry(tc.variants)
     if low.carried.names:
         manifest["kinds"] = {"carried": low.carried.names}
     return Package(manifest, writer.finish(manifest), weights)

@@ -179,6 +179,7 @@ class Toolchain:
     ldflags: list[str]
     include_dirs: list[str] = field(default_factory=list)  # the cross target's libraries
     library_dirs: list[str] = field(default_factory=list)
+    variants: tuple = ()  # isa_variants.Variant: the generated C compiled once per variant; () for one
 
     @property
     def compile_flags(self) -> list[str]:
@@ -206,8 +207,11 @@ def configure(target, cc: str | None = None, triple: str | None = None, march: s
     if cross and native:
         raise BuildError(f"target {triple}: {native[0]} means this build machine's CPU ({host_machine()}), not "
                          f"the {machine} board's; name the board's CPU (e.g. -mcpu=cortex-a72) or leave it out")
+    from packager import isa_variants  # not at the top: it reads lower's C, whose version() reads this module
+
     includes, libs = target_dirs(triple) if cross else ([], [])
-    return Toolchain(argv, cc_version(argv), triple, machine, cross, cflags, list(target.ldflags), includes, libs)
+    return Toolchain(argv, cc_version(argv), triple, machine, cross, cflags, list(target.ldflags), includes, libs,
+                     isa_variants.for_target(machine, cflags, triple))
 
 
 def target_dirs(triple: str) -> tuple[list[str], list[str]]:
@@ -291,10 +295,11 @@ def compile_object(source: str, cc: list[str], flags: list[str], workdir: str, u
     return obj, False
 
 
-def compile_shared(c_sources: list[str], asm_sources: list[str], output: str, *, cc: list[str] | str | None = None,
+def compile_shared(c_sources: list, asm_sources: list[str], output: str, *, cc: list[str] | str | None = None,
                    cflags: list[str] = ("-O3",), ldflags: list[str] = (), libraries: list[str] = (),
                    use_cache: bool = True) -> dict:
-    """Compile and link one shared library, written atomically to `output`.
+    """Compile and link one shared library, written atomically to `output`. A C source is a path, or
+    (path, flags added to `cflags` for it alone): an ISA variant's unit (isa_variants).
 
     Returns {"cc": argv, "cached": number of objects from the cache, "compiled": number compiled}."""
     cc = resolve_cc(cc) if cc is None or isinstance(cc, str) else list(cc)
@@ -307,7 +312,8 @@ def compile_shared(c_sources: list[str], asm_sources: list[str], output: str, *,
     with tempfile.TemporaryDirectory(prefix="dsopack-cc-") as work:
         # the compiler runs in its own processes: threads are enough to keep every core busy
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            compiled = list(pool.map(lambda source: compile_object(source, cc, cflags, work, use_cache), c_sources))
+            sources = [(s, []) if isinstance(s, str) else s for s in c_sources]
+            compiled = list(pool.map(lambda s: compile_object(s[0], cc, [*cflags, *s[1]], work, use_cache), sources))
         objects = []
         for obj, hit in compiled:
             stats["cached" if hit else "compiled"] += 1

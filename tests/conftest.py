@@ -5,6 +5,10 @@ import subprocess
 
 import pytest
 
+# Builds carry one ISA variant (packager/isa_variants.py): a default x86-64 build compiles its C three
+# times plus a dispatch unit, which would make the suite's thousands of builds about 3x slower. The tests
+# of the variants themselves (test_isa_paths.py) switch them back on with `isa_variants_on`.
+os.environ["DSOPACK_ISA_VARIANTS"] = "0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME = os.path.join(ROOT, "runtime_c")
 
@@ -46,3 +50,9 @@ def cache(tmp_path_factory):
         os.environ.pop("DSOPACK_CACHE", None)
     else:
         os.environ["DSOPACK_CACHE"] = old
+
+
+@pytest.fixture
+def isa_variants_on(monkeypatch):
+    """Builds as a user's default build: with the ISA variants (see DSOPACK_ISA_VARIANTS above)."""
+    monkeypatch.delenv("DSOPACK_ISA_VARIANTS")

@@ -1,5 +1,6 @@
 """The compile stage alone (packager/compile.py): C text + blob -> a .so, temporaries, hints."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -24,7 +25,8 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tc():
-    return configure(Target(cflags=["-O1"]))
+    """One variant of the code (the ISA variants are tested below)."""
+    return dataclasses.replace(configure(Target(cflags=["-O1"])), variants=())
 
 
 def blob():
@@ -70,6 +72,21 @@ def test_a_missing_library_says_how_to_install_it_and_writes_nothing(tmp_path, t
 
 
 def test_a_compile_error_names_the_file(tmp_path, tc):
-    with pytest.raises(BuildError, match="compiling model.c failed"):
+    with pytest.raises(BuildError, match=r"compiling model\.c failed"):
         compile_model([C_TEXT + "this is not C\n"], CarriedKinds(), blob(), str(tmp_path / "t.so"), tc)
     assert not (tmp_path / "t.so").exists()
+
+
+def test_isa_variants_compile_each_unit_per_variant_and_a_dispatch_unit(tmp_path, isa_variants_on):
+    """A default x86-64 toolchain compiles each unit once per variant (f renamed in each) and the dispatch unit
+    that exports f; elsewhere (no variants) the unit as it is."""
+    tc = configure(Target(cflags=["-O1"]))
+    keep = tmp_path / "keep"
+    stats = compile_model([C_TEXT], CarriedKinds(), blob(), str(tmp_path / "t.so"), tc, save_temps=str(keep),
+                          functions=["f"])
+    names = [v.name for v in tc.variants]
+    want = [f"model.{n}.c" for n in names] + ["dispatch.c"] if names else ["model.c"]
+    assert sorted(os.listdir(keep)) == sorted(["blob.s", "model.blob", *want])
+    assert stats["compiled"] == len(want)
+    for n in names:
+        assert f"#define f f__dpk_{n}\n" in (keep / f"model.{n}.c").read_text()

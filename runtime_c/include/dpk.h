@@ -234,6 +234,16 @@ void dpk_model_free(dpk_model_t *model);
  * dpk_model_get_function outside a run use 1. 0 for a NULL model. */
 int dpk_model_num_threads(const dpk_model_t *model);
 
+/* The ISA variant of the file's generated code this load runs: "baseline",
+ * "avx2" or "avx512" for a file that carries several (a default x86-64 build;
+ * its manifest's target.variants lists them), picked at load as the best the
+ * CPU runs, or as the environment variable DPK_ISA names (a load refuses a
+ * DPK_ISA the file lacks or the CPU cannot run: FAILED_PRECONDITION). NULL for
+ * a file that carries one (a build with a -march, another machine than
+ * x86-64; DPK_ISA is then ignored) and for a NULL model. Borrowed: valid until
+ * the model is freed. */
+const char *dpk_model_isa(const dpk_model_t *model);
+
 /* The package the model was loaded from (borrowed: valid until the model is
  * freed; do not free it). NULL for a NULL model. */
 const dpk_package_t *dpk_model_package(const dpk_model_t *model);

@@ -136,6 +136,14 @@ static dpk_status_t open_library(dpk_model_t *m) {
     dpk_status_t refused = dpk_abi_check(*abi, what);
     if (refused) return refused; /* before the file is handed any runtime table */
   }
+  /* A file with ISA variants (a default x86-64 build) picked one for this CPU as it loaded, or DPK_ISA's. */
+  const char *(*isa)(const char **refused);
+  *(void **)&isa = dlsym(m->dl, "__dpk_isa"); /* object to function pointer, as POSIX dlsym allows */
+  if (isa) {
+    const char *refused = NULL;
+    m->isa = isa(&refused);
+    if (refused) return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "cannot load '%s': %s", path, refused);
+  }
   void *api = dlsym(m->dl, "__dpk_api");
   if (api) *(const dpk_backend_api **)api = &backend_api;
   void *parallel = dlsym(m->dl, "__dpk_parallel");

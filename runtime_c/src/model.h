@@ -33,6 +33,7 @@ struct dpk_model {
   dpk_packed_fn entry_fn;         /* the entry module's `main` */
   void *entry_resource;
   int num_threads;                /* resolved at load: dpk_model_num_threads */
+  const char *isa;                /* the ISA variant the file runs (dpk_model_isa), or NULL: it carries one */
   bool pool_held;                 /* dpk_pool_retain succeeded: release at free */
 };
 

@@ -22,6 +22,7 @@ size_t dpk_model_num_inputs(const dpk_model_t *model) { return model ? model->pa
 size_t dpk_model_num_outputs(const dpk_model_t *model) { return model ? model->package->num_outputs : 0; }
 size_t dpk_model_num_modules(const dpk_model_t *model) { return model ? model->package->num_modules : 0; }
 int dpk_model_num_threads(const dpk_model_t *model) { return model ? model->num_threads : 0; }
+const char *dpk_model_isa(const dpk_model_t *model) { return model ? model->isa : NULL; }
 
 static dpk_status_t info(const dpk_model_t *model, bool input, size_t index, dpk_tensor_info_t *out_info) {
   const char *role = input ? "input" : "output";

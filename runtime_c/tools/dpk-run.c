@@ -1,7 +1,7 @@
 /* dpk-run: load a dsopack model with libdpk (no Python), run it on .npy
  * inputs, write the outputs as .npy, print them and the timings.
  *
- *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--threads N] [--repeat N] [--random]
+ *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--isa]
  *
  * Exit status 0 on success, 1 on any error (the message on stderr). */
 #include <errno.h>
@@ -19,7 +19,7 @@
 
 static const char usage[] =
     "usage: dpk-run MODEL.so [NAME=FILE.npy ...] [-o OUT.npy | -o OUTDIR] [--verify] [--populate]\n"
-    "               [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--help]\n"
+    "               [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--isa] [--help]\n"
     "\n"
     "Load a dsopack model, run it once (or N times) and print each output.\n"
     "  NAME=FILE.npy  the model input NAME (every input is needed, unless --random)\n"
@@ -32,7 +32,9 @@ static const char usage[] =
     "  --threads N    threads a run may use (default: DPK_NUM_THREADS if set, else the CPUs\n"
     "                 this process may run on)\n"
     "  --repeat N     run N times and report the mean time (default 1)\n"
-    "  --random       fill inputs not given with random values (seeded, reproducible)\n";
+    "  --random       fill inputs not given with random values (seeded, reproducible)\n"
+    "  --isa          print which ISA variant of the file's code runs (baseline, avx2, avx512:\n"
+    "                 the CPU's best, or DPK_ISA's), or that the file carries one\n";
 
 typedef struct {
   dpk_tensor_info_t info;
@@ -150,7 +152,7 @@ static int write_output(const slot_t *s, const char *out, int single_file) {
 
 typedef struct {
   const char *model, *out, *pubkey;
-  int verify, populate, random;
+  int verify, populate, random, isa;
   long repeat, threads;
   const char **assigns;
   int num_assigns;
@@ -171,6 +173,8 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->populate = 1;
     } else if (strcmp(arg, "--random") == 0) {
       a->random = 1;
+    } else if (strcmp(arg, "--isa") == 0) {
+      a->isa = 1;
     } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--repeat") == 0 || strcmp(arg, "--pubkey") == 0 ||
                strcmp(arg, "--threads") == 0) {
       if (i + 1 >= argc) return fail("%s needs a value (see --help)", arg);
@@ -311,6 +315,10 @@ int main(int argc, char **argv) {
   }
   printf("load: %.3f ms%s%s\n", (now() - t0) * 1e3, a.verify ? " (with checksums)" : "",
          a.pubkey ? " (signature checked)" : "");
+  if (a.isa) {
+    const char *isa = dpk_model_isa(model);
+    printf("isa: %s\n", isa ? isa : "one variant (the file's -march; DPK_ISA does not apply)");
+  }
   size_t ni = dpk_model_num_inputs(model), no = dpk_model_num_outputs(model);
   slot_t *in = calloc(ni + 1, sizeof *in), *out = calloc(no + 1, sizeof *out);
   if (!in || !out) {
