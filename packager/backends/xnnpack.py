@@ -252,9 +252,9 @@ class _Lowering:
         work = y[0] * y[2] * y[3] * oc * icg * kh * kw
         lo, hi = _act_bounds(act)
         wp = f"(const float *){cgen.arg_data(self.arg[node.inputs[1]])}"
-        bias = (f"(const float *){cgen.arg_data(self.arg[node.inputs[2]])} + {{b}} * {ocg}"
+        per_unit = 1 if g == 1 else ocg  # a block: output channels [b, e) of the one group, or groups [b, e)
+        bias = (f"(const float *){cgen.arg_data(self.arg[node.inputs[2]])} + {{b}} * {per_unit}"
                 if len(node.inputs) == 3 else "NULL")
-        # a block: output channels [b, e) of the one group, or groups [b, e)
         if g == 1:
             slices = _slices(oc, CHANNEL_GRANULE, work)
             create = (f"{pt}, {pr}, {pb}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, 1, {icg}, {{e}} - {{b}}, "
