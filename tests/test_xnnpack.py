@@ -44,8 +44,8 @@ def save(tmp_path, nodes, inputs, outputs, arrays, name="m"):
 
 @pytest.fixture(scope="module")
 def block(tmp_path_factory):
-    """A residual block with every conv kind: 3x3 + relu, depthwise stride 2 with asymmetric pads + clip, grouped
-    dilated without bias, a 1x1 stride-2 shortcut, add + relu (a 4-D output), then global pool and flatten (host)
+    """A residual block with every conv kind: 3x3 + relu and a max pool, depthwise stride 2 with asymmetric pads + clip, grouped
+    dilated without bias, a 1x1 stride-2 shortcut, add + relu (a 4-D output), global pool, then a flatten (host)
     and a Gemm + relu (xnnpack again): two xnnpack regions. Each conv is split into two operators (blocks of
     output channels or groups, each with its slice of W and of the bias)."""
     tmp = tmp_path_factory.mktemp("xnn_block")
@@ -53,7 +53,8 @@ def block(tmp_path_factory):
     arrays = dict(W, lo=np.array(0.0, np.float32), hi=np.array(6.0, np.float32))
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv3x3"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Relu", ["c1"], ["r0"], name="relu1"),
+        helper.make_node("MaxPool", ["r0"], ["r1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="maxpool"),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 0, 1, 2], strides=[2, 2], group=32,
                          name="depthwise"),
         helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6"),
@@ -78,6 +79,7 @@ def block(tmp_path_factory):
     source = "".join(p.read_text() for p in (tmp / "temps").glob("*.c"))
     for conv in ("conv3x3", "depthwise", "grouped", "shortcut"):
         assert f"{conv}: conv2d (2 XNNPACK operators)" in source, conv
+    assert "maxpool: maxpool2d (2 XNNPACK operators)" in source and "pool: global_avgpool (1 XNNPACK operator)" in source
     x = RNG.standard_normal((n, 8, 15, 15)).astype(np.float32)
     return path, report, x
 
@@ -91,7 +93,8 @@ def test_block_matches_onnxruntime_and_the_reference(block):
         assert got[key].shape == value.shape
         np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * np.abs(value).max())
     # the first conv alone, against the NumPy reference: NHWC inside, NCHW at the boundary
-    r1 = np.maximum(ref.conv2d(x, W["w1"], W["b1"], pads=(1, 1, 1, 1)), 0)
+    r1 = ref.maxpool2d(np.maximum(ref.conv2d(x, W["w1"], W["b1"], pads=(1, 1, 1, 1)), 0), kernel=(3, 3),
+                       pads=(1, 1, 1, 1))
     r3 = np.maximum(ref.conv2d(np.clip(ref.conv2d(r1, W["w2"], W["b2"], strides=(2, 2), pads=(1, 0, 1, 2), groups=32),
                                        0, 6), W["w3"], pads=(2, 2, 2, 2), dilations=(2, 2), groups=4)
                     + ref.conv2d(r1, W["w4"], W["b4"], strides=(2, 2)), 0)
@@ -138,8 +141,8 @@ def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
 
 
 def test_what_it_declines(tmp_path, capsys):
-    """An add of two inputs (no conv to share a layout with), a broadcasting add, a 3-D dense and a computed W
-    go elsewhere, each with the reason --explain prints."""
+    """An add of two inputs (no conv to share a layout with), a broadcasting add, a 3-D dense and a relu of an
+    input go elsewhere, each with the reason --explain prints."""
     arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6))
     nodes = [
         helper.make_node("Add", ["x", "x2"], ["s"], name="lonely_add"),

@@ -15,9 +15,11 @@ per conv. In a region:
     dense    x [M, K] (rank 2), W [N, K] as stored, bias; relu/clip fused
     add      same-shape operands (no broadcast), then a fused relu/clip
     relu, clip  elementwise (when not fused)
+    maxpool2d, global_avgpool  XNNPACK's pools (floor output sizes: no ceil_mode)
 
-Elementwise ops are taken only where one operand is made by a node this backend
-takes (an add between two host nodes stays on host: no transposes for nothing).
+Those after the first line are taken only where one operand is made by a node
+this backend takes (an add between two host nodes stays on host: no transposes
+for nothing).
 
 Weights: a conv's W is stored at build time in XNNPACK's portable OHWI order
 (CSource.weights; [G][OC/G][KH][KW][IC/G]); XNNPACK then packs W and the bias
@@ -49,6 +51,7 @@ from packager.ir import BuildError, Graph, Node, TensorType
 
 ANCHORS = ("conv2d", "dense")
 ELEMENTWISE = ("add", "relu", "clip")
+POOLS = ("maxpool2d", "global_avgpool")  # layout-bound, so they keep a region going (ResNet's stem maxpool)
 ACTIVATIONS = ("relu", "clip")  # what an XNNPACK operator's output min/max computes
 LIBRARIES = ["XNNPACK"]
 REQUIRES = ["libXNNPACK.so.0"]
@@ -84,8 +87,8 @@ class XnnpackBackend(Backend):
         return answers[node.name]
 
     def _supports(self, node: Node, graph: Graph) -> str | None:
-        if node.op not in ANCHORS + ELEMENTWISE:
-            return f"op {node.op} has no xnnpack kernel (xnnpack takes {', '.join(ANCHORS + ELEMENTWISE)})"
+        if node.op not in ANCHORS + ELEMENTWISE + POOLS:
+            return f"op {node.op} has no xnnpack kernel (xnnpack takes {', '.join(ANCHORS + ELEMENTWISE + POOLS)})"
         for name in [*node.inputs, node.output]:
             t = graph.type_of(name)
             if t.dtype != "float32":
@@ -100,6 +103,10 @@ class XnnpackBackend(Backend):
                 return "xnnpack takes an add of two same-shape operands (no broadcast)"
         if node.op == "clip" and not node.attrs["min"] < node.attrs["max"]:
             return "xnnpack takes a clip with min < max"
+        if node.op == "maxpool2d":
+            reason = _maxpool_reason(node, graph)
+            if reason:
+                return reason
         if not any(self._made_here(t, graph) for t in node.inputs):
             return f"xnnpack takes {node.op} only after a conv2d or dense it takes (no layout change for it alone)"
         return None
@@ -139,6 +146,19 @@ class XnnpackBackend(Backend):
             if reason is not None:
                 raise BuildError(f"{node.describe()}: xnnpack backend cannot lower it: {reason}")
         return _Lowering(fn, region, graph).source()
+
+
+def _maxpool_reason(node: Node, graph: Graph) -> str | None:
+    """Why XNNPACK's max pooling cannot compute this maxpool2d (its output size is the floor one), or None."""
+    x, y = graph.type_of(node.inputs[0]).shape, graph.type_of(node.output).shape
+    (kh, kw), (sh, sw), (dh, dw), pads = (node.attrs["kernel"], node.attrs["strides"], node.attrs["dilations"],
+                                          node.attrs["pads"])
+    if kh * kw == 1:
+        return "xnnpack takes max pools of more than one tap"
+    floor = [(x[2] + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1, (x[3] + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1]
+    if list(y[2:]) != floor:
+        return f"xnnpack's max pool gives {floor[0]}x{floor[1]} outputs (floor), not {y[2]}x{y[3]} (ceil_mode)"
+    return None
 
 
 def _act_bounds(act: Node | None) -> tuple[float, float]:
@@ -237,7 +257,7 @@ class _Lowering:
                 f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]')};\n"
                 f"  (void)xnn_run_operator(in0[u], NULL);\n"
                 f"}}")
-        self._step(f"{node.name}: {node.op} ({len(slices)} XNNPACK operators)", ["xnn_operator_t", "float", "float"],
+        self._step(f"{node.name}: {node.op} ({len(slices)} XNNPACK operator{'s' * (len(slices) > 1)})", ["xnn_operator_t", "float", "float"],
                    [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(slices), body, work)
 
     def _conv2d(self, node: Node, act: Node | None, out: str) -> None:
@@ -284,6 +304,26 @@ class _Lowering:
         setup = f"xnn_setup_fully_connected_nc_f32({{op}}, {m}, {{x}}, {{y}}, NULL)"
         self._operators(node, slices, create, setup, [(0, b) for b, _ in slices], out, work)
 
+    def _pool(self, node: Node, out: str) -> None:
+        """maxpool2d / global_avgpool: one operator per block of channels (pixel strides = all channels)."""
+        x, y = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape
+        c = x[1]
+        if node.op == "maxpool2d":
+            (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = (node.attrs["kernel"], node.attrs["strides"],
+                                                              node.attrs["dilations"], node.attrs["pads"])
+            work = y[0] * y[2] * y[3] * c * kh * kw
+            create = (f"xnn_create_max_pooling2d_nhwc_f32({pt}, {pr}, {pb}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, "
+                      f"{{e}} - {{b}}, {c}, {c}, -INFINITY, INFINITY, 0, &ops[{{k}}])")
+            setup = f"xnn_setup_max_pooling2d_nhwc_f32({{op}}, {x[0]}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
+        else:
+            work = math.prod(x)
+            create = (f"xnn_create_global_average_pooling_nwc_f32({{e}} - {{b}}, {c}, {c}, -INFINITY, INFINITY, 0, "
+                      f"&ops[{{k}}])")
+            setup = f"xnn_setup_global_average_pooling_nwc_f32({{op}}, {x[0]}, {x[2] * x[3]}, {{x}}, {{y}}, NULL)"
+        slices = _slices(c, CHANNEL_GRANULE, work)
+        create = f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", {create});"
+        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work)
+
     def _elementwise(self, node: Node, act: Node | None, out: str) -> None:
         count = math.prod(self.graph.type_of(node.output).shape)
         ins = list(node.inputs)
@@ -300,8 +340,8 @@ class _Lowering:
 
     def _fusable_act(self, node: Node, nxt: Node | None) -> bool:
         """Whether `nxt` is a relu/clip that alone reads `node`'s output, which nothing outside needs."""
-        return (nxt is not None and nxt.op in ACTIVATIONS and nxt.inputs == [node.output]
-                and node.output not in self.region.outputs and node.op != "relu" and node.op != "clip"
+        return (nxt is not None and nxt.op in ACTIVATIONS and nxt.inputs == [node.output] and node.op not in POOLS
+                and node.output not in self.region.outputs and node.op not in ACTIVATIONS
                 and [c.name for c in self.graph.consumers().get(node.output, [])] == [nxt.name])
 
     def source(self) -> CSource:
@@ -327,6 +367,8 @@ class _Lowering:
                 self._conv2d(node, act, out)
             elif node.op == "dense":
                 self._dense(node, act, out)
+            elif node.op in POOLS:
+                self._pool(node, out)
             else:
                 self._elementwise(node, act, out)
             i += 2 if act else 1
