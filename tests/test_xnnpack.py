@@ -140,32 +140,49 @@ def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
             assert np.array_equal(got[key], runs[0][key]), key
 
 
-def test_what_it_declines(tmp_path, capsys):
-    """An add of two inputs (no conv to share a layout with), a broadcasting add, a 3-D dense and a relu of an
-    input go elsewhere, each with the reason --explain prints."""
-    arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6))
+def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
+    """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 3-D dense and a relu
+    of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,
+    per-channel mul (a squeeze-excite scale: reduce_mean over H, W -> sigmoid -> mul) stay in the region and
+    match onnxruntime."""
+    arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6), per_channel=(1, 16, 1, 1), spatial=(1, 1, 5, 5))
     nodes = [
         helper.make_node("Add", ["x", "x2"], ["s"], name="lonely_add"),
         helper.make_node("Conv", ["s", "wa"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Add", ["c", "bias4"], ["cb"], name="broadcast_add"),
-        helper.make_node("MatMul", ["t", "wb"], ["m"], name="dense3d"),
+        helper.make_node("Add", ["c", "per_channel"], ["cb"], name="channel_add"),
+        helper.make_node("ReduceMean", ["cb"], ["m"], axes=[2, 3], keepdims=1, name="squeeze"),
+        helper.make_node("Sigmoid", ["m"], ["gate"], name="gate"),
+        helper.make_node("Mul", ["cb", "gate"], ["se"], name="excite"),
+        helper.make_node("Add", ["se", "spatial"], ["sp"], name="spatial_add"),
+        helper.make_node("MatMul", ["t", "wb"], ["d"], name="dense3d"),
         helper.make_node("Relu", ["t"], ["tr"], name="relu_of_input"),
     ]
-    arrays["bias4"] = np.ones((1, 16, 1, 1), np.float32)
-    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5]),
-                                  helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 8, 5, 5]),
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 5, 5]),
+                                  helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 8, 5, 5]),
                                   helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3, 4])],
-                [helper.make_tensor_value_info("cb", TensorProto.FLOAT, [1, 16, 5, 5]),
-                 helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 3, 6]),
+                [helper.make_tensor_value_info("sp", TensorProto.FLOAT, [2, 16, 5, 5]),
+                 helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 6]),
                  helper.make_tensor_value_info("tr", TensorProto.FLOAT, [2, 3, 4])], arrays)
-    assert main(["build", path, "-o", str(tmp_path / "m.so"), "--backends", "xnnpack,host", "--explain"]) == 0
+    out = str(tmp_path / "m.so")
+    assert main(["build", path, "-o", out, "--backends", "xnnpack,host", "--explain"]) == 0
     text = capsys.readouterr().out
-    assert ("lonely_add -> host (xnnpack: xnnpack takes add only after a conv2d or dense it takes (no layout change "
-            "for it alone))") in text
-    assert "conv -> xnnpack" in text
-    assert "broadcast_add -> host (xnnpack: xnnpack takes an add of two same-shape operands (no broadcast))" in text
+    assert ("lonely_add -> host (xnnpack: xnnpack takes add only of a full-size result of a node it takes (no layout "
+            "change for it alone))") in text
+    for name in ("conv", "channel_add", "squeeze", "gate", "excite"):
+        assert f"{name} -> xnnpack" in text, name
+    assert ("spatial_add -> host (xnnpack: xnnpack takes add of operands of the output's shape (computed, not "
+            "weights), of one value, or of one per channel (spatial is [1, 1, 5, 5], the output [2, 16, 5, 5]))"
+            ) in text
     assert "dense3d -> host (xnnpack: xnnpack takes a dense of x [M, K] (rank 2), not [2, 3, 4])" in text
-    assert "relu_of_input -> host (xnnpack: xnnpack takes relu only after a conv2d or dense" in text
+    assert "relu_of_input -> host (xnnpack: xnnpack takes relu only of a full-size result of a node it takes" in text
+    feeds = {"x": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
+             "x2": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
+             "t": RNG.standard_normal((2, 3, 4)).astype(np.float32)}
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with loader.load(out) as model:
+        got = model.run(**feeds)
+    for key, value in zip(["sp", "d", "tr"], want):
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * np.abs(value).max())
 
 
 def test_missing_library_at_build_says_how_to_get_it(tmp_path):

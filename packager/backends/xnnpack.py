@@ -13,13 +13,16 @@ per conv. In a region:
              bias; a relu or clip that alone reads it is fused (XNNPACK's
              output min/max)
     dense    x [M, K] (rank 2), W [N, K] as stored, bias; relu/clip fused
-    add      same-shape operands (no broadcast), then a fused relu/clip
-    relu, clip  elementwise (when not fused)
-    maxpool2d, global_avgpool  XNNPACK's pools (floor output sizes: no ceil_mode)
+    maxpool2d, global_avgpool, reduce_mean over H and W  XNNPACK's pools
+    add, sub, mul, div  operands of the output's shape, or one value, or one
+             per channel (a squeeze-excite scale); then any fused unary op
+    unary    every float32 unary elementwise op of the registry (relu, sigmoid,
+             hard_swish...: host's C, in a flat loop over the NHWC buffer)
 
-Those after the first line are taken only where one operand is made by a node
-this backend takes (an add between two host nodes stays on host: no transposes
-for nothing).
+All but the anchors are taken only where an operand (the input of a pool) is
+made by a node this backend takes (an add between two host nodes stays on host:
+no transposes for nothing). ResNet-18, MobileNet v2/v3 and EfficientNet-B0 are
+then one region from the stem to the classifier: two transposes per run.
 
 Weights: a conv's W is stored at build time in XNNPACK's portable OHWI order
 (CSource.weights; [G][OC/G][KH][KW][IC/G]); XNNPACK then packs W and the bias
@@ -44,14 +47,16 @@ import math
 
 import numpy as np
 
+from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
 from packager.backends.host import unary_expr
 from packager.ir import BuildError, Graph, Node, TensorType
 
 ANCHORS = ("conv2d", "dense")
-ELEMENTWISE = ("add", "relu", "clip")
-POOLS = ("maxpool2d", "global_avgpool")  # layout-bound, so they keep a region going (ResNet's stem maxpool)
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+# layout-bound, so they keep a region going (ResNet's stem maxpool; a squeeze-excite block's mean over H, W)
+POOLS = ("maxpool2d", "global_avgpool", "reduce_mean")
 ACTIVATIONS = ("relu", "clip")  # what an XNNPACK operator's output min/max computes
 LIBRARIES = ["XNNPACK"]
 REQUIRES = ["libXNNPACK.so.0"]
@@ -87,8 +92,10 @@ class XnnpackBackend(Backend):
         return answers[node.name]
 
     def _supports(self, node: Node, graph: Graph) -> str | None:
-        if node.op not in ANCHORS + ELEMENTWISE + POOLS:
-            return f"op {node.op} has no xnnpack kernel (xnnpack takes {', '.join(ANCHORS + ELEMENTWISE + POOLS)})"
+        taken = ANCHORS + POOLS + tuple(BINARY) + unary_ops()
+        if node.op not in taken:
+            return (f"op {node.op} has no xnnpack kernel (xnnpack takes {', '.join(ANCHORS + POOLS + tuple(BINARY))} "
+                    f"and float32 unary elementwise ops)")
         for name in [*node.inputs, node.output]:
             t = graph.type_of(name)
             if t.dtype != "float32":
@@ -97,18 +104,27 @@ class XnnpackBackend(Backend):
                 return f"xnnpack kernels need non-empty tensors ({name} is {t})"
         if node.op in ANCHORS:
             return self._anchor_reason(node, graph)
-        if node.op == "add":
-            shapes = {graph.type_of(t).shape for t in node.inputs}
-            if len(node.inputs) != 2 or shapes != {graph.type_of(node.output).shape}:
-                return "xnnpack takes an add of two same-shape operands (no broadcast)"
+        out = graph.type_of(node.output).shape
+        if node.op in BINARY:
+            for t in node.inputs:
+                if _operand_index(graph.type_of(t).shape, out, "i") is None or (
+                        t in graph.weights and len(out) == 4 and graph.type_of(t).shape == out):
+                    return (f"xnnpack takes {node.op} of operands of the output's shape (computed, not weights), "
+                            f"of one value, or of one per channel ({t} is {list(graph.type_of(t).shape)}, the output "
+                            f"{list(out)})")
         if node.op == "clip" and not node.attrs["min"] < node.attrs["max"]:
             return "xnnpack takes a clip with min < max"
         if node.op == "maxpool2d":
             reason = _maxpool_reason(node, graph)
             if reason:
                 return reason
-        if not any(self._made_here(t, graph) for t in node.inputs):
-            return f"xnnpack takes {node.op} only after a conv2d or dense it takes (no layout change for it alone)"
+        x = graph.type_of(node.inputs[0]).shape
+        if node.op == "reduce_mean" and (len(x) != 4 or sorted(a % 4 for a in node.attrs["axes"]) != [2, 3]):
+            return "xnnpack takes a reduce_mean over H and W of a 4-D tensor (a global average pool)"
+        if not any(self._made_here(t, graph) and (node.op in POOLS or graph.type_of(t).shape == out)
+                   for t in node.inputs[:1 + (node.op in BINARY)]):
+            return (f"xnnpack takes {node.op} only of a full-size result of a node it takes (no layout change for it "
+                    f"alone)")
         return None
 
     def _anchor_reason(self, node: Node, graph: Graph) -> str | None:
@@ -146,6 +162,31 @@ class XnnpackBackend(Backend):
             if reason is not None:
                 raise BuildError(f"{node.describe()}: xnnpack backend cannot lower it: {reason}")
         return _Lowering(fn, region, graph).source()
+
+
+def unary_ops() -> tuple[str, ...]:
+    """Unary elementwise ops the region computes in place of host (any layout will do): the registry's float32
+    ones (host.unary_expr's C)."""
+    return ops.elementwise(1, "float32")
+
+
+def _operand_index(shape: tuple, out: tuple, i: str) -> str | None:
+    """The C index into an operand of `shape` for flat output index `i` of `out` as the region lays it out
+    (NHWC when 4-D): the same shape, one value, or (4-D) one value per channel, or (2-D) per column; else None."""
+    shape, out = tuple(shape), tuple(out)
+    if shape == out:
+        return i
+    if math.prod(shape) == 1:
+        return "0"
+    padded = (1,) * (len(out) - len(shape)) + shape
+    if len(padded) != len(out):
+        return None
+    if len(out) == 4 and padded[1] == out[1] and padded[2:] == (1, 1):  # NHWC: channel is the fastest axis
+        per_image = f"{i} / {out[1] * out[2] * out[3]} * {out[1]} + " if padded[0] == out[0] > 1 else ""
+        return f"{per_image}{i} % {out[1]}" if padded[0] in (1, out[0]) else None
+    if len(out) == 2 and padded == (1, out[1]):
+        return f"{i} % {out[1]}"
+    return None
 
 
 def _maxpool_reason(node: Node, graph: Graph) -> str | None:
@@ -325,10 +366,12 @@ class _Lowering:
         self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work)
 
     def _elementwise(self, node: Node, act: Node | None, out: str) -> None:
-        count = math.prod(self.graph.type_of(node.output).shape)
+        shape = self.graph.type_of(node.output).shape
+        count = math.prod(shape)
         ins = list(node.inputs)
-        value = " + ".join(f"in{i}[i]" for i in range(len(ins))) if node.op == "add" else "in0[i]"
-        acts = [a for a in (node, act) if a is not None and a.op in ACTIVATIONS]
+        loads = [f"in{k}[{_operand_index(self.graph.type_of(t).shape, shape, 'i')}]" for k, t in enumerate(ins)]
+        value = f" {BINARY[node.op]} ".join(loads) if node.op in BINARY else loads[0]
+        acts = [a for a in (node, act) if a is not None and a.op not in BINARY]
         expr = unary_expr(acts[0]) if acts else "v"
         body = cgen.each_unit(
             f"const int64_t end_i = (u + 1) * {ELEMENTWISE_BLOCK} < {count} ? (u + 1) * {ELEMENTWISE_BLOCK} : {count};\n"
@@ -340,8 +383,9 @@ class _Lowering:
 
     def _fusable_act(self, node: Node, nxt: Node | None) -> bool:
         """Whether `nxt` is a relu/clip that alone reads `node`'s output, which nothing outside needs."""
-        return (nxt is not None and nxt.op in ACTIVATIONS and nxt.inputs == [node.output] and node.op not in POOLS
-                and node.output not in self.region.outputs and node.op not in ACTIVATIONS
+        fused = ACTIVATIONS if node.op in ANCHORS else unary_ops() if node.op in BINARY else ()
+        return (nxt is not None and nxt.op in fused and nxt.inputs == [node.output]
+                and node.output not in self.region.outputs
                 and [c.name for c in self.graph.consumers().get(node.output, [])] == [nxt.name])
 
     def source(self) -> CSource:
