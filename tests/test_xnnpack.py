@@ -141,11 +141,11 @@ def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
 
 
 def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
-    """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 3-D dense and a relu
-    of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,
+    """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 7x7 depthwise conv, a 3-D
+    dense and a relu of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,
     per-channel mul (a squeeze-excite scale: reduce_mean over H, W -> sigmoid -> mul) stay in the region and
     match onnxruntime."""
-    arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6), per_channel=(1, 16, 1, 1), spatial=(1, 1, 5, 5))
+    arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6), per_channel=(1, 16, 1, 1), spatial=(1, 1, 5, 5), w7=(16, 1, 7, 7))
     nodes = [
         helper.make_node("Add", ["x", "x2"], ["s"], name="lonely_add"),
         helper.make_node("Conv", ["s", "wa"], ["c"], pads=[1, 1, 1, 1], name="conv"),
@@ -154,6 +154,7 @@ def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
         helper.make_node("Sigmoid", ["m"], ["gate"], name="gate"),
         helper.make_node("Mul", ["cb", "gate"], ["se"], name="excite"),
         helper.make_node("Add", ["se", "spatial"], ["sp"], name="spatial_add"),
+        helper.make_node("Conv", ["c", "w7"], ["dw"], pads=[3, 3, 3, 3], group=16, name="depthwise7x7"),
         helper.make_node("MatMul", ["t", "wb"], ["d"], name="dense3d"),
         helper.make_node("Relu", ["t"], ["tr"], name="relu_of_input"),
     ]
@@ -162,7 +163,8 @@ def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
                                   helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3, 4])],
                 [helper.make_tensor_value_info("sp", TensorProto.FLOAT, [2, 16, 5, 5]),
                  helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 6]),
-                 helper.make_tensor_value_info("tr", TensorProto.FLOAT, [2, 3, 4])], arrays)
+                 helper.make_tensor_value_info("tr", TensorProto.FLOAT, [2, 3, 4]),
+                 helper.make_tensor_value_info("dw", TensorProto.FLOAT, [2, 16, 5, 5])], arrays)
     out = str(tmp_path / "m.so")
     assert main(["build", path, "-o", out, "--backends", "xnnpack,host", "--explain"]) == 0
     text = capsys.readouterr().out
@@ -173,6 +175,8 @@ def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
     assert ("spatial_add -> host (xnnpack: xnnpack takes add of operands of the output's shape (computed, not "
             "weights), of one value, or of one per channel (spatial is [1, 1, 5, 5], the output [2, 16, 5, 5]))"
             ) in text
+    assert ("depthwise7x7 -> host (xnnpack: a depthwise 7x7 conv: XNNPACK has depthwise kernels of at most 25 taps, "
+            "and its fallback is slower than host's direct loop)") in text
     assert "dense3d -> host (xnnpack: xnnpack takes a dense of x [M, K] (rank 2), not [2, 3, 4])" in text
     assert "relu_of_input -> host (xnnpack: xnnpack takes relu only of a full-size result of a node it takes" in text
     feeds = {"x": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
@@ -181,7 +185,7 @@ def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
     with loader.load(out) as model:
         got = model.run(**feeds)
-    for key, value in zip(["sp", "d", "tr"], want):
+    for key, value in zip(["sp", "d", "tr", "dw"], want):
         np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * np.abs(value).max())
 
 
