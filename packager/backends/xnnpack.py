@@ -17,7 +17,8 @@ per conv. In a region:
     add, sub, mul, div  operands of the output's shape, or one value, or one
              per channel (a squeeze-excite scale); then any fused unary op
     unary    every float32 unary elementwise op of the registry (relu, sigmoid,
-             hard_swish...: host's C, in a flat loop over the NHWC buffer)
+             hard_swish...: host's C, in a flat loop over the NHWC buffer;
+             sigmoid alone is XNNPACK's vectorized operator)
 
 All but the anchors are taken only where an operand (the input of a pool) is
 made by a node this backend takes (an add between two host nodes stays on host:
@@ -74,6 +75,7 @@ ELEMENTWISE_BLOCK = 16384
 # Debian's XNNPACK (2022-02) has depthwise microkernels of 3, 4, 9 and 25 taps; a 7x7 depthwise conv
 # (ConvNeXt) ran through its generic path: ConvNeXt-tiny 1.26x slower than [cblas, host] (interleaved A/B)
 DEPTHWISE_MAX_TAPS = 25
+SIGMOID_WORK = 16  # a sigmoid costs about this many multiply-adds (for the block sizes)
 
 
 class XnnpackBackend(Backend):
@@ -373,6 +375,16 @@ class _Lowering:
         create = f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", {create});"
         self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work)
 
+    def _sigmoid(self, node: Node, out: str) -> None:
+        """XNNPACK's vectorized sigmoid (host's C calls expf per element): one operator per slice of the flat
+        tensor."""
+        count = math.prod(self.graph.type_of(node.output).shape)
+        slices = _slices(count, ELEMENTWISE_BLOCK, count * SIGMOID_WORK)
+        create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_sigmoid_nc_f32("
+                  f"{{e}} - {{b}}, {{e}} - {{b}}, {{e}} - {{b}}, 0, &ops[{{k}}]));")
+        setup = "xnn_setup_sigmoid_nc_f32({op}, 1, {x}, {y}, NULL)"
+        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, count * SIGMOID_WORK)
+
     def _elementwise(self, node: Node, act: Node | None, out: str) -> None:
         shape = self.graph.type_of(node.output).shape
         count = math.prod(shape)
@@ -421,6 +433,8 @@ class _Lowering:
                 self._dense(node, act, out)
             elif node.op in POOLS:
                 self._pool(node, out)
+            elif node.op == "sigmoid":
+                self._sigmoid(node, out)
             else:
                 self._elementwise(node, act, out)
             i += 2 if act else 1
