@@ -138,6 +138,8 @@ class XnnpackBackend(Backend):
             return f"xnnpack takes a dense of x [M, K] (rank 2), not {list(x)}"
         if node.op == "conv2d" and len(x) != 4:
             return f"xnnpack takes a 2-D conv of NCHW x, not {list(x)}"
+        if node.op == "conv2d" and node.inputs[0] in graph.weights:  # the region transposes activations only
+            return "xnnpack takes a conv of a computed x, not of a weight"
         if node.op == "conv2d":
             w = graph.type_of(node.inputs[1]).shape
             if w[1] == 1 and node.attrs["groups"] > 1 and w[2] * w[3] > DEPTHWISE_MAX_TAPS:
