@@ -51,7 +51,7 @@ def max_relative_difference(got: dict, want: dict) -> float:
     return worst
 
 
-def build_one(name: str, work: str, march: str | None) -> dict:
+def build_one(name: str, work: str, march: str | None, backends: str | None = None) -> dict:
     import onnx
     import onnxruntime as ort
 
@@ -68,7 +68,8 @@ def build_one(name: str, work: str, march: str | None) -> dict:
     os.environ["DSOPACK_CACHE"] = tempfile.mkdtemp(dir=work)  # a cold build: no cached object
     t0 = time.perf_counter()
     try:
-        build(onnx_path, so, quiet=True, **({"march": march} if march else {}))
+        build(onnx_path, so, quiet=True, **({"march": march} if march else {}),
+              **({"backends": backends.split(",")} if backends else {}))
     except BuildError as e:
         return {"name": name, "refused": str(e).split(": ", 1)[-1].splitlines()[0][:100]}
     build_s = time.perf_counter() - t0
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", metavar="A,B", help="only these (names of tests/models/real/*.onnx, e.g. "
                                                    "resnet18.dynamo); default: all")
     p.add_argument("--march", help="build with this -march (default: the packager's: on x86-64, ISA variants picked at load)")
+    p.add_argument("--backends", metavar="A,B", help="build with these backends (default: the default choice)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (default 3)")
     p.add_argument("--measure", type=float, default=2.0, help="seconds of timed calls per child (default 2)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for both runtimes")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':28} {'build s':>8} {'max rel diff':>12} {'dsopack ms':>11} {'ort ms':>9} {'ratio':>7}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dpk-real-") as work:
         for name in names:
-            row = build_one(name, work, args.march)
+            row = build_one(name, work, args.march, args.backends)
             if "refused" in row:
                 print(f"{name:28} refused: {row['refused']}", flush=True)
                 continue

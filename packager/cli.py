@@ -50,8 +50,9 @@ a deployment manifest (YAML) says what to build:
 or, for an ONNX model (needs pip install 'dsopack[onnx]'; see docs/onnx.md):
   model: {onnx: model.onnx, shapes: {x: [1, 3, 32, 32]}}
 an .onnx file given without a manifest uses the fastest backends the target has:
-[cblas, host] when OpenBLAS (cblas.h, libopenblas) is installed for it, else [host]
-(the build says so, with the install hint; --explain says why).
+[xnnpack, cblas, host], each library backend kept when its library is installed for it
+(XNNPACK: xnnpack.h, libXNNPACK; OpenBLAS: cblas.h, libopenblas); the build says what it
+left out, with the install hint; --explain says why.
 
 environment: CC (the compiler when neither --cc nor target.cc says),
 DSOPACK_CACHE (object cache directory, default ~/.cache/dsopack)."""
@@ -299,8 +300,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build a model file from a deployment manifest or an ONNX file",
                        description="Build ONE shared library from a deployment manifest (YAML) or an ONNX "
-                                   "file (target native -O3; backends: the fastest the target has, [cblas, host] "
-                                   "with OpenBLAS, else [host]).",
+                                   "file (target native -O3; backends: the fastest the target has, [xnnpack, cblas, "
+                                   "host] less the libraries it lacks).",
                        epilog="examples:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain\n"
                               "  dsopack build model.onnx -o model.so --shape x=1,3,32,32\n"
                               "  dsopack build model.onnx -o model.so --backends host --explain",
@@ -321,8 +322,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--backends", metavar="A,B,...",
                    help="the backends in priority order, e.g. cblas,host or json,host (a node goes to the first "
                         "that takes it); overrides the manifest's `backends`. Default: the manifest's, else "
-                        "(an .onnx file alone) the fastest the target has: cblas,host when OpenBLAS is installed "
-                        "for it, else host")
+                        "(an .onnx file alone) the fastest the target has: xnnpack,cblas,host, less xnnpack "
+                        "without XNNPACK and cblas without OpenBLAS for it")
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     b.add_argument("--explain", action="store_true", help="say which backends were used and why (the default's choice too), and which took each node")
     b.add_argument("--save-temps", metavar="DIR", help="keep the generated C, blob and assembly stub in DIR")

@@ -37,6 +37,7 @@ BACKENDS = {
     "host": "packager.backends.host:HostBackend",
     "json": "packager.backends.json:JsonBackend",
     "cblas": "packager.backends.cblas:CblasBackend",
+    "xnnpack": "packager.backends.xnnpack:XnnpackBackend",
 }
 # backends whose regions become serialized modules (several nodes per region)
 PAYLOAD_BACKENDS = {"json"}

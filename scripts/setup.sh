@@ -12,11 +12,14 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential pkg-config python3-dev python3-venv
               libzstd-dev libyaml-dev libxxhash-dev libsodium-dev libopenblas-dev
+              libxnnpack-dev libpthreadpool-dev   # the xnnpack backend (packager/backends/xnnpack.py)
               clang-14 libclang-rt-14-dev)   # clang: libFuzzer and sanitizers (tests/test_fuzz.py)
 VENV=${DSOPACK_VENV:-.venv}
 CROSS_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
                 libzstd-dev:arm64 libyaml-dev:arm64 libxxhash-dev:arm64 libsodium-dev:arm64
                 libopenblas-dev:arm64)
+# Not libxnnpack-dev:arm64: Debian 12's libxnnpack0 and libpthreadpool0 are not Multi-Arch: same, so
+# installing the :arm64 ones REMOVES the amd64 ones (docs/edge.md: cross-building the xnnpack backend).
 demo=1
 cross=0
 for arg in "$@"; do

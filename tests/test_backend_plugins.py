@@ -107,7 +107,7 @@ def test_an_entry_point_backend_is_usable_by_name(plugged, tmp_path):
 
 def test_unknown_backend_lists_the_plugins_too(plugged):
     with pytest.raises(BuildError, match=r"backends: unknown backend 'nope' \(known: broken, cblas, host, json, "
-                                         r"jsonish, misnamed, missing, nolower, plain\)"):
+                                         r"jsonish, misnamed, missing, nolower, plain, xnnpack\)"):
         partition.get_backend("nope")
 
 

@@ -55,7 +55,7 @@ def test_the_documented_backend_builds_a_working_kernel(kdir, shape):
         lib.call("relu_c_0", x, np.zeros((2, 2), np.float32))
 
 
-@pytest.mark.parametrize("header", ["host_prelude.h", "cblas_prelude.h"])
+@pytest.mark.parametrize("header", ["host_prelude.h", "cblas_prelude.h", "xnnpack_prelude.h"])
 def test_the_fixed_c_compiles_on_its_own(tmp_path, header):
     """cgen_prelude.h, then a backend's prelude, as a file of its own: strict warnings, no error."""
     source = tmp_path / "t.c"
@@ -72,7 +72,8 @@ def test_the_fixed_c_is_package_data():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         tool = tomllib.load(f)["tool"]["setuptools"]
     assert "packager.backends.c" in tool["packages"] and tool["package-data"]["packager.backends.c"] == ["*.h"]
-    assert sorted(p.name for p in cgen.C_DIR.glob("*.h")) == ["cblas_prelude.h", "cgen_prelude.h", "host_prelude.h"]
+    assert sorted(p.name for p in cgen.C_DIR.glob("*.h")) == ["cblas_prelude.h", "cgen_prelude.h", "host_prelude.h",
+                                                               "xnnpack_prelude.h"]
 
 
 def test_comment_and_string_text_is_escaped():

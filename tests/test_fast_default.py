@@ -52,34 +52,54 @@ def test_openblas_is_found_here():
     assert backend_choice.openblas_missing(toolchain.configure(Target())) is None
 
 
-def test_default_is_cblas_then_host(tmp_path, mlp, capsys):
+def test_default_is_xnnpack_then_cblas_then_host(tmp_path, mlp, capsys):
     out = tmp_path / "m.so"
     assert main(["build", mlp, "-o", str(out), "--explain"]) == 0
     text = capsys.readouterr().out
-    assert "backends [cblas, host]: the default for " in text and "OpenBLAS found" in text
-    assert "mm -> cblas (first in [cblas, host] that supports dense)" in text
-    assert "act -> cblas (fused into mm)" in text
-    assert "sm -> host (cblas: op softmax has no cblas kernel" in text
+    assert "backends [xnnpack, cblas, host]: the default for " in text
+    assert "XNNPACK found" in text and "OpenBLAS found" in text
+    assert "mm -> xnnpack (first in [xnnpack, cblas, host] that supports dense)" in text
+    assert "act -> xnnpack (first in [xnnpack, cblas, host] that supports relu)" in text
+    assert "sm -> host (xnnpack: op softmax has no xnnpack kernel" in text
     report = build(mlp, str(tmp_path / "r.so"), quiet=True)
-    assert report.backends == ["cblas", "host"]
-    assert report.manifest["requires"] == ["libopenblas.so.0"]
+    assert report.backends == ["xnnpack", "cblas", "host"]
+    assert report.manifest["requires"] == ["libXNNPACK.so.0"]
     check_outputs(str(out), mlp)
 
 
-def test_default_without_openblas_is_host_and_says_so(tmp_path, mlp, capsys, monkeypatch):
-    """No OpenBLAS for the target (the probe's answer simulated): host alone, one progress line with the hint."""
-    monkeypatch.setattr(backend_choice, "_probe", lambda cc, cflags, ldflags, libraries: "header cblas.h")
+def test_default_without_xnnpack_is_cblas_then_host(tmp_path, mlp, capsys, monkeypatch):
+    """No XNNPACK for the target (the probe's answer simulated): cblas takes the dense, one line says why."""
+    real = backend_choice._probe
+    monkeypatch.setattr(backend_choice, "_probe", lambda probe, *rest: "header xnnpack.h" if "xnnpack" in probe
+                        else real(probe, *rest))
+    out = tmp_path / "m.so"
+    assert main(["build", mlp, "-o", str(out), "--explain"]) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if "XNNPACK not found" in line]
+    assert lines and lines[0].strip().startswith("backends [cblas, host]: XNNPACK not found for "), text
+    assert "(header xnnpack.h)" in lines[0] and "apt-get install libxnnpack-dev libpthreadpool-dev" in lines[0]
+    assert "mm -> cblas (first in [cblas, host] that supports dense)" in text
+    assert "act -> cblas (fused into mm)" in text
+    assert build(mlp, str(tmp_path / "r.so"), quiet=True).manifest["requires"] == ["libopenblas.so.0"]
+    check_outputs(str(out), mlp)
+
+
+def test_default_without_libraries_is_host_and_says_so(tmp_path, mlp, capsys, monkeypatch):
+    """Neither XNNPACK nor OpenBLAS for the target (simulated): host alone, one progress line with the hints."""
+    monkeypatch.setattr(backend_choice, "_probe", lambda probe, *rest: "header cblas.h" if "cblas" in probe
+                        else "header xnnpack.h")
     out = tmp_path / "m.so"
     assert main(["build", mlp, "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
     lines = [line for line in captured.out.splitlines() if "OpenBLAS not found" in line]
     assert len(lines) == 1, captured.out
-    assert "backends [host]: OpenBLAS not found for " in lines[0] and "(header cblas.h)" in lines[0]
-    assert "apt-get install libopenblas-dev" in lines[0]
+    assert "backends [host]: XNNPACK not found for " in lines[0] and "(header xnnpack.h)" in lines[0]
+    assert "OpenBLAS not found for " in lines[0] and "(header cblas.h)" in lines[0]
+    assert "apt-get install libopenblas-dev" in lines[0] and "apt-get install libxnnpack-dev" in lines[0]
     assert main(["build", mlp, "-o", str(out), "--explain", "-q"]) == 0
     text = capsys.readouterr().out
-    assert "backends [host]: the default for " in text and "without cblas: OpenBLAS not found" in text
+    assert "backends [host]: the default for " in text and "without xnnpack, cblas: XNNPACK not found" in text
     assert "mm -> host (first in [host] that supports dense)" in text
     report = build(mlp, str(tmp_path / "r.so"), quiet=True)
     assert report.backends == ["host"] and report.manifest.get("requires", []) == []
@@ -148,20 +168,23 @@ def test_help_teaches_backends(capsys):
         main(["build", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--backends A,B,..." in text and "overrides the manifest's `backends`" in text
-    assert "cblas,host when OpenBLAS is installed for it, else host" in text
+    assert "xnnpack,cblas,host, less xnnpack without XNNPACK and cblas without OpenBLAS for it" in text
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or platform.machine() != "x86_64",
                     reason="needs an x86-64 host with aarch64-linux-gnu-gcc (bash scripts/setup.sh --cross)")
-def test_cross_target_default_follows_the_targets_openblas(tmp_path, mlp, capsys):
-    """The probe uses the cross toolchain and the target's own libraries: cblas exactly when the arm64
-    OpenBLAS is installed (the x86-64 one does not count); else host and the note names the :arm64 package."""
-    has_arm64_openblas = os.path.exists("/usr/lib/aarch64-linux-gnu/libopenblas.so")
+def test_cross_target_default_follows_the_targets_libraries(tmp_path, mlp, capsys):
+    """The probes use the cross toolchain and the target's own libraries: xnnpack and cblas exactly when the
+    arm64 XNNPACK and OpenBLAS are installed (the x86-64 ones do not count); a note names the :arm64 package
+    of each one left out."""
+    has = {"xnnpack": os.path.exists("/usr/lib/aarch64-linux-gnu/libXNNPACK.so"),
+           "cblas": os.path.exists("/usr/lib/aarch64-linux-gnu/libopenblas.so")}
     assert main(["build", mlp, "-o", str(tmp_path / "a.so"), "--target", "aarch64-linux-gnu", "--explain"]) == 0
     text = capsys.readouterr().out
-    if has_arm64_openblas:
-        assert "backends [cblas, host]: the default for aarch64-linux-gnu: OpenBLAS found" in text
-        assert "mm -> cblas" in text
-    else:
-        assert "backends [host]: OpenBLAS not found for aarch64-linux-gnu" in text
-        assert "libopenblas-dev:arm64" in text
+    kept = [name for name in ("xnnpack", "cblas") if has[name]] + ["host"]
+    assert f"backends [{', '.join(kept)}]: the default for aarch64-linux-gnu" in text
+    assert f"mm -> {kept[0]}" in text
+    for name, label, package in (("xnnpack", "XNNPACK", "libxnnpack-dev:arm64"),
+                                 ("cblas", "OpenBLAS", "libopenblas-dev:arm64")):
+        assert (f"{label} found" in text) == has[name]
+        assert (package in text) == (not has[name])

@@ -1,0 +1,237 @@
+"""The xnnpack backend (packager/backends/xnnpack.py): conv2d (depthwise, grouped, strided, dilated, asymmetric
+pads, bias, fused relu/clip), dense and the adds/activations between them, in NHWC regions, against onnxruntime
+and tests/reference.py; bit-identical over 1, 2 and 3 threads and over concurrent runs; what it declines; the
+missing XNNPACK at build and at load; a real ResNet-18 against onnxruntime."""
+
+import os
+import subprocess
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import loader
+import real_models
+import reference as ref
+from packager.backends import xnnpack
+from packager.build import build
+from packager.cli import main
+from packager.ir import BuildError
+from test_cblas import dt_needed, patched_copy, write_cc_wrapper
+
+RNG = np.random.default_rng(15)
+BACKENDS = ["xnnpack", "host"]
+
+
+def weights(**shapes):
+    return {name: (RNG.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in shapes.items()}
+
+
+W = weights(w1=(32, 8, 3, 3), b1=(32,), w2=(32, 1, 3, 3), b2=(32,), w3=(32, 8, 3, 3), w4=(32, 32, 1, 1), b4=(32,),
+            wd=(10, 32), bd=(10,))
+
+
+def save(tmp_path, nodes, inputs, outputs, arrays, name="m"):
+    graph = helper.make_graph(nodes, name, inputs, outputs, [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory):
+    """A residual block with every conv kind: 3x3 + relu and a max pool, depthwise stride 2 with asymmetric pads + clip, grouped
+    dilated without bias, a 1x1 stride-2 shortcut, add + relu (a 4-D output), global pool, then a flatten (host)
+    and a Gemm + relu (xnnpack again): two xnnpack regions. Each conv is split into two operators (blocks of
+    output channels or groups, each with its slice of W and of the bias)."""
+    tmp = tmp_path_factory.mktemp("xnn_block")
+    n = 3
+    arrays = dict(W, lo=np.array(0.0, np.float32), hi=np.array(6.0, np.float32))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv3x3"),
+        helper.make_node("Relu", ["c1"], ["r0"], name="relu1"),
+        helper.make_node("MaxPool", ["r0"], ["r1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="maxpool"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 0, 1, 2], strides=[2, 2], group=32,
+                         name="depthwise"),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6"),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], pads=[2, 2, 2, 2], dilations=[2, 2], group=4, name="grouped"),
+        helper.make_node("Conv", ["r1", "w4", "b4"], ["c4"], strides=[2, 2], name="shortcut"),
+        helper.make_node("Add", ["c3", "c4"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["r3"], name="relu3"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1, name="fc"),
+        helper.make_node("Relu", ["y"], ["z"], name="relu4"),
+    ]
+    path = save(tmp, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, 8, 15, 15])],
+                [helper.make_tensor_value_info("z", TensorProto.FLOAT, [n, 10]),
+                 helper.make_tensor_value_info("r3", TensorProto.FLOAT, [n, 32, 8, 8])], arrays)
+    # small blocks, so that every conv here is split into several operators (output channels or groups)
+    old, xnnpack.BLOCK_MIN_WORK = xnnpack.BLOCK_MIN_WORK, 1 << 12
+    try:
+        report = build(path, str(tmp / "m.so"), quiet=True, backends=BACKENDS, save_temps=str(tmp / "temps"))
+    finally:
+        xnnpack.BLOCK_MIN_WORK = old
+    source = "".join(p.read_text() for p in (tmp / "temps").glob("*.c"))
+    for conv in ("conv3x3", "depthwise", "grouped", "shortcut"):
+        assert f"{conv}: conv2d (2 XNNPACK operators)" in source, conv
+    assert "maxpool: maxpool2d (2 XNNPACK operators)" in source and "pool: global_avgpool (1 XNNPACK operator)" in source
+    x = RNG.standard_normal((n, 8, 15, 15)).astype(np.float32)
+    return path, report, x
+
+
+def test_block_matches_onnxruntime_and_the_reference(block):
+    path, report, x = block
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with loader.load(report.output) as model:
+        got = model.run(x=x)
+    for key, value in zip(["z", "r3"], want):
+        assert got[key].shape == value.shape
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * np.abs(value).max())
+    # the first conv alone, against the NumPy reference: NHWC inside, NCHW at the boundary
+    r1 = ref.maxpool2d(np.maximum(ref.conv2d(x, W["w1"], W["b1"], pads=(1, 1, 1, 1)), 0), kernel=(3, 3),
+                       pads=(1, 1, 1, 1))
+    r3 = np.maximum(ref.conv2d(np.clip(ref.conv2d(r1, W["w2"], W["b2"], strides=(2, 2), pads=(1, 0, 1, 2), groups=32),
+                                       0, 6), W["w3"], pads=(2, 2, 2, 2), dilations=(2, 2), groups=4)
+                    + ref.conv2d(r1, W["w4"], W["b4"], strides=(2, 2)), 0)
+    np.testing.assert_allclose(got["r3"], r3, rtol=1e-4, atol=1e-5 * np.abs(r3).max())
+
+
+def test_block_partition_and_requires(block):
+    _, report, _ = block
+    regions = [m for m in report.manifest["modules"]]
+    assert report.manifest["requires"] == ["libXNNPACK.so.0"]
+    assert "libXNNPACK.so.0" in dt_needed(report.output)
+    assert report.functions.count("ext0") == 1 and "ext1" in report.functions, (report.functions, regions)
+
+
+def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
+    _, report, x = block
+    runs = []
+    for threads in (1, 2, 3):
+        with loader.load(report.output, num_threads=threads) as model:
+            runs += [model.run(x=x), model.run(x=x)]
+    for got in runs[1:]:
+        for key in runs[0]:
+            assert np.array_equal(got[key], runs[0][key]), key
+    # concurrent runs of one loaded model: each takes its own instance of the region's operators
+    with loader.load(report.output, num_threads=2) as model:
+        results, errors = [], []
+
+        def worker():
+            try:
+                for _ in range(5):
+                    results.append(model.run(x=x))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors and len(results) == 15
+    for got in results:
+        for key in runs[0]:
+            assert np.array_equal(got[key], runs[0][key]), key
+
+
+def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
+    """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 7x7 depthwise conv, a 3-D
+    dense and a relu of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,
+    per-channel mul (a squeeze-excite scale: reduce_mean over H, W -> sigmoid -> mul) stay in the region and
+    match onnxruntime."""
+    arrays = weights(wa=(16, 8, 3, 3), wb=(4, 6), per_channel=(1, 16, 1, 1), spatial=(1, 1, 5, 5), w7=(16, 1, 7, 7))
+    nodes = [
+        helper.make_node("Add", ["x", "x2"], ["s"], name="lonely_add"),
+        helper.make_node("Conv", ["s", "wa"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Add", ["c", "per_channel"], ["cb"], name="channel_add"),
+        helper.make_node("ReduceMean", ["cb"], ["m"], axes=[2, 3], keepdims=1, name="squeeze"),
+        helper.make_node("Sigmoid", ["m"], ["gate"], name="gate"),
+        helper.make_node("Mul", ["cb", "gate"], ["se"], name="excite"),
+        helper.make_node("Add", ["se", "spatial"], ["sp"], name="spatial_add"),
+        helper.make_node("Conv", ["c", "w7"], ["dw"], pads=[3, 3, 3, 3], group=16, name="depthwise7x7"),
+        helper.make_node("MatMul", ["t", "wb"], ["d"], name="dense3d"),
+        helper.make_node("Relu", ["t"], ["tr"], name="relu_of_input"),
+    ]
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 5, 5]),
+                                  helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 8, 5, 5]),
+                                  helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3, 4])],
+                [helper.make_tensor_value_info("sp", TensorProto.FLOAT, [2, 16, 5, 5]),
+                 helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 6]),
+                 helper.make_tensor_value_info("tr", TensorProto.FLOAT, [2, 3, 4]),
+                 helper.make_tensor_value_info("dw", TensorProto.FLOAT, [2, 16, 5, 5])], arrays)
+    out = str(tmp_path / "m.so")
+    assert main(["build", path, "-o", out, "--backends", "xnnpack,host", "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert ("lonely_add -> host (xnnpack: xnnpack takes add only of a full-size result of a node it takes (no layout "
+            "change for it alone))") in text
+    for name in ("conv", "channel_add", "squeeze", "gate", "excite"):
+        assert f"{name} -> xnnpack" in text, name
+    assert ("spatial_add -> host (xnnpack: xnnpack takes add of operands of the output's shape (computed, not "
+            "weights), of one value, or of one per channel (spatial is [1, 1, 5, 5], the output [2, 16, 5, 5]))"
+            ) in text
+    assert ("depthwise7x7 -> host (xnnpack: a depthwise 7x7 conv: XNNPACK has depthwise kernels of at most 25 taps, "
+            "and its fallback is slower than host's direct loop)") in text
+    assert "dense3d -> host (xnnpack: xnnpack takes a dense of x [M, K] (rank 2), not [2, 3, 4])" in text
+    assert "relu_of_input -> host (xnnpack: xnnpack takes relu only of a full-size result of a node it takes" in text
+    feeds = {"x": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
+             "x2": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
+             "t": RNG.standard_normal((2, 3, 4)).astype(np.float32)}
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with loader.load(out) as model:
+        got = model.run(**feeds)
+    for key, value in zip(["sp", "d", "tr", "dw"], want):
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * np.abs(value).max())
+
+
+def test_missing_library_at_build_says_how_to_get_it(tmp_path):
+    cc = write_cc_wrapper(tmp_path / "cc", 'for a; do shift; [ "$a" = -lXNNPACK ] && a=-lXNNPACK_not_here; '
+                                           'set -- "$@" "$a"; done\nexec cc "$@"\n')
+    arrays = weights(w=(4, 3, 3, 3))
+    path = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"])],
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], arrays)
+    with pytest.raises(BuildError) as info:
+        build(path, str(tmp_path / "m.so"), quiet=True, cc=cc, backends=BACKENDS)
+    message = str(info.value)
+    assert message.startswith("library -lXNNPACK_not_here is missing: the xnnpack backend needs the XNNPACK "
+                              "headers (xnnpack.h, pthreadpool.h) and library (libXNNPACK.so)"), message
+    assert "apt-get install libxnnpack-dev libpthreadpool-dev" in message
+
+
+def test_missing_library_at_load_is_named(block, tmp_path, dpk_run):
+    _, report, x = block
+    bad = patched_copy(report.output, tmp_path / "m_requires.so", b"libXNNPACK.so.0", b"libXNNPACX.so.0", "manifest")
+    with pytest.raises(loader.NotFoundError) as info:
+        loader.load(bad)
+    assert str(info.value).startswith(f"'{bad}' needs libXNNPACX.so.0 (manifest 'requires'), which this machine "
+                                      f"cannot load: libXNNPACX.so.0: cannot open shared object file"), info.value
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run([dpk_run, bad, f"x={tmp_path / 'x.npy'}"], capture_output=True, text=True)
+    assert result.returncode != 0 and "needs libXNNPACX.so.0 (manifest 'requires')" in result.stderr
+
+
+def test_resnet18_with_xnnpack_matches_onnxruntime(tmp_path):
+    model = real_models.filled("resnet18.dynamo")
+    path = str(tmp_path / "resnet18.onnx")
+    onnx.save(model, path)
+    feeds = real_models.feeds(model)
+    report = build(path, str(tmp_path / "m.so"), quiet=True, backends=["xnnpack", "cblas", "host"], explain=True,
+                   log=lambda *a: None)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert report.manifest["requires"][0] == "libXNNPACK.so.0" and len(convs) == 20
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    outs = []
+    for threads in (1, 2):
+        with loader.load(report.output, num_threads=threads) as m:
+            outs.append(m.run(**feeds))
+    for key, value in zip([o.name for o in model.graph.output], want):
+        scale = max(float(np.abs(value).max()), 1e-30)
+        assert float(np.abs(outs[0][key].astype(np.float64) - value).max()) / scale <= 1e-4, key
+        assert np.array_equal(outs[0][key], outs[1][key]), key
+    assert os.path.getsize(report.output) > 0
