@@ -127,3 +127,14 @@ class Backend:
 
     def lower(self, region: Region, graph: Graph) -> CSource | Payload:
         raise NotImplementedError
+
+
+def float32_tensors(backend: str, node: Node, graph: Graph) -> str | None:
+    """Why `backend`'s library kernels cannot take `node`: a tensor that is not float32, or is empty; else None."""
+    for name in [*node.inputs, node.output]:
+        t = graph.type_of(name)
+        if t.dtype != "float32":
+            return f"{backend} kernels are float32 only ({name} is {t})"
+        if any(d < 1 for d in t.shape):
+            return f"{backend} kernels need non-empty tensors ({name} is {t})"
+    return None

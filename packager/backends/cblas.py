@@ -48,7 +48,7 @@ from string import Template
 
 from packager import ops
 from packager.backends import cgen
-from packager.backends.base import Backend, CSource, Region
+from packager.backends.base import Backend, CSource, Region, float32_tensors
 from packager.backends.host import HOST_PRELUDE  # col2im bounds (dpk_host_first/end), dpk_expf & co (ops' C)
 from packager.backends.host import unary_expr  # a fused activation computes what host's op does
 from packager.ir import BuildError, Graph, Node, TensorType
@@ -405,7 +405,7 @@ def _direct(node: Node, types: list[TensorType], out: TensorType) -> tuple[int, 
     """(output channels per block, vectors per row, floats per vector) of the direct conv, or None where
     it does not apply: stride 1 or 2, no dilation, one group, rows a multiple of 16 or 8 outputs (at most 4
     vectors), channels a multiple of the block, the padded image <= DIRECT_MAX_PAD_BYTES."""
-    a, x, w, OW = node.attrs, types[0].shape, types[1].shape, out.shape[3]
+    a, w, OW = node.attrs, types[1].shape, out.shape[3]
     width = 16 if OW % 16 == 0 else 8
     if (a["groups"] != 1 or list(a["strides"]) not in ([1, 1], [2, 2]) or list(a["dilations"]) != [1, 1]
             or OW % width):
@@ -614,12 +614,11 @@ class CblasBackend(Backend):
                 return (f"groups={g} leaves {w[1]} input and {w[0] // g} output channels per group: one sgemm "
                         f"per group that small costs more in calls than host's direct loop (cblas takes groups of "
                         f">= {MIN_GROUP_CHANNELS} channels)")
+        reason = float32_tensors("cblas", node, graph)
+        if reason is not None:
+            return reason
         for name in [*node.inputs, node.output]:
             t = graph.type_of(name)
-            if t.dtype != "float32":
-                return f"cblas kernels are float32 only ({name} is {t})"
-            if any(d < 1 for d in t.shape):
-                return f"cblas kernels need non-empty tensors ({name} is {t})"
             if math.prod(t.shape) > INT_MAX:
                 return f"{name} is {t}: more than {INT_MAX} elements (CBLAS sizes are C ints)"
         return None

@@ -50,7 +50,7 @@ import numpy as np
 
 from packager import ops
 from packager.backends import cgen
-from packager.backends.base import Backend, CSource, Region
+from packager.backends.base import Backend, CSource, Region, float32_tensors
 from packager.backends.host import unary_expr
 from packager.ir import BuildError, Graph, Node, TensorType
 
@@ -101,12 +101,9 @@ class XnnpackBackend(Backend):
         if node.op not in taken:
             return (f"op {node.op} has no xnnpack kernel (xnnpack takes {', '.join(ANCHORS + POOLS + tuple(BINARY))} "
                     f"and float32 unary elementwise ops)")
-        for name in [*node.inputs, node.output]:
-            t = graph.type_of(name)
-            if t.dtype != "float32":
-                return f"xnnpack kernels are float32 only ({name} is {t})"
-            if any(d < 1 for d in t.shape):
-                return f"xnnpack kernels need non-empty tensors ({name} is {t})"
+        reason = float32_tensors("xnnpack", node, graph)
+        if reason is not None:
+            return reason
         if node.op in ANCHORS:
             return self._anchor_reason(node, graph)
         out = graph.type_of(node.output).shape
@@ -411,7 +408,7 @@ class _Lowering:
                 and [c.name for c in self.graph.consumers().get(node.output, [])] == [nxt.name])
 
     def source(self) -> CSource:
-        nodes, region, graph = self.region.nodes, self.region, self.graph
+        nodes, region = self.region.nodes, self.region
         last_use: dict[str, int] = {}
         for i, node in enumerate(nodes):
             for t in node.inputs:
