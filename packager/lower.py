@@ -13,6 +13,7 @@ header, each prelude once, then each region's source.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -101,6 +102,28 @@ class Lowered:
         return [f for functions in self.functions.values() for f in functions]
 
 
+# Backends whose generated C keeps no state between calls: two regions with the same code may share it.
+# (xnnpack's keeps the operators it created, holding the region's own packed weights.)
+SHAREABLE_BACKENDS = ("host", "cblas")
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_CHECK_LINE = re.compile(r"^ *if \(dpk_host_check_\w+\(.*$", re.M)  # cgen.function's argument checks
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def shared_key(backend_name: str, region: Region, lowered: CSource) -> str | None:
+    """What makes two regions' code the same: the source without comments, with the region's own name
+    and the names its argument checks report left out (a shared function reports the first region's);
+    None where the code may not be shared: another backend, more than the one function, or any other
+    string (a run-time error naming a node, e.g. Gather's index check, must name the right one)."""
+    if backend_name not in SHAREABLE_BACKENDS or lowered.functions != [region.name]:
+        return None
+    text = _CHECK_LINE.sub(lambda m: _STRING.sub('""', m.group(0)), _COMMENT.sub("", lowered.source))
+    text = text.replace('""', "")
+    if '"' in text:
+        return None
+    return backend_name + "\0" + re.sub(re.escape(region.name) + r"(?![A-Za-z0-9])", "\0", text)
+
+
 def output_plan(graph: Graph) -> list[GraphOutput]:
     """How each graph output is written. ir_check refuses an output listed twice (the runtime
     would); a copy would handle it too."""
@@ -123,8 +146,18 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     low = Lowered(graph=graph, c_units=[], functions={}, payloads=[], calls=[], dso_weights=[], libraries=[],
                   requires=[], install_hints=[], carried=CarriedKinds())
     relaid: dict[str, tuple[Region, np.ndarray]] = {}  # weight -> (the region that re-lays it out, new array)
+    shared: dict[str, str] = {}  # shared_key -> the function that has that code
     for backend, region in regions:
         lowered = _lower_region(backend, region, graph)
+        key = shared_key(backend.name, region, lowered) if isinstance(lowered, CSource) else None
+        if key is not None and key in shared:  # the same kernel as an earlier region's: call that one
+            low.calls.append(Call(shared[key], list(region.inputs), list(region.outputs), lowered.workspace_bytes))
+            low.dso_weights.extend(region.weights)
+            for weight, array in lowered.weights.items():
+                relaid[weight] = (region, array)
+            continue
+        if key is not None:
+            shared[key] = region.name
         if isinstance(lowered, CSource):
             for prelude in [lowered.prelude] if isinstance(lowered.prelude, str) else lowered.prelude:
                 if prelude and prelude not in preludes:

@@ -152,7 +152,8 @@ def test_a_model_in_several_units_builds_and_runs_the_same(isa_variants_on, tmp_
     from packager.build import build
 
     rng = np.random.default_rng(0)
-    weights = {f"w{i}": rng.standard_normal((16, 16)).astype(np.float32) for i in range(6)}
+    # each layer's own width: regions with the same code would share one function (and one unit)
+    weights = {f"w{i}": rng.standard_normal((17 + i, 16 + i)).astype(np.float32) for i in range(6)}
     np.savez(tmp_path / "m.npz", **weights)
     nodes = [{"op": "dense", "inputs": [f"h{i}" if i else "x", f"w{i}"], "output": f"d{i}"} for i in range(6)]
     for i in range(6):
@@ -169,3 +170,54 @@ def test_a_model_in_several_units_builds_and_runs_the_same(isa_variants_on, tmp_
     assert (one.compiled, many.compiled) == (objects(1), objects(6))  # six regions (cblas fuses each tanh), a unit each
     with loader.load(one.output) as a, loader.load(many.output) as b:
         np.testing.assert_array_equal(a.run(x=x)["h6"], b.run(x=x)["h6"])
+
+
+@pytest.mark.parametrize("backends", [["host"], ["cblas", "host"]])
+def test_regions_with_the_same_code_share_one_function(backends, tmp_path):
+    """Six dense + tanh layers of one shape: one function, called six times with each layer's weights; a
+    layer of another width has its own; the outputs are NumPy's chain (within float32 rounding)."""
+    import loader
+    from packager.build import build
+
+    rng = np.random.default_rng(1)
+    widths = [16] * 7 + [8]
+    weights = {f"w{i}": rng.standard_normal((widths[i + 1], widths[i])).astype(np.float32) / 4 for i in range(7)}
+    np.savez(tmp_path / "m.npz", **weights)
+    nodes = []
+    for i in range(7):
+        nodes += [{"op": "dense", "inputs": [f"h{i}" if i else "x", f"w{i}"], "output": f"d{i}"},
+                  {"op": "tanh", "inputs": [f"d{i}"], "output": f"h{i + 1}"}]
+    spec = {"name": "shared", "backends": backends,
+            "model": {"graph": {"inputs": {"x": {"shape": [2, 16], "dtype": F32}}, "weights": "m.npz",
+                                "nodes": nodes, "outputs": ["h7"]}}}
+    report = build(spec, tmp_path / "m.so", base_dir=str(tmp_path), quiet=True, use_cache=False)
+    functions = [f for m in report.manifest["modules"] if m["kind"] == "dso" for f in m["functions"]]
+    # dense + tanh 16 -> 16 (six layers) and 16 -> 8: one function each on cblas (which fuses the tanh); on
+    # host, where each node is a region, dense 16 -> 16, dense 16 -> 8 and tanh of 16, of 8
+    assert len(functions) == (2 if "cblas" in backends else 4), functions
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    want = x.astype(np.float64)
+    for i in range(7):
+        want = np.tanh(want @ weights[f"w{i}"].T.astype(np.float64))
+    with loader.load(report.output) as m:
+        np.testing.assert_allclose(m.run(x=x)["h7"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_code_that_names_a_node_at_run_time_is_not_shared():
+    """A kernel with a run-time error naming its node (Gather's index check) keeps its own function."""
+    from packager.backends.host import HostBackend
+
+    graph = infer(Graph(name="g", inputs={"i": TensorType((3,), "int64"), "j": TensorType((3,), "int64")},
+                        weights={"t": np.zeros((5, 2), np.float32)},
+                        nodes=[Node("gather", ["t", "i"], "a", name="g1"), Node("gather", ["t", "j"], "b", name="g2")],
+                        outputs=["a", "b"]))
+    host = HostBackend()
+    regions = [(host, region(graph, "host_g1", ["g1"], ["a"])), (host, region(graph, "host_g2", ["g2"], ["b"]))]
+    low = lower.lower("g", graph, regions, lower.output_plan(graph))
+    assert low.functions["host"] == ["host_g1", "host_g2"]
+    relu = infer(Graph(name="r", inputs={"x": TensorType((4,), F32), "y": TensorType((4,), F32)}, weights={},
+                       nodes=[Node("relu", ["x"], "a", name="r1"), Node("relu", ["y"], "b", name="r2")],
+                       outputs=["a", "b"]))
+    regions = [(host, region(relu, "host_r1", ["r1"], ["a"])), (host, region(relu, "host_r2", ["r2"], ["b"]))]
+    low = lower.lower("r", relu, regions, lower.output_plan(relu))
+    assert low.functions["host"] == ["host_r1"] and [c.func for c in low.calls] == ["host_r1", "host_r1"]
