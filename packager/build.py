@@ -122,7 +122,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     # [6/6] compile
     stats = compile_model(low.c_units, low.carried, pkg.blob, output, tc, libraries=low.libraries,
                           install_hints=low.install_hints, save_temps=save_temps, use_cache=use_cache,
-                          name=s.name, functions=low.all_functions)
+                          name=s.name, functions=low.all_functions, once_units=low.once_units,
+                          once_functions=low.once_functions)
     file_bytes = os.path.getsize(output)
     cache_note = "from the cache" if stats["cached"] and not stats["compiled"] else "compiled"
     if len(low.c_units) > 1 or tc.variants:

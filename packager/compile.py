@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from packager import isa_variants, toolchain
+from packager import isa_variants, lower, toolchain
 from packager.blob import Blob, write_incbin_stub
 from packager.carried_kinds import CarriedKinds
 from packager.ir import BuildError
@@ -25,14 +25,17 @@ from packager.ir import BuildError
 
 def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output: str, tc: toolchain.Toolchain, *,
                   libraries: list[str] = (), install_hints: list[str] = (), save_temps: str | None = None,
-                  use_cache: bool = True, name: str = "model", functions: list[str] = ()) -> dict:
+                  use_cache: bool = True, name: str = "model", functions: list[str] = (), once_units: int = 0,
+                  once_functions: list[str] = ()) -> dict:
     """Write the shared library `output` of model `name`, whose units define the packed `functions`;
+    the last `once_units` units (defining `once_functions`) are compiled once, not per ISA variant;
     returns toolchain.compile_shared's counts ("compiled", "cached")."""
     work = tempfile.mkdtemp(prefix="dsopack-build-")
     try:
         blob_path = os.path.join(work, "model.blob")
         stub_path = os.path.join(work, "blob.s")
-        sources = _write_units(work, c_units, tc.variants, name, list(functions))
+        varied = [f for f in functions if f not in set(once_functions)]
+        sources = _write_units(work, c_units, tc.variants, name, varied, once_units)
         c_paths = [path for path, _ in sources] + carried.write_sources(work)
         sources += [(path, []) for path in c_paths[len(sources):]]
         blob.write(blob_path)
@@ -56,14 +59,18 @@ def compile_model(c_units: list[str], carried: CarriedKinds, blob: Blob, output:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_units(work: str, c_units: list[str], variants: tuple, name: str, functions: list[str]) -> list[tuple]:
-    """Write the generated units into `work`: as they are, or once per ISA variant plus the dispatch unit.
-    Returns [(path, flags the variant adds)]."""
+def _write_units(work: str, c_units: list[str], variants: tuple, name: str, functions: list[str],
+                 once_units: int = 0) -> list[tuple]:
+    """Write the generated units into `work`: as they are, or once per ISA variant (the last `once_units`
+    once, with the runtime's tables declared: the dispatch unit defines them) plus the dispatch unit, which
+    exports `functions`. Returns [(path, flags the variant adds)]."""
     files = []
     for k, text in enumerate(c_units):
         stem = "model" if k == 0 else f"model_{k + 1}"
-        if not variants:
-            files.append((f"{stem}.c", text, []))
+        if not variants or k >= len(c_units) - once_units:
+            once = text.replace(lower.SYMBOLS, lower.SYMBOLS_EXTERN, 1) if variants else text
+            files.append((f"{stem}.c", once, []))
+            continue
         for v in variants:
             files.append((f"{stem}.{v.name}.c", isa_variants.variant_unit(text, functions, v), list(v.cflags)))
     if variants:

@@ -91,6 +91,8 @@ class Lowered:
     requires: list[str]  # sonames needed at run time
     install_hints: list[str]  # said when a header or library is missing at compile
     carried: CarriedKinds  # kinds whose C the file carries
+    once_units: int = 0  # the last units of c_units hold ONCE_BACKENDS' code: compiled once, not per ISA variant
+    once_functions: list[str] = dataclasses.field(default_factory=list)  # the functions those units define
 
     @property
     def c_text(self) -> str:
@@ -102,6 +104,9 @@ class Lowered:
         return [f for functions in self.functions.values() for f in functions]
 
 
+# Backends whose generated C is glue around a library that picks its own kernels by CPU: compiled once, in
+# units of their own, not once per ISA variant (isa_variants.py).
+ONCE_BACKENDS = ("xnnpack",)
 # Backends whose generated C keeps no state between calls: two regions with the same code may share it.
 # (xnnpack's keeps the operators it created, holding the region's own packed weights.)
 SHAREABLE_BACKENDS = ("host", "cblas")
@@ -143,6 +148,7 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     of model `name`; `outputs` is output_plan(graph)."""
     preludes: list[str] = []
     sources: list[str] = []
+    once_sources: list[str] = []  # ONCE_BACKENDS' code
     low = Lowered(graph=graph, c_units=[], functions={}, payloads=[], calls=[], dso_weights=[], libraries=[],
                   requires=[], install_hints=[], carried=CarriedKinds())
     relaid: dict[str, tuple[Region, np.ndarray]] = {}  # weight -> (the region that re-lays it out, new array)
@@ -164,7 +170,11 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
                     preludes.append(prelude)
             if lowered.install_hint and lowered.install_hint not in low.install_hints:
                 low.install_hints.append(lowered.install_hint)
-            sources.append(lowered.source)
+            if backend.name in ONCE_BACKENDS:
+                once_sources.append(lowered.source)
+                low.once_functions.extend(lowered.functions)
+            else:
+                sources.append(lowered.source)
             low.functions.setdefault(backend.name, []).extend(lowered.functions)
             low.libraries.extend(lowered.libraries)
             low.requires.extend(lowered.requires)
@@ -193,21 +203,26 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     dupes = sorted({f for f in functions if functions.count(f) > 1})
     if dupes:
         raise BuildError(f"generated code defines {', '.join(dupes)} more than once (a backend bug)")
-    low.c_units = c_units(name, preludes, sources)
+    low.c_units = c_units(name, preludes, sources, once_sources)
+    low.once_units = len(low.c_units) - len(c_units(name, preludes, sources)) if once_sources else 0
     return low
 
 
-def c_units(name: str, preludes: list[str], sources: list[str]) -> list[str]:
+def c_units(name: str, preludes: list[str], sources: list[str], once_sources: list[str] = ()) -> list[str]:
     """The generated C as translation units: each has the header and every prelude (static helpers), and a
-    run of whole sources (a region's source may hold static tasks only it calls) of about UNIT_LINES lines."""
+    run of whole sources (a region's source may hold static tasks only it calls) of about UNIT_LINES lines;
+    `once_sources` (ONCE_BACKENDS') in units of their own, after the others."""
     runs: list[list[str]] = [[]]
-    lines = 0
-    for text in sources:
-        if runs[-1] and lines >= UNIT_LINES:
+    for group in (sources, once_sources):
+        lines = 0
+        if group and runs[-1] and group is once_sources:
             runs.append([])
-            lines = 0
-        runs[-1].append(text)
-        lines += text.count("\n") + 1
+        for text in group:
+            if runs[-1] and lines >= UNIT_LINES:
+                runs.append([])
+                lines = 0
+            runs[-1].append(text)
+            lines += text.count("\n") + 1
     units = []
     for k, run in enumerate(runs):
         symbols = SYMBOLS if k == 0 else SYMBOLS_ELSEWHERE.format(unit=k + 1, units=len(runs))

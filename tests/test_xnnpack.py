@@ -4,6 +4,7 @@ and tests/reference.py; bit-identical over 1, 2 and 3 threads and over concurren
 missing XNNPACK at build and at load; a real ResNet-18 against onnxruntime."""
 
 import os
+import re
 import subprocess
 import threading
 
@@ -235,3 +236,43 @@ def test_resnet18_with_xnnpack_matches_onnxruntime(tmp_path):
         assert float(np.abs(outs[0][key].astype(np.float64) - value).max()) / scale <= 1e-4, key
         assert np.array_equal(outs[0][key], outs[1][key]), key
     assert os.path.getsize(report.output) > 0
+
+
+def test_xnnpack_code_is_compiled_once_in_a_default_build(isa_variants_on, tmp_path, monkeypatch):
+    """XNNPACK picks its kernels by CPU itself, so a default x86-64 build compiles the xnnpack regions' glue
+    once, in units of its own, and the host code once per ISA variant; every variant the CPU runs gives
+    onnxruntime's outputs. (On a target without ISA variants, nothing changes.)"""
+    arrays = {"w1": W["w1"], "b1": W["b1"], "wd": W["wd"], "bd": W["bd"]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),  # host: a unit per variant
+             helper.make_node("Slice", ["f", "s0", "s1", "s2"], ["s"], name="slice"),
+             helper.make_node("Gemm", ["s", "wd", "bd"], ["y"], transB=1, name="fc")]
+    arrays.update(s0=np.array([0], np.int64), s1=np.array([32], np.int64), s2=np.array([1], np.int64))
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 5, 5])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])], arrays)
+    report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, save_temps=str(tmp_path / "t"),
+                   use_cache=False)
+    variants = [v["name"] for v in report.manifest["target"].get("variants", [])]
+    files = sorted(p.name for p in (tmp_path / "t").glob("*.c"))
+    if not variants:
+        pytest.skip("this target carries one ISA variant (not x86-64 glibc): nothing is compiled per variant")
+    once = [f for f in files if f.count(".") == 1 and f != "dispatch.c"]
+    varied = [f for f in files if f.count(".") == 2]
+    assert once and varied and len(varied) % len(variants) == 0, files
+    defines = {f: re.findall(r"DPK_EXPORT int (\w+)\(", (tmp_path / "t" / f).read_text()) for f in once + varied}
+    (xnn,) = [m["functions"] for m in report.manifest["modules"] if m["name"] == "xnnpack"]
+    assert sorted(fn for f in once for fn in defines[f]) == sorted(xnn), defines
+    assert not any(fn in xnn for f in varied for fn in defines[f]), defines
+    x = RNG.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    (want,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for isa in variants:
+        monkeypatch.setenv("DPK_ISA", isa)
+        try:
+            m = loader.load(report.output)
+        except Exception as e:  # a variant this CPU cannot run is refused at load, by name
+            assert isa in str(e), e
+            continue
+        with m:
+            assert m.isa == isa
+            np.testing.assert_allclose(m.run(x=x)["y"], want, rtol=1e-4, atol=1e-5)
