@@ -221,3 +221,15 @@ def test_code_that_names_a_node_at_run_time_is_not_shared():
     regions = [(host, region(relu, "host_r1", ["r1"], ["a"])), (host, region(relu, "host_r2", ["r2"], ["b"]))]
     low = lower.lower("r", relu, regions, lower.output_plan(relu))
     assert low.functions["host"] == ["host_r1"] and [c.func for c in low.calls] == ["host_r1", "host_r1"]
+
+
+def test_a_c_backend_checks_the_region_before_lowering_it():
+    """Backend.check_c_region: the function's name must be a C identifier, every node one the backend takes."""
+    from packager.backends.host import HostBackend
+
+    graph = mlp_graph()
+    with pytest.raises(BuildError, match=r"^host backend: region name 'bad name' is not a C identifier$"):
+        HostBackend().lower(region(graph, "bad name", ["fc"], ["h"]), graph)
+    graph.nodes[0].op = "no_such_op"
+    with pytest.raises(BuildError, match=r"node 'fc' \(op no_such_op\): host backend cannot lower it: op no_such_op"):
+        HostBackend().lower(region(graph, "host_fc", ["fc"], ["h"]), graph)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from packager.ir import Graph, Node
+from packager.backends import cgen
+from packager.ir import BuildError, Graph, Node
 
 
 @dataclass
@@ -127,6 +128,17 @@ class Backend:
 
     def lower(self, region: Region, graph: Graph) -> CSource | Payload:
         raise NotImplementedError
+
+    def check_c_region(self, region: Region, graph: Graph) -> str:
+        """The region's name, checked to be a C identifier (a C backend names its function after it), and
+        every node checked to be one this backend supports; a BuildError says which and why."""
+        if not cgen.is_identifier(region.name):
+            raise BuildError(f"{self.name} backend: region name '{region.name}' is not a C identifier")
+        for node in region.nodes:
+            reason = self.supports(node, graph)
+            if reason is not None:
+                raise BuildError(f"{node.describe()}: {self.name} backend cannot lower it: {reason}")
+        return region.name
 
 
 def float32_tensors(backend: str, node: Node, graph: Graph) -> str | None:

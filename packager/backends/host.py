@@ -30,7 +30,7 @@ import numpy as np
 from packager import ops, plan
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region
-from packager.ir import BuildError, Graph, Node, TensorType
+from packager.ir import Graph, Node, TensorType
 
 # ---------------------------------------------------------------------------
 # Data: what the host takes, and the text it emits
@@ -1347,13 +1347,7 @@ class HostBackend(Backend):
         return None
 
     def lower(self, region: Region, graph: Graph) -> CSource:
-        fn = region.name
-        if not cgen.is_identifier(fn):
-            raise BuildError(f"host backend: region name '{fn}' is not a C identifier")
-        for node in region.nodes:
-            reason = self.supports(node, graph)
-            if reason is not None:
-                raise BuildError(f"{node.describe()}: host backend cannot lower it: {reason}")
+        fn = self.check_c_region(region, graph)
         params = list(region.inputs) + list(region.outputs)
         where = {name: cgen.arg_data(i) for i, name in reversed(list(enumerate(params)))}
         checks = [cgen.check(fn, i, name, graph.type_of(name)) for i, name in enumerate(params)]

@@ -52,7 +52,7 @@ from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region, float32_tensors
 from packager.backends.host import unary_expr
-from packager.ir import BuildError, Graph, Node, TensorType
+from packager.ir import Graph, Node, TensorType
 
 ANCHORS = ("conv2d", "dense")
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
@@ -163,13 +163,7 @@ class XnnpackBackend(Backend):
     # ---- lowering
 
     def lower(self, region: Region, graph: Graph) -> CSource:
-        fn = region.name
-        if not cgen.is_identifier(fn):
-            raise BuildError(f"xnnpack backend: region name '{fn}' is not a C identifier")
-        for node in region.nodes:
-            reason = self.supports(node, graph)
-            if reason is not None:
-                raise BuildError(f"{node.describe()}: xnnpack backend cannot lower it: {reason}")
+        fn = self.check_c_region(region, graph)
         return _Lowering(fn, region, graph).source()
 
 
