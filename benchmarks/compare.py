@@ -136,6 +136,10 @@ def environment(threads: int, march: str) -> dict:
             for line in f:
                 if line.startswith("model name"):
                     env["cpu"] = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    env["isa"] = next((isa for isa, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"))
+                                       if flag in flags), "no AVX2")
                     break
     except OSError:
         pass
@@ -590,11 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="threads for both runtimes: onnxruntime intra_op_num_threads and dsopack DPK_NUM_THREADS "
                    "(default: the CPUs this process may use)")
-    p.add_argument("--march", default="native",
-                   help="the -march the dsopack models are built with (default native: they run on this machine "
-                   "only; recorded in each manifest's producer.cflags)")
-    p.add_argument("--backends", default="cblas,host", help="dsopack backend priority (default cblas,host; "
-                   "falls back to host when cblas does not build)")
+    p.add_argument("--march", help="build the dsopack models with this -march (e.g. native: they then run on this "
+                   "machine only). Default: the default build, which on x86-64 carries baseline, AVX2 and AVX-512 "
+                   "variants and picks one at load (the issue 15 targets are for this build)")
+    p.add_argument("--backends", help="dsopack backend priority, e.g. cblas,host (default: the default build's "
+                   "choice, the fastest this machine has: backend_choice.py); a model that does not build with "
+                   "them falls back to host")
     p.add_argument("--models", metavar="A,B", help="only these models (names as in results.md; default: all)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other processes to use under 25%% of the CPUs")
@@ -608,15 +613,20 @@ def main(argv: list[str] | None = None) -> int:
     reps = 1 if quick else 5
     rounds = 1 if quick else 5  # interleaved, each runtime's best: a burst of load on this shared VM hits one round
     warm_s, measure_s, max_n = (0.2, 0.3, 2000) if quick else (0.2, 0.4, 20000)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.backends:
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    else:
+        from packager import backend_choice, spec as spec_mod, toolchain
+        backends = backend_choice.choose(None, toolchain.configure(spec_mod.Target())).backends
 
     if args.threads < 1:
         p.error("--threads must be at least 1")
-    cflags = ["-O3", f"-march={args.march}"]
+    cflags = ["-O3"] + ([f"-march={args.march}"] if args.march else [])
     os.environ["DPK_NUM_THREADS"] = str(args.threads)  # every dsopack process below: Python children, bench_crun, dpk-run
-    env_info = environment(args.threads, args.march)
+    march = args.march or "default (ISA variants)"
+    env_info = environment(args.threads, march)
     log(f"dsopack {env_info['git']} vs onnxruntime {env_info['onnxruntime']} (threads "
-        f"{args.threads}, -march={args.march}), numpy {env_info['numpy']}; {env_info['cpus']} CPUs ({env_info['cpu']}); "
+        f"{args.threads}, -march {march}, backends {'/'.join(backends)}), numpy {env_info['numpy']}; {env_info['cpus']} CPUs ({env_info['cpu']}, {env_info.get('isa', 'ISA unknown')}); "
         f"load average {env_info['load_before'][0]:.2f}")
 
     work = args.work or tempfile.mkdtemp(prefix="dsopack-bench-")
