@@ -53,18 +53,33 @@ def test_openblas_is_found_here():
 
 
 def test_default_is_xnnpack_then_cblas_then_host(tmp_path, mlp, capsys):
+    """An MLP's dense is cblas's (xnnpack takes a dense only inside its NHWC regions); a conv is xnnpack's."""
     out = tmp_path / "m.so"
     assert main(["build", mlp, "-o", str(out), "--explain"]) == 0
     text = capsys.readouterr().out
     assert "backends [xnnpack, cblas, host]: the default for " in text
     assert "XNNPACK found" in text and "OpenBLAS found" in text
-    assert "mm -> xnnpack (first in [xnnpack, cblas, host] that supports dense)" in text
-    assert "act -> xnnpack (first in [xnnpack, cblas, host] that supports relu)" in text
+    assert "mm -> cblas (xnnpack: xnnpack takes a dense only inside a region" in text
+    assert "act -> cblas (fused into mm)" in text
     assert "sm -> host (xnnpack: op softmax has no xnnpack kernel" in text
     report = build(mlp, str(tmp_path / "r.so"), quiet=True)
     assert report.backends == ["xnnpack", "cblas", "host"]
-    assert report.manifest["requires"] == ["libXNNPACK.so.0"]
+    assert report.manifest["requires"] == ["libopenblas.so.0"]
     check_outputs(str(out), mlp)
+
+    wc = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "wc"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        initializer=[numpy_helper.from_array(wc, "wc")])
+    cnn = str(tmp_path / "cnn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), cnn)
+    assert main(["build", cnn, "-o", str(tmp_path / "c.so"), "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "conv -> xnnpack (first in [xnnpack, cblas, host] that supports conv2d)" in text
+    assert build(cnn, str(tmp_path / "c2.so"), quiet=True).manifest["requires"] == ["libXNNPACK.so.0"]
 
 
 def test_default_without_xnnpack_is_cblas_then_host(tmp_path, mlp, capsys, monkeypatch):
@@ -183,7 +198,7 @@ def test_cross_target_default_follows_the_targets_libraries(tmp_path, mlp, capsy
     text = capsys.readouterr().out
     kept = [name for name in ("xnnpack", "cblas") if has[name]] + ["host"]
     assert f"backends [{', '.join(kept)}]: the default for aarch64-linux-gnu" in text
-    assert f"mm -> {kept[0]}" in text
+    assert f"mm -> {'cblas' if has['cblas'] else 'host'}" in text  # an MLP's dense is never xnnpack's
     for name, label, package in (("xnnpack", "XNNPACK", "libxnnpack-dev:arm64"),
                                  ("cblas", "OpenBLAS", "libopenblas-dev:arm64")):
         assert (f"{label} found" in text) == has[name]

@@ -70,6 +70,8 @@ ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 CHANNEL_GRANULE = 16  # output channels per block are a multiple of this (XNNPACK's AVX-512 tile is 16 wide)
 MAX_BLOCKS = 8  # operators per conv/dense: enough to share among a few threads
 BLOCK_MIN_WORK = 1 << 20  # multiply-adds per block at least (each block re-reads the whole input)
+MIN_CONV_CHANNELS = 8  # output channels a (non-grouped) conv needs for XNNPACK's tiles to pay
+SPLIT_COPY_BYTES = 1 << 20  # the extra packed weights a layer's blocks of images may cost (a copy each)
 TRANSPOSE_TILE = 256  # positions per unit of a layout transpose
 ELEMENTWISE_BLOCK = 16384
 # Debian's XNNPACK (2022-02) has depthwise microkernels of 3, 4, 9 and 25 taps; a 7x7 depthwise conv
@@ -133,12 +135,20 @@ class XnnpackBackend(Backend):
         x = graph.type_of(node.inputs[0]).shape
         if node.op == "dense" and len(x) != 2:
             return f"xnnpack takes a dense of x [M, K] (rank 2), not {list(x)}"
+        if node.op == "dense" and not self._made_here(node.inputs[0], graph):
+            # an MLP's chain: OpenBLAS reads W where it lies (no packed copy in memory, no packing before the first
+            # result: the 100 MB MLP) and its sgemv is 3x faster at batch 1 (mlp_small 20 against 69 us)
+            return ("xnnpack takes a dense only inside a region (x made by a node it takes, e.g. a CNN's "
+                    "classifier); a dense alone is cblas's or host's")
         if node.op == "conv2d" and len(x) != 4:
             return f"xnnpack takes a 2-D conv of NCHW x, not {list(x)}"
         if node.op == "conv2d" and node.inputs[0] in graph.weights:  # the region transposes activations only
             return "xnnpack takes a conv of a computed x, not of a weight"
         if node.op == "conv2d":
             w = graph.type_of(node.inputs[1]).shape
+            if node.attrs["groups"] == 1 and w[0] < MIN_CONV_CHANNELS:
+                return (f"a conv of {w[0]} output channels: XNNPACK computes them in tiles of 8 or 16 (AVX2, AVX-512), "
+                        f"so it wastes most of each tile (LeNet's 6-channel conv at batch 64: 1.8x OpenBLAS's time)")
             if w[1] == 1 and node.attrs["groups"] > 1 and w[2] * w[3] > DEPTHWISE_MAX_TAPS:
                 return (f"a depthwise {w[2]}x{w[3]} conv: XNNPACK has depthwise kernels of at most "
                         f"{DEPTHWISE_MAX_TAPS} taps, and its fallback is slower than host's direct loop")
@@ -287,22 +297,41 @@ class _Lowering:
         self._step(f"{tensor}: {what}", ["float", "float"], [src], dst, units, body, n * c * p)
 
     def _operators(self, node: Node, slices: list[tuple[int, int]], create: str, setup: str,
-                   offsets: list[tuple[int, int]], out: str, work: int) -> None:
-        """One operator per slice: `create` / `setup` are C with {k} (the operator), {b}/{e} (the slice)."""
+                   offsets: list[tuple[int, int]], out: str, work: int, images: tuple[int, int, int] | None = None,
+                   weight_bytes: int = 0) -> None:
+        """One operator per slice and block of images: `create` / `setup` are C with {k} (the operator), {b}/{e}
+        (the slice), {n} (images in the block); offsets are each slice's (x, y) element offsets. `images` =
+        (count, x elements per image, y elements per image) lets a batch be cut into blocks of images when the
+        slices alone are fewer than MAX_BLOCKS (a narrow layer at batch 64 used one thread): each block's
+        operators pack their own copy of the weights, so blocks are added while the copies cost at most
+        SPLIT_COPY_BYTES (`weight_bytes`: the layer's weights)."""
+        n_images = images[0] if images else 1
+        count = max(1, min(n_images, MAX_BLOCKS // len(slices), work // (BLOCK_MIN_WORK * len(slices)),
+                           1 + SPLIT_COPY_BYTES // max(1, weight_bytes)))
+        size = -(-n_images // count)
+        blocks = [(i, min(n_images, i + size) - i) for i in range(0, n_images, size)]
         base = self.nops
-        for k, (b, e) in enumerate(slices):
-            self.creates.append(create.format(k=base + k, b=b, e=e))
-        self.nops += len(slices)
-        xoff = ", ".join(str(o[0]) for o in offsets)
-        yoff = ", ".join(str(o[1]) for o in offsets)
-        body = (f"static const int64_t xoff[] = {{{xoff}}}, yoff[] = {{{yoff}}};\n"
+        units = []
+        for i0, n in blocks:
+            for b, e in slices:
+                self.creates.append(create.format(k=base + len(units), b=b, e=e))
+                units.append((i0, n, b, e))
+        self.nops += len(units)
+        per_x, per_y = images[1:] if images else (0, 0)
+        xs = [offsets[k % len(slices)][0] + units[k][0] * per_x for k in range(len(units))]
+        ys = [offsets[k % len(slices)][1] + units[k][0] * per_y for k in range(len(units))]
+        ns = [u[1] for u in units]
+        body = (f"static const int64_t xoff[] = {{{', '.join(map(str, xs))}}}, yoff[] = {{{', '.join(map(str, ys))}}}, "
+                f"nb[] = {{{', '.join(map(str, ns))}}};\n"
                 f"for (int64_t u = begin; u < end; ++u) {{\n"
                 f"  /* the operators were created and checked with these shapes: setup and run cannot fail */\n"
-                f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]')};\n"
+                f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]', n='(size_t)nb[u]')};\n"
                 f"  (void)xnn_run_operator(in0[u], NULL);\n"
                 f"}}")
-        self._step(f"{node.name}: {node.op} ({len(slices)} XNNPACK operator{'s' * (len(slices) > 1)})", ["xnn_operator_t", "float", "float"],
-                   [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(slices), body, work)
+        what = f"{len(units)} XNNPACK operator{'s' * (len(units) > 1)}" + (
+            f": {len(slices)} slices x {len(blocks)} blocks of images" if len(blocks) > 1 else "")
+        self._step(f"{node.name}: {node.op} ({what})", ["xnn_operator_t", "float", "float"],
+                   [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(units), body, work)
 
     def _conv2d(self, node: Node, act: Node | None, out: str) -> None:
         x, y = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape
@@ -331,8 +360,9 @@ class _Lowering:
             offsets = [(b * icg, b * ocg) for b, _ in slices]
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
-        setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {x[0]}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
-        self._operators(node, slices, create, setup, offsets, out, work)
+        setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
+        self._operators(node, slices, create, setup, offsets, out, work, (x[0], x[1] * x[2] * x[3], y[1] * y[2] * y[3]),
+                        w.nbytes)
 
     def _dense(self, node: Node, act: Node | None, out: str) -> None:
         (m, k), n = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape[-1]
@@ -345,8 +375,9 @@ class _Lowering:
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_fully_connected_nc_f32("
                   f"{k}, {{e}} - {{b}}, {k}, {n}, {wp}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, "
                   f"&ops[{{k}}]));")
-        setup = f"xnn_setup_fully_connected_nc_f32({{op}}, {m}, {{x}}, {{y}}, NULL)"
-        self._operators(node, slices, create, setup, [(0, b) for b, _ in slices], out, work)
+        setup = "xnn_setup_fully_connected_nc_f32({op}, {n}, {x}, {y}, NULL)"
+        self._operators(node, slices, create, setup, [(0, b) for b, _ in slices], out, work, (m, k, n),
+                        k * n * 4)
 
     def _pool(self, node: Node, out: str) -> None:
         """maxpool2d / global_avgpool: one operator per block of channels (pixel strides = all channels)."""
@@ -358,15 +389,16 @@ class _Lowering:
             work = y[0] * y[2] * y[3] * c * kh * kw
             create = (f"xnn_create_max_pooling2d_nhwc_f32({pt}, {pr}, {pb}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, "
                       f"{{e}} - {{b}}, {c}, {c}, -INFINITY, INFINITY, 0, &ops[{{k}}])")
-            setup = f"xnn_setup_max_pooling2d_nhwc_f32({{op}}, {x[0]}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
+            setup = f"xnn_setup_max_pooling2d_nhwc_f32({{op}}, {{n}}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
         else:
             work = math.prod(x)
             create = (f"xnn_create_global_average_pooling_nwc_f32({{e}} - {{b}}, {c}, {c}, -INFINITY, INFINITY, 0, "
                       f"&ops[{{k}}])")
-            setup = f"xnn_setup_global_average_pooling_nwc_f32({{op}}, {x[0]}, {x[2] * x[3]}, {{x}}, {{y}}, NULL)"
+            setup = f"xnn_setup_global_average_pooling_nwc_f32({{op}}, {{n}}, {x[2] * x[3]}, {{x}}, {{y}}, NULL)"
         slices = _slices(c, CHANNEL_GRANULE, work)
         create = f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", {create});"
-        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work)
+        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work,
+                        (x[0], math.prod(x[1:]), math.prod(y[1:])))
 
     def _sigmoid(self, node: Node, out: str) -> None:
         """XNNPACK's vectorized sigmoid (host's C calls expf per element): one operator per slice of the flat
