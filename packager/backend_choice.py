@@ -7,8 +7,10 @@
 The rule (`dsopack build model.onnx` without a manifest, or `backends=None`):
 FASTEST in order, each kept if the target can build it. Today that is xnnpack
 (when the toolchain compiles and links `#include <xnnpack.h>` with -lXNNPACK for
-the target triple), then cblas (`#include <cblas.h>` with -lopenblas: natively,
-or a cross target's multiarch OpenBLAS), then host, which always builds. A
+the target triple; for aarch64, the arm64 XNNPACK `scripts/setup.sh --cross`
+unpacks into /usr/local/lib/aarch64-linux-gnu, toolchain.target_dirs), then
+cblas (`#include <cblas.h>` with -lopenblas: natively, or a cross target's
+multiarch OpenBLAS), then host, which always builds. A
 library backend left out is named with what is missing and how to install it
 (its INSTALL_HINT, for a cross target with the target's packages), and the
 build says it in one line of its progress output. A manifest's `backends`,

@@ -42,6 +42,9 @@ MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64"
 ELF_MACHINES = {62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390x", 3: "i386", 40: "arm"}
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64", "ppc64": "ppc64el", "s390x": "s390x"}
 NATIVE_CPU_FLAGS = ("-march=native", "-mcpu=native", "-mtune=native")
+# Debian 12 packages whose library is not Multi-Arch: same: the target's cannot be installed next to this
+# machine's (install_hint; scripts/setup.sh --cross unpacks the arm64 ones into /usr/local/lib/aarch64-linux-gnu)
+NOT_MULTIARCH = ("libxnnpack-dev", "libpthreadpool-dev")
 
 
 def resolve_cc(cc: str | None = None, manifest_cc: str | None = None, triple: str | None = None) -> list[str]:
@@ -216,11 +219,16 @@ def configure(target, cc: str | None = None, triple: str | None = None, march: s
 
 def target_dirs(triple: str) -> tuple[list[str], list[str]]:
     """(include dirs, library dirs) of a cross target's own libraries: Debian/Ubuntu
-    multiarch /usr/include/<triple> and /usr/lib/<triple>, those that exist. Debian's
-    cross gcc searches them already; other compilers (clang --target, vendor
-    toolchains) may not. Anything else: -I/-L/--sysroot in target.cflags/ldflags."""
+    multiarch /usr/include/<triple> and /usr/lib/<triple>, then /usr/local/lib/<triple>
+    (where `scripts/setup.sh --cross` unpacks the arm64 XNNPACK without dpkg: Debian 12's
+    libxnnpack0 and libpthreadpool0 are not Multi-Arch: same, so dpkg cannot install them
+    next to the amd64 ones), those that exist. Debian's cross gcc searches all three
+    already (its ld's SEARCH_DIR); other compilers (clang --target, vendor toolchains) may
+    not, and the "searched:" of a missing library's hint names them. /usr/lib comes first:
+    a library dpkg installed wins over an unpacked copy. Anything else: -I/-L/--sysroot in
+    target.cflags/ldflags."""
     name = multiarch(triple)
-    found = [d for d in (f"/usr/include/{name}", f"/usr/lib/{name}") if os.path.isdir(d)]
+    found = [d for d in (f"/usr/include/{name}", f"/usr/lib/{name}", f"/usr/local/lib/{name}") if os.path.isdir(d)]
     return [d for d in found if "/include/" in d], [d for d in found if "/lib/" in d]
 
 
@@ -234,7 +242,13 @@ def install_hint(hints: list[str], tc: Toolchain) -> str:
     where = ", ".join([*tc.include_dirs, *tc.library_dirs]) or "the compiler's default paths"
     text += f"; for target {tc.triple} they must be the {tc.machine} build (searched: {where})"
     match = re.search(r"apt-get install((?: [a-z0-9][a-z0-9.+-]*)+)", text)
-    if match:
+    if match and any(p in NOT_MULTIARCH for p in match.group(1).split()):
+        packages = " ".join(f"{p}:{arch}" for p in match.group(1).split())
+        host = DEBIAN_ARCH.get(host_machine(), host_machine())
+        text += (f": on Debian 12, apt-get install {packages} would remove the {host} ones (not Multi-Arch: same); "
+                 f"unpack the {arch} packages without dpkg into /usr/local/lib/{multiarch(tc.triple)} instead "
+                 f"(docs/edge.md" + ("; bash scripts/setup.sh --cross does it)" if tc.machine == "aarch64" else ")"))
+    elif match:
         packages = " ".join(f"{p}:{arch}" for p in match.group(1).split())
         text += (f": on Debian/Ubuntu: dpkg --add-architecture {arch} && apt-get update && "
                  f"apt-get install {packages}")

@@ -4,8 +4,8 @@
 #
 #   bash scripts/setup.sh            # install + demo
 #   bash scripts/setup.sh --no-demo  # install only (CI)
-#   bash scripts/setup.sh --cross    # also the aarch64 cross toolchain, qemu-user and the
-#                                    # arm64 dev libraries (docs/edge.md; tests/test_edge.py)
+#   bash scripts/setup.sh --cross    # also the aarch64 cross toolchain, qemu-user, the arm64 dev
+#                                    # libraries and XNNPACK (docs/edge.md; tests/test_edge.py)
 # Options combine: bash scripts/setup.sh --no-demo --cross
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +17,16 @@ APT_PACKAGES=(build-essential pkg-config python3-dev python3-venv
 VENV=${DSOPACK_VENV:-.venv}
 CROSS_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
                 libzstd-dev:arm64 libyaml-dev:arm64 libxxhash-dev:arm64 libsodium-dev:arm64
-                libopenblas-dev:arm64)
-# Not libxnnpack-dev:arm64: Debian 12's libxnnpack0 and libpthreadpool0 are not Multi-Arch: same, so
-# installing the :arm64 ones REMOVES the amd64 ones (docs/edge.md: cross-building the xnnpack backend).
+                libopenblas-dev:arm64
+                libcpuinfo0:arm64 libgcc-s1:arm64)   # what the arm64 libXNNPACK.so.0 needs (Multi-Arch: same)
+# The arm64 XNNPACK, unpacked by hand into ARM64_XNNPACK_DIR, never installed by dpkg: Debian 12's
+# libxnnpack0 and libpthreadpool0 are not Multi-Arch: same, so installing the :arm64 ones REMOVES the
+# amd64 ones. Their headers are the amd64 -dev packages' (APT_PACKAGES), the same version.
+ARM64_XNNPACK=(libxnnpack0 libxnnpack-dev libpthreadpool0 libpthreadpool-dev)
+# The aarch64 cross ld searches this directory (its SEARCH_DIR); the aarch64 ld.so under qemu does not (the
+# x86-64 ldconfig leaves arm64 libraries out of /etc/ld.so.cache): run with
+# qemu-aarch64 -L / -E LD_LIBRARY_PATH=/usr/local/lib/aarch64-linux-gnu (docs/edge.md).
+ARM64_XNNPACK_DIR=/usr/local/lib/aarch64-linux-gnu
 demo=1
 cross=0
 for arg in "$@"; do
@@ -51,6 +58,49 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The ARM64_XNNPACK packages for arm64, each the version of the installed amd64 one (so the headers in
+# /usr/include are theirs), unpacked with dpkg-deb -x (dpkg does not know them) and their libraries copied to
+# ARM64_XNNPACK_DIR. A stamp there names the versions: a second run with the same versions does nothing.
+arm64_xnnpack() {
+  local dir=$ARM64_XNNPACK_DIR pins=() pkg version deb header
+  local stamp=$dir/.dsopack-arm64-xnnpack
+  for pkg in "${ARM64_XNNPACK[@]}"; do
+    version=$(dpkg-query -W -f='${Version}' "$pkg") \
+      || { echo "setup: $pkg is not installed (APT_PACKAGES installs the amd64 one)" >&2; exit 1; }
+    pins+=("$pkg:arm64=$version")
+  done
+  if [ "$(cat "$stamp" 2>/dev/null)" = "${pins[*]}" ] && [ -e "$dir/libXNNPACK.so" ] \
+     && [ -e "$dir/libpthreadpool.so" ]; then
+    return 0
+  fi
+  step "unpacking the arm64 XNNPACK into $dir without dpkg (not Multi-Arch: same): ${pins[*]}"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  if ! (cd "$work" && apt-get download -q "${pins[@]}") >"$work/download.log" 2>&1; then
+    $sudo apt-get update -qq  # the arm64 package lists may be older than the installed amd64 packages
+    if ! (cd "$work" && apt-get download -q "${pins[@]}") >"$work/download.log" 2>&1; then
+      cat "$work/download.log"; echo "setup: apt-get download ${pins[*]} failed (output above)" >&2; exit 1
+    fi
+  fi
+  for deb in "$work"/*.deb; do
+    if [ "$(dpkg-deb -f "$deb" Architecture)" != arm64 ]; then
+      echo "setup: $deb is not an arm64 package" >&2; exit 1
+    fi
+    dpkg-deb -x "$deb" "$work/root"
+  done
+  for header in xnnpack.h pthreadpool.h; do
+    if ! cmp -s "$work/root/usr/include/$header" "/usr/include/$header"; then
+      echo "setup: the arm64 packages' $header differs from /usr/include/$header (the amd64 one's)" >&2; exit 1
+    fi
+  done
+  $sudo mkdir -p "$dir"
+  $sudo cp -a "$work/root/usr/lib/aarch64-linux-gnu/." "$dir/"
+  echo "${pins[*]}" | $sudo tee "$stamp" >/dev/null
+  rm -rf "$work"
+  trap - EXIT
+}
+[ $cross -eq 0 ] || arm64_xnnpack
 
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating the virtual environment $VENV"

@@ -2,28 +2,32 @@
 dpk-run (and docs/examples/classify.c) under qemu-user, compared with the
 native build; wrong-machine errors both ways; inspect/verify of a foreign file.
 
-Needs gcc-aarch64-linux-gnu, qemu-user and the :arm64 dev packages
-(`bash scripts/setup.sh --cross`; .ci/run does it). Without them the tests that
+Needs gcc-aarch64-linux-gnu, qemu-user, the :arm64 dev packages and the arm64
+XNNPACK (`bash scripts/setup.sh --cross`; .ci/run does it). Without them the tests that
 need them skip and say what is missing. binfmt_misc is not assumed: qemu is
 called explicitly, with -L for the aarch64 loader and C library.
 """
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import yaml
+from onnx import TensorProto, helper, numpy_helper
 
 import loader
 import reference as ref
 from packager import toolchain
-from packager.backends import cblas
+from packager.backends import cblas, xnnpack
 from packager.build import build
 from packager.ir import BuildError
+from test_cblas import dt_needed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME = os.path.join(ROOT, "runtime_c")
@@ -39,7 +43,11 @@ CROSS_CC = f"{TRIPLE}-gcc"
 # forever with every signal blocked (test_a_thread_starts_under_qemu). With the multiarch libc present,
 # its own loader (/lib/ld-linux-aarch64.so.1) goes with it.
 QEMU_ROOT = "/" if os.path.exists(f"/lib/ld-linux-{TRIPLE.split('-')[0]}.so.1") else f"/usr/{TRIPLE}"
-QEMU = ["qemu-aarch64", "-L", QEMU_ROOT]
+# Where scripts/setup.sh --cross unpacks the arm64 XNNPACK without dpkg (Debian 12's libxnnpack0 is not
+# Multi-Arch: same). The cross ld searches it; the aarch64 ld.so does not (the x86-64 ldconfig leaves arm64
+# libraries out of /etc/ld.so.cache), so the guest gets it in LD_LIBRARY_PATH (-E: the guest's environment only).
+ARM_LOCAL_LIBS = f"/usr/local/lib/{TRIPLE}"
+QEMU = ["qemu-aarch64", "-L", QEMU_ROOT, "-E", f"LD_LIBRARY_PATH={ARM_LOCAL_LIBS}"]
 SYSTEM_LIBS = ("dl", "pthread", "m", "c")
 
 
@@ -106,6 +114,11 @@ def example(name: str, backends=None) -> dict:
 
 def has_arm_openblas() -> bool:
     return os.path.exists(f"/usr/lib/{TRIPLE}/libopenblas.so")
+
+
+def has_arm_xnnpack() -> bool:
+    """The arm64 libXNNPACK.so where dpkg (libxnnpack-dev:arm64) or scripts/setup.sh --cross puts it."""
+    return any(os.path.exists(f"{d}/libXNNPACK.so") for d in (f"/usr/lib/{TRIPLE}", ARM_LOCAL_LIBS))
 
 
 # name -> (spec, input name); "digits_cblas" is the digits MLP with its dense layers on OpenBLAS.
@@ -241,6 +254,84 @@ def test_aarch64_threads_give_the_same_bits(backends, arm_runtime, tmp_path):
     ref.assert_close(outputs[1], cnn_mlp_approx(x, w)["y"], err_msg="aarch64, 1 thread")
 
 
+def xnnpack_cnn(directory) -> str:
+    """A small CNN the xnnpack backend takes all of but the flatten: conv 3x3 + relu, max pool, depthwise 3x3 +
+    clip, 1x1 conv, global pool (one region), flatten (host), Gemm (a second region). Outputs y and the
+    depthwise conv's r2 (4-D: converted back from XNNPACK's NHWC)."""
+    rng = np.random.default_rng(21)
+    shapes = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (32, 1, 3, 3), "b2": (32,), "w3": (32, 32, 1, 1),
+              "wd": (10, 32), "bd": (10,)}
+    w = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in shapes.items()}
+    w.update(lo=np.array(0, np.float32), hi=np.array(6, np.float32))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv3x3"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="maxpool"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=32, name="depthwise"),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6"),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], name="pointwise"),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(nodes, "xnn_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10]),
+                               helper.make_tensor_value_info("r2", TensorProto.FLOAT, [2, 32, 8, 8])],
+                              [numpy_helper.from_array(a, k) for k, a in w.items()])
+    path = os.path.join(directory, "cnn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_aarch64_xnnpack_matches_the_host_build(arm_runtime, tmp_path, monkeypatch):
+    """The xnnpack backend cross-built for aarch64 against the arm64 XNNPACK (scripts/setup.sh --cross unpacks
+    it) and run by the aarch64 dpk-run under qemu: the file really has XNNPACK regions (not host code), the
+    outputs are within 1e-5 relative of the x86-64 build's, the same bits on 1 and 3 threads; and a cross
+    build without backends picks xnnpack first."""
+    if not has_arm_xnnpack():
+        pytest.skip(f"the arm64 XNNPACK is not in /usr/lib/{TRIPLE} or {ARM_LOCAL_LIBS} ({SETUP} unpacks it "
+                    f"into {ARM_LOCAL_LIBS})")
+    monkeypatch.setattr(xnnpack, "BLOCK_MIN_WORK", 1 << 12)  # small blocks: each conv is several operators
+    path = xnnpack_cnn(tmp_path)
+    given = build(path, tmp_path / "x.arm.so", quiet=True, backends=["xnnpack", "host"], target=TRIPLE,
+                  save_temps=str(tmp_path / "temps"))
+    default = build(path, tmp_path / "d.arm.so", quiet=True, target=TRIPLE)
+    host = build(path, tmp_path / "x.so", quiet=True, backends=["xnnpack", "host"])
+    assert default.backends[0] == "xnnpack", default.backends_reason
+    assert default.backends_reason.startswith(f"the default for {TRIPLE}: XNNPACK found"), default.backends_reason
+    for report in (given, default):
+        assert toolchain.elf_machine(report.output) == "aarch64"
+        assert report.manifest["requires"][0] == "libXNNPACK.so.0" and "libXNNPACK.so.0" in dt_needed(report.output)
+        xnn = [m["functions"] for m in report.manifest["modules"] if m["name"] == "xnnpack"]
+        assert len(xnn) == 1 and len(xnn[0]) == 2, report.manifest["modules"]  # the two regions
+        for node in ("conv3x3", "maxpool", "depthwise", "pointwise", "pool", "fc"):
+            assert any(line.startswith(f"{node} -> xnnpack") for line in report.explain), (node, report.explain)
+    source = "".join(p.read_text() for p in (tmp_path / "temps").glob("*.c"))
+    for conv in ("conv3x3", "depthwise", "pointwise"):
+        match = re.search(rf"{conv}: conv2d \((\d+) XNNPACK operators\)", source)
+        assert match and int(match.group(1)) > 1, conv  # so that 3 threads share the blocks
+
+    x = np.random.default_rng(22).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with loader.load(host.output) as model:
+        want = model.run(x=x)
+    runner = os.path.join(arm_runtime, "dpk-run")
+    for name, report, threads in (("given1", given, 1), ("given3", given, 3), ("default", default, 1)):
+        result = qemu("-strace", runner, report.output, f"x={tmp_path / 'x.npy'}", "-o", tmp_path / name,
+                      env={"DPK_NUM_THREADS": str(threads)})
+        assert result.stderr.count(" clone(CLONE_VM|") >= threads - 1, f"{name}: threads not started"
+        # the aarch64 ld.so loaded the arm64 libXNNPACK (it cannot load an x86-64 one)
+        assert re.search(r'openat\(AT_FDCWD,"[^"]*/libXNNPACK\.so\.0",[^)]*\) = \d+\n', result.stderr), name
+        for key, value in want.items():
+            got = np.load(tmp_path / name / f"{key}.npy")
+            assert got.shape == value.shape and got.dtype == np.float32, (name, key)
+            error = float(np.abs(got.astype(np.float64) - value).max()) / float(np.abs(value).max())
+            assert error <= 1e-5, f"{name} {key}: {error:.3g} relative to the x86-64 build"
+    for key in want:
+        np.testing.assert_array_equal(np.load(tmp_path / "given3" / f"{key}.npy"),
+                                      np.load(tmp_path / "given1" / f"{key}.npy"), err_msg=f"{key}: 3 threads vs 1")
+
+
 @pytest.mark.parametrize("static", ["1", "libs"])
 def test_static_dpk_run(static, packages, tmp_path):
     """STATIC=1: no dynamic section at all; STATIC=libs: only the C library is needed."""
@@ -344,9 +435,27 @@ def test_missing_target_library_names_the_target_package(tmp_path, monkeypatch):
               target=TRIPLE)
     first = str(info.value).splitlines()[0]
     assert first.startswith("library -lopenblas_not_installed is missing: the cblas backend needs")
-    assert (f"for target {TRIPLE} they must be the aarch64 build (searched: /usr/include/{TRIPLE}, /usr/lib/{TRIPLE}): "
+    includes, libs = toolchain.target_dirs(TRIPLE)
+    assert includes[0] == f"/usr/include/{TRIPLE}" and libs[0] == f"/usr/lib/{TRIPLE}"  # then /usr/local/lib/...
+    assert (f"for target {TRIPLE} they must be the aarch64 build (searched: {', '.join(includes + libs)}): "
             "on Debian/Ubuntu: dpkg --add-architecture arm64 && apt-get update && apt-get install "
             "libopenblas-dev:arm64") in first
+
+
+def test_missing_target_xnnpack_says_not_to_apt_get_it(tmp_path, monkeypatch):
+    """Debian 12's libxnnpack0 is not Multi-Arch: same: the hint for a missing arm64 XNNPACK does not tell
+    to apt-get install it (that removes the amd64 one) but to unpack it, as scripts/setup.sh --cross does."""
+    needs_cross()
+    monkeypatch.setattr(xnnpack, "LIBRARIES", ["XNNPACK_not_installed"])
+    with pytest.raises(BuildError) as info:
+        build(example("digits_mlp", ["xnnpack", "host"]), tmp_path / "d.so", base_dir=MANIFESTS, quiet=True,
+              target=TRIPLE)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("library -lXNNPACK_not_installed is missing: the xnnpack backend needs"), first
+    assert first.endswith(f"(searched: {', '.join(sum(toolchain.target_dirs(TRIPLE), []))}): on Debian 12, "
+                          "apt-get install libxnnpack-dev:arm64 libpthreadpool-dev:arm64 would remove the amd64 ones "
+                          f"(not Multi-Arch: same); unpack the arm64 packages without dpkg into {ARM_LOCAL_LIBS} "
+                          "instead (docs/edge.md; bash scripts/setup.sh --cross does it)"), first
 
 
 def test_target_names():

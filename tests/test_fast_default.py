@@ -190,9 +190,11 @@ def test_help_teaches_backends(capsys):
                     reason="needs an x86-64 host with aarch64-linux-gnu-gcc (bash scripts/setup.sh --cross)")
 def test_cross_target_default_follows_the_targets_libraries(tmp_path, mlp, capsys):
     """The probes use the cross toolchain and the target's own libraries: xnnpack and cblas exactly when the
-    arm64 XNNPACK and OpenBLAS are installed (the x86-64 ones do not count); a note names the :arm64 package
-    of each one left out."""
-    has = {"xnnpack": os.path.exists("/usr/lib/aarch64-linux-gnu/libXNNPACK.so"),
+    arm64 XNNPACK and OpenBLAS are installed (the x86-64 ones do not count; the arm64 XNNPACK by dpkg or unpacked
+    into /usr/local/lib/aarch64-linux-gnu by scripts/setup.sh --cross); a note names the :arm64 package of each
+    one left out, and for XNNPACK (not Multi-Arch: same) that apt-get would remove the amd64 one."""
+    has = {"xnnpack": any(os.path.exists(f"{d}/aarch64-linux-gnu/libXNNPACK.so")
+                          for d in ("/usr/lib", "/usr/local/lib")),
            "cblas": os.path.exists("/usr/lib/aarch64-linux-gnu/libopenblas.so")}
     assert main(["build", mlp, "-o", str(tmp_path / "a.so"), "--target", "aarch64-linux-gnu", "--explain"]) == 0
     text = capsys.readouterr().out
@@ -203,3 +205,4 @@ def test_cross_target_default_follows_the_targets_libraries(tmp_path, mlp, capsy
                                  ("cblas", "OpenBLAS", "libopenblas-dev:arm64")):
         assert (f"{label} found" in text) == has[name]
         assert (package in text) == (not has[name])
+    assert ("would remove the amd64 ones (not Multi-Arch: same)" in text) == (not has["xnnpack"])
