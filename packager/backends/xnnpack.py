@@ -9,10 +9,12 @@ its 4-D inputs from NCHW into NHWC once, runs every node in NHWC, and turns its
 4-D outputs back, so a ResNet's conv/add/relu chain pays two transposes, not two
 per conv. In a region:
 
-    conv2d   any groups (depthwise, grouped), strides, dilations, asymmetric pads,
+    conv2d   any groups (depthwise, grouped; a plain conv needs 8 output channels,
+             XNNPACK's narrowest tile), strides, dilations, asymmetric pads,
              bias; a relu or clip that alone reads it is fused (XNNPACK's
              output min/max)
-    dense    x [M, K] (rank 2), W [N, K] as stored, bias; relu/clip fused
+    dense    x [M, K] (rank 2) made in the region (a CNN's classifier; an MLP's
+             dense is OpenBLAS's), W [N, K] as stored, bias; relu/clip fused
     maxpool2d, global_avgpool, reduce_mean over H and W  XNNPACK's pools
     add, sub, mul, div  operands of the output's shape, or one value, or one
              per channel (a squeeze-excite scale); then any fused unary op
@@ -32,7 +34,9 @@ on the region's first call (so about one more copy of the region's weights in
 memory, per concurrent run; c/xnnpack_prelude.h keeps the instances).
 
 Threads and determinism: each conv/dense is split at build time into blocks of
-output channels (or of groups), each block one XNNPACK operator run with no
+output channels (or of groups), and a narrow layer of a batch also into blocks
+of images (a packed copy of its weights each, SPLIT_COPY_BYTES at most), each
+block one XNNPACK operator run with no
 pthreadpool; the blocks are the units of a cgen task, so dsopack's own pool
 runs them. Every output is computed by one operator on one thread whatever the
 thread count: outputs are bit-identical for any thread count.
