@@ -142,6 +142,38 @@ def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
             assert np.array_equal(got[key], runs[0][key]), key
 
 
+def test_one_image_is_cut_into_blocks_of_rows(tmp_path, monkeypatch):
+    """At batch 1 a conv is cut into blocks of output rows, each an operator with the input rows it reads and the
+    pads it keeps: asymmetric pads (a top pad taller than a block's reach, a bottom pad), stride 2, dilation 2, a
+    depthwise and a 1x1 conv, an odd height. Outputs match onnxruntime and the reference, the same bits on 1, 2
+    and 3 threads."""
+    arrays = weights(wa=(16, 8, 3, 3), ba=(16,), wb=(16, 1, 3, 3), wc=(24, 16, 1, 1))
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[3, 1, 2, 0], strides=[2, 2], dilations=[2, 2],
+                              name="strided"),
+             helper.make_node("Relu", ["a"], ["ar"], name="relu"),
+             helper.make_node("Conv", ["ar", "wb"], ["b"], pads=[1, 1, 1, 1], group=16, name="depthwise"),
+             helper.make_node("Conv", ["b", "wc"], ["y"], name="pointwise")]
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 23, 15])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 13, 7])], arrays)
+    monkeypatch.setattr(xnnpack, "BLOCK_MIN_WORK", 1 << 10)
+    report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, save_temps=str(tmp_path / "temps"))
+    source = "".join(p.read_text() for p in (tmp_path / "temps").glob("*.c"))
+    for conv in ("strided", "depthwise", "pointwise"):
+        assert re.search(rf"{conv}: conv2d \(\d+ XNNPACK operators: 1 slices x \d+ blocks of rows\)", source), conv
+    x = RNG.standard_normal((1, 8, 23, 15)).astype(np.float32)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    a = np.maximum(ref.conv2d(x, arrays["wa"], arrays["ba"], strides=(2, 2), pads=(3, 1, 2, 0), dilations=(2, 2)), 0)
+    y = ref.conv2d(ref.conv2d(a, arrays["wb"], pads=(1, 1, 1, 1), groups=16), arrays["wc"])
+    runs = []
+    for threads in (1, 2, 3):
+        with loader.load(report.output, num_threads=threads) as model:
+            runs.append(model.run(x=x)["y"])
+    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(runs[0], y, rtol=1e-4, atol=1e-5 * np.abs(y).max())
+    for got in runs[1:]:
+        assert np.array_equal(got, runs[0])
+
+
 def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
     """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 7x7 depthwise conv, a 3-D
     dense, a 2-D dense of an input (an MLP's: OpenBLAS's), a conv of 6 output channels and a relu of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,

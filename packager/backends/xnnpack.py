@@ -33,10 +33,13 @@ into its CPU-specific blocked layout when the region's operators are created,
 on the region's first call (so about one more copy of the region's weights in
 memory, per concurrent run; c/xnnpack_prelude.h keeps the instances).
 
-Threads and determinism: each conv/dense is split at build time into blocks of
-output channels (or of groups), and a narrow layer of a batch also into blocks
-of images (a packed copy of its weights each, SPLIT_COPY_BYTES at most), each
-block one XNNPACK operator run with no
+Threads and determinism: each conv at batch 1 is split at build time into
+blocks of output rows (each thread then keeps its rows in its cache from layer
+to layer: MobileNet v2 on 2 threads 5.2 -> 4.3 ms), and every conv/dense/pool
+into blocks of output channels (or of groups), and of images at a batch. A
+block of rows or images packs its own copy of the layer's weights, so they are
+cut while the copies cost at most SPLIT_COPY_BYTES. Each block is one XNNPACK
+operator run with no
 pthreadpool; the blocks are the units of a cgen task, so dsopack's own pool
 runs them. Every output is computed by one operator on one thread whatever the
 thread count: outputs are bit-identical for any thread count.
@@ -49,6 +52,7 @@ naming it, like OpenBLAS for cblas.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,7 +79,9 @@ CHANNEL_GRANULE = 16  # output channels per block are a multiple of this (XNNPAC
 MAX_BLOCKS = 8  # operators per conv/dense: enough to share among a few threads
 BLOCK_MIN_WORK = 1 << 20  # multiply-adds per block at least (each block re-reads the whole input)
 MIN_CONV_CHANNELS = 8  # output channels a (non-grouped) conv needs for XNNPACK's tiles to pay
-SPLIT_COPY_BYTES = 1 << 20  # the extra packed weights a layer's blocks of images may cost (a copy each)
+# the extra packed weights a layer's blocks of rows or images may cost (a copy each): MobileNet v2 ran as fast
+# with 256 KiB as with 1 MiB, for 3 MiB more memory instead of 11
+SPLIT_COPY_BYTES = 1 << 18
 TRANSPOSE_TILE = 256  # positions per unit of a layout transpose
 ELEMENTWISE_BLOCK = 16384
 # Debian's XNNPACK (2022-02) has depthwise microkernels of 3, 4, 9 and 25 taps; a 7x7 depthwise conv
@@ -219,6 +225,51 @@ def _maxpool_reason(node: Node, graph: Graph) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A part of a layer's batch that one operator (per slice of channels) computes: its x and y element
+    offsets, its images (setup's batch), its input rows (setup's height), and its top and bottom pads."""
+
+    x: int
+    y: int
+    images: int
+    rows: int
+    pads: tuple[int, int]
+
+
+def _copies(count: int, slices: int, work: int, weight_bytes: int) -> int:
+    """How many blocks (of images or rows) to cut `count` into, beside `slices` slices of channels: while there
+    are fewer than MAX_BLOCKS units, each of at least BLOCK_MIN_WORK, and the extra packed copies of the
+    weights (one per block) cost at most SPLIT_COPY_BYTES."""
+    return max(1, min(count, MAX_BLOCKS // slices, work // (BLOCK_MIN_WORK * slices),
+                      1 + SPLIT_COPY_BYTES // max(1, weight_bytes)))
+
+
+def _image_blocks(x: tuple, y: tuple, count: int, pads: tuple[int, int] = (0, 0)) -> list[_Block]:
+    """The batch of x / y (NHWC, or rows of a matrix) cut into `count` blocks of whole images."""
+    size = -(-x[0] // count)
+    return [_Block(i * math.prod(x[1:]), i * math.prod(y[1:]), min(x[0], i + size) - i,
+                   x[2] if len(x) == 4 else 1, pads) for i in range(0, x[0], size)]
+
+
+def _row_blocks(x: tuple, y: tuple, kh: int, sh: int, dh: int, pt: int, count: int) -> list[_Block] | None:
+    """One NHWC image's output rows (of a conv of kh taps down, stride sh, dilation dh, top pad pt) cut into
+    `count` blocks, each with the input rows it reads and the pads it keeps (a block inside the image has
+    none). Each thread then keeps its rows in its cache from layer to layer, where a block of channels reads
+    every row another thread wrote. None when a block would read no input row (pads taller than the image)."""
+    height, oh = x[2], y[2]
+    size = -(-oh // count)
+    blocks = []
+    for r0 in range(0, oh, size):
+        r1 = min(oh, r0 + size)
+        first, end = r0 * sh - pt, (r1 - 1) * sh - pt + (kh - 1) * dh + 1  # input rows [first, end)
+        lo, hi = max(0, first), min(height, end)
+        if hi <= lo:
+            return None
+        blocks.append(_Block(lo * x[3] * x[1], r0 * y[3] * y[1], 1, hi - lo, (lo - first, end - hi)))
+    return blocks
+
+
 def _act_bounds(act: Node | None) -> tuple[float, float]:
     if act is None:
         return -math.inf, math.inf
@@ -227,10 +278,10 @@ def _act_bounds(act: Node | None) -> tuple[float, float]:
     return float(act.attrs["min"]), float(act.attrs["max"])
 
 
-def _slices(count: int, granule: int, work: int) -> list[tuple[int, int]]:
+def _slices(count: int, granule: int, work: int, most: int = MAX_BLOCKS) -> list[tuple[int, int]]:
     """[begin, end) blocks over `count` channels (or groups), each a multiple of `granule` but the last,
-    at most MAX_BLOCKS, each of at least BLOCK_MIN_WORK multiply-adds as far as that allows."""
-    blocks = max(1, min(MAX_BLOCKS, -(-count // granule), work // BLOCK_MIN_WORK))
+    at most `most`, each of at least BLOCK_MIN_WORK multiply-adds as far as that allows."""
+    blocks = max(1, min(most, -(-count // granule), work // BLOCK_MIN_WORK))
     size = -(-(-(-count // blocks)) // granule) * granule
     return [(b, min(count, b + size)) for b in range(0, count, size)]
 
@@ -301,40 +352,33 @@ class _Lowering:
         self._step(f"{tensor}: {what}", ["float", "float"], [src], dst, units, body, n * c * p)
 
     def _operators(self, node: Node, slices: list[tuple[int, int]], create: str, setup: str,
-                   offsets: list[tuple[int, int]], out: str, work: int, images: tuple[int, int, int] | None = None,
-                   weight_bytes: int = 0) -> None:
-        """One operator per slice and block of images: `create` / `setup` are C with {k} (the operator), {b}/{e}
-        (the slice), {n} (images in the block); offsets are each slice's (x, y) element offsets. `images` =
-        (count, x elements per image, y elements per image) lets a batch be cut into blocks of images when the
-        slices alone are fewer than MAX_BLOCKS (a narrow layer at batch 64 used one thread): each block's
-        operators pack their own copy of the weights, so blocks are added while the copies cost at most
-        SPLIT_COPY_BYTES (`weight_bytes`: the layer's weights)."""
-        n_images = images[0] if images else 1
-        count = max(1, min(n_images, MAX_BLOCKS // len(slices), work // (BLOCK_MIN_WORK * len(slices)),
-                           1 + SPLIT_COPY_BYTES // max(1, weight_bytes)))
-        size = -(-n_images // count)
-        blocks = [(i, min(n_images, i + size) - i) for i in range(0, n_images, size)]
+                   offsets: list[tuple[int, int]], out: str, work: int, blocks: list[_Block] | None = None,
+                   what: str = "") -> None:
+        """One operator per block (of images or rows; default: the whole batch) and slice of channels: `create`
+        and `setup` are C with {k} (the operator), {b}/{e} (the slice), {pt}/{pb} (the block's pads), {n}/{h}
+        (its images and input rows); offsets are each slice's (x, y) element offsets."""
+        blocks = blocks or [_Block(0, 0, 1, 1, (0, 0))]  # the sigmoid's: setup and create name neither
         base = self.nops
-        units = []
-        for i0, n in blocks:
-            for b, e in slices:
-                self.creates.append(create.format(k=base + len(units), b=b, e=e))
-                units.append((i0, n, b, e))
+        units = [(block, k) for block in blocks for k in range(len(slices))]
+        for i, (block, k) in enumerate(units):
+            b, e = slices[k]
+            self.creates.append(create.format(k=base + i, b=b, e=e, pt=block.pads[0], pb=block.pads[1]))
         self.nops += len(units)
-        per_x, per_y = images[1:] if images else (0, 0)
-        xs = [offsets[k % len(slices)][0] + units[k][0] * per_x for k in range(len(units))]
-        ys = [offsets[k % len(slices)][1] + units[k][0] * per_y for k in range(len(units))]
-        ns = [u[1] for u in units]
-        body = (f"static const int64_t xoff[] = {{{', '.join(map(str, xs))}}}, yoff[] = {{{', '.join(map(str, ys))}}}, "
-                f"nb[] = {{{', '.join(map(str, ns))}}};\n"
+        arrays = {"xoff": [block.x + offsets[k][0] for block, k in units],
+                  "yoff": [block.y + offsets[k][1] for block, k in units],
+                  "nb": [block.images for block, _ in units], "hb": [block.rows for block, _ in units]}
+        used = {"xoff", "yoff"} | {name for name, key in (("nb", "{n}"), ("hb", "{h}")) if key in setup}
+        declared = ", ".join(f"{name}[] = {{{', '.join(map(str, values))}}}" for name, values in arrays.items()
+                             if name in used)
+        body = (f"static const int64_t {declared};\n"
                 f"for (int64_t u = begin; u < end; ++u) {{\n"
                 f"  /* the operators were created and checked with these shapes: setup and run cannot fail */\n"
-                f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]', n='(size_t)nb[u]')};\n"
+                f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]', n='(size_t)nb[u]', h='(size_t)hb[u]')};\n"
                 f"  (void)xnn_run_operator(in0[u], NULL);\n"
                 f"}}")
-        what = f"{len(units)} XNNPACK operator{'s' * (len(units) > 1)}" + (
-            f": {len(slices)} slices x {len(blocks)} blocks of images" if len(blocks) > 1 else "")
-        self._step(f"{node.name}: {node.op} ({what})", ["xnn_operator_t", "float", "float"],
+        count = f"{len(units)} XNNPACK operator{'s' * (len(units) > 1)}" + (
+            f": {len(slices)} slices x {len(blocks)} blocks of {what}" if len(blocks) > 1 else "")
+        self._step(f"{node.name}: {node.op} ({count})", ["xnn_operator_t", "float", "float"],
                    [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(units), body, work)
 
     def _conv2d(self, node: Node, act: Node | None, out: str) -> None:
@@ -352,21 +396,27 @@ class _Lowering:
         per_unit = 1 if g == 1 else ocg  # a block: output channels [b, e) of the one group, or groups [b, e)
         bias = (f"(const float *){cgen.arg_data(self.arg[node.inputs[2]])} + {{b}} * {per_unit}"
                 if len(node.inputs) == 3 else "NULL")
+        rows = _copies(y[2], 1, work, w.nbytes) if x[0] == 1 else 1
+        blocks = _row_blocks(x, y, kh, sh, dh, pt, rows) if rows > 1 else None
+        most = MAX_BLOCKS // len(blocks) if blocks else MAX_BLOCKS  # rows first: they keep each thread's data local
         if g == 1:
-            slices = _slices(oc, CHANNEL_GRANULE, work)
-            create = (f"{pt}, {pr}, {pb}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, 1, {icg}, {{e}} - {{b}}, "
+            slices = _slices(oc, CHANNEL_GRANULE, work, most)
+            create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, 1, {icg}, {{e}} - {{b}}, "
                       f"{x[1]}, {oc}, {wp} + {{b}} * {kh * kw * icg}")
             offsets = [(0, b) for b, _ in slices]
         else:
-            slices = _slices(g, max(1, CHANNEL_GRANULE // math.gcd(CHANNEL_GRANULE, ocg)), work)
-            create = (f"{pt}, {pr}, {pb}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {{e}} - {{b}}, {icg}, {ocg}, "
+            slices = _slices(g, max(1, CHANNEL_GRANULE // math.gcd(CHANNEL_GRANULE, ocg)), work, most)
+            create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {{e}} - {{b}}, {icg}, {ocg}, "
                       f"{x[1]}, {oc}, {wp} + {{b}} * {ocg * kh * kw * icg}")
             offsets = [(b * icg, b * ocg) for b, _ in slices]
+        what = "rows"
+        if not blocks:
+            blocks = _image_blocks(x, y, _copies(x[0], len(slices), work, w.nbytes), (pt, pb))
+            what = "images"
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
-        setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {x[2]}, {x[3]}, {{x}}, {{y}}, NULL)"
-        self._operators(node, slices, create, setup, offsets, out, work, (x[0], x[1] * x[2] * x[3], y[1] * y[2] * y[3]),
-                        w.nbytes)
+        setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {{h}}, {x[3]}, {{x}}, {{y}}, NULL)"
+        self._operators(node, slices, create, setup, offsets, out, work, blocks, what)
 
     def _dense(self, node: Node, act: Node | None, out: str) -> None:
         (m, k), n = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape[-1]
@@ -380,8 +430,8 @@ class _Lowering:
                   f"{k}, {{e}} - {{b}}, {k}, {n}, {wp}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, "
                   f"&ops[{{k}}]));")
         setup = "xnn_setup_fully_connected_nc_f32({op}, {n}, {x}, {y}, NULL)"
-        self._operators(node, slices, create, setup, [(0, b) for b, _ in slices], out, work, (m, k, n),
-                        k * n * 4)
+        blocks = _image_blocks((m, k), (m, n), _copies(m, len(slices), work, k * n * 4))
+        self._operators(node, slices, create, setup, [(0, b) for b, _ in slices], out, work, blocks, "rows")
 
     def _pool(self, node: Node, out: str) -> None:
         """maxpool2d / global_avgpool: one operator per block of channels (pixel strides = all channels)."""
@@ -401,8 +451,8 @@ class _Lowering:
             setup = f"xnn_setup_global_average_pooling_nwc_f32({{op}}, {{n}}, {x[2] * x[3]}, {{x}}, {{y}}, NULL)"
         slices = _slices(c, CHANNEL_GRANULE, work)
         create = f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", {create});"
-        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work,
-                        (x[0], math.prod(x[1:]), math.prod(y[1:])))
+        blocks = _image_blocks(x, y, _copies(x[0], len(slices), work, 0))
+        self._operators(node, slices, create, setup, [(b, b) for b, _ in slices], out, work, blocks, "images")
 
     def _sigmoid(self, node: Node, out: str) -> None:
         """XNNPACK's vectorized sigmoid (host's C calls expf per element): one operator per slice of the flat
