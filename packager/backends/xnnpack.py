@@ -396,9 +396,14 @@ class _Lowering:
         per_unit = 1 if g == 1 else ocg  # a block: output channels [b, e) of the one group, or groups [b, e)
         bias = (f"(const float *){cgen.arg_data(self.arg[node.inputs[2]])} + {{b}} * {per_unit}"
                 if len(node.inputs) == 3 else "NULL")
-        rows = _copies(y[2], 1, work, w.nbytes) if x[0] == 1 else 1
-        blocks = _row_blocks(x, y, kh, sh, dh, pt, rows) if rows > 1 else None
-        most = MAX_BLOCKS // len(blocks) if blocks else MAX_BLOCKS  # rows first: they keep each thread's data local
+        # blocks of rows (one image) or of images first: each reads only its part of x, where a block of channels
+        # reads all of x, which the other threads wrote
+        if x[0] == 1:
+            blocks, what = _row_blocks(x, y, kh, sh, dh, pt, _copies(y[2], 1, work, w.nbytes)), "rows"
+        else:
+            blocks, what = _image_blocks(x, y, _copies(x[0], 1, work, w.nbytes), (pt, pb)), "images"
+        blocks = blocks or _image_blocks(x, y, 1, (pt, pb))
+        most = MAX_BLOCKS // len(blocks)
         if g == 1:
             slices = _slices(oc, CHANNEL_GRANULE, work, most)
             create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, 1, {icg}, {{e}} - {{b}}, "
@@ -409,10 +414,6 @@ class _Lowering:
             create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {{e}} - {{b}}, {icg}, {ocg}, "
                       f"{x[1]}, {oc}, {wp} + {{b}} * {ocg * kh * kw * icg}")
             offsets = [(b * icg, b * ocg) for b, _ in slices]
-        what = "rows"
-        if not blocks:
-            blocks = _image_blocks(x, y, _copies(x[0], len(slices), work, w.nbytes), (pt, pb))
-            what = "images"
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
         setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {{h}}, {x[3]}, {{x}}, {{y}}, NULL)"
