@@ -257,8 +257,8 @@ def _image_blocks(x: tuple, y: tuple, count: int, pads: tuple[int, int] = (0, 0)
 def _row_blocks(x: tuple, y: tuple, kh: int, sh: int, dh: int, pt: int, count: int) -> list[_Block] | None:
     """One NHWC image's output rows (of a conv of kh taps down, stride sh, dilation dh, top pad pt) cut into
     `count` blocks, each with the input rows it reads and the pads it keeps (a block inside the image has
-    none). Each thread then keeps its rows in its cache from layer to layer, where a block of channels reads
-    every row another thread wrote. None when a block would read no input row (pads taller than the image)."""
+    none). A block reads only its own rows of x, where a block of channels reads all of x, which every thread
+    wrote. None when a block would read no input row (pads taller than the image)."""
     height, oh = x[2], y[2]
     size = -(-oh // count)
     blocks = []
