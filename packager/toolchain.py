@@ -242,14 +242,16 @@ def install_hint(hints: list[str], tc: Toolchain) -> str:
     where = ", ".join([*tc.include_dirs, *tc.library_dirs]) or "the compiler's default paths"
     text += f"; for target {tc.triple} they must be the {tc.machine} build (searched: {where})"
     match = re.search(r"apt-get install((?: [a-z0-9][a-z0-9.+-]*)+)", text)
-    if match and any(p in NOT_MULTIARCH for p in match.group(1).split()):
-        packages = " ".join(f"{p}:{arch}" for p in match.group(1).split())
+    if not match:
+        return text
+    names = match.group(1).split()
+    packages = " ".join(f"{p}:{arch}" for p in names)
+    if any(p in NOT_MULTIARCH for p in names):
         host = DEBIAN_ARCH.get(host_machine(), host_machine())
         text += (f": on Debian 12, apt-get install {packages} would remove the {host} ones (not Multi-Arch: same); "
                  f"unpack the {arch} packages without dpkg into /usr/local/lib/{multiarch(tc.triple)} instead "
                  f"(docs/edge.md" + ("; bash scripts/setup.sh --cross does it)" if tc.machine == "aarch64" else ")"))
-    elif match:
-        packages = " ".join(f"{p}:{arch}" for p in match.group(1).split())
+    else:
         text += (f": on Debian/Ubuntu: dpkg --add-architecture {arch} && apt-get update && "
                  f"apt-get install {packages}")
         if tc.machine == "aarch64":

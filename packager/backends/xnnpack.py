@@ -369,11 +369,12 @@ class _Lowering:
             self.creates.append(create.format(k=base + i, b=b, e=e, pt=block.pads[0], pb=block.pads[1]))
         self.nops += len(units)
         arrays = {"xoff": [block.x + offsets[k][0] for block, k in units],
-                  "yoff": [block.y + offsets[k][1] for block, k in units],
-                  "nb": [block.images for block, _ in units], "hb": [block.rows for block, _ in units]}
-        used = {"xoff", "yoff"} | {name for name, key in (("nb", "{n}"), ("hb", "{h}")) if key in setup}
-        declared = ", ".join(f"{name}[] = {{{', '.join(map(str, values))}}}" for name, values in arrays.items()
-                             if name in used)
+                  "yoff": [block.y + offsets[k][1] for block, k in units]}
+        if "{n}" in setup:
+            arrays["nb"] = [block.images for block, _ in units]
+        if "{h}" in setup:
+            arrays["hb"] = [block.rows for block, _ in units]
+        declared = ", ".join(f"{name}[] = {{{', '.join(map(str, values))}}}" for name, values in arrays.items())
         body = (f"static const int64_t {declared};\n"
                 f"for (int64_t u = begin; u < end; ++u) {{\n"
                 f"  /* the operators were created and checked with these shapes: setup and run cannot fail */\n"
