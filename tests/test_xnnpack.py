@@ -174,6 +174,61 @@ def test_one_image_is_cut_into_blocks_of_rows(tmp_path, monkeypatch):
         assert np.array_equal(got, runs[0])
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_silu_is_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, monkeypatch, batch):
+    """x * sigmoid(x) of a conv's output is computed by the conv's units (its blocks of rows at batch 1; of images
+    and slices of 16 of 48 channels at batch 2: a sigmoid of strided rows), with the operands either way round; a
+    SiLU whose x is also read elsewhere stays two nodes. An EfficientNet-style squeeze-excite's 4-channel 1x1 conv
+    stays in the region (leaving it would cost two transposes). Outputs match onnxruntime and the reference, the
+    same bits on 1, 2 and 3 threads; the SiLU at most a few ulps from the unfused pair's."""
+    arrays = weights(wa=(48, 8, 3, 3), ba=(48,), wb=(48, 1, 3, 3), ws=(4, 48, 1, 1), bs=(4,), we=(48, 4, 1, 1),
+                     wc=(16, 48, 1, 1))
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[1, 1, 1, 1], name="expand"),
+             helper.make_node("Sigmoid", ["a"], ["as"]), helper.make_node("Mul", ["a", "as"], ["am"]),
+             helper.make_node("Conv", ["am", "wb"], ["b"], pads=[1, 1, 1, 1], group=48, name="depthwise"),
+             helper.make_node("Sigmoid", ["b"], ["bsig"]), helper.make_node("Mul", ["bsig", "b"], ["bm"]),
+             helper.make_node("ReduceMean", ["bm"], ["m"], axes=[2, 3], keepdims=1, name="squeeze"),
+             helper.make_node("Conv", ["m", "ws", "bs"], ["s"], name="reduce"),
+             helper.make_node("Sigmoid", ["s"], ["ss"]), helper.make_node("Mul", ["s", "ss"], ["sm"]),
+             helper.make_node("Conv", ["sm", "we"], ["e"], name="excite"),
+             helper.make_node("Sigmoid", ["e"], ["g"]), helper.make_node("Mul", ["bm", "g"], ["se"]),
+             helper.make_node("Conv", ["se", "wc"], ["c"], name="project"),
+             helper.make_node("Sigmoid", ["c"], ["cs"]), helper.make_node("Mul", ["c", "cs"], ["cm"]),
+             helper.make_node("Add", ["cm", "c"], ["y"])]  # c is read by the add too: no fusion
+    shape = [batch, 8, 19, 13]
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, 19, 13])], arrays)
+    monkeypatch.setattr(xnnpack, "BLOCK_MIN_WORK", 1 << 10)
+    monkeypatch.setattr(xnnpack, "SWISH_CHUNK", 100)  # several chunks per block
+    report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, save_temps=str(tmp_path / "temps"))
+    source = "".join(p.read_text() for p in (tmp_path / "temps").glob("*.c"))
+    fused = re.findall(r"/\* (\w+): conv2d \+ silu \((.*?)\) \*/", source)
+    assert sorted(name for name, _ in fused) == ["depthwise", "expand", "reduce"], fused
+    if batch == 2:
+        assert "expand: conv2d + silu (6 XNNPACK operators: 3 slices x 2 blocks of images)" in source
+    assert "project: conv2d (" in source
+    assert source.count("NCHW -> NHWC */") == 1 and source.count("NHWC -> NCHW */") == 1  # one region
+    x = RNG.standard_normal(shape).astype(np.float32)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    def silu(v):
+        return v / (1 + np.exp(-v))
+
+    a = silu(ref.conv2d(x, arrays["wa"], arrays["ba"], pads=(1, 1, 1, 1)))
+    b = silu(ref.conv2d(a, arrays["wb"], pads=(1, 1, 1, 1), groups=48))
+    s = silu(ref.conv2d(b.mean(axis=(2, 3), keepdims=True), arrays["ws"], arrays["bs"]))
+    c = ref.conv2d(b / (1 + np.exp(-ref.conv2d(s, arrays["we"]))), arrays["wc"])
+    y = silu(c) + c
+    runs = []
+    for threads in (1, 2, 3):
+        with loader.load(report.output, num_threads=threads) as model:
+            runs.append(model.run(x=x)["y"])
+    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(runs[0], y, rtol=1e-4, atol=1e-5 * np.abs(y).max())
+    for got in runs[1:]:
+        assert np.array_equal(got, runs[0])
+
+
 def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
     """An add of two inputs (no conv to share a layout with), a spatially broadcast add, a 7x7 depthwise conv, a 3-D
     dense, a 2-D dense of an input (an MLP's: OpenBLAS's), a conv of 6 output channels and a relu of an input go elsewhere, each with the reason --explain prints; a per-channel add and a per-image,
@@ -219,7 +274,8 @@ def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
     assert "dense3d -> host (xnnpack: xnnpack takes a dense of x [M, K] (rank 2), not [2, 3, 4])" in text
     assert ("mlp_dense -> host (xnnpack: xnnpack takes a dense only inside a region (x made by a node it takes, e.g. "
             "a CNN's classifier); a dense alone is cblas's or host's)") in text
-    assert "narrow_conv -> host (xnnpack: a conv of 6 output channels: XNNPACK computes them in tiles of 8 or 16" in text
+    assert ("narrow_conv -> host (xnnpack: a conv of 6 output channels of an x made outside a region: XNNPACK "
+            "computes them in tiles of 8 or 16") in text
     assert "relu_of_input -> host (xnnpack: xnnpack takes relu only of a full-size result of a node it takes" in text
     feeds = {"x": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),
              "x2": RNG.standard_normal((2, 8, 5, 5)).astype(np.float32),

@@ -12,7 +12,8 @@ per conv. In a region:
     conv2d   any groups (depthwise, grouped; a plain conv needs 8 output channels,
              XNNPACK's narrowest tile), strides, dilations, asymmetric pads,
              bias; a relu or clip that alone reads it is fused (XNNPACK's
-             output min/max)
+             output min/max), and so is a SiLU, x * sigmoid(x) (each block's
+             sigmoid and product while the block is in cache)
     dense    x [M, K] (rank 2) made in the region (a CNN's classifier; an MLP's
              dense is OpenBLAS's), W [N, K] as stored, bias; relu/clip fused
     maxpool2d, global_avgpool, reduce_mean over H and W  XNNPACK's pools
@@ -92,6 +93,7 @@ ELEMENTWISE_BLOCK = 16384
 # (ConvNeXt) ran through its generic path: ConvNeXt-tiny 1.26x slower than [cblas, host] (interleaved A/B)
 DEPTHWISE_MAX_TAPS = 25
 SIGMOID_WORK = 16  # a sigmoid costs about this many multiply-adds (for the block sizes)
+SWISH_CHUNK = 16384  # floats a fused SiLU takes at a time (its sigmoid's 64 KiB stay in L2 for the product)
 
 
 class XnnpackBackend(Backend):
@@ -125,7 +127,7 @@ class XnnpackBackend(Backend):
         out = graph.type_of(node.output).shape
         if node.op in BINARY:
             for t in node.inputs:
-                if _operand_index(graph.type_of(t).shape, out, "i") is None or (
+                if _operand_index(graph.type_of(t).shape, out) is None or (
                         t in graph.weights and len(out) == 4 and graph.type_of(t).shape == out):
                     return (f"xnnpack takes {node.op} of operands of the output's shape (computed, not weights), "
                             f"of one value, or of one per channel ({t} is {list(graph.type_of(t).shape)}, the output "
@@ -160,9 +162,11 @@ class XnnpackBackend(Backend):
             return "xnnpack takes a conv of a computed x, not of a weight"
         if node.op == "conv2d":
             w = graph.type_of(node.inputs[1]).shape
-            if node.attrs["groups"] == 1 and w[0] < MIN_CONV_CHANNELS:
-                return (f"a conv of {w[0]} output channels: XNNPACK computes them in tiles of 8 or 16 (AVX2, AVX-512), "
-                        f"so it wastes most of each tile (LeNet's 6-channel conv at batch 64: 1.8x OpenBLAS's time)")
+            # inside a region it stays: leaving it would cost transposes (EfficientNet's squeeze-excite convs of 4)
+            if node.attrs["groups"] == 1 and w[0] < MIN_CONV_CHANNELS and not self._made_here(node.inputs[0], graph):
+                return (f"a conv of {w[0]} output channels of an x made outside a region: XNNPACK computes them in "
+                        f"tiles of 8 or 16 (AVX2, AVX-512), so it wastes most of each tile (LeNet's 6-channel conv at "
+                        f"batch 64: 1.8x OpenBLAS's time)")
             if w[1] == 1 and node.attrs["groups"] > 1 and w[2] * w[3] > DEPTHWISE_MAX_TAPS:
                 return (f"a depthwise {w[2]}x{w[3]} conv: XNNPACK has depthwise kernels of at most "
                         f"{DEPTHWISE_MAX_TAPS} taps, and its fallback is slower than host's direct loop")
@@ -197,22 +201,23 @@ def unary_ops() -> tuple[str, ...]:
     return ops.elementwise(1, "float32")
 
 
-def _operand_index(shape: tuple, out: tuple, i: str) -> str | None:
-    """The C index into an operand of `shape` for flat output index `i` of `out` as the region lays it out
-    (NHWC when 4-D): the same shape, one value, or (4-D) one value per channel, or (2-D) per column; else None."""
+def _operand_index(shape: tuple, out: tuple) -> str | None:
+    """The C index into an operand of `shape` for output element i = r * C + c of `out` as the region lays it
+    out (rows r of C channels: NHWC when 4-D, rows of a matrix when 2-D): the same shape (i), one value (0),
+    or (4-D) one value per channel, or (2-D) per column (c, and the image's row of channels); else None."""
     shape, out = tuple(shape), tuple(out)
     if shape == out:
-        return i
+        return "i"
     if math.prod(shape) == 1:
         return "0"
     padded = (1,) * (len(out) - len(shape)) + shape
     if len(padded) != len(out):
         return None
     if len(out) == 4 and padded[1] == out[1] and padded[2:] == (1, 1):  # NHWC: channel is the fastest axis
-        per_image = f"{i} / {out[1] * out[2] * out[3]} * {out[1]} + " if padded[0] == out[0] > 1 else ""
-        return f"{per_image}{i} % {out[1]}" if padded[0] in (1, out[0]) else None
+        per_image = f"r / {out[2] * out[3]} * {out[1]} + " if padded[0] == out[0] > 1 else ""
+        return f"{per_image}c" if padded[0] in (1, out[0]) else None
     if len(out) == 2 and padded == (1, out[1]):
-        return f"{i} % {out[1]}"
+        return "c"
     return None
 
 
@@ -239,6 +244,7 @@ class _Block:
     images: int
     rows: int
     pads: tuple[int, int]
+    pixels: int  # output pixels (rows of a matrix) the block writes
 
 
 def _copies(count: int, slices: int, work: int, weight_bytes: int) -> int:
@@ -253,7 +259,8 @@ def _image_blocks(x: tuple, y: tuple, count: int, pads: tuple[int, int] = (0, 0)
     """The batch of x / y (NHWC, or rows of a matrix) cut into `count` blocks of whole images."""
     size = -(-x[0] // count)
     return [_Block(i * math.prod(x[1:]), i * math.prod(y[1:]), min(x[0], i + size) - i,
-                   x[2] if len(x) == 4 else 1, pads) for i in range(0, x[0], size)]
+                   x[2] if len(x) == 4 else 1, pads, (min(x[0], i + size) - i) * math.prod(y[2:]))
+            for i in range(0, x[0], size)]
 
 
 def _row_blocks(x: tuple, y: tuple, kh: int, sh: int, dh: int, pt: int, count: int) -> list[_Block] | None:
@@ -270,7 +277,7 @@ def _row_blocks(x: tuple, y: tuple, kh: int, sh: int, dh: int, pt: int, count: i
         lo, hi = max(0, first), min(height, end)
         if hi <= lo:
             return None
-        blocks.append(_Block(lo * x[3] * x[1], r0 * y[3] * y[1], 1, hi - lo, (lo - first, end - hi)))
+        blocks.append(_Block(lo * x[3] * x[1], r0 * y[3] * y[1], 1, hi - lo, (lo - first, end - hi), (r1 - r0) * y[3]))
     return blocks
 
 
@@ -310,7 +317,11 @@ class _Lowering:
     # -- the workspace: a first-fit allocator over the region's steps
 
     def _alloc(self, tensor: str) -> None:
-        nbytes = -(-self.graph.type_of(tensor).nbytes // ALIGN) * ALIGN
+        self._alloc_bytes(tensor, self.graph.type_of(tensor).nbytes)
+
+    def _alloc_bytes(self, tensor: str, nbytes: int) -> str:
+        """A workspace buffer of `nbytes` for `tensor` (a buffer no node reads is freed after this step)."""
+        nbytes = -(-nbytes // ALIGN) * ALIGN
         offset = 0
         for start, size, _ in sorted(self.live):
             if start - offset >= nbytes:
@@ -319,6 +330,7 @@ class _Lowering:
         self.live.append((offset, nbytes, tensor))
         self.where[tensor] = offset
         self.peak = max(self.peak, offset + nbytes)
+        return tensor
 
     def _free_dead(self, step: int, last_use: dict[str, int]) -> None:
         keep = set(self.region.outputs)
@@ -336,9 +348,14 @@ class _Lowering:
     # -- the steps
 
     def _step(self, comment: str, types: list[str], ins: list[str], out: str, units: int, body: str,
-              work: int) -> None:
+              work: int, scratch: int = 0) -> None:
+        """A task over `units` units; `scratch` bytes per thread (the caller's in the workspace)."""
         name = f"{self.fn}_step{len(self.steps)}"
-        definition, call = cgen.task(name, comment, types, units, body, work >= cgen.PARALLEL_MIN_WORK)
+        mine = "(void *)0"
+        if scratch:
+            mine = self._ptr(self._alloc_bytes(f"{name}.scratch", scratch))
+        definition, call = cgen.task(name, comment, types, units, body, work >= cgen.PARALLEL_MIN_WORK,
+                                     scratch, mine)
         self.tasks.append(definition)
         bindings = [cgen.pointer(f"in{i}", t, e) for i, (t, e) in enumerate(zip(types, ins))]
         bindings.append(cgen.pointer("out0", types[-1], out, const=False))
@@ -357,11 +374,14 @@ class _Lowering:
 
     def _operators(self, node: Node, slices: list[tuple[int, int]], create: str, setup: str,
                    offsets: list[tuple[int, int]], out: str, work: int, blocks: list[_Block] | None = None,
-                   what: str = "") -> None:
+                   what: str = "", swish: tuple[list[int], int] | None = None) -> None:
         """One operator per block (of images or rows; default: the whole batch) and slice of channels: `create`
         and `setup` are C with {k} (the operator), {b}/{e} (the slice), {pt}/{pb} (the block's pads), {n}/{h}
-        (its images and input rows); offsets are each slice's (x, y) element offsets."""
-        blocks = blocks or [_Block(0, 0, 1, 1, (0, 0))]  # the sigmoid's: setup and create name neither
+        (its images and input rows); offsets are each slice's (x, y) element offsets. `swish` (each slice's
+        output channels, the output's channels) turns each unit's output y into y * sigmoid(y) right after it
+        is computed, while it is in cache: an XNNPACK sigmoid per unit into the thread's scratch, then the
+        product (a SiLU as two passes over the whole tensor cost EfficientNet-B0 a fifth of its time)."""
+        blocks = blocks or [_Block(0, 0, 1, 1, (0, 0), 0)]  # the sigmoid's: setup and create name neither
         base = self.nops
         units = [(block, k) for block in blocks for k in range(len(slices))]
         for i, (block, k) in enumerate(units):
@@ -374,19 +394,33 @@ class _Lowering:
             arrays["nb"] = [block.images for block, _ in units]
         if "{h}" in setup:
             arrays["hb"] = [block.rows for block, _ in units]
+        epilogue, scratch = "", 0
+        if swish:
+            widths, stride = swish
+            for i, (block, k) in enumerate(units):
+                self.creates.append(f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", "
+                                    f"xnn_create_sigmoid_nc_f32({widths[k]}, {stride}, {widths[k]}, 0, "
+                                    f"&ops[{self.nops + i}]));")
+            self.nops += len(units)
+            arrays["px"] = [block.pixels for block, _ in units]
+            arrays["cw"] = [widths[k] for _, k in units]
+            chunk = max(1, SWISH_CHUNK // max(widths))
+            scratch = min(chunk, max(block.pixels for block in blocks)) * max(widths) * 4
+            epilogue = (f"  dpk_xnn_swish(in0[{len(units)} + u], out0 + yoff[u], (float *)scratch, px[u], cw[u], "
+                        f"{stride}, {chunk});\n")
         declared = ", ".join(f"{name}[] = {{{', '.join(map(str, values))}}}" for name, values in arrays.items())
         body = (f"static const int64_t {declared};\n"
                 f"for (int64_t u = begin; u < end; ++u) {{\n"
                 f"  /* the operators were created and checked with these shapes: setup and run cannot fail */\n"
                 f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]', n='(size_t)nb[u]', h='(size_t)hb[u]')};\n"
-                f"  (void)xnn_run_operator(in0[u], NULL);\n"
+                f"  (void)xnn_run_operator(in0[u], NULL);\n{epilogue}"
                 f"}}")
         count = f"{len(units)} XNNPACK operator{'s' * (len(units) > 1)}" + (
             f": {len(slices)} slices x {len(blocks)} blocks of {what}" if len(blocks) > 1 else "")
-        self._step(f"{node.name}: {node.op} ({count})", ["xnn_operator_t", "float", "float"],
-                   [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(units), body, work)
+        self._step(f"{node.name}: {node.op}{' + silu' * bool(swish)} ({count})", ["xnn_operator_t", "float", "float"],
+                   [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(units), body, work, scratch)
 
-    def _conv2d(self, node: Node, act: Node | None, out: str) -> None:
+    def _conv2d(self, node: Node, act: Node | None, out: str, silu: bool = False) -> None:
         x, y = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape
         w = self.graph.weights[node.inputs[1]]
         g = node.attrs["groups"]
@@ -414,15 +448,17 @@ class _Lowering:
             create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, 1, {icg}, {{e}} - {{b}}, "
                       f"{x[1]}, {oc}, {wp} + {{b}} * {kh * kw * icg}")
             offsets = [(0, b) for b, _ in slices]
+            widths = [e - b for b, e in slices]
         else:
             slices = _slices(g, max(1, CHANNEL_GRANULE // math.gcd(CHANNEL_GRANULE, ocg)), work, most)
             create = (f"{{pt}}, {pr}, {{pb}}, {pl}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {{e}} - {{b}}, {icg}, {ocg}, "
                       f"{x[1]}, {oc}, {wp} + {{b}} * {ocg * kh * kw * icg}")
             offsets = [(b * icg, b * ocg) for b, _ in slices]
+            widths = [(e - b) * ocg for b, e in slices]
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
         setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {{h}}, {x[3]}, {{x}}, {{y}}, NULL)"
-        self._operators(node, slices, create, setup, offsets, out, work, blocks, what)
+        self._operators(node, slices, create, setup, offsets, out, work, blocks, what, (widths, oc) if silu else None)
 
     def _dense(self, node: Node, act: Node | None, out: str) -> None:
         (m, k), n = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape[-1]
@@ -474,17 +510,22 @@ class _Lowering:
         shape = self.graph.type_of(node.output).shape
         count = math.prod(shape)
         ins = list(node.inputs)
-        loads = [f"in{k}[{_operand_index(self.graph.type_of(t).shape, shape, 'i')}]" for k, t in enumerate(ins)]
+        indexes = [_operand_index(self.graph.type_of(t).shape, shape) for t in ins]
+        loads = [f"in{k}[{index}]" for k, index in enumerate(indexes)]
         value = f" {BINARY[node.op]} ".join(loads) if node.op in BINARY else loads[0]
         acts = [a for a in (node, act) if a is not None and a.op not in BINARY]
         expr = unary_expr(acts[0]) if acts else "v"
+        # with an operand per channel: units of whole rows of channels, read along a row (no i % C per element)
+        width = shape[1] if any(index not in ("i", "0") for index in indexes) else 1
+        rows, per_unit = count // width, max(1, ELEMENTWISE_BLOCK // width)
+        loop = (f"for (int64_t i = r0; i < r1; ++i) {{\n" if width == 1 else
+                f"for (int64_t r = r0; r < r1; ++r)\n  for (int64_t c = 0, i = r * {width}; c < {width}; ++c, ++i) {{\n")
         body = cgen.each_unit(
-            f"const int64_t end_i = (u + 1) * {ELEMENTWISE_BLOCK} < {count} ? (u + 1) * {ELEMENTWISE_BLOCK} : {count};\n"
-            f"for (int64_t i = u * {ELEMENTWISE_BLOCK}; i < end_i; ++i) {{\n"
-            f"  const float v = {value};\n  out0[i] = {expr};\n}}")
+            f"const int64_t r0 = u * {per_unit}, r1 = r0 + {per_unit} < {rows} ? r0 + {per_unit} : {rows};\n"
+            f"{loop}  const float v = {value};\n  out0[i] = {expr};\n}}")
         what = " + ".join(n.op for n in [node, act] if n)
         self._step(f"{node.name}: {what}", ["float"] * (len(ins) + 1), [self._ptr(t) for t in ins], out,
-                   -(-count // ELEMENTWISE_BLOCK), body, count)
+                   -(-rows // per_unit), body, count)
 
     def _fusable_act(self, node: Node, nxt: Node | None) -> bool:
         """Whether `nxt` is a relu/clip that alone reads `node`'s output, which nothing outside needs."""
@@ -492,6 +533,23 @@ class _Lowering:
         return (nxt is not None and nxt.op in fused and nxt.inputs == [node.output]
                 and node.output not in self.region.outputs
                 and [c.name for c in self.graph.consumers().get(node.output, [])] == [nxt.name])
+
+    def _silu(self, i: int) -> Node | None:
+        """The mul of a SiLU, x * sigmoid(x), of conv node i's output x (nodes i + 1 and i + 2, which alone read
+        x and the sigmoid, which nothing outside the region needs): the conv computes it (_operators' swish)."""
+        nodes, readers = self.region.nodes, self.graph.consumers()
+        if nodes[i].op != "conv2d" or i + 2 >= len(nodes):
+            return None
+        x, sig, mul = nodes[i].output, nodes[i + 1], nodes[i + 2]
+        if not (sig.op == "sigmoid" and sig.inputs == [x] and mul.op == "mul"
+                and sorted(mul.inputs) == sorted([x, sig.output])):
+            return None
+        if {x, sig.output} & set(self.region.outputs):
+            return None
+        if (sorted(n.name for n in readers.get(x, [])) != sorted([sig.name, mul.name])
+                or [n.name for n in readers.get(sig.output, [])] != [mul.name]):
+            return None
+        return mul
 
     def source(self) -> CSource:
         nodes, region = self.region.nodes, self.region
@@ -508,12 +566,13 @@ class _Lowering:
             node = nodes[i]
             nxt = nodes[i + 1] if i + 1 < len(nodes) else None
             act = nxt if self._fusable_act(node, nxt) else None
-            result = (act or node).output
+            silu = None if act else self._silu(i)
+            result = (silu or act or node).output
             if self._nhwc(result) or result not in region.outputs:
                 self._alloc(result)
             out = self._ptr(result)
             if node.op == "conv2d":
-                self._conv2d(node, act, out)
+                self._conv2d(node, act, out, silu is not None)
             elif node.op == "dense":
                 self._dense(node, act, out)
             elif node.op in POOLS:
@@ -522,7 +581,7 @@ class _Lowering:
                 self._sigmoid(node, out)
             else:
                 self._elementwise(node, act, out)
-            i += 2 if act else 1
+            i += 3 if silu else 2 if act else 1
             self._free_dead(i - 1, last_use)
         for t in region.outputs:  # NHWC buffers -> NCHW arguments
             if self._nhwc(t):

@@ -133,4 +133,20 @@ static void dpk_xnn_transpose(const float *restrict src, float *restrict dst, in
     }
   }
 }
+
+/* y = y * sigmoid(y) (a SiLU) in place over `pixels` rows of `width` channels, `stride` apart: `op` is a sigmoid
+ * created for width and stride, writing `chunk` rows at a time into scratch (chunk * width floats), so the
+ * product reads rows the sigmoid has just read, from cache. */
+static void dpk_xnn_swish(xnn_operator_t op, float *restrict y, float *restrict scratch, int64_t pixels,
+                          int64_t width, int64_t stride, int64_t chunk) {
+  for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
+    const int64_t n = pixels - p0 < chunk ? pixels - p0 : chunk;
+    float *restrict rows = y + p0 * stride;
+    /* created for these strides, and every chunk fits the scratch: setup and run cannot fail */
+    (void)xnn_setup_sigmoid_nc_f32(op, (size_t)n, rows, scratch, NULL);
+    (void)xnn_run_operator(op, NULL);
+    for (int64_t p = 0; p < n; ++p)
+      for (int64_t c = 0; c < width; ++c) rows[p * stride + c] *= scratch[p * width + c];
+  }
+}
 #endif
