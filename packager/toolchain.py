@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 
 from packager.ir import BuildError
 
-BASE_CFLAGS = ["-fPIC", "-fvisibility=hidden"]
+# -fno-trapping-math: no code of ours reads FP exception flags; it lets gcc vectorize a select such as leaky_relu's
+# `v >= 0 ? v : a * v` (with trapping math the a * v may not run unconditionally: a scalar loop with a branch)
+BASE_CFLAGS = ["-fPIC", "-fvisibility=hidden", "-fno-trapping-math"]
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
             "riscv64": "riscv64", "ppc64le": "ppc64", "powerpc64le": "ppc64", "s390x": "s390x"}
 ELF_MACHINES = {62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390x", 3: "i386", 40: "arm"}

@@ -39,7 +39,7 @@ def test_compile_shared_errors_carry_command_and_output(tmp_path, monkeypatch):
     with pytest.raises(BuildError) as info:
         toolchain.compile_shared([str(src)], [], str(out), cc="cc", cflags=["-O1"])
     message = str(info.value)
-    assert message.startswith("compiling bad.c failed (exit 1): cc -c -fPIC -fvisibility=hidden -O1")
+    assert message.startswith("compiling bad.c failed (exit 1): cc -c -fPIC -fvisibility=hidden -fno-trapping-math -O1")
     assert "undeclared_thing" in message
     assert sorted(os.listdir(tmp_path)) == ["bad.c"]  # no output, no temporaries
 

@@ -175,14 +175,15 @@ def test_one_image_is_cut_into_blocks_of_rows(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_silu_is_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, monkeypatch, batch):
+def test_silu_and_unary_ops_are_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, monkeypatch, batch):
     """x * sigmoid(x) of a conv's output is computed by the conv's units (its blocks of rows at batch 1; of images
     and slices of 16 of 48 channels at batch 2: a sigmoid of strided rows), with the operands either way round; a
-    SiLU whose x is also read elsewhere stays two nodes. An EfficientNet-style squeeze-excite's 4-channel 1x1 conv
+    SiLU whose x is also read elsewhere stays two nodes; a hard_swish and a leaky_relu after a conv run on each
+    block too. An EfficientNet-style squeeze-excite's 4-channel 1x1 conv
     stays in the region (leaving it would cost two transposes). Outputs match onnxruntime and the reference, the
     same bits on 1, 2 and 3 threads; the SiLU at most a few ulps from the unfused pair's."""
     arrays = weights(wa=(48, 8, 3, 3), ba=(48,), wb=(48, 1, 3, 3), ws=(4, 48, 1, 1), bs=(4,), we=(48, 4, 1, 1),
-                     wc=(16, 48, 1, 1))
+                     wc=(16, 48, 1, 1), wh=(32, 16, 3, 3), wl=(48, 32, 1, 1))
     nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[1, 1, 1, 1], name="expand"),
              helper.make_node("Sigmoid", ["a"], ["as"]), helper.make_node("Mul", ["a", "as"], ["am"]),
              helper.make_node("Conv", ["am", "wb"], ["b"], pads=[1, 1, 1, 1], group=48, name="depthwise"),
@@ -194,10 +195,14 @@ def test_silu_is_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, m
              helper.make_node("Sigmoid", ["e"], ["g"]), helper.make_node("Mul", ["bm", "g"], ["se"]),
              helper.make_node("Conv", ["se", "wc"], ["c"], name="project"),
              helper.make_node("Sigmoid", ["c"], ["cs"]), helper.make_node("Mul", ["c", "cs"], ["cm"]),
-             helper.make_node("Add", ["cm", "c"], ["y"])]  # c is read by the add too: no fusion
+             helper.make_node("Add", ["cm", "c"], ["y"]),  # c is read by the add too: no fusion
+             helper.make_node("Conv", ["y", "wh"], ["h"], pads=[1, 1, 1, 1], name="hard"),
+             helper.make_node("HardSwish", ["h"], ["hs"]),
+             helper.make_node("Conv", ["hs", "wl"], ["l"], name="leaky"),
+             helper.make_node("LeakyRelu", ["l"], ["z"], alpha=0.1)]
     shape = [batch, 8, 19, 13]
     path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, 19, 13])], arrays)
+                [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 48, 19, 13])], arrays)
     monkeypatch.setattr(xnnpack, "BLOCK_MIN_WORK", 1 << 10)
     monkeypatch.setattr(xnnpack, "SWISH_CHUNK", 100)  # several chunks per block
     report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, save_temps=str(tmp_path / "temps"))
@@ -207,6 +212,8 @@ def test_silu_is_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, m
     if batch == 2:
         assert "expand: conv2d + silu (6 XNNPACK operators: 3 slices x 2 blocks of images)" in source
     assert "project: conv2d (" in source
+    assert re.search(r"hard: conv2d \+ hard_swish \(\d+ XNNPACK operators: \d+ slices x \d+ blocks", source)
+    assert "leaky: conv2d + leaky_relu (" in source
     assert source.count("NCHW -> NHWC */") == 1 and source.count("NHWC -> NCHW */") == 1  # one region
     x = RNG.standard_normal(shape).astype(np.float32)
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -218,11 +225,13 @@ def test_silu_is_fused_into_the_conv_and_a_narrow_squeeze_conv_stays(tmp_path, m
     b = silu(ref.conv2d(a, arrays["wb"], pads=(1, 1, 1, 1), groups=48))
     s = silu(ref.conv2d(b.mean(axis=(2, 3), keepdims=True), arrays["ws"], arrays["bs"]))
     c = ref.conv2d(b / (1 + np.exp(-ref.conv2d(s, arrays["we"]))), arrays["wc"])
-    y = silu(c) + c
+    h = ref.conv2d(silu(c) + c, arrays["wh"], pads=(1, 1, 1, 1))
+    l = ref.conv2d(h * np.clip(h + 3, 0, 6) / 6, arrays["wl"])
+    y = np.where(l > 0, l, 0.1 * l)
     runs = []
     for threads in (1, 2, 3):
         with loader.load(report.output, num_threads=threads) as model:
-            runs.append(model.run(x=x)["y"])
+            runs.append(model.run(x=x)["z"])
     np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     np.testing.assert_allclose(runs[0], y, rtol=1e-4, atol=1e-5 * np.abs(y).max())
     for got in runs[1:]:

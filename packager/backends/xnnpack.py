@@ -12,8 +12,8 @@ per conv. In a region:
     conv2d   any groups (depthwise, grouped; a plain conv needs 8 output channels,
              XNNPACK's narrowest tile), strides, dilations, asymmetric pads,
              bias; a relu or clip that alone reads it is fused (XNNPACK's
-             output min/max), and so is a SiLU, x * sigmoid(x) (each block's
-             sigmoid and product while the block is in cache)
+             output min/max), and so are a SiLU, x * sigmoid(x), and any other
+             unary op (run on each block as it finishes, while it is in cache)
     dense    x [M, K] (rank 2) made in the region (a CNN's classifier; an MLP's
              dense is OpenBLAS's), W [N, K] as stored, bias; relu/clip fused
     maxpool2d, global_avgpool, reduce_mean over H and W  XNNPACK's pools
@@ -235,6 +235,16 @@ def _maxpool_reason(node: Node, graph: Graph) -> str | None:
 
 
 @dataclass(frozen=True)
+class _Epilogue:
+    """What a conv's units do to their output once computed: `expr` (C of v) in place, or a SiLU if None."""
+
+    widths: list[int]  # each slice's output channels
+    stride: int  # the output's channels
+    expr: str | None
+    what: str  # for the step's comment
+
+
+@dataclass(frozen=True)
 class _Block:
     """A part of a layer's batch that one operator (per slice of channels) computes: its x and y element
     offsets, its images (setup's batch), its input rows (setup's height), and its top and bottom pads."""
@@ -374,13 +384,12 @@ class _Lowering:
 
     def _operators(self, node: Node, slices: list[tuple[int, int]], create: str, setup: str,
                    offsets: list[tuple[int, int]], out: str, work: int, blocks: list[_Block] | None = None,
-                   what: str = "", swish: tuple[list[int], int] | None = None) -> None:
+                   what: str = "", epilogue: _Epilogue | None = None) -> None:
         """One operator per block (of images or rows; default: the whole batch) and slice of channels: `create`
         and `setup` are C with {k} (the operator), {b}/{e} (the slice), {pt}/{pb} (the block's pads), {n}/{h}
-        (its images and input rows); offsets are each slice's (x, y) element offsets. `swish` (each slice's
-        output channels, the output's channels) turns each unit's output y into y * sigmoid(y) right after it
-        is computed, while it is in cache: an XNNPACK sigmoid per unit into the thread's scratch, then the
-        product (a SiLU as two passes over the whole tensor cost EfficientNet-B0 a fifth of its time)."""
+        (its images and input rows); offsets are each slice's (x, y) element offsets. `epilogue` runs on each
+        unit's output right after it is computed, while it is in cache (a pass of its own over the whole
+        tensor: a SiLU's two cost EfficientNet-B0 a fifth of its time)."""
         blocks = blocks or [_Block(0, 0, 1, 1, (0, 0), 0)]  # the sigmoid's: setup and create name neither
         base = self.nops
         units = [(block, k) for block in blocks for k in range(len(slices))]
@@ -394,33 +403,42 @@ class _Lowering:
             arrays["nb"] = [block.images for block, _ in units]
         if "{h}" in setup:
             arrays["hb"] = [block.rows for block, _ in units]
-        epilogue, scratch = "", 0
-        if swish:
-            widths, stride = swish
+        after, scratch = "", 0
+        if epilogue:
+            widths, stride = epilogue.widths, epilogue.stride
+            arrays["px"] = [block.pixels for block, _ in units]
+            arrays["cw"] = [widths[k] for _, k in units]
+        if epilogue and epilogue.expr:  # a unary op's C, in place
+            after = (f"  const int64_t rows = px[u], width = cw[u];\n"
+                     f"  for (int64_t p = 0; p < rows; ++p) {{\n"
+                     f"    float *restrict row = out0 + yoff[u] + p * {stride};\n"
+                     f"    for (int64_t c = 0; c < width; ++c) {{\n"
+                     f"      const float v = row[c];\n      row[c] = {epilogue.expr};\n    }}\n  }}\n")
+        elif epilogue:  # a SiLU: an XNNPACK sigmoid per unit into the thread's scratch, then the product
             for i, (block, k) in enumerate(units):
                 self.creates.append(f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", "
                                     f"xnn_create_sigmoid_nc_f32({widths[k]}, {stride}, {widths[k]}, 0, "
                                     f"&ops[{self.nops + i}]));")
             self.nops += len(units)
-            arrays["px"] = [block.pixels for block, _ in units]
-            arrays["cw"] = [widths[k] for _, k in units]
             chunk = max(1, SWISH_CHUNK // max(widths))
             scratch = min(chunk, max(block.pixels for block in blocks)) * max(widths) * 4
-            epilogue = (f"  dpk_xnn_swish(in0[{len(units)} + u], out0 + yoff[u], (float *)scratch, px[u], cw[u], "
-                        f"{stride}, {chunk});\n")
+            after = (f"  dpk_xnn_swish(in0[{len(units)} + u], out0 + yoff[u], (float *)scratch, px[u], cw[u], "
+                     f"{stride}, {chunk});\n")
         declared = ", ".join(f"{name}[] = {{{', '.join(map(str, values))}}}" for name, values in arrays.items())
         body = (f"static const int64_t {declared};\n"
                 f"for (int64_t u = begin; u < end; ++u) {{\n"
                 f"  /* the operators were created and checked with these shapes: setup and run cannot fail */\n"
                 f"  (void){setup.format(op='in0[u]', x='in1 + xoff[u]', y='out0 + yoff[u]', n='(size_t)nb[u]', h='(size_t)hb[u]')};\n"
-                f"  (void)xnn_run_operator(in0[u], NULL);\n{epilogue}"
+                f"  (void)xnn_run_operator(in0[u], NULL);\n{after}"
                 f"}}")
         count = f"{len(units)} XNNPACK operator{'s' * (len(units) > 1)}" + (
             f": {len(slices)} slices x {len(blocks)} blocks of {what}" if len(blocks) > 1 else "")
-        self._step(f"{node.name}: {node.op}{' + silu' * bool(swish)} ({count})", ["xnn_operator_t", "float", "float"],
+        self._step(f"{node.name}: {node.op}{epilogue.what if epilogue else ''} ({count})", ["xnn_operator_t", "float", "float"],
                    [f"(inst->ops + {base})", self._ptr(node.inputs[0])], out, len(units), body, work, scratch)
 
     def _conv2d(self, node: Node, act: Node | None, out: str, silu: bool = False) -> None:
+        """A conv; `act` a relu/clip (XNNPACK's output bounds) or another unary op (an epilogue), `silu` the
+        SiLU of its output (an epilogue)."""
         x, y = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape
         w = self.graph.weights[node.inputs[1]]
         g = node.attrs["groups"]
@@ -430,7 +448,8 @@ class _Lowering:
         # [OC, IC/G, KH, KW] -> [G][OC/G][KH][KW][IC/G] (OHWI per group): XNNPACK's order
         self.relaid[node.inputs[1]] = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         work = y[0] * y[2] * y[3] * oc * icg * kh * kw
-        lo, hi = _act_bounds(act)
+        bounded = act is not None and act.op in ACTIVATIONS
+        lo, hi = _act_bounds(act if bounded else None)
         wp = f"(const float *){cgen.arg_data(self.arg[node.inputs[1]])}"
         per_unit = 1 if g == 1 else ocg  # a block: output channels [b, e) of the one group, or groups [b, e)
         bias = (f"(const float *){cgen.arg_data(self.arg[node.inputs[2]])} + {{b}} * {per_unit}"
@@ -458,7 +477,9 @@ class _Lowering:
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
         setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {{h}}, {x[3]}, {{x}}, {{y}}, NULL)"
-        self._operators(node, slices, create, setup, offsets, out, work, blocks, what, (widths, oc) if silu else None)
+        epilogue = (_Epilogue(widths, oc, None, " + silu") if silu else
+                    _Epilogue(widths, oc, unary_expr(act), f" + {act.op}") if act and not bounded else None)
+        self._operators(node, slices, create, setup, offsets, out, work, blocks, what, epilogue)
 
     def _dense(self, node: Node, act: Node | None, out: str) -> None:
         (m, k), n = self.graph.type_of(node.inputs[0]).shape, self.graph.type_of(node.output).shape[-1]
@@ -528,8 +549,12 @@ class _Lowering:
                    -(-rows // per_unit), body, count)
 
     def _fusable_act(self, node: Node, nxt: Node | None) -> bool:
-        """Whether `nxt` is a relu/clip that alone reads `node`'s output, which nothing outside needs."""
-        fused = ACTIVATIONS if node.op in ANCHORS else unary_ops() if node.op in BINARY else ()
+        """Whether `nxt` is a unary op the node computes (below) that alone reads `node`'s output, which nothing
+        outside needs."""
+        # a conv's relu/clip are XNNPACK's output bounds, its other unary ops (leaky_relu, hard_swish...) an
+        # epilogue on each block (a sigmoid alone stays XNNPACK's vectorized operator)
+        fused = (ACTIVATIONS if node.op == "dense" else tuple(o for o in unary_ops() if o != "sigmoid")
+                 if node.op == "conv2d" else unary_ops() if node.op in BINARY else ())
         return (nxt is not None and nxt.op in fused and nxt.inputs == [node.output]
                 and node.output not in self.region.outputs
                 and [c.name for c in self.graph.consumers().get(node.output, [])] == [nxt.name])
