@@ -678,18 +678,20 @@ def test_residual_add_and_relu_fuse_into_the_conv(tmp_path, march):
             ref.assert_close(model.run(x=x)["y"], expected, f"{threads} threads")
 
 
-TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 8 rows of x on
-    ("panels", (64, 96), 256, True, "relu"),    # 8 panels of 32 columns are the units; 8-row register blocks
-    ("rows_left", (13, 40), 64, False, "tanh"),  # under 4 panels: rows are the units; 13 = 8 + 5 for OpenBLAS
-    ("ragged", (16, 50), 10, True, None),        # columns not a multiple of 32: OpenBLAS on W^T only
+TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 8 rows of x on, W in panels
+    ("panels", (64, 96), 256, True, "relu"),     # 8 panels of 32 columns are the units; 8-row (6-row) tiles
+    ("rows_left", (13, 40), 64, False, "tanh"),  # under 4 panels: rows are the units; 13 = 8 + 5 (6 + 6 + 1)
+    ("ragged", (16, 50), 10, True, None),        # 10 columns: a zero-padded panel, 10 of its 32 stored
     ("batched", (2, 8, 24), 32, True, "clip"),   # 3-D x: 16 rows
+    ("deep", (9, 600), 40, True, None),          # K = 600: 3 passes of PANEL_KC; 40 = a panel and 8 columns
 ]
 
 
 @pytest.mark.parametrize("march", [None, "native"])
-def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
-    """The file stores such a W as [K, N]; a W two denses read keeps its layout. Baseline builds run OpenBLAS
-    on W^T, -march=native on AVX-512 the register kernel; both agree with NumPy on 1 and 2 threads."""
+def test_dense_from_8_rows_stores_w_in_panels(tmp_path, march):
+    """The file stores such a W as panels [N / 32][K][32]; a W two denses read keeps its layout. Baseline builds
+    run OpenBLAS on each panel, -march=native the register kernel (AVX-512 or AVX2); both agree with NumPy on 1
+    and 2 threads."""
     rng = np.random.default_rng(14)
     inputs, weights, nodes, feed, expected = {}, {}, [], {}, {}
     for name, xs, n, bias, act in TRANSPOSED_DENSES:
@@ -719,20 +721,23 @@ def test_dense_from_8_rows_stores_w_transposed(tmp_path, march):
             got = model.run(**feed)
         for name in expected:
             ref.assert_close(got[name], expected[name], f"{name} {threads}")
-    assert stored["w_panels"] == [96, 256] and stored["w_ragged"] == [50, 10]
+    assert stored["w_panels"] == [8, 96, 32] and stored["w_ragged"] == [1, 50, 32] and stored["w_deep"] == [2, 600, 32]
     assert stored["w_rows_left"] == [64, 40]  # read by two denses: kept as it is
 
 
-def test_only_a_dense_of_8_rows_and_a_w_of_at_most_4_mib_is_transposed():
-    from packager.backends.cblas import transposes_weight
+def test_only_a_dense_of_8_rows_stores_panels_of_any_size():
+    from packager.backends.cblas import panels, stores_panels
 
     def dense(rows, n, k):
         g = Graph(name="g", inputs={"x": TensorType((rows, k), F32)}, weights={"w": np.zeros((n, k), np.float32)},
                   nodes=[Node("dense", ["x", "w"], "y", name="d")], outputs=["y"])
         return g.nodes[0], ir_check.infer(g)
-    assert transposes_weight(*dense(8, 1024, 1024))        # 4 MiB
-    assert not transposes_weight(*dense(7, 1024, 1024))    # batch 7: OpenBLAS on W
-    assert not transposes_weight(*dense(64, 1025, 1024))   # just over 4 MiB
+    assert stores_panels(*dense(8, 1024, 1024))
+    assert not stores_panels(*dense(7, 1024, 1024))    # batch 7: OpenBLAS on W
+    assert stores_panels(*dense(64, 4097, 4096))       # 64 MiB: panels are read page after page
+    w = np.arange(3 * 5, dtype=np.float32).reshape(5, 3)  # N = 5, K = 3
+    p = panels(w)
+    assert p.shape == (1, 3, 32) and np.array_equal(p[0, :, :5], w.T) and not p[0, :, 5:].any()
 
 
 RELAYOUTS = [  # (how a bad backend re-lays out every weight it reads, two denses sharing w?, outputs, error)

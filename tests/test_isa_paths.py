@@ -166,7 +166,8 @@ def test_each_build_matches_numpy(builds, model, march):
 @pytest.mark.parametrize("march", MARCHES)
 def test_the_build_compiled_the_path_its_target_has(builds, model, march):
     """AVX-512 builds: the direct conv tasks call no sgemm (rows of 16 in zmm registers; rows of 8 in ymm),
-    the transposed dense's register kernel uses zmm. Portable builds: no zmm at all, every conv calls sgemm."""
+    the panel dense's register kernel uses zmm. AVX2 builds: the panel dense's kernel calls no sgemm either.
+    Portable builds: no zmm at all, every conv calls sgemm, and so does the panel dense (per panel)."""
     funcs = functions(builds[march][0])
     regions = model["regions"]
     assert regions["direct16"] and regions["direct8"] and len(regions["panels"]) >= 2, regions
@@ -178,6 +179,8 @@ def test_the_build_compiled_the_path_its_target_has(builds, model, march):
     else:
         assert [name for name, body in funcs.items() if uses_zmm(body)] == []
         assert [r for r in direct if not calls_sgemm(code[r])] == [], "portable convs that call no sgemm"
+    kernel = march != "x86-64"  # x86-64-v3 and up (native too: every x86-64 CPU here has AVX2)
+    assert [r for r in regions["panels"] if calls_sgemm(code[r]) == kernel] == [], "panel denses on the wrong path"
 
 
 @pytest.mark.parametrize("other", MARCHES[1:])

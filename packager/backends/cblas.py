@@ -11,9 +11,11 @@ and any number of concurrent runs (README, "Same answer for any thread count"):
 
     dense    blocks of W's rows (or of rows of x when W has few): cblas_sgemv
              at batch 1, else cblas_sgemm (x @ W.T) per block. From 8 rows
-             of x on, a W only this dense reads is stored transposed
-             (CSource.weights) and blocks of 32-column panels are the units:
-             an AVX-512 register kernel, or cblas_sgemm on W^T elsewhere
+             of x on, a W only this dense reads is stored in panels of 32
+             columns, each [K, 32] contiguous (CSource.weights), and blocks
+             of panels are the units: a register kernel on AVX-512 and AVX2
+             (a panel stays in cache while every row of x passes), one
+             cblas_sgemm per panel elsewhere
     matmul   blocks of output rows of one batch entry: one cblas_sgemm each
     conv2d   blocks of output rows (image, group, rows): im2col of the block's
              rows into the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @
@@ -46,6 +48,8 @@ from __future__ import annotations
 import math
 from string import Template
 
+import numpy as np
+
 from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region, float32_tensors
@@ -72,14 +76,14 @@ MAX_BLOCKS = 16
 BLOCK_MIN_WORK = 1 << 16
 MAX_COL_BYTES = 512 * 1024  # im2col block per call: stays in L2 next to the weights
 GEMV_BLOCK = 16  # W's rows per block are a multiple of this
-# From this many rows of x on, a dense whose W only it reads stores W transposed ([K, N]): on AVX-512
-# a register kernel (8 rows x 32 columns of accumulators) streams it with no packing, 1.25x OpenBLAS
-# here (it repacks W on every call); elsewhere, and for the rows left over, OpenBLAS reads W^T as is.
-# Only up to TRANSPOSED_MAX_BYTES of W: past that, the kernel's strided walk down W^T's rows (one page
-# per row) lost to OpenBLAS (measured: 1.4x faster at 1024x1024, 0.8-0.9x from 2048x2048 or K = 4096).
-TRANSPOSED_MIN_ROWS = 8
-TRANSPOSED_MAX_BYTES = 4 << 20
-PANEL = 32  # columns per unit of a transposed dense: two zmm
+# From this many rows of x on, a dense whose W only it reads stores W in panels: [N / 32][K][32] (the last
+# zero-padded), W's layout packed once at build time. A register kernel (c/cblas_prelude.h) streams each panel
+# with no packing, where OpenBLAS repacks W on every call (31% of the 100 MB MLP's time at batch 64); a
+# panel's K x 32 floats are contiguous, so any K is read page after page (W^T [K, N], the layout before,
+# walked one page per row and lost to OpenBLAS from 4 MiB of W on).
+PANEL_MIN_ROWS = 8
+PANEL = 32  # columns per panel: two zmm
+PANEL_KC = 256  # K per pass of the panel kernel: 8 rows of x and a panel's 32 KiB of it stay in L1/L2
 MIN_GROUP_CHANNELS = 4  # grouped convs with fewer channels per group (depthwise...) are host's
 
 TEMPLATES = {
@@ -97,46 +101,67 @@ $bias
 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f, in0 + m0 * $K, $K,
             in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
-    # dense on W^T [K, N]: rows m0.. of x by columns n0.. (whole panels); the register kernel
-    # ($fast, AVX-512 builds) takes 8 rows at a time, OpenBLAS the rest of the block
-    "dense_t": Template("""\
+    # dense on W in panels ([N / 32][K][32]): rows m0.. of x by columns n0.. (whole panels). The register
+    # kernel takes a panel at a time, DPK_PANEL_ROWS rows of x at a time against it (the panel stays in
+    # cache), accumulators in registers; a target without it calls OpenBLAS once per panel (ld 32)
+    "dense_p": Template("""\
 const int64_t m0 = $m0, mc = $mc, n0 = $n0, nc = $nc;
 float *restrict y = out0 + m0 * $N + n0;
-int64_t done = 0; /* rows of the block the register kernel did */
-$fast
-if (done < mc) {
-  float *restrict z = y + done * $N; /* the rows left */
-  const int64_t rows = mc - done;
-$bias
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)nc, $K, 1.0f, in0 + (m0 + done) * $K,
-              $K, in1 + n0, $N, $beta, z, $N);
-$act
-}"""),
-    "dense_t_fast": Template("""\
-for (; done + 8 <= mc; done += 8)
+#ifdef DPK_PANEL_ROWS
+/* In chunks of $KC of K (each output's terms are still added in the order of k: the sums go on from y): a
+ * panel's chunk stays in cache while every row of x passes it, accumulators in registers. */
+for (int64_t k0 = 0; k0 < $K; k0 += $KC) {
+  const int64_t k1 = $K - k0 < $KC ? $K : k0 + $KC;
   for (int64_t c = n0; c < n0 + nc; c += 32) {
-    dpk_v16 acc[8][2];
-    for (int64_t i = 0; i < 8; ++i)
-      for (int64_t j = 0; j < 2; ++j) $init
-    for (int64_t k = 0; k < $K; ++k) {
-      const float *restrict wr = in1 + k * $N + c;
-      dpk_v16 w0, w1;
-      memcpy(&w0, wr, sizeof w0);
-      memcpy(&w1, wr + 16, sizeof w1);
-      for (int64_t i = 0; i < 8; ++i) {
-        const float a = in0[(m0 + done + i) * $K + k];
-        acc[i][0] += a * w0;
-        acc[i][1] += a * w1;
+    const float *restrict wp = in1 + c * $K; /* panel c / 32 */
+    const int64_t cols = $N - c < 32 ? $N - c : 32;
+    float start[32] = {0}; /* the bias, or 0 */
+$bias_panel
+    for (int64_t h = 0; h < cols; h += 2 * DPK_PANEL_LANES) {
+      int64_t m = 0;
+      for (; m + DPK_PANEL_ROWS <= mc; m += DPK_PANEL_ROWS) { /* constant bounds: acc stays in registers */
+        const float *restrict xr = in0 + (m0 + m) * $K;
+        dpk_panel_vec acc[DPK_PANEL_ROWS][2];
+        for (int64_t i = 0; i < DPK_PANEL_ROWS; ++i)
+          dpk_panel_get(k0 ? y + (m + i) * $N + (c - n0) + h : start + h, &acc[i][0], &acc[i][1], cols - h);
+        for (int64_t k = k0; k < k1; ++k) {
+          dpk_panel_vec w0, w1;
+          memcpy(&w0, wp + k * 32 + h, sizeof w0);
+          memcpy(&w1, wp + k * 32 + h + DPK_PANEL_LANES, sizeof w1);
+          for (int64_t i = 0; i < DPK_PANEL_ROWS; ++i) {
+            const float a = xr[i * $K + k];
+            acc[i][0] += a * w0;
+            acc[i][1] += a * w1;
+          }
+        }
+        for (int64_t i = 0; i < DPK_PANEL_ROWS; ++i)
+          dpk_panel_put(y + (m + i) * $N + (c - n0) + h, acc[i][0], acc[i][1], cols - h);
+      }
+      for (; m < mc; ++m) { /* the block's last rows, one at a time: the same sums */
+        const float *restrict xr = in0 + (m0 + m) * $K;
+        dpk_panel_vec a0, a1;
+        dpk_panel_get(k0 ? y + m * $N + (c - n0) + h : start + h, &a0, &a1, cols - h);
+        for (int64_t k = k0; k < k1; ++k) {
+          dpk_panel_vec w0, w1;
+          memcpy(&w0, wp + k * 32 + h, sizeof w0);
+          memcpy(&w1, wp + k * 32 + h + DPK_PANEL_LANES, sizeof w1);
+          a0 += xr[k] * w0;
+          a1 += xr[k] * w1;
+        }
+        dpk_panel_put(y + m * $N + (c - n0) + h, a0, a1, cols - h);
       }
     }
-    for (int64_t i = 0; i < 8; ++i)
-      for (int64_t j = 0; j < 2; ++j) {
-        float t[16];
-        memcpy(t, &acc[i][j], sizeof t);
-$act
-        memcpy(y + (done + i) * $N + (c - n0) + 16 * j, t, sizeof t);
-      }
-  }"""),
+  }
+}
+#else
+for (int64_t c = n0; c < n0 + nc; c += 32) {
+  const int64_t cols = $N - c < 32 ? $N - c : 32;
+$bias_rows
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, (int)cols, $K, 1.0f, in0 + m0 * $K, $K,
+              in1 + c * $K, 32, $beta, y + (c - n0), $N);
+}
+#endif
+$act"""),
     # matmul: block u is $RB output rows of batch entry b (each entry has $NBK blocks)
     "matmul": Template("""\
 const int64_t b = u / $NBK, m0 = u % $NBK * $RB, mc = $M - m0 < $RB ? $M - m0 : $RB;
@@ -293,14 +318,20 @@ def _vector_act(act: Node | None, width: int, indent: str) -> str:
                        f"  t[k] = {unary_expr(act)};\n}}", indent)
 
 
-def transposes_weight(node: Node, graph: Graph) -> bool:
-    """Whether this dense stores its W transposed: enough rows of x, and W is a weight only it reads, of
-    at most TRANSPOSED_MAX_BYTES."""
+def stores_panels(node: Node, graph: Graph) -> bool:
+    """Whether this dense stores its W in panels: enough rows of x, and W is a weight only it reads."""
     w = node.inputs[1]
     x = graph.type_of(node.inputs[0]).shape
-    return (node.op == "dense" and math.prod(x[:-1]) >= TRANSPOSED_MIN_ROWS and w in graph.weights
-            and graph.weights[w].nbytes <= TRANSPOSED_MAX_BYTES and w not in graph.outputs
-            and [n.name for n in graph.consumers().get(w, [])] == [node.name])
+    return (node.op == "dense" and math.prod(x[:-1]) >= PANEL_MIN_ROWS and w in graph.weights
+            and w not in graph.outputs and [n.name for n in graph.consumers().get(w, [])] == [node.name])
+
+
+def panels(w: np.ndarray) -> np.ndarray:
+    """W [N, K] as [ceil(N / PANEL)][K][PANEL]: panel p holds W's rows p * PANEL.. as columns, zero-padded."""
+    n, k = w.shape
+    padded = np.zeros((-(-n // PANEL) * PANEL, k), w.dtype)
+    padded[:n] = w
+    return np.ascontiguousarray(padded.reshape(-1, PANEL, k).transpose(0, 2, 1))
 
 
 def block_size(count: int, unit_work: int, granule: int = 1, most: int | None = None) -> int:
@@ -311,29 +342,25 @@ def block_size(count: int, unit_work: int, granule: int = 1, most: int | None = 
     return max(granule, -(-size // granule) * granule)
 
 
-def _dense_t(node: Node, types: list[TensorType], act: Node | None) -> tuple[str, int, bool]:
-    """Dense on W^T (types[1] is [K, N])."""
-    x, (K, N) = types[0].shape, types[1].shape
+def _dense_panels(node: Node, types: list[TensorType], act: Node | None, N: int) -> tuple[str, int, bool]:
+    """Dense on W in panels (types[1] is [N / PANEL, K, PANEL]) of N outputs."""
+    x, K = types[0].shape, types[1].shape[1]
     M = math.prod(x[:-1])
     has_bias = len(types) == 3
-    if N < 4 * PANEL:  # too few panels to share: blocks of rows of x (a multiple of the kernel's 8)
+    if N < 4 * PANEL:  # too few panels to share: blocks of rows of x (a multiple of AVX-512's 8)
         rb = block_size(M, N * K, granule=8)
         fields = dict(m0=f"u * {rb}", mc=f"{M} - u * {rb} < {rb} ? {M} - u * {rb} : {rb}", n0="0", nc=N)
         units = -(-M // rb)
-    else:  # blocks of whole panels of W^T's columns
+    else:  # blocks of whole panels
         nb = block_size(-(-N // PANEL), PANEL * K * M) * PANEL
         fields = dict(m0="0", mc=M, n0=f"u * {nb}", nc=f"{N} - u * {nb} < {nb} ? {N} - u * {nb} : {nb}")
         units = -(-N // nb)
-    fast = ""
-    if N % PANEL == 0:
-        init = ("{ memcpy(&acc[i][j], in2 + c + 16 * j, sizeof acc[i][j]); }" if has_bias
-                else "acc[i][j] = (dpk_v16){0};")
-        fast = cgen.if_defined("__AVX512F__", TEMPLATES["dense_t_fast"].substitute(
-            N=N, K=K, init=init, act=_vector_act(act, 16, "        ")))
-    bias = (f"  for (int64_t m = 0; m < rows; ++m) memcpy(z + m * {N}, in2 + n0, (size_t)nc * sizeof(float));"
-            if has_bias else "")
-    text = TEMPLATES["dense_t"].substitute(fields, N=N, K=K, fast=fast, bias=bias, beta="1.0f" if has_bias else "0.0f",
-                                           act=cgen.indent(_activation(act, "z", "rows", "nc", N), "  "))
+    bias_panel = "    memcpy(start, in2 + c, (size_t)cols * sizeof(float));" if has_bias else ""
+    bias_rows = (f"  for (int64_t m = 0; m < mc; ++m) memcpy(y + m * {N} + (c - n0), in2 + c, (size_t)cols * "
+                 f"sizeof(float));" if has_bias else "")
+    text = TEMPLATES["dense_p"].substitute(fields, N=N, K=K, KC=PANEL_KC, bias_panel=bias_panel, bias_rows=bias_rows,
+                                           beta="1.0f" if has_bias else "0.0f",
+                                           act=_activation(act, "y", "mc", "nc", N))
     return text, units, M * N * K >= cgen.PARALLEL_MIN_WORK
 
 
@@ -638,8 +665,8 @@ class CblasBackend(Backend):
                              f"not {region.outputs}")
         params = list(region.inputs) + list(region.outputs)
         relaid = {}  # weight -> the layout this region stores it in (CSource.weights)
-        if transposes_weight(node, graph):
-            relaid[node.inputs[1]] = graph.weights[node.inputs[1]].T.copy()
+        if stores_panels(node, graph):
+            relaid[node.inputs[1]] = panels(graph.weights[node.inputs[1]])
         types_of = {name: TensorType(a.shape, a.dtype.name) for name, a in relaid.items()}
         checks = [cgen.check(fn, i, name, types_of.get(name) or graph.type_of(name)) for i, name in enumerate(params)]
         types = [types_of.get(name) or graph.type_of(name) for name in node.inputs]
@@ -659,8 +686,10 @@ class CblasBackend(Backend):
         elif node.op == "conv_transpose2d":
             body, units, parallel = _conv_transpose2d(node, types, act, out)
         else:
-            kernel = _dense_t if relaid else {"dense": _dense, "matmul": _matmul}[node.op]
-            body, units, parallel = kernel(node, types, act)
+            if relaid:
+                body, units, parallel = _dense_panels(node, types, act, out.shape[-1])
+            else:
+                body, units, parallel = {"dense": _dense, "matmul": _matmul}[node.op](node, types, act)
             body = cgen.each_unit(body)
         what = " + ".join(f"{n.name}: {n.op}" for n in region.nodes)
         definition, call = cgen.task(f"{fn}_task", what, ["float"] * (len(task_inputs) + 1), units, body, parallel,

@@ -539,7 +539,7 @@ class _Lowering:
         # with an operand per channel: units of whole rows of channels, read along a row (no i % C per element)
         width = shape[1] if any(index not in ("i", "0") for index in indexes) else 1
         rows, per_unit = count // width, max(1, ELEMENTWISE_BLOCK // width)
-        loop = (f"for (int64_t i = r0; i < r1; ++i) {{\n" if width == 1 else
+        loop = ("for (int64_t i = r0; i < r1; ++i) {\n" if width == 1 else
                 f"for (int64_t r = r0; r < r1; ++r)\n  for (int64_t c = 0, i = r * {width}; c < {width}; ++c, ++i) {{\n")
         body = cgen.each_unit(
             f"const int64_t r0 = u * {per_unit}, r1 = r0 + {per_unit} < {rows} ? r0 + {per_unit} : {rows};\n"
