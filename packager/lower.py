@@ -204,7 +204,8 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
     if dupes:
         raise BuildError(f"generated code defines {', '.join(dupes)} more than once (a backend bug)")
     low.c_units = c_units(name, preludes, sources, once_sources)
-    low.once_units = len(low.c_units) - len(c_units(name, preludes, sources)) if once_sources else 0
+    # the units after the others' (none of those when every region is ONCE_BACKENDS': a conv-only model)
+    low.once_units = len(low.c_units) - (len(c_units(name, preludes, sources)) if sources else 0) if once_sources else 0
     return low
 
 

@@ -345,6 +345,21 @@ def test_resnet18_with_xnnpack_matches_onnxruntime(tmp_path):
     assert os.path.getsize(report.output) > 0
 
 
+def test_a_model_of_xnnpack_regions_alone_builds_by_default(isa_variants_on, tmp_path):
+    """A conv and its relu are one xnnpack region and the whole model: its one unit is compiled once, not per
+    ISA variant (each variant's copy defined ext0 again: the link failed)."""
+    path = save(tmp_path, [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])],
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 6, 6])], {"w1": W["w1"], "b1": W["b1"]})
+    report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, use_cache=False)
+    assert [m["functions"] for m in report.manifest["modules"] if m["name"] == "xnnpack"] == [["ext0"]]
+    x = RNG.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    (want,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with loader.load(report.output) as model:
+        np.testing.assert_allclose(model.run(x=x)["y"], want, rtol=1e-4, atol=1e-5)
+
+
 def test_xnnpack_code_is_compiled_once_in_a_default_build(isa_variants_on, tmp_path, monkeypatch):
     """XNNPACK picks its kernels by CPU itself, so a default x86-64 build compiles the xnnpack regions' glue
     once, in units of its own, and the host code once per ISA variant; every variant the CPU runs gives
