@@ -142,6 +142,19 @@ def test_bit_identical_over_thread_counts_and_concurrent_runs(block):
             assert np.array_equal(got[key], runs[0][key]), key
 
 
+def assert_matches_on_1_2_3_threads(path, x, output, want, reference):
+    """The model's `output` for x matches onnxruntime's and the NumPy reference's, with the same bits on 1, 2
+    and 3 threads."""
+    runs = []
+    for threads in (1, 2, 3):
+        with loader.load(path, num_threads=threads) as model:
+            runs.append(model.run(x=x)[output])
+    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(runs[0], reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
+    for got in runs[1:]:
+        assert np.array_equal(got, runs[0])
+
+
 def test_one_image_is_cut_into_blocks_of_rows(tmp_path, monkeypatch):
     """At batch 1 a conv is cut into blocks of output rows, each an operator with the input rows it reads and the
     pads it keeps: asymmetric pads (a top pad taller than a block's reach, a bottom pad), stride 2, dilation 2, a
@@ -164,14 +177,7 @@ def test_one_image_is_cut_into_blocks_of_rows(tmp_path, monkeypatch):
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     a = np.maximum(ref.conv2d(x, arrays["wa"], arrays["ba"], strides=(2, 2), pads=(3, 1, 2, 0), dilations=(2, 2)), 0)
     y = ref.conv2d(ref.conv2d(a, arrays["wb"], pads=(1, 1, 1, 1), groups=16), arrays["wc"])
-    runs = []
-    for threads in (1, 2, 3):
-        with loader.load(report.output, num_threads=threads) as model:
-            runs.append(model.run(x=x)["y"])
-    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    np.testing.assert_allclose(runs[0], y, rtol=1e-4, atol=1e-5 * np.abs(y).max())
-    for got in runs[1:]:
-        assert np.array_equal(got, runs[0])
+    assert_matches_on_1_2_3_threads(report.output, x, "y", want, y)
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -228,14 +234,7 @@ def test_silu_and_unary_ops_are_fused_into_the_conv_and_a_narrow_squeeze_conv_st
     h = ref.conv2d(silu(c) + c, arrays["wh"], pads=(1, 1, 1, 1))
     l = ref.conv2d(h * np.clip(h + 3, 0, 6) / 6, arrays["wl"])
     y = np.where(l > 0, l, 0.1 * l)
-    runs = []
-    for threads in (1, 2, 3):
-        with loader.load(report.output, num_threads=threads) as model:
-            runs.append(model.run(x=x)["z"])
-    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    np.testing.assert_allclose(runs[0], y, rtol=1e-4, atol=1e-5 * np.abs(y).max())
-    for got in runs[1:]:
-        assert np.array_equal(got, runs[0])
+    assert_matches_on_1_2_3_threads(report.output, x, "z", want, y)
 
 
 def test_what_it_declines_and_channel_broadcasts(tmp_path, capsys):
