@@ -681,7 +681,7 @@ def test_residual_add_and_relu_fuse_into_the_conv(tmp_path, march):
 TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 8 rows of x on, W in panels
     ("panels", (64, 96), 256, True, "relu"),     # 8 panels of 32 columns are the units; 8-row (6-row) tiles
     ("rows_left", (13, 40), 64, False, "tanh"),  # under 4 panels: rows are the units; 13 = 8 + 5 (6 + 6 + 1)
-    ("ragged", (16, 50), 10, True, None),        # 10 columns: a zero-padded panel, 10 of its 32 stored
+    ("ragged", (16, 50), 10, True, None),        # 10 outputs: fewer than a panel's 32, W kept as it is
     ("batched", (2, 8, 24), 32, True, "clip"),   # 3-D x: 16 rows
     ("deep", (9, 600), 40, True, None),          # K = 600: 3 passes of PANEL_KC; 40 = a panel and 8 columns
 ]
@@ -721,7 +721,8 @@ def test_dense_from_8_rows_stores_w_in_panels(tmp_path, march):
             got = model.run(**feed)
         for name in expected:
             ref.assert_close(got[name], expected[name], f"{name} {threads}")
-    assert stored["w_panels"] == [8, 96, 32] and stored["w_ragged"] == [1, 50, 32] and stored["w_deep"] == [2, 600, 32]
+    assert stored["w_panels"] == [8, 96, 32] and stored["w_deep"] == [2, 600, 32]
+    assert stored["w_ragged"] == [10, 50]  # 10 outputs: a panel would be mostly padding
     assert stored["w_rows_left"] == [64, 40]  # read by two denses: kept as it is
 
 
@@ -735,6 +736,7 @@ def test_only_a_dense_of_8_rows_stores_panels_of_any_size():
     assert stores_panels(*dense(8, 1024, 1024))
     assert not stores_panels(*dense(7, 1024, 1024))    # batch 7: OpenBLAS on W
     assert stores_panels(*dense(64, 4097, 4096))       # 64 MiB: panels are read page after page
+    assert not stores_panels(*dense(64, 31, 4096))     # 31 outputs: under a panel
     w = np.arange(3 * 5, dtype=np.float32).reshape(5, 3)  # N = 5, K = 3
     p = panels(w)
     assert p.shape == (1, 3, 32) and np.array_equal(p[0, :, :5], w.T) and not p[0, :, 5:].any()

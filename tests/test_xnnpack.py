@@ -345,10 +345,11 @@ def test_resnet18_with_xnnpack_matches_onnxruntime(tmp_path):
 
 
 def test_a_model_of_xnnpack_regions_alone_builds_by_default(isa_variants_on, tmp_path):
-    """A conv and its relu are one xnnpack region and the whole model: its one unit is compiled once, not per
-    ISA variant (each variant's copy defined ext0 again: the link failed)."""
+    """A conv and its tanh are one xnnpack region and the whole model: its one unit is compiled once, not per
+    ISA variant (each variant's copy defined ext0 again: the link failed), and the tanh's C finds dpk_tanhf
+    (host's helpers: no host region brings them here)."""
     path = save(tmp_path, [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
-                           helper.make_node("Relu", ["c"], ["y"])],
+                           helper.make_node("Tanh", ["c"], ["y"])],
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 6, 6])], {"w1": W["w1"], "b1": W["b1"]})
     report = build(path, str(tmp_path / "m.so"), quiet=True, backends=BACKENDS, use_cache=False)

@@ -12,10 +12,11 @@ and any number of concurrent runs (README, "Same answer for any thread count"):
     dense    blocks of W's rows (or of rows of x when W has few): cblas_sgemv
              at batch 1, else cblas_sgemm (x @ W.T) per block. From 8 rows
              of x on, a W only this dense reads is stored in panels of 32
-             columns, each [K, 32] contiguous (CSource.weights), and blocks
-             of panels are the units: a register kernel on AVX-512 and AVX2
-             (a panel stays in cache while every row of x passes), one
-             cblas_sgemm per panel elsewhere
+             columns (from 32 outputs on), each [K, 32] contiguous
+             (CSource.weights), and blocks of panels are the units: a
+             register kernel on AVX-512, AVX2 and aarch64 (a panel stays in
+             cache while every row of x passes), one cblas_sgemm per panel
+             on baseline x86-64
     matmul   blocks of output rows of one batch entry: one cblas_sgemm each
     conv2d   blocks of output rows (image, group, rows): im2col of the block's
              rows into the scratch, then cblas_sgemm (W_g [OCG, ICG*KH*KW] @
@@ -319,11 +320,13 @@ def _vector_act(act: Node | None, width: int, indent: str) -> str:
 
 
 def stores_panels(node: Node, graph: Graph) -> bool:
-    """Whether this dense stores its W in panels: enough rows of x, and W is a weight only it reads."""
+    """Whether this dense stores its W in panels: enough rows of x, a panel's worth of outputs (a narrower W
+    would be mostly padding), and W is a weight only it reads."""
     w = node.inputs[1]
     x = graph.type_of(node.inputs[0]).shape
     return (node.op == "dense" and math.prod(x[:-1]) >= PANEL_MIN_ROWS and w in graph.weights
-            and w not in graph.outputs and [n.name for n in graph.consumers().get(w, [])] == [node.name])
+            and graph.weights[w].shape[0] >= PANEL and w not in graph.outputs
+            and [n.name for n in graph.consumers().get(w, [])] == [node.name])
 
 
 def panels(w: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ import numpy as np
 from packager import ops
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region, float32_tensors
-from packager.backends.host import unary_expr
+from packager.backends.host import HOST_PRELUDE, unary_expr  # the unary ops' C calls dpk_expf & co
 from packager.ir import Graph, Node, TensorType
 
 ANCHORS = ("conv2d", "dense")
@@ -631,6 +631,6 @@ class _Lowering:
         comment = "; ".join(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {n.output}" for n in self.region.nodes)
         source = create + "\n".join(self.tasks) + "\n" + cgen.function(fn, comment + " (XNNPACK, NHWC inside)", checks,
                                                                         ["\n".join(blocks)])
-        return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, PRELUDE], workspace_bytes=workspace,
+        return CSource(source=source, functions=[fn], prelude=[cgen.PRELUDE, HOST_PRELUDE, PRELUDE], workspace_bytes=workspace,
                        libraries=list(LIBRARIES), requires=list(REQUIRES), install_hint=INSTALL_HINT,
                        weights=dict(self.relaid))

@@ -8,8 +8,9 @@
 
 /* A dense whose W the file stores in panels of 32 columns (cblas.py, "dense_p") runs a register kernel of
  * DPK_PANEL_ROWS rows of x by two vectors of DPK_PANEL_LANES columns where the target has the registers for
- * it: AVX-512 8 rows x 32 columns (16 zmm accumulators), AVX2 6 rows x 16 (12 ymm; a panel in two halves).
- * Elsewhere (baseline x86-64, aarch64) OpenBLAS multiplies each panel. */
+ * it: AVX-512 8 rows x 32 columns (16 zmm accumulators), AVX2 6 rows x 16 (12 ymm; a panel in two halves),
+ * aarch64 8 rows x 8 (16 of its 32 NEON registers; four passes per panel). Elsewhere (baseline x86-64)
+ * OpenBLAS multiplies each panel. */
 #if defined(__AVX512F__)
 #define DPK_PANEL_ROWS 8
 #define DPK_PANEL_LANES 16
@@ -18,6 +19,10 @@ typedef float dpk_panel_vec __attribute__((vector_size(64)));
 #define DPK_PANEL_ROWS 6
 #define DPK_PANEL_LANES 8
 typedef float dpk_panel_vec __attribute__((vector_size(32)));
+#elif defined(__aarch64__)
+#define DPK_PANEL_ROWS 8
+#define DPK_PANEL_LANES 4
+typedef float dpk_panel_vec __attribute__((vector_size(16)));
 #endif
 #ifdef DPK_PANEL_ROWS
 /* *v0, *v1 = y[0..n) (n may exceed both lanes), zero past n */

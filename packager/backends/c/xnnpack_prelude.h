@@ -137,8 +137,8 @@ static void dpk_xnn_transpose(const float *restrict src, float *restrict dst, in
 /* y = y * sigmoid(y) (a SiLU) in place over `pixels` rows of `width` channels, `stride` apart: `op` is a sigmoid
  * created for width and stride, writing `chunk` rows at a time into scratch (chunk * width floats), so the
  * product reads rows the sigmoid has just read, from cache. */
-static void dpk_xnn_swish(xnn_operator_t op, float *restrict y, float *restrict scratch, int64_t pixels,
-                          int64_t width, int64_t stride, int64_t chunk) {
+static inline void dpk_xnn_swish(xnn_operator_t op, float *restrict y, float *restrict scratch, int64_t pixels,
+                                 int64_t width, int64_t stride, int64_t chunk) {
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t n = pixels - p0 < chunk ? pixels - p0 : chunk;
     float *restrict rows = y + p0 * stride;
