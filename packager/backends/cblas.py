@@ -102,13 +102,16 @@ $bias
 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)nc, $K, 1.0f, in0 + m0 * $K, $K,
             in1 + n0 * $K, $K, $beta, y, $N);
 $act"""),
-    # dense on W in panels ([N / 32][K][32]): rows m0.. of x by columns n0.. (whole panels). The register
-    # kernel takes a panel at a time, DPK_PANEL_ROWS rows of x at a time against it (the panel stays in
-    # cache), accumulators in registers; a target without it calls OpenBLAS once per panel (ld 32)
+    # dense on W in panels ([N / 32][K][32]): rows m0.. of x by columns n0.. (whole panels), then $act.
+    # $run is dense_p_kernel where the target has it (DPK_PANEL_ROWS), else dense_p_sgemm
     "dense_p": Template("""\
 const int64_t m0 = $m0, mc = $mc, n0 = $n0, nc = $nc;
 float *restrict y = out0 + m0 * $N + n0;
-#ifdef DPK_PANEL_ROWS
+$run
+$act"""),
+    # the register kernel: a panel at a time, DPK_PANEL_ROWS rows of x at a time against it (the panel stays
+    # in cache), accumulators in registers
+    "dense_p_kernel": Template("""\
 /* In chunks of $KC of K (each output's terms are still added in the order of k: the sums go on from y): a
  * panel's chunk stays in cache while every row of x passes it, accumulators in registers. */
 for (int64_t k0 = 0; k0 < $K; k0 += $KC) {
@@ -153,16 +156,15 @@ $bias_panel
       }
     }
   }
-}
-#else
+}"""),
+    # a target without the kernel: OpenBLAS once per panel (ld 32)
+    "dense_p_sgemm": Template("""\
 for (int64_t c = n0; c < n0 + nc; c += 32) {
   const int64_t cols = $N - c < 32 ? $N - c : 32;
 $bias_rows
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, (int)cols, $K, 1.0f, in0 + m0 * $K, $K,
               in1 + c * $K, 32, $beta, y + (c - n0), $N);
-}
-#endif
-$act"""),
+}"""),
     # matmul: block u is $RB output rows of batch entry b (each entry has $NBK blocks)
     "matmul": Template("""\
 const int64_t b = u / $NBK, m0 = u % $NBK * $RB, mc = $M - m0 < $RB ? $M - m0 : $RB;
@@ -361,8 +363,9 @@ def _dense_panels(node: Node, types: list[TensorType], act: Node | None, N: int)
     bias_panel = "    memcpy(start, in2 + c, (size_t)cols * sizeof(float));" if has_bias else ""
     bias_rows = (f"  for (int64_t m = 0; m < mc; ++m) memcpy(y + m * {N} + (c - n0), in2 + c, (size_t)cols * "
                  f"sizeof(float));" if has_bias else "")
-    text = TEMPLATES["dense_p"].substitute(fields, N=N, K=K, KC=PANEL_KC, bias_panel=bias_panel, bias_rows=bias_rows,
-                                           beta="1.0f" if has_bias else "0.0f",
+    kernel = TEMPLATES["dense_p_kernel"].substitute(N=N, K=K, KC=PANEL_KC, bias_panel=bias_panel)
+    sgemm = TEMPLATES["dense_p_sgemm"].substitute(N=N, K=K, bias_rows=bias_rows, beta="1.0f" if has_bias else "0.0f")
+    text = TEMPLATES["dense_p"].substitute(fields, N=N, run=cgen.if_defined("DPK_PANEL_ROWS", kernel, sgemm),
                                            act=_activation(act, "y", "mc", "nc", N))
     return text, units, M * N * K >= cgen.PARALLEL_MIN_WORK
 

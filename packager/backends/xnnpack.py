@@ -236,12 +236,15 @@ def _maxpool_reason(node: Node, graph: Graph) -> str | None:
 
 @dataclass(frozen=True)
 class _Epilogue:
-    """What a conv's units do to their output once computed: `expr` (C of v) in place, or a SiLU if None."""
+    """What a conv's units do to their output once computed: the unary op `act` in place, or a SiLU if None."""
 
     widths: list[int]  # each slice's output channels
     stride: int  # the output's channels
-    expr: str | None
-    what: str  # for the step's comment
+    act: Node | None
+
+    @property
+    def what(self) -> str:
+        return f" + {self.act.op if self.act else 'silu'}"
 
 
 @dataclass(frozen=True)
@@ -408,12 +411,12 @@ class _Lowering:
             widths, stride = epilogue.widths, epilogue.stride
             arrays["px"] = [block.pixels for block, _ in units]
             arrays["cw"] = [widths[k] for _, k in units]
-        if epilogue and epilogue.expr:  # a unary op's C, in place
+        if epilogue and epilogue.act:  # a unary op's C, in place
             after = (f"  const int64_t rows = px[u], width = cw[u];\n"
                      f"  for (int64_t p = 0; p < rows; ++p) {{\n"
                      f"    float *restrict row = out0 + yoff[u] + p * {stride};\n"
                      f"    for (int64_t c = 0; c < width; ++c) {{\n"
-                     f"      const float v = row[c];\n      row[c] = {epilogue.expr};\n    }}\n  }}\n")
+                     f"      const float v = row[c];\n      row[c] = {unary_expr(epilogue.act)};\n    }}\n  }}\n")
         elif epilogue:  # a SiLU: an XNNPACK sigmoid per unit into the thread's scratch, then the product
             for i, (block, k) in enumerate(units):
                 self.creates.append(f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", "
@@ -477,8 +480,8 @@ class _Lowering:
         create = (f"DPK_XNN_CHECK(\"{self.fn}\", \"{cgen.c_string(node.name)}\", xnn_create_convolution2d_nhwc_f32("
                   f"{create}, {bias}, {cgen.c_float(lo)}, {cgen.c_float(hi)}, 0, &ops[{{k}}]));")
         setup = f"xnn_setup_convolution2d_nhwc_f32({{op}}, {{n}}, {{h}}, {x[3]}, {{x}}, {{y}}, NULL)"
-        epilogue = (_Epilogue(widths, oc, None, " + silu") if silu else
-                    _Epilogue(widths, oc, unary_expr(act), f" + {act.op}") if act and not bounded else None)
+        epilogue = (_Epilogue(widths, oc, None) if silu else
+                    _Epilogue(widths, oc, act) if act and not bounded else None)
         self._operators(node, slices, create, setup, offsets, out, work, blocks, what, epilogue)
 
     def _dense(self, node: Node, act: Node | None, out: str) -> None:
