@@ -687,14 +687,11 @@ TRANSPOSED_DENSES = [  # (name, x shape, outputs, bias, activation): dense from 
 ]
 
 
-@pytest.mark.parametrize("march", [None, "native"])
-def test_dense_from_8_rows_stores_w_in_panels(tmp_path, march):
-    """The file stores such a W as panels [N / 32][K][32]; a W two denses read keeps its layout. Baseline builds
-    run OpenBLAS on each panel, -march=native the register kernel (AVX-512 or AVX2); both agree with NumPy on 1
-    and 2 threads."""
-    rng = np.random.default_rng(14)
+def panel_denses(rng, cases=TRANSPOSED_DENSES):
+    """(inputs, weights, nodes, feed, expected) of one dense per case of TRANSPOSED_DENSES (its activation after
+    it), each with its own x, W and bias, and NumPy's bounded result."""
     inputs, weights, nodes, feed, expected = {}, {}, [], {}, {}
-    for name, xs, n, bias, act in TRANSPOSED_DENSES:
+    for name, xs, n, bias, act in cases:
         inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
         weights[f"w_{name}"] = rand(rng, n, xs[-1])
         ins = [f"x_{name}", f"w_{name}"] + ([f"b_{name}"] if bias else [])
@@ -705,6 +702,16 @@ def test_dense_from_8_rows_stores_w_in_panels(tmp_path, march):
             nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
         expected[name] = activated(act, ref.dense_approx(feed[f"x_{name}"], weights[f"w_{name}"],
                                                          weights.get(f"b_{name}")))
+    return inputs, weights, nodes, feed, expected
+
+
+@pytest.mark.parametrize("march", [None, "native"])
+def test_dense_from_8_rows_stores_w_in_panels(tmp_path, march):
+    """The file stores such a W as panels [N / 32][K][32]; a W two denses read keeps its layout. Baseline builds
+    run OpenBLAS on each panel, -march=native the register kernel (AVX-512 or AVX2); both agree with NumPy on 1
+    and 2 threads."""
+    rng = np.random.default_rng(14)
+    inputs, weights, nodes, feed, expected = panel_denses(rng)
     inputs["x_shared"], feed["x_shared"] = (16, 40), rand(rng, 16, 40)
     nodes += [{"op": "dense", "inputs": ["x_shared", "w_rows_left"], "output": "shared"}]
     expected["shared"] = ref.dense_approx(feed["x_shared"], weights["w_rows_left"])

@@ -258,26 +258,16 @@ def test_aarch64_panel_dense_matches_numpy(arm_runtime, tmp_path):
     """A dense from 8 rows of x stores W in panels on aarch64 too, and its NEON register kernel (8 rows x 8
     columns) gives NumPy's numbers under qemu: whole tiles and 5 rows left, a panel and 8 columns, K in 3
     chunks."""
-    from test_cblas import TRANSPOSED_DENSES, ACT_ATTRS, activated, rand
+    from test_cblas import TRANSPOSED_DENSES, panel_denses
     from test_cblas import spec as cblas_spec
 
     needs_cross()
     if not has_arm_openblas():
         pytest.skip(f"the arm64 OpenBLAS is not installed ({SETUP} installs libopenblas-dev:arm64)")
     rng = np.random.default_rng(23)
-    inputs, weights, nodes, expected = {}, {}, [], {}
-    for name, xs, n, bias, act in [d for d in TRANSPOSED_DENSES if d[2] >= cblas.PANEL]:
-        inputs[f"x_{name}"] = xs
-        np.save(tmp_path / f"x_{name}.npy", rand(rng, *xs))
-        weights[f"w_{name}"] = rand(rng, n, xs[-1])
-        ins = [f"x_{name}", f"w_{name}"] + ([f"b_{name}"] if bias else [])
-        if bias:
-            weights[f"b_{name}"] = rand(rng, n)
-        nodes.append({"op": "dense", "inputs": ins, "output": f"{name}_pre" if act else name})
-        if act:
-            nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
-        expected[name] = activated(act, ref.dense_approx(np.load(tmp_path / f"x_{name}.npy"), weights[f"w_{name}"],
-                                                         weights.get(f"b_{name}")))
+    inputs, weights, nodes, feed, expected = panel_denses(rng, [d for d in TRANSPOSED_DENSES if d[2] >= cblas.PANEL])
+    for name, x in feed.items():
+        np.save(tmp_path / f"{name}.npy", x)
     np.savez(tmp_path / "m.npz", **weights)
     report = build(cblas_spec(inputs, "m.npz", nodes, list(expected)), tmp_path / "m.so", base_dir=str(tmp_path),
                    quiet=True, target=TRIPLE)

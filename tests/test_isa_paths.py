@@ -32,7 +32,7 @@ import pytest
 
 import loader
 import reference as ref
-from test_cblas import ACT_ATTRS, CONVS, DIRECT_CONVS, TRANSPOSED_DENSES, activated, conv_graph, rand, spec
+from test_cblas import CONVS, DIRECT_CONVS, TRANSPOSED_DENSES, conv_graph, panel_denses, spec
 from packager.backends.cblas import PANEL, _direct
 from packager import isa_variants
 from packager.build import build
@@ -74,19 +74,13 @@ def model(tmp_path_factory):
     """The graph (direct-conv convs, a host depthwise conv, transposed denses), its feed and bounded references."""
     rng = np.random.default_rng(21)
     inputs, weights, nodes, outputs, feed, expected = conv_graph(rng, DIRECT_CONVS + HOST_CONVS)
-    for name, xs, n, bias, act in TRANSPOSED_DENSES:
-        inputs[f"x_{name}"], feed[f"x_{name}"] = xs, rand(rng, *xs)
-        weights[f"w_{name}"] = rand(rng, n, xs[-1])
-        ins = [f"x_{name}", f"w_{name}"]
-        if bias:
-            weights[f"b_{name}"] = rand(rng, n)
-            ins.append(f"b_{name}")
-        nodes.append({"op": "dense", "inputs": ins, "output": f"{name}_pre" if act else name})
-        if act:
-            nodes.append({"op": act, "inputs": [f"{name}_pre"], "output": name, **ACT_ATTRS.get(act, {})})
-        outputs.append(name)
-        expected[name] = activated(act, ref.dense_approx(feed[f"x_{name}"], weights[f"w_{name}"],
-                                                         weights.get(f"b_{name}")))
+    dense_inputs, dense_weights, dense_nodes, dense_feed, dense_expected = panel_denses(rng)
+    inputs.update(dense_inputs)
+    weights.update(dense_weights)
+    nodes += dense_nodes
+    feed.update(dense_feed)
+    expected.update(dense_expected)
+    outputs += list(dense_expected)
     work = tmp_path_factory.mktemp("isa")
     np.savez(work / "m.npz", **weights)
     # the regions each kernel runs in (a region is named after its first node, op_index)
