@@ -439,7 +439,8 @@ def test_cli_build_onnx_with_shape(tmp_path, cache, capsys):
     assert main(["build", src, "-o", out]) == 1
     err = capsys.readouterr().err
     assert err == (f"dsopack: error: {src}: input 'x' dimension 0 ('batch') has no fixed size: give it one with "
-                   f"--shape x=1,1,28,28 (or in the manifest, model: {{shapes: {{x: [1, 1, 28, 28]}}}})\n")
+                   f"--shape x=1,1,28,28, or a range with --shape x=1..64,1,28,28 (or in the manifest, "
+                   f"model: {{shapes: {{x: [1, 1, 28, 28]}}}})\n")
     assert main(["build", src, "-o", out, "--shape", "x=2,1,a"]) == 1
     assert "--shape 'x=2,1,a': expected NAME=D0,D1,..." in capsys.readouterr().err
     assert main(["build", src, "-o", out, "--shape", "x=1,1,28,28", "--shape", "x=2,1,28,28"]) == 1
