@@ -339,9 +339,10 @@ def to_onnx(model: Model, batch: int, path: str, opset: int = 17) -> None:
     onnx.save(proto, path)
 
 
-def rebatch_onnx(src: str, batch: int, dst: str) -> None:
+def rebatch_onnx(src: str, batch: int | str, dst: str) -> None:
     """An ONNX file with the first dimension of every graph input set to `batch` (shapes re-inferred), so
-    that a file with a symbolic batch dimension gets a static shape."""
+    that a file with a symbolic batch dimension gets a static shape; a name for `batch` makes it symbolic
+    (a dynamic batch) instead."""
     import onnx
 
     proto = onnx.load(src)
@@ -350,7 +351,10 @@ def rebatch_onnx(src: str, batch: int, dst: str) -> None:
         if inp.name in init_names:
             continue
         dims = inp.type.tensor_type.shape.dim
-        if dims:
+        if dims and isinstance(batch, str):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = batch
+        elif dims:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = batch
     del proto.graph.value_info[:]

@@ -13,12 +13,13 @@ at that path untouched).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from packager import backend_choice, graph_plan, ir_check, lower, toolchain
+from packager import backend_choice, dynamic, graph_plan, ir_check, lower, toolchain
 from packager import partition as partition_mod
 from packager import spec as spec_mod
 from packager.compile import compile_model
@@ -64,9 +65,11 @@ class _Stages:
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
-          target: str | None = None, march: str | None = None, backends=None) -> BuildReport:
+          target: str | None = None, march: str | None = None, backends=None, buckets=None) -> BuildReport:
     """Build `spec` (a manifest path, a dict, a spec.Spec or an .onnx path) into the
-    shared library `output`. `shapes` (input name -> list of ints) fixes an ONNX model's dynamic dims.
+    shared library `output`. `shapes` (input name -> list of ints, or of ranges "1..64" for dynamic dims)
+    fixes an ONNX model's dynamic dims. `buckets` (the CLI's --buckets texts, "1,8,64" or "seq=128,512")
+    chooses the sizes a model with dynamic dims gets a plan for (dynamic.py; default: powers of two).
     `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple; `march`
     replaces any -march in its target.cflags (recorded in the manifest's producer.cflags).
     `backends` (names in priority order, or "a,b,c") replaces the manifest's; without either (a bare
@@ -80,42 +83,62 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     # [1/6] frontend
     s = spec if isinstance(spec, spec_mod.Spec) else spec_mod.load(spec, base_dir, shapes=shapes)
     graph = s.graph
+    chosen = _buckets(buckets, graph)
+    sizes = dynamic.plan_sizes(graph.dims, chosen) if graph.dims else [{}]
+    if len(sizes) > 1 and isinstance(spec, spec_mod.Spec):
+        raise BuildError("a model with dynamic dims is built from its manifest or file, not from a Spec object")
+    graphs = [spec_mod.load(spec, base_dir, shapes=shapes, sizes=p).graph for p in sizes[:-1]] + [graph]
     tc = toolchain.configure(s.target, cc=cc, triple=target, march=march)
     choice = backend_choice.choose(backends if backends is not None else s.backends, tc,
                                    "--backends (build's backends=)" if backends is not None else "the manifest")
     weight_bytes = sum(a.nbytes for a in graph.weights.values())
     stages.done("frontend", f"'{s.name}': {plural(len(graph.nodes), 'node')}, {plural(len(graph.inputs), 'input')}, "
-                            f"{plural(len(graph.weights), 'weight')} ({size(weight_bytes)}), {tc.cc_name}, {tc.triple}")
+                            f"{plural(len(graph.weights), 'weight')} ({size(weight_bytes)}), {tc.cc_name}, {tc.triple}"
+                + (f"; {plural(len(sizes), 'plan')} for {dynamic.describe(graph.dims, sizes)}" if graph.dims else ""))
     if choice.left_out and not quiet:
         log(f"      backends [{', '.join(choice.backends)}]: {choice.left_out}")
 
     # [2/6] infer
-    ir_check.infer(graph)
-    outputs = lower.output_plan(graph)
-    copies = sum(out.copied for out in outputs)
+    dynamic.separate_weights(graphs, sizes)
+    for g in graphs:
+        ir_check.infer(g)
+        g.layouts_from = graph
+    outputs = [lower.output_plan(g) for g in graphs]
+    fields = dynamic.manifest_fields(graphs, sizes) if graph.dims else None
+    copies = sum(out.copied for out in outputs[-1])
     stages.done("infer", f"{plural(len(graph.types), 'tensor')} typed, {plural(len(graph.outputs), 'output')}"
-                + (f", {plural(copies, 'output copy')}" if copies else ""))
+                + (f", {plural(copies, 'output copy')}" if copies else "")
+                + "".join(f"; {d['name']} {'padded' if 'exact' not in d else 'exact: ' + d['exact']}"
+                          for d in (fields or {}).get("dims", [])))
 
     # [3/6] partition
-    part = partition_mod.partition(graph, choice.backends)
-    explain_lines = part.explain()
-    counts = Counter(backend.name for backend, _ in part.regions)
-    stages.done("partition", plural(len(part.regions), "region")
-                + (" (" + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")" if counts else ""))
+    parts = [partition_mod.partition(g, choice.backends) for g in graphs]
+    explain_lines = parts[-1].explain()
+    counts = Counter(backend.name for backend, _ in parts[-1].regions)
+    stages.done("partition", plural(len(parts[-1].regions), "region")
+                + (" (" + ", ".join(f"{n} {b}" for b, n in counts.items()) + ")" if counts else "")
+                + (" per plan" if len(parts) > 1 else ""))
     if explain:
         log(f"      backends [{', '.join(choice.backends)}]: {choice.reason}")  # asked for: printed even when quiet
         for line in explain_lines:
             log(f"      {line}")  # asked for: printed even when quiet
 
     # [4/6] lower
-    low = lower.lower(s.name, graph, part.regions, outputs)
-    plan = graph_plan.plan(low.graph, low.calls, outputs)
+    names = [dynamic.graph_module(p, last=k == len(sizes) - 1) for k, p in enumerate(sizes)]
+    lows = [lower.lower(s.name, g, part.regions, out, prefix="" if name == "main" else name[len("main_"):] + "_")
+            for g, part, out, name in zip(graphs, parts, outputs, names)]
+    plans = [graph_plan.plan(low.graph, low.calls, out) for low, out in zip(lows, outputs)]
+    low = lower.merge(s.name, [lows[-1], *lows[:-1]]) if len(lows) > 1 else lows[0]
+    low.graph = dataclasses.replace(low.graph, weights=dynamic.shared_weights(lows, names))
+    arena = plans[-1].arena.size
     stages.done("lower", f"{plural(len(low.all_functions), 'function')} in C ({len(low.c_text.splitlines())} lines), "
-                         f"{plural(len(low.payloads), 'payload module')}, {plural(len(low.calls), 'call')}, "
-                         f"arena {size(plan.arena.size)}")
+                         f"{plural(len(low.payloads), 'payload module')}, {plural(len(lows[-1].calls), 'call')}, "
+                         f"arena {size(arena)}" + (f" (largest plan; smallest {size(plans[0].arena.size)})"
+                                                   if len(plans) > 1 else ""))
 
     # [5/6] package
-    pkg = package(s.name, low, plan.payload_bytes(), outputs, tc)
+    pkg = package(s.name, low, {name: p.payload_bytes() for name, p in zip(names, plans)}, outputs[-1], tc,
+                  dynamic=fields)
     stages.done("package", f"{plural(len(pkg.manifest['modules']), 'module')}, {plural(len(pkg.weights), 'weight')}, "
                            f"blob {size(pkg.blob.size)}")
 
@@ -132,9 +155,25 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         cache_note += " in parallel)"
     stages.done("compile", f"{tc.cc_name} {' '.join(tc.cflags)}, C {cache_note} -> {output} ({size(file_bytes)})")
     return BuildReport(output=output, name=s.name, manifest=pkg.manifest, explain=explain_lines,
-                       backends=choice.backends, backends_reason=choice.reason, functions=low.all_functions, arena_bytes=plan.arena.size, blob_bytes=pkg.blob.size,
-                       file_bytes=file_bytes, compiled=stats["compiled"], cached=stats["cached"],
-                       timings=stages.timings)
+                       backends=choice.backends, backends_reason=choice.reason, functions=low.all_functions,
+                       arena_bytes=arena, blob_bytes=pkg.blob.size, file_bytes=file_bytes,
+                       compiled=stats["compiled"], cached=stats["cached"], timings=stages.timings)
+
+
+def _buckets(texts, graph) -> dict | None:
+    """--buckets texts -> dim name (None: every dim) -> sizes."""
+    if not texts:
+        return None
+    if not graph.dims:
+        raise BuildError("--buckets needs a dynamic dim: declare one as a range, e.g. --shape x=1..64,784 "
+                         "(a YAML graph: shape: [\"batch=1..64\", 784])")
+    chosen = {}
+    for text in [texts] if isinstance(texts, str) else texts:
+        name, sizes = dynamic.parse_buckets(text)
+        if name in chosen:
+            raise BuildError(f"--buckets given twice for {f'dim {name!r}' if name else 'every dim'}")
+        chosen[name] = sizes
+    return chosen
 
 
 def _check_output(output: str) -> None:

@@ -39,6 +39,11 @@ class CarriedKinds:
                              f"that differs from what backend '{known[1]}' shipped for it (one implementation "
                              "per kind and file)")
 
+    def merge(self, other: "CarriedKinds") -> None:
+        """Add every kind `other` carries (a dynamic build's plans each lower their own)."""
+        for name, (source, backend_name) in other.kinds.items():
+            self.add(backend_name, name, source)
+
     @property
     def names(self) -> list[str]:
         return list(self.kinds)

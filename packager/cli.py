@@ -27,6 +27,8 @@ examples:
   dsopack build manifests/lenet.yaml -o lenet.so --explain    ... and say which backend took each node
   dsopack build model.onnx -o model.so --shape x=1,3,32,32   an ONNX model (fix its dynamic dims); fastest backends found
   dsopack build model.onnx -o model.so --backends host        ... with the backends you choose, in priority order
+  dsopack build model.onnx -o model.so --shape x=1..64,3,32,32 one file for every batch from 1 to 64 (plans 1, 2, 4 ... 64)
+  dsopack build model.onnx -o model.so --shape x=1..64,3,32,32 --buckets 1,8,64   ... plans for the sizes you choose
   dsopack inspect digits.so                                   the embedded manifest and its modules
   dsopack verify digits.so                                    check the structure and every checksum
   dsopack keygen -o release.key                               an Ed25519 key pair: release.key, release.key.pub
@@ -39,7 +41,7 @@ a deployment manifest (YAML) says what to build:
   name: digits_mlp
   model:
     graph:
-      inputs:  {x: {shape: [1, 64], dtype: float32}}
+      inputs:  {x: {shape: [1, 64], dtype: float32}}   # a dynamic batch: shape: ["batch=1..64", 64]
       weights: digits_mlp.npz              # names -> arrays, relative to the manifest
       nodes:
         - {op: dense, inputs: [x, fc1.weight, fc1.bias], output: h}
@@ -72,7 +74,7 @@ def cmd_build(args) -> int:
     if not os.path.exists(args.spec):
         what = "ONNX file" if args.spec.lower().endswith(".onnx") else "manifest"
         raise UserError(f"{what} '{args.spec}' not found")
-    shapes: dict[str, list[int]] = {}
+    shapes: dict[str, list] = {}
     for item in args.shape:
         name, shape = parse_shape_option(item)
         if name in shapes:
@@ -85,10 +87,11 @@ def cmd_build(args) -> int:
         backends = backend_choice.check(args.backends, "--backends")
     report = build(args.spec, args.output, cc=args.cc, quiet=args.quiet, explain=args.explain,
                    save_temps=args.save_temps, use_cache=not args.no_cache, shapes=shapes or None,
-                   target=args.target, march=args.march, backends=backends)
+                   target=args.target, march=args.march, backends=backends, buckets=args.buckets or None)
     if not args.quiet:
+        plans = len(report.manifest.get("plans", [])) or 1
         print(f"wrote {report.output} ({wording.size(report.file_bytes)}): {len(report.manifest['modules'])} modules, "
-              f"arena {wording.size(report.arena_bytes)}")
+              f"arena {wording.size(report.arena_bytes)}" + (f", {plans} plans" if plans > 1 else ""))
     return 0
 
 
@@ -142,6 +145,14 @@ def cmd_inspect(args) -> int:
         names = ", ".join(f"{v.get('name')} ({' '.join(v.get('cflags') or []) or 'the target flags'})"
                           for v in variants if isinstance(v, dict))
         print(f"# ISA variants: {names}; a load picks the best the CPU runs, or DPK_ISA's")
+    dims, plans = f.manifest.get("dims"), f.manifest.get("plans")
+    if isinstance(dims, list) and isinstance(plans, list):
+        for d in dims:
+            if isinstance(d, dict):
+                how = f"exact sizes only: {d['exact']}" if d.get("exact") else "sizes between plans run padded"
+                print(f"# dim {d.get('name')}: {d.get('min')}..{d.get('max')}, {how}")
+        print(f"# plans: " + ", ".join(f"{p.get('graph')} ({', '.join(f'{k}={v}' for k, v in (p.get('dims') or {}).items())})"
+                                     for p in plans if isinstance(p, dict)))
     print()
     print(_table(("module", "kind", "codec", "stored", "raw", "imports"), module_rows(f.manifest)))
     return 0
@@ -330,7 +341,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true", help="do not use the object cache")
     b.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="fix an ONNX input's shape (its dynamic dims, e.g. the batch); repeat per input; "
-                        "overrides the manifest's model.shapes")
+                        "overrides the manifest's model.shapes. A dim may be a range, LO..HI (e.g. x=1..64,3,32,32): "
+                        "the file then runs every size in it (see --buckets); axes of one ONNX dim_param "
+                        "share one range; name a range to tie axes yourself: ids=batch=1..8,seq=1..512")
+    b.add_argument("--buckets", action="append", default=[], metavar="SIZES",
+                   help="the sizes of a dynamic dim the file gets a plan (compiled code) for, e.g. 1,8,32,64 "
+                        "(must include the range's max; DIM=SIZES for one dim: seq=128,512). Default: the range's "
+                        "min, the powers of two in it and its max. A size between two plans runs in the larger, "
+                        "padded, when every op keeps the dim's rows apart (else it is refused; the build says so)")
     b.set_defaults(func=cmd_build)
 
     i = sub.add_parser("inspect", help="print the embedded manifest and a table of modules",

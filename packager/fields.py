@@ -6,6 +6,7 @@ Every problem is a BuildError that names the file and the field, e.g.
 
 from __future__ import annotations
 
+from packager import dynamic
 from packager.ir import BuildError
 
 
@@ -41,14 +42,19 @@ class Fields:
                 raise self.error(f"{field_path}[{i}]", f"expected a non-empty string, got {typename(item)}")
         return list(value)
 
-    def shape(self, value, field_path: str) -> tuple[int, ...]:
+    def shape(self, value, field_path: str, ranges: bool = False) -> tuple:
+        """Positive integers; with `ranges`, a dim may also be a range "LO..HI" or "NAME=LO..HI" (a DimRange)."""
         if not isinstance(value, list):
             raise self.error(field_path, f"expected a list of positive integers, got {typename(value)}")
+        dims = []
         for i, d in enumerate(value):
-            if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-                raise self.error(f"{field_path}[{i}]",
+            dim = dynamic.parse_dim(d) if ranges or isinstance(d, int) else None
+            if dim is None:
+                raise self.error(f"{field_path}[{i}]", f"expected a positive integer or a range like 1..64 or "
+                                                       f"batch=1..64, got {typename(d)}" if ranges else
                                  f"expected a positive integer (static shapes only), got {typename(d)}")
-        return tuple(value)
+            dims.append(dim)
+        return tuple(dims)
 
 
 def typename(value) -> str:

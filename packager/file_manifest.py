@@ -26,11 +26,14 @@ class Package:
     weights: list[str]  # the weights stored, in the order calls read them
 
 
-def package(name: str, low: Lowered, graph_payload: bytes, outputs: list[GraphOutput], tc: Toolchain) -> Package:
-    """Model `name`, lowered to `low`, whose graph module's payload is `graph_payload`, built with `tc`."""
+def package(name: str, low: Lowered, graph_payloads: dict[str, bytes], outputs: list[GraphOutput], tc: Toolchain,
+            dynamic: dict | None = None) -> Package:
+    """Model `name`, lowered to `low`, built with `tc`; `graph_payloads`: graph module name -> its payload, the
+    entry (`main`) last. `dynamic` (a dynamic build's; dynamic.manifest_fields): each input's and output's
+    `dims`, and the manifest's `dims` and `plans`."""
     writer = BlobWriter()
     weights = list(dict.fromkeys([*low.dso_weights, *(w for p in low.payloads for w in p.weights)]))
-    modules = _modules(writer, low, graph_payload, weights)
+    modules = _modules(writer, low, graph_payloads, weights)
     graph = low.graph
     manifest = {
         "format": "dsopack/1",
@@ -45,6 +48,10 @@ def package(name: str, low: Lowered, graph_payload: bytes, outputs: list[GraphOu
                      "shape": list(graph.type_of(out.source).shape)} for k, out in enumerate(outputs)],
         "modules": modules,
     }
+    if dynamic:
+        for entry, dims in zip(manifest["inputs"] + manifest["outputs"], dynamic["inputs"] + dynamic["outputs"]):
+            entry["dims"] = dims
+        manifest["dims"], manifest["plans"] = dynamic["dims"], dynamic["plans"]
     if tc.variants:
         manifest["target"]["variants"] = isa_variants.manifest_entry(tc.variants)
     if low.carried.names:
@@ -52,16 +59,16 @@ def package(name: str, low: Lowered, graph_payload: bytes, outputs: list[GraphOu
     return Package(manifest, writer.finish(manifest), weights)
 
 
-def _modules(writer: BlobWriter, low: Lowered, graph_payload: bytes, weights: list[str]) -> list[dict]:
-    """The manifest's modules, their payloads added to `writer` (the graph's first, the weights' last)."""
-    taken = {"main", "weights", *(p.name for p in low.payloads)}
+def _modules(writer: BlobWriter, low: Lowered, graph_payloads: dict[str, bytes], weights: list[str]) -> list[dict]:
+    """The manifest's modules, their payloads added to `writer` (the graphs' first, the weights' last)."""
+    taken = {"weights", *graph_payloads, *(p.name for p in low.payloads)}
     if taken & set(low.functions):
         raise BuildError(f"backend name '{sorted(taken & set(low.functions))[0]}' is also the name of a module "
                          "this build makes; rename the backend")
     modules: list[dict] = [{"name": backend, "kind": "dso", "functions": functions}
                            for backend, functions in low.functions.items()]
-    main = {"name": "main", "kind": "graph", "imports": list(low.functions),
-            "payload": writer.add(graph_payload, "zstd")}
+    graphs = [{"name": module, "kind": "graph", "imports": list(low.functions), "payload": writer.add(data, "zstd")}
+              for module, data in graph_payloads.items()]
     for p in low.payloads:
         module = {"name": p.name, "kind": p.payload.kind}
         if p.payload.imports_weights and weights:
@@ -69,10 +76,11 @@ def _modules(writer: BlobWriter, low: Lowered, graph_payload: bytes, weights: li
         module["functions"] = [p.payload.function]
         module["payload"] = writer.add(p.payload.data, p.payload.codec)
         modules.append(module)
-        main["imports"].append(p.name)
+        for graph in graphs:
+            graph["imports"].append(p.name)
     if weights:
         tensors = plan.place_weights(writer, {w: low.graph.weights[w] for w in weights})
         modules.append({"name": "weights", "kind": "params", "tensors": tensors})
-        main["imports"].append("weights")
-    modules.append(main)
-    return modules
+        for graph in graphs:
+            graph["imports"].append("weights")
+    return modules + graphs

@@ -54,6 +54,11 @@ class Graph:
     nodes: list[Node]
     outputs: list[str]
     types: dict[str, TensorType] = field(default_factory=dict)  # every tensor, after infer()
+    # dynamic dims (dynamic.Dim by name): input axes declared as ranges; the graph is built at one size of each
+    dims: dict = field(default_factory=dict)
+    # a dynamic build's largest plan: a backend that picks a weight's layout by the activations' shapes picks
+    # it there, so that every plan stores the weight alike (it is stored once)
+    layouts_from: "Graph | None" = field(default=None, repr=False, compare=False)
 
     def type_of(self, name: str) -> TensorType:
         """The type of any tensor of the graph: inferred, a weight's or an input's."""

@@ -93,6 +93,9 @@ class Lowered:
     carried: CarriedKinds  # kinds whose C the file carries
     once_units: int = 0  # the last units of c_units hold ONCE_BACKENDS' code: compiled once, not per ISA variant
     once_functions: list[str] = dataclasses.field(default_factory=list)  # the functions those units define
+    preludes: list[str] = dataclasses.field(default_factory=list)  # what c_units are made of (merge() joins them)
+    sources: list[str] = dataclasses.field(default_factory=list)
+    once_sources: list[str] = dataclasses.field(default_factory=list)  # ONCE_BACKENDS' code
 
     @property
     def c_text(self) -> str:
@@ -143,16 +146,17 @@ def output_plan(graph: Graph) -> list[GraphOutput]:
     return plan
 
 
-def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutput]) -> Lowered:
+def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutput], prefix: str = "") -> Lowered:
     """Lower the partition's `regions` ((backend, Region) in run order) of the inferred `graph`
-    of model `name`; `outputs` is output_plan(graph)."""
-    preludes: list[str] = []
-    sources: list[str] = []
-    once_sources: list[str] = []  # ONCE_BACKENDS' code
+    of model `name`; `outputs` is output_plan(graph). `prefix` starts the name of every function and
+    payload module (a dynamic build's plans each have their own)."""
     low = Lowered(graph=graph, c_units=[], functions={}, payloads=[], calls=[], dso_weights=[], libraries=[],
                   requires=[], install_hints=[], carried=CarriedKinds())
+    preludes, sources, once_sources = low.preludes, low.sources, low.once_sources
     relaid: dict[str, tuple[Region, np.ndarray]] = {}  # weight -> (the region that re-lays it out, new array)
     shared: dict[str, str] = {}  # shared_key -> the function that has that code
+    if prefix:
+        regions = [(backend, dataclasses.replace(region, name=prefix + region.name)) for backend, region in regions]
     for backend, region in regions:
         lowered = _lower_region(backend, region, graph)
         key = shared_key(backend.name, region, lowered) if isinstance(lowered, CSource) else None
@@ -191,7 +195,7 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
             low.carried.add(backend.name, region.name, lowered.kind_source)
     for k, out in enumerate(outputs):
         if out.copied:
-            func = f"dpk_copy_output_{k}"
+            func = f"{prefix}dpk_copy_output_{k}"
             sources.append(COPY_KERNEL.format(func=func, output=graph.outputs[k], source=out.source,
                                               nbytes=graph.type_of(out.source).nbytes))
             low.functions.setdefault("host", []).append(func)
@@ -199,13 +203,37 @@ def lower(name: str, graph: Graph, regions: list[tuple], outputs: list[GraphOutp
             if out.source in graph.weights:
                 low.dso_weights.append(out.source)
     low.graph = relay_weights(graph, regions, outputs, relaid)
+    return _units(name, low)
+
+
+def merge(name: str, lows: list[Lowered]) -> Lowered:
+    """One file's code from several lowerings of model `name` (a dynamic build's plans): every function,
+    payload and library of each; `graph` and `calls` stay the first's (each plan keeps its own)."""
+    low = dataclasses.replace(lows[0], c_units=[], functions={}, payloads=[], dso_weights=[], libraries=[],
+                              requires=[], install_hints=[], carried=CarriedKinds(), once_functions=[], preludes=[],
+                              sources=[], once_sources=[])
+    for part in lows:
+        for backend, functions in part.functions.items():
+            low.functions.setdefault(backend, []).extend(functions)
+        low.payloads.extend(part.payloads)
+        for key in ("dso_weights", "libraries", "requires", "once_functions", "sources", "once_sources"):
+            getattr(low, key).extend(getattr(part, key))
+        low.install_hints.extend(h for h in part.install_hints if h not in low.install_hints)
+        low.preludes.extend(p for p in part.preludes if p not in low.preludes)
+        low.carried.merge(part.carried)
+    return _units(name, low)
+
+
+def _units(name: str, low: Lowered) -> Lowered:
+    """`low` with its translation units made from its preludes and sources."""
     functions = low.all_functions
     dupes = sorted({f for f in functions if functions.count(f) > 1})
     if dupes:
         raise BuildError(f"generated code defines {', '.join(dupes)} more than once (a backend bug)")
-    low.c_units = c_units(name, preludes, sources, once_sources)
+    low.c_units = c_units(name, low.preludes, low.sources, low.once_sources)
     # the units after the others' (none of those when every region is ONCE_BACKENDS': a conv-only model)
-    low.once_units = len(low.c_units) - (len(c_units(name, preludes, sources)) if sources else 0) if once_sources else 0
+    low.once_units = (len(low.c_units) - (len(c_units(name, low.preludes, low.sources)) if low.sources else 0)
+                      if low.once_sources else 0)
     return low
 
 

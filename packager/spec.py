@@ -43,10 +43,12 @@ class Spec:
     base_dir: str = "."  # relative paths (weights) are resolved here
 
 
-def load(source, base_dir: str | os.PathLike | None = None, shapes: dict | None = None) -> Spec:
-    """Parse a deployment manifest: a YAML file path, or a dict (paths relative to base_dir); or an .onnx path."""
+def load(source, base_dir: str | os.PathLike | None = None, shapes: dict | None = None,
+         sizes: dict | None = None) -> Spec:
+    """Parse a deployment manifest: a YAML file path, or a dict (paths relative to base_dir); or an .onnx path.
+    `sizes` (dim name -> int): the size to build each dynamic dim at (dynamic.py); by default its max."""
     if isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".onnx"):
-        return from_onnx(source, shapes)
+        return from_onnx(source, shapes, sizes=sizes)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -60,20 +62,20 @@ def load(source, base_dir: str | os.PathLike | None = None, shapes: dict | None 
             raise BuildError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
         base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
         default_name = os.path.splitext(os.path.basename(path))[0]
-        return parse(doc, base, where=path, default_name=default_name, path=path, shapes=shapes)
+        return parse(doc, base, where=path, default_name=default_name, path=path, shapes=shapes, sizes=sizes)
     if isinstance(source, dict):
         return parse(source, os.fspath(base_dir) if base_dir is not None else os.getcwd(), where="<manifest>",
-                     shapes=shapes)
+                     shapes=shapes, sizes=sizes)
     raise BuildError(f"a manifest is a YAML file path or a dict, got {typename(source)}")
 
 
 def from_onnx(path, shapes: dict | None = None, *, name: str | None = None, backends: list[str] | None = None,
-              target: Target | None = None) -> Spec:
+              target: Target | None = None, sizes: dict | None = None) -> Spec:
     """A Spec for an ONNX file with the defaults of `dsopack build model.onnx`: native -O3, and backends None
     (the build picks the fastest the target has: backend_choice.choose) unless `backends` is given."""
     path = os.fspath(path)
     name = name or os.path.splitext(os.path.basename(path))[0]
-    graph = onnx_frontend.load_graph(path, shapes, name=name)
+    graph = onnx_frontend.load_graph(path, shapes, name=name, sizes=sizes)
     return Spec(name=name, graph=graph, backends=list(backends) if backends else None, target=target or Target(),
                 path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
@@ -85,7 +87,7 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = "model",
-          path: str | None = None, shapes: dict | None = None) -> Spec:
+          path: str | None = None, shapes: dict | None = None, sizes: dict | None = None) -> Spec:
     fields = Fields(where)
     if doc is None:
         raise fields.error("", "the manifest is empty")
@@ -97,7 +99,7 @@ def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = 
     if "onnx" in model and "graph" in model:
         raise fields.error("model", "give `graph` or `onnx`, not both")
     if "onnx" in model:
-        graph = _onnx_model(fields, model, name, base_dir, shapes)
+        graph = _onnx_model(fields, model, name, base_dir, shapes, sizes)
     elif "graph" not in model:
         raise fields.error("model", "missing `graph` (or `onnx`)")
     elif "shapes" in model:
@@ -106,7 +108,7 @@ def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = 
         raise fields.error("model", "input shapes (--shape) apply to ONNX models only; "
                                     "a YAML graph gives them in model.graph.inputs")
     else:
-        graph = yaml_graph.parse_graph(fields, model["graph"], "model.graph", name, base_dir)
+        graph = yaml_graph.parse_graph(fields, model["graph"], "model.graph", name, base_dir, sizes)
 
     backends = ["host"]
     if "backends" in doc:
@@ -120,17 +122,19 @@ def parse(doc, base_dir: str, *, where: str = "<manifest>", default_name: str = 
     return Spec(name=name, graph=graph, backends=backends, target=target, path=path, base_dir=base_dir)
 
 
-def _onnx_model(fields: Fields, model: dict, name: str, base_dir: str, override: dict | None) -> Graph:
+def _onnx_model(fields: Fields, model: dict, name: str, base_dir: str, override: dict | None,
+                sizes: dict | None) -> Graph:
     rel = fields.string(model["onnx"], "model.onnx")
     path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
     shapes = {}
     if "shapes" in model:
         for iname, shape in fields.mapping(model["shapes"], "model.shapes").items():
-            shapes[iname] = list(fields.shape(shape, f"model.shapes.{iname}"))
+            shapes[iname] = list(fields.shape(shape, f"model.shapes.{iname}", ranges=True))
     shapes.update(override or {})
     if not os.path.isfile(path):
         raise fields.error("model.onnx", f"ONNX file '{rel}' not found (looked at {os.path.abspath(path)})")
-    return onnx_frontend.load_graph(path, shapes, name=name, where=f"{fields.where}: model.onnx '{rel}'")
+    return onnx_frontend.load_graph(path, shapes, name=name, where=f"{fields.where}: model.onnx '{rel}'",
+                                    sizes=sizes)
 
 
 def _target(fields: Fields, value, fp: str) -> Target:

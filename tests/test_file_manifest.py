@@ -39,7 +39,7 @@ def ext(name, imports_weights=True, weights=("w", "big")):
 
 def test_modules_in_order_with_their_imports():
     g = graph()
-    pkg = package("m", lowered(g, payloads=[ext("ext0"), ext("ext1", imports_weights=False)]), b"{}",
+    pkg = package("m", lowered(g, payloads=[ext("ext0"), ext("ext1", imports_weights=False)]), {"main": b"{}"},
                   output_plan(g), TC)
     mods = pkg.manifest["modules"]
     assert [(m["name"], m["kind"]) for m in mods] == [("host", "dso"), ("ext0", "json"), ("ext1", "json"),
@@ -54,7 +54,7 @@ def test_modules_in_order_with_their_imports():
 
 def test_manifest_fields():
     g = graph(outputs=("y", "x"))
-    m = package("model", lowered(g), b"{}", output_plan(g), TC).manifest
+    m = package("model", lowered(g), {"main": b"{}"}, output_plan(g), TC).manifest
     assert list(m) == ["format", "name", "producer", "target", "requires", "checksum", "entry", "inputs", "outputs",
                        "modules"]
     assert m["format"] == "dsopack/1" and m["name"] == "model" and m["entry"] == "main"
@@ -67,7 +67,7 @@ def test_manifest_fields():
 
 def test_without_weights_there_is_no_params_module():
     g = graph()
-    mods = package("m", lowered(g, dso_weights=(), payloads=[ext("ext0", weights=())]), b"{}", output_plan(g),
+    mods = package("m", lowered(g, dso_weights=(), payloads=[ext("ext0", weights=())]), {"main": b"{}"}, output_plan(g),
                    TC).manifest["modules"]
     assert [m["name"] for m in mods] == ["host", "ext0", "main"]
     assert "imports" not in mods[1] and mods[2]["imports"] == ["host", "ext0"]
@@ -76,12 +76,12 @@ def test_without_weights_there_is_no_params_module():
 def test_a_backend_named_like_a_module_is_refused():
     g = graph()
     with pytest.raises(BuildError, match="backend name 'weights' is also the name of a module"):
-        package("m", lowered(g, functions={"weights": ["f"]}), b"{}", output_plan(g), TC)
+        package("m", lowered(g, functions={"weights": ["f"]}), {"main": b"{}"}, output_plan(g), TC)
 
 
 def test_the_blob_holds_the_manifest_and_knows_its_size(tmp_path):
     g = graph()
-    pkg = package("m", lowered(g), b'{"graph": 1}', output_plan(g), TC)
+    pkg = package("m", lowered(g), {"main": b'{"graph": 1}'}, output_plan(g), TC)
     path = tmp_path / "m.blob"
     assert pkg.blob.write(str(path)) == pkg.blob.size == path.stat().st_size
     data = path.read_bytes()

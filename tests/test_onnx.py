@@ -354,7 +354,8 @@ def test_opset_out_of_range(tmp_path):
 def test_dynamic_dim_needs_a_shape(tmp_path):
     path = os.path.join(MODELS, "lenet.onnx")
     assert error_of(path) == (f"{path}: input 'x' dimension 0 ('batch') has no fixed size: give it one with "
-                              f"--shape x=1,1,28,28 (or in the manifest, model: {{shapes: {{x: [1, 1, 28, 28]}}}})")
+                              f"--shape x=1,1,28,28, or a range with --shape x=1..64,1,28,28 (or in the manifest, "
+                              f"model: {{shapes: {{x: [1, 1, 28, 28]}}}})")
     assert "dimension 2 of" not in error_of(path, {"x": [1, 1, 28, 29]})
     assert "input 'x' dimension 3 is 28 in the model, the shape given says 29" in error_of(path, {"x": [1, 1, 28, 29]})
     assert "input 'x' has 4 dimensions [batch, 1, 28, 28], the shape given has 3" in error_of(path, {"x": [1, 28, 28]})

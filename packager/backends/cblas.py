@@ -322,10 +322,12 @@ def _vector_act(act: Node | None, width: int, indent: str) -> str:
 
 
 def stores_panels(node: Node, graph: Graph) -> bool:
-    """Whether this dense stores its W in panels: enough rows of x, a panel's worth of outputs (a narrower W
-    would be mostly padding), and W is a weight only it reads."""
+    """Whether this dense stores its W in panels: enough rows of x (in the largest plan of a dynamic build,
+    so that every plan stores W alike), a panel's worth of outputs (a narrower W would be mostly padding),
+    and W is a weight only it reads."""
     w = node.inputs[1]
-    x = graph.type_of(node.inputs[0]).shape
+    rows_from = graph.layouts_from if graph.layouts_from and node.inputs[0] in graph.layouts_from.types else graph
+    x = rows_from.type_of(node.inputs[0]).shape
     return (node.op == "dense" and math.prod(x[:-1]) >= PANEL_MIN_ROWS and w in graph.weights
             and graph.weights[w].shape[0] >= PANEL and w not in graph.outputs
             and [n.name for n in graph.consumers().get(w, [])] == [node.name])

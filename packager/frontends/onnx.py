@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-from packager import ops
+from packager import dynamic, ops
+from packager.dynamic import DimRange
 from packager.frontends.onnx_convert import Converter, OnnxNode
 from packager.frontends.onnx_ops import SUPPORTED
 from packager.ir import BuildError, Graph, Node, TensorType
@@ -95,8 +96,10 @@ def _onnx():
     return onnx
 
 
-def load_graph(path, shapes: dict | None = None, *, name: str | None = None, where: str | None = None) -> Graph:
-    """The IR graph of an ONNX file, with every dimension fixed (`shapes`: input name -> list of ints)."""
+def load_graph(path, shapes: dict | None = None, *, name: str | None = None, where: str | None = None,
+               sizes: dict | None = None) -> Graph:
+    """The IR graph of an ONNX file, with every dimension fixed (`shapes`: input name -> list of ints, or of
+    dynamic.DimRange for a dynamic dim, built at its size in `sizes`, else at its max)."""
     onnx = _onnx()
     path = os.fspath(path)
     where = where or path
@@ -118,7 +121,8 @@ def load_graph(path, shapes: dict | None = None, *, name: str | None = None, whe
         raise BuildError(f"{where}: unsupported ONNX ops (opset {opset}): {listing}{hint}")
 
     constants = {t.name: _array(onnx, t, where) for t in model.graph.initializer}
-    inputs = _inputs(onnx, model.graph, constants, shapes or {}, where)
+    dims: dict = {}
+    inputs = _inputs(onnx, model.graph, constants, shapes or {}, where, dims, sizes)
     outputs = [o.name for o in model.graph.output]
     uses: dict[str, int] = {}
     for node in nodes:
@@ -132,7 +136,7 @@ def load_graph(path, shapes: dict | None = None, *, name: str | None = None, whe
     cv.run(nodes)
     graph_nodes, weights = _finish(cv, model.graph, outputs, where)
     return Graph(name=name or os.path.splitext(os.path.basename(path))[0], inputs=inputs, weights=weights,
-                 nodes=graph_nodes, outputs=outputs)
+                 nodes=graph_nodes, outputs=outputs, dims=dims)
 
 
 # ---------------------------------------------------------------------------
@@ -259,11 +263,14 @@ def _array(onnx, tensor, where: str) -> np.ndarray:
 # Inputs and their shapes
 
 
-def _example(dims: list) -> str:
-    return ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+def _example(dims: list, ranged: int | None = None) -> str:
+    """A --shape value for `dims`: 1 for each symbolic dim, or 1..64 for the one at index `ranged`."""
+    return ",".join(str(d) if isinstance(d, int) else "1..64" if k == ranged else "1" for k, d in enumerate(dims))
 
 
-def _inputs(onnx, graph, constants: dict, shapes: dict, where: str) -> dict[str, TensorType]:
+def _inputs(onnx, graph, constants: dict, shapes: dict, where: str, dims: dict,
+            sizes: dict | None) -> dict[str, TensorType]:
+    """The inputs' types, at `sizes` (or the max) for the dims declared as ranges, which go into `dims`."""
     inputs: dict[str, TensorType] = {}
     declared = [vi for vi in graph.input if vi.name not in constants]
     names = [vi.name for vi in declared]
@@ -276,54 +283,71 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str) -> dict[str,
             raise BuildError(f"{where}: input '{vi.name}' is not a tensor (sequences and maps are not supported)")
         tt = vi.type.tensor_type
         dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input '{vi.name}'")
-        dims: list = None if not tt.HasField("shape") else [
+        dims_in_model: list = None if not tt.HasField("shape") else [
             int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
             for d in tt.shape.dim]
         given = shapes.get(vi.name)
         if given is not None:
             given = _given_shape(given, vi.name, where)
-            if dims is not None:
-                if len(given) != len(dims):
-                    raise BuildError(f"{where}: input '{vi.name}' has {len(dims)} dimensions "
-                                     f"[{', '.join(map(str, dims))}], the shape given has {len(given)}: {list(given)}")
-                for k, (d, g) in enumerate(zip(dims, given)):
+            if dims_in_model is not None:
+                if len(given) != len(dims_in_model):
+                    raise BuildError(f"{where}: input '{vi.name}' has {len(dims_in_model)} dimensions "
+                                     f"[{', '.join(map(str, dims_in_model))}], the shape given has {len(given)}: "
+                                     f"[{', '.join(map(str, given))}]")
+                for k, (d, g) in enumerate(zip(dims_in_model, given)):
                     if isinstance(d, int) and d != g:
                         raise BuildError(f"{where}: input '{vi.name}' dimension {k} is {d} in the model, "
                                          f"the shape given says {g}")
-            inputs[vi.name] = TensorType(tuple(given), dtype)
+            shape = []
+            for k, g in enumerate(given):
+                if isinstance(g, DimRange):
+                    symbol = dims_in_model[k] if dims_in_model and dims_in_model[k] != "?" else None
+                    dim = dynamic.declare(dims, g, g.name or symbol or f"{vi.name}.{k}", vi.name, k, where)
+                    g = dynamic.size_of(dim, sizes)
+                shape.append(g)
+            inputs[vi.name] = TensorType(tuple(shape), dtype)
             continue
-        if dims is None:
+        if dims_in_model is None:
             raise BuildError(f"{where}: input '{vi.name}' has no shape in the model: give it one with "
                              f"--shape {vi.name}=D0,D1,... (or model.shapes in the manifest)")
-        for k, d in enumerate(dims):
+        for k, d in enumerate(dims_in_model):
             if not isinstance(d, int):
                 label = f" ('{d}')" if d != "?" else ""
                 raise BuildError(f"{where}: input '{vi.name}' dimension {k}{label} has no fixed size: give it "
-                                 f"one with --shape {vi.name}={_example(dims)} (or in the manifest, "
-                                 f"model: {{shapes: {{{vi.name}: [{_example(dims).replace(',', ', ')}]}}}})")
-        inputs[vi.name] = TensorType(tuple(dims), dtype)
+                                 f"one with --shape {vi.name}={_example(dims_in_model)}, or a range with "
+                                 f"--shape {vi.name}={_example(dims_in_model, k)} (or in the manifest, "
+                                 f"model: {{shapes: {{{vi.name}: [{_example(dims_in_model).replace(',', ', ')}]}}}})")
+        inputs[vi.name] = TensorType(tuple(dims_in_model), dtype)
     if not inputs:
         raise BuildError(f"{where}: the model has no inputs (every graph input is an initializer)")
     return inputs
 
 
-def _given_shape(value, name: str, where: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value or any(
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in value):
-        raise BuildError(f"{where}: shape for input '{name}' must be a list of positive integers, got {value!r}")
-    return tuple(int(d) for d in value)
+def _given_shape(value, name: str, where: str) -> tuple:
+    dims = [dynamic.parse_dim(d) for d in value] if isinstance(value, (list, tuple)) else []
+    if not dims or None in dims:
+        raise BuildError(f"{where}: shape for input '{name}' must be a list of positive integers or ranges "
+                         f"LO..HI, got {value!r}")
+    return tuple(dims)
 
 
-def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
-    """'x=1,3,32,32' -> ('x', (1, 3, 32, 32)) (the CLI's --shape)."""
-    name, sep, dims = text.rpartition("=")
+def parse_shape_option(text: str) -> tuple[str, tuple]:
+    """'x=1,3,32,32' -> ('x', (1, 3, 32, 32)); 'x=1..64,784' -> ('x', (DimRange(1, 64), 784)) (the CLI's --shape).
+    A range may be named: 'ids=batch=1..8,seq=1..512'."""
+    name, sep, rest = text.partition("=")
+    parts = rest.split(",") if ".." in rest else rest.replace("x", ",").split(",")  # 1x3x32x32 too
+    dims = tuple(dynamic.parse_dim(d if ".." in d else _int(d)) for d in parts) if sep else ()
+    if not name or not dims or None in dims:
+        raise BuildError(f"--shape '{text}': expected NAME=D0,D1,... with positive integers or ranges LO..HI, "
+                         "e.g. x=1,3,32,32 or x=1..64,3,32,32")
+    return name, dims
+
+
+def _int(text: str):
     try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(",")) if sep and name else ()
+        return int(text)
     except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise BuildError(f"--shape '{text}': expected NAME=D0,D1,... with positive integers, e.g. x=1,3,32,32")
-    return name, shape
+        return None
 
 
 # ---------------------------------------------------------------------------

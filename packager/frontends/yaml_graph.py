@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from packager import dynamic
 from packager.fields import Fields, join, typename
 from packager.ir import Graph, Node, TensorType
 
@@ -29,20 +30,25 @@ def _dtype(fields: Fields, value, fp: str) -> str:
     return value
 
 
-def parse_graph(fields: Fields, value, fp: str, name: str, base_dir: str) -> Graph:
+def parse_graph(fields: Fields, value, fp: str, name: str, base_dir: str, sizes: dict | None = None) -> Graph:
     g = fields.mapping(value, fp, ("inputs", "weights", "nodes", "outputs"))
     for key in ("inputs", "nodes", "outputs"):
         if key not in g:
             raise fields.error(join(fp, key), "missing")
 
     inputs: dict[str, TensorType] = {}
+    dims: dict = {}  # dynamic dims: input shapes with ranges (dynamic.py), built at `sizes` or their max
     for iname, spec in fields.mapping(g["inputs"], f"{fp}.inputs").items():
         ifp = f"{fp}.inputs.{iname}"
         spec = fields.mapping(spec, ifp, ("shape", "dtype"))
         if "shape" not in spec:
             raise fields.error(f"{ifp}.shape", "missing")
-        inputs[iname] = TensorType(fields.shape(spec["shape"], f"{ifp}.shape"),
-                                   _dtype(fields, spec.get("dtype", "float32"), f"{ifp}.dtype"))
+        shape = list(fields.shape(spec["shape"], f"{ifp}.shape", ranges=True))
+        for k, d in enumerate(shape):
+            if isinstance(d, dynamic.DimRange):
+                shape[k] = dynamic.size_of(dynamic.declare(dims, d, d.name or f"{iname}.{k}", iname, k, fields.where),
+                                           sizes)
+        inputs[iname] = TensorType(tuple(shape), _dtype(fields, spec.get("dtype", "float32"), f"{ifp}.dtype"))
     if not inputs:
         raise fields.error(f"{fp}.inputs", "empty: a model needs at least one input")
 
@@ -62,7 +68,7 @@ def parse_graph(fields: Fields, value, fp: str, name: str, base_dir: str) -> Gra
     outputs = fields.strings(g["outputs"], f"{fp}.outputs", "tensor names")
     if not outputs:
         raise fields.error(f"{fp}.outputs", "empty: a model needs at least one output")
-    return Graph(name=name, inputs=inputs, weights=weights, nodes=nodes, outputs=outputs)
+    return Graph(name=name, inputs=inputs, weights=weights, nodes=nodes, outputs=outputs, dims=dims)
 
 
 def _parse_node(fields: Fields, raw, fp: str, index: int) -> Node:
