@@ -91,3 +91,18 @@ def test_padded_exact_and_refused_runs_under_asan_ubsan(path, tmp_path):
     assert "dpk-run: call 3 (dyn_fail) failed: the kernel refuses: code 7" in err
     bad = dm.build(tmp_path, name="bad", edit=lambda m: m["plans"][0].update(dims={"batch": 1}))
     assert "gives no size for dim 'seq'" in asan_run(bad, "--random", rc=1).stderr
+
+
+def test_a_file_the_cli_builds(dpk_run, tmp_path):
+    """`dsopack build m.yaml -o m.so --buckets 1,8,64` with a YAML input shape ["batch=1..64", 16]."""
+    import yaml
+
+    from packager.cli import main
+    from test_dynamic_build import MLP, graph_spec
+    spec = graph_spec(tmp_path, MLP, shape=("batch=1..64", 16))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["build", str(tmp_path / "m.yaml"), "-o", str(tmp_path / "m.so"), "--buckets", "1,8,64", "-q"]) == 0
+    np.save(tmp_path / "x.npy", np.ones((5, 16), np.float32))
+    out = run(dpk_run, tmp_path / "m.so", f"x={tmp_path / 'x.npy'}").stdout
+    assert "plan main_b8 (batch=8)\n" in out and "y: float32[5, 5] =" in out
+    assert "missing input 'x' (float32[1..64, 16])" in run_error(dpk_run, tmp_path / "m.so")

@@ -316,3 +316,63 @@ def test_a_static_file_has_no_dims_and_one_plan_the_entry(tmp_path):
         with pytest.raises(loader.InvalidArgumentError) as err:
             m.run(x=np.ones((2, 4), np.float32))
         assert str(err.value) == "input 'x' is float32[2, 4] but the model expects float32[1, 4]"
+
+
+# ---- files the packager builds ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_mlp(tmp_path_factory):
+    """dense -> relu -> dense over batch=1..16, plans at 1, 4 and 16 (cblas where it takes the dense)."""
+    from packager.build import build
+    from test_dynamic_build import MLP, graph_spec
+    tmp = tmp_path_factory.mktemp("built_mlp")
+    out = tmp / "mlp.so"
+    build(graph_spec(tmp, MLP), out, quiet=True, base_dir=tmp, buckets=["1,4,16"])
+    return str(out)
+
+
+def mlp_reference(x):
+    from test_dynamic_build import W
+    return np.maximum(x.astype(np.float64) @ W["w1"].T + W["b1"], 0) @ W["w2"].T
+
+
+def test_a_built_file_runs_every_batch_and_pads_bit_for_bit(built_mlp):
+    with loader.load(built_mlp) as m:
+        assert [str(p) for p in m.plans] == ["main_b1 (batch=1)", "main_b4 (batch=4)", "main (batch=16)"]
+        assert str(m.inputs[0]) == "x: float32[1..16, 16]" and str(m.outputs[0]) == "y: float32[1..16, 5]"
+        rng = np.random.default_rng(3)
+        for batch in range(1, 17):
+            x = rng.standard_normal((batch, 16)).astype(np.float32)
+            y = m.run(x=x)["y"]
+            np.testing.assert_allclose(y, mlp_reference(x), rtol=1e-4, atol=1e-4)
+            size = m.select_plan(x=x).sizes["batch"]
+            assert size == min(s for s in (1, 4, 16) if s >= batch)
+            padded = np.zeros((size, 16), np.float32)
+            padded[:batch] = x
+            np.testing.assert_array_equal(y, m.run(x=padded)["y"][:batch])  # the exact run of that plan
+
+
+def test_a_built_file_with_an_exact_sequence(tmp_path):
+    """Attention: the batch is padded, the sequence exact (the packager says why); sizes without a plan
+    are refused with that reason."""
+    from packager.build import build
+    from test_dynamic_build import graph_spec
+    nodes = [{"op": "transpose", "inputs": ["x"], "output": "kt", "attrs": {"perm": [0, 2, 1]}},
+             {"op": "matmul", "inputs": ["x", "kt"], "output": "s"},
+             {"op": "softmax", "inputs": ["s"], "output": "p", "attrs": {"axis": -1}},
+             {"op": "matmul", "inputs": ["p", "x"], "output": "y"}]
+    out = tmp_path / "attn.so"
+    build(graph_spec(tmp_path, nodes, shape=("batch=1..4", "seq=2..8", 16), backends=("host",)), out, quiet=True,
+          base_dir=tmp_path, buckets=["batch=1,4", "seq=2,8"])
+    with loader.load(out) as m:
+        assert m.dims[0] == loader.Dim("batch", 1, 4, None) and m.dims[1].exact
+        x = np.random.default_rng(0).standard_normal((3, 8, 16)).astype(np.float32)
+        assert m.select_plan(x=x).sizes == {"batch": 4, "seq": 8}
+        s = x.astype(np.float64) @ x.transpose(0, 2, 1)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        np.testing.assert_allclose(m.run(x=x)["y"], (p / p.sum(-1, keepdims=True)) @ x, rtol=1e-4, atol=1e-4)
+        with pytest.raises(loader.InvalidArgumentError) as err:
+            m.run(x=x[:, :5])
+        assert str(err.value) == (f"'{out}' has no plan for seq = 5 (plans: seq 2, 8) and does not pad seq: "
+                                  f"{m.dims[1].exact}")

@@ -248,7 +248,9 @@ const char *dpk_model_isa(const dpk_model_t *model);
  * freed; do not free it). NULL for a NULL model. */
 const dpk_package_t *dpk_model_package(const dpk_model_t *model);
 
-/* Input and output signature of the entry function. */
+/* Input and output signature of the entry function. In a file with dynamic
+ * dims, `shape` is the largest plan's (each dynamic axis at its dim's max;
+ * see "Dynamic shapes" for the ranges: dpk_model_input_dims). */
 typedef struct dpk_tensor_info {
   const char *name;     /* borrowed from the model */
   DLDataType dtype;
