@@ -3,10 +3,9 @@
  * every axis that names it), the plan it picks (the first large enough,
  * exactly the size for an `exact` dim), the outputs checked at their actual
  * shapes, then either the plan's graph called on the caller's tensors (its
- * sizes are the values: no copy, no allocation) or a padded call: inputs
- * copied into zeroed buffers of the plan's shapes, the actual region of
- * each output copied back. A failed call zeroes every output at its actual
- * shape, as dpk_model_run promises. */
+ * sizes are the values: no copy, no allocation) or a padded call (pad.c).
+ * A failed call zeroes every output at its actual shape, as dpk_model_run
+ * promises. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,86 +150,6 @@ dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, siz
   return no_plan(model, values);
 }
 
-/* Copy the region of shape `small` (compact, at `s`) to or from the low
- * indices of every axis of the compact buffer `b` of shape `big`. The
- * trailing axes where the shapes agree are one contiguous chunk. */
-static void copy_region(uint8_t *s, uint8_t *b, int32_t ndim, const int64_t *small, const int64_t *big, size_t esize,
-                        bool to_big) {
-  int32_t k = ndim - 1;
-  while (k > 0 && small[k] == big[k]) k--;
-  size_t chunk = esize;
-  for (int32_t a = k < 0 ? 0 : k; a < ndim; a++) chunk *= (size_t)small[a];
-  uint64_t rows = 1;
-  int64_t index[32], stride[32]; /* big's strides in bytes, for axes before k */
-  for (int32_t a = 0; a < k; a++) {
-    rows *= (uint64_t)small[a];
-    index[a] = 0;
-  }
-  for (int32_t a = ndim - 1; a >= 0; a--) stride[a] = a == ndim - 1 ? (int64_t)esize : stride[a + 1] * big[a + 1];
-  if (!chunk) return;
-  for (uint64_t r = 0; r < rows; r++, s += chunk) {
-    int64_t at = 0;
-    for (int32_t a = 0; a < k; a++) at += index[a] * stride[a];
-    if (to_big)
-      memcpy(b + at, s, chunk);
-    else
-      memcpy(s, b + at, chunk);
-    for (int32_t a = k - 1; a >= 0 && ++index[a] == small[a]; a--) index[a] = 0;
-  }
-}
-
-static int run_padded(const dpk_model_t *m, size_t plan, const int64_t *values, const DLTensor *const *inputs,
-                      DLTensor *const *outputs, bool *out_called) {
-  const dpk_package_t *pkg = m->package;
-  size_t ni = pkg->num_inputs, n = ni + pkg->num_outputs, axes = 0;
-  *out_called = false;
-  for (size_t i = 0; i < n; i++) axes += (size_t)(i < ni ? pkg->inputs[i] : pkg->outputs[i - ni]).ndim;
-  DLTensor *tensors = calloc(n + 1, sizeof *tensors);
-  DLTensor **args = calloc(n + 1, sizeof *args);
-  int64_t *shapes = calloc(axes + 1, sizeof *shapes);
-  int rc = tensors && args && shapes ? 0 : DPK_STATUS_RESOURCE_EXHAUSTED;
-  int64_t *shape = shapes, actual[32];
-  for (size_t i = 0; i < n && !rc; i++) {
-    const dpk_tensor_decl_t *decl = i < ni ? &pkg->inputs[i] : &pkg->outputs[i - ni];
-    dpk_package_plan_shape(pkg, plan, decl, shape);
-    uint64_t numel;
-    dpk_shape_numel(decl->ndim, shape, &numel); /* at most the manifest's shape, checked when it was read */
-    size_t bytes = (size_t)numel * dpk_dtype_size(decl->dtype);
-    DLTensor *t = &tensors[i];
-    t->device.device_type = kDLCPU;
-    t->ndim = decl->ndim;
-    t->dtype = decl->dtype;
-    t->shape = shape;
-    args[i] = t;
-    shape += decl->ndim;
-    if (posix_memalign(&t->data, 64, bytes ? (bytes + 63) / 64 * 64 : 64)) {
-      t->data = NULL;
-      rc = DPK_STATUS_RESOURCE_EXHAUSTED;
-    } else if (i < ni) {
-      memset(t->data, 0, bytes);
-      dpk_plans_actual_shape(decl, values, actual);
-      copy_region((uint8_t *)inputs[i]->data + inputs[i]->byte_offset, t->data, decl->ndim, actual, t->shape,
-                  dpk_dtype_size(decl->dtype), true);
-    }
-  }
-  if (rc) {
-    rc = dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory for the padded run of '%s'", PATH(m));
-  } else {
-    rc = dpk_model_call_plan(m, plan, (const DLTensor *const *)args, args + ni, out_called);
-    for (size_t o = 0; !rc && o < pkg->num_outputs; o++) {
-      const dpk_tensor_decl_t *decl = &pkg->outputs[o];
-      dpk_plans_actual_shape(decl, values, actual);
-      copy_region((uint8_t *)outputs[o]->data + outputs[o]->byte_offset, tensors[ni + o].data, decl->ndim, actual,
-                  tensors[ni + o].shape, dpk_dtype_size(decl->dtype), false);
-    }
-  }
-  for (size_t i = 0; tensors && i < n; i++) free(tensors[i].data);
-  free(tensors);
-  free(args);
-  free(shapes);
-  return rc;
-}
-
 dpk_status_t dpk_model_run_dynamic(const dpk_model_t *model, const DLTensor *const *inputs,
                                    DLTensor *const *outputs) {
   const dpk_package_t *pkg = model->package;
@@ -248,7 +167,7 @@ dpk_status_t dpk_model_run_dynamic(const dpk_model_t *model, const DLTensor *con
   bool exact = true, called;
   for (size_t k = 0; k < pkg->num_dims; k++) exact &= pkg->plans[plan].sizes[k] == values[k];
   int rc = exact ? dpk_model_call_plan(model, plan, inputs, outputs, &called)
-                 : run_padded(model, plan, values, inputs, outputs, &called);
+                 : dpk_pad_call(model, plan, values, inputs, outputs, &called);
   if (!rc) return DPK_OK;
   if (!called) return dpk_status_from_rc(rc);
   /* dpk.h: a failed run leaves every output zero at its actual shape. */

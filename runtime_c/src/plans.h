@@ -2,9 +2,11 @@
  * each dim read off a run's inputs, the plan those values pick, and a
  * tensor's actual shape. dpk_model_run_dynamic (model.h) is built on them,
  * and so are dpk_model_select_plan and dpk_model_output_shape
- * (model_dims.c). Not installed. Nothing here allocates. */
+ * (model_dims.c). Not installed. Nothing here allocates but dpk_pad_call. */
 #ifndef DPK_PLANS_H
 #define DPK_PLANS_H
+
+#include <stdbool.h>
 
 #include "dpk.h"
 #include "manifest.h"
@@ -31,5 +33,15 @@ dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, siz
 /* `decl`'s shape (an input or output) for dim values `values`: each
  * dynamic axis at its dim's value; decl->ndim entries into out_shape. */
 void dpk_plans_actual_shape(const dpk_tensor_decl_t *decl, const int64_t *values, int64_t *out_shape);
+
+/* pad.c: call plan `plan` on `inputs` whose dims have `values`, smaller
+ * than the plan's sizes: the inputs padded with zeros to the plan's shapes,
+ * the outputs' actual regions copied to `outputs` (checked by the caller at
+ * the actual shapes). The plan's status (0: OK). *out_called: whether the
+ * plan was called (false: RESOURCE_EXHAUSTED for the buffers, before any
+ * output byte was written). Allocates the padded buffers, freed before it
+ * returns. */
+int dpk_pad_call(const dpk_model_t *model, size_t plan, const int64_t *values, const DLTensor *const *inputs,
+                 DLTensor *const *outputs, bool *out_called);
 
 #endif /* DPK_PLANS_H */
