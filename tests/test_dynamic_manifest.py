@@ -161,8 +161,9 @@ def test_a_plan_graph_at_the_largest_shapes_is_refused_too(tmp_path):
         loader.load(path)
 
 
-def test_an_older_reader_sees_the_largest_plan_as_a_static_file(dynamic):
-    """The fields an older runtime ignores leave a valid static file: entry = the last plan at the max shapes."""
+def test_the_entry_is_the_largest_plan_at_the_manifest_shapes(dynamic):
+    """Without the new fields the manifest reads as the largest plan's (an older runtime, which checks every
+    graph module against these shapes, refuses the smaller plans' graphs at load: it never runs one wrongly)."""
     manifest = loader.open_package(dynamic).manifest
     assert manifest["entry"] == manifest["plans"][-1]["graph"]
     assert [t["shape"] for t in manifest["inputs"]] == [[8, dm.K], [8, 4]]
