@@ -11,9 +11,11 @@ from loader.errors import (AlreadyExistsError, DataLossError, DpkError, FailedPr
 from loader.kinds import registered_kinds
 from loader.model import Model, ModuleInfo, PackedFunction, TensorInfo, load
 from loader.package import Package, open_package
+from loader.shapes import Dim, Plan
 
 __all__ = [
-    "load", "open_package", "registered_kinds", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo", "DpkError",
+    "load", "open_package", "registered_kinds", "Model", "Package", "PackedFunction", "TensorInfo", "ModuleInfo",
+    "Dim", "Plan", "DpkError",
     "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "DataLossError", "UnimplementedError",
     "ResourceExhaustedError", "InternalError", "FailedPreconditionError", "AlreadyExistsError",
     "UnauthenticatedError",

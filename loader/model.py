@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from loader import errors
+from loader import errors, shapes
 from loader._native import (DPK_TYPE_FLOAT, DPK_TYPE_INT, DPK_TYPE_NULL, DPK_TYPE_STR, DPK_TYPE_TENSOR,
                             Handle, TensorRef, check, dtype_from_dl, ffi, lib)
 from loader.signature import public_key
@@ -19,12 +19,23 @@ _ndarray, _empty, _from_buffer, _py_run = np.ndarray, np.empty, ffi.from_buffer,
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """An input or output. `shape` is the largest a run takes (the last plan's); `dims` names the dim each
+    axis takes (None: a fixed axis) and `min_shape` is the smallest shape. A static file: all None, min_shape
+    == shape."""
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    dims: tuple[str | None, ...] = ()
+    min_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.dims) != len(self.shape):
+            object.__setattr__(self, "dims", (None,) * len(self.shape))
+        if len(self.min_shape) != len(self.shape):
+            object.__setattr__(self, "min_shape", tuple(self.shape))
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.dtype}{list(self.shape)}"
+        return f"{self.name}: {self.dtype}{shapes.range_str(self.min_shape, self.shape)}"
 
     __repr__ = __str__  # so print(model.inputs) reads [x: float32[1, 64]]
 
@@ -46,13 +57,16 @@ def _thread_count(num_threads) -> int:
     return num_threads
 
 
-def _infos(model, count, getter) -> list[TensorInfo]:
+def _infos(model, count, getter, dims_getter, dims: list[shapes.Dim]) -> list[TensorInfo]:
     infos = []
     info = ffi.new("dpk_tensor_info_t *")
+    low = {dim.name: dim.min for dim in dims}
     for i in range(count(model)):
         check(getter(model, i, info))
         shape = tuple(info.shape[d] for d in range(info.ndim))
-        infos.append(TensorInfo(ffi.string(info.name).decode(), shape, dtype_from_dl(info.dtype)))
+        axes = shapes.axis_dims(model, dims_getter, i, info.ndim)
+        min_shape = tuple(size if name is None else low[name] for size, name in zip(shape, axes))
+        infos.append(TensorInfo(ffi.string(info.name).decode(), shape, dtype_from_dl(info.dtype), axes, min_shape))
     return infos
 
 
@@ -75,8 +89,12 @@ class Model(Handle):
         else:
             check(lib.dpk_model_load_signed(self.path.encode(), public_key(pubkey), options, out))
         self._handle = ffi.gc(out[0], lib.dpk_model_free)
-        self.inputs = _infos(self._handle, lib.dpk_model_num_inputs, lib.dpk_model_input_info)
-        self.outputs = _infos(self._handle, lib.dpk_model_num_outputs, lib.dpk_model_output_info)
+        self.dims = shapes.read_dims(self._handle)  # the dynamic dims (a static file: none)
+        self.plans = shapes.read_plans(self._handle, self.dims)  # smallest first (a static file: the entry)
+        self.inputs = _infos(self._handle, lib.dpk_model_num_inputs, lib.dpk_model_input_info,
+                             lib.dpk_model_input_dims, self.dims)
+        self.outputs = _infos(self._handle, lib.dpk_model_num_outputs, lib.dpk_model_output_info,
+                              lib.dpk_model_output_dims, self.dims)
         self._input_index = {info.name: i for i, info in enumerate(self.inputs)}
         self._input_names = [info.name for info in self.inputs]
         self._input_specs = [(info, info.shape, info.dtype) for info in self.inputs]
@@ -132,6 +150,8 @@ class Model(Handle):
         handle = self._handle
         if handle is None:
             self._live()
+        if self.dims:  # any shape in range: libdpk checks the shapes and gives the outputs theirs
+            return shapes.run(handle, self.inputs, self.outputs, arrays)
         buffers = []
         for (info, shape, dtype), value in zip(self._input_specs, arrays):
             if not (type(value) is _ndarray and value.dtype == dtype and value.shape == shape
@@ -148,8 +168,8 @@ class Model(Handle):
             check(status)
         return outputs
 
-    def run(self, **inputs) -> dict[str, np.ndarray]:
-        """Run the entry function on named inputs; returns outputs by name."""
+    def _named(self, inputs: dict) -> list:
+        """Named inputs in signature order."""
         try:
             arrays = [inputs[name] for name in self._input_names]
         except KeyError:
@@ -160,7 +180,17 @@ class Model(Handle):
             expected = ", ".join(str(info) for info in self.inputs)
             problem = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
             raise errors.InvalidArgumentError(f"{problem}; the model takes {expected}")
-        return dict(zip(self._output_names, self._run(arrays)))
+        return arrays
+
+    def run(self, **inputs) -> dict[str, np.ndarray]:
+        """Run the entry function on named inputs; returns outputs by name. In a file with dims, an input may
+        take any shape in range (`str(model.inputs[0])`: x: float32[1..64, 784]) and the outputs have the
+        shapes those sizes give them."""
+        return dict(zip(self._output_names, self._run(self._named(inputs))))
+
+    def select_plan(self, **inputs) -> shapes.Plan:
+        """The plan a run on these inputs uses (the inputs are checked as `run` checks them)."""
+        return self.plans[shapes.select_plan(self._live(), self.inputs, self._named(inputs))]
 
     def __call__(self, *args, **kwargs):
         """Positional inputs in signature order; one output -> an array, several -> a tuple."""

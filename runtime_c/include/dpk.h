@@ -248,7 +248,9 @@ const char *dpk_model_isa(const dpk_model_t *model);
  * freed; do not free it). NULL for a NULL model. */
 const dpk_package_t *dpk_model_package(const dpk_model_t *model);
 
-/* Input and output signature of the entry function. */
+/* Input and output signature of the entry function. In a file with dynamic
+ * dims, `shape` is the largest plan's (each dynamic axis at its dim's max;
+ * see "Dynamic shapes" for the ranges: dpk_model_input_dims). */
 typedef struct dpk_tensor_info {
   const char *name;     /* borrowed from the model */
   DLDataType dtype;
@@ -268,7 +270,10 @@ dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_t
 /* Run the entry function. `inputs` and `outputs` are in signature order;
  * output buffers are the caller's. Each tensor must be compact row-major
  * with the exact shape and dtype (INVALID_ARGUMENT names the input and the
- * expected shape and dtype). Thread-safe. INTERNAL (or the kernel's own
+ * expected shape and dtype); in a file with dynamic dims (see "Dynamic
+ * shapes" below) each dynamic axis of an input may take any size in its
+ * dim's range, and each output must have the shape those sizes give it
+ * (dpk_model_output_shape). Thread-safe. INTERNAL (or the kernel's own
  * status) if a kernel fails.
  * NULL: INVALID_ARGUMENT if model is NULL, if inputs (outputs) is NULL while
  * num_inputs (num_outputs) is not 0, or if an entry is NULL ("input 'x' has
@@ -283,6 +288,74 @@ dpk_status_t dpk_model_output_info(const dpk_model_t *model, size_t index, dpk_t
  * written. */
 dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
                            DLTensor *const *outputs, size_t num_outputs);
+
+/* ---- Dynamic shapes -------------------------------------------------------
+ * A file may declare dynamic dims (manifest `dims`): named sizes, each with a
+ * range [min, max], that axes of its inputs and outputs take (an input
+ * `x: float32[1..64, 784]` has dim `batch` at axis 0). Such a file carries
+ * several plans (manifest `plans`), each a graph module specialised to one
+ * size of every dim, smallest first; the last has every dim at its max and
+ * is the entry, so dpk_model_input_info/output_info give the largest plan's
+ * shapes. A run reads each dim's value off the inputs and takes the first
+ * plan whose sizes are all >= the values: with sizes equal to the values it
+ * calls the plan on the caller's tensors (no copy, no allocation); else it
+ * pads -- each input copied into a zero-filled buffer of the plan's shape,
+ * the real data at the low indices of every axis -- and copies the actual
+ * region of each output back (the padded rows' results are dropped). A dim
+ * with `exact` (a reason: "softmax 'attn' normalizes over it") is never
+ * padded: its value must be a plan's size. A static file has no dims and
+ * one plan, the entry. */
+
+/* The number of dynamic dims; 0 for a static file or a NULL model. */
+size_t dpk_model_num_dims(const dpk_model_t *model);
+/* Dim `index` (the manifest's order): its name, its range [*out_min,
+ * *out_max] (1 <= min <= max) and *out_exact, NULL for a dim that is padded
+ * or the reason it is never padded. Strings are borrowed from the model.
+ * Every out-param is cleared on entry. OUT_OF_RANGE if index >= the count;
+ * INVALID_ARGUMENT if model or an out-param is NULL. */
+dpk_status_t dpk_model_dim_info(const dpk_model_t *model, size_t index, const char **out_name,
+                                int64_t *out_min, int64_t *out_max, const char **out_exact);
+/* Input / output `index`'s dims: *out_dims is an array of its ndim entries
+ * (dpk_model_input_info), each the name of the dim that axis takes (the
+ * name dpk_model_dim_info gives) or NULL for a fixed axis; all NULL in a
+ * static file. Borrowed from the model. *out_dims is cleared on entry.
+ * OUT_OF_RANGE if index >= the count; INVALID_ARGUMENT if model or out_dims
+ * is NULL. */
+dpk_status_t dpk_model_input_dims(const dpk_model_t *model, size_t index, const char *const **out_dims);
+dpk_status_t dpk_model_output_dims(const dpk_model_t *model, size_t index, const char *const **out_dims);
+
+/* The number of plans: 1 for a static file (the entry), 0 for a NULL model. */
+size_t dpk_model_num_plans(const dpk_model_t *model);
+/* Plan `index` (smallest first): the name of its graph module and its
+ * sizes, one per dim in dim order (dpk_model_num_dims entries; a static
+ * file's one plan has none, *out_sizes still not NULL). Borrowed from the
+ * model. Both out-params are cleared on entry. OUT_OF_RANGE if index >= the
+ * count; INVALID_ARGUMENT if model, out_graph or out_sizes is NULL. */
+dpk_status_t dpk_model_plan_info(const dpk_model_t *model, size_t index, const char **out_graph,
+                                 const int64_t **out_sizes);
+/* The plan dpk_model_run would use for `inputs` (signature order) into
+ * *out_plan (cleared to 0 on entry), after the checks dpk_model_run makes
+ * of the inputs (the outputs are not looked at). Errors, all
+ * INVALID_ARGUMENT: those checks, naming the input -- a NULL tensor, a
+ * wrong count, ndim, dtype, layout or device, a fixed axis other than its
+ * shape ("input 'x' has shape [3, 5] but the model expects float32[1..64,
+ * 784]"), a dynamic axis outside its range ("input 'x' dim 0 (batch) is 100,
+ * outside the range 1..64 of 'm.so'"), two axes of one dim that disagree
+ * ("input 'mask' dim 0 (batch) is 3 but input 'x' gives batch = 2") -- and
+ * a value of an exact dim that no plan has ("'m.so' has no plan for seq =
+ * 17 (plans: seq 8, 16, 32) and does not pad seq: <its reason>"); a NULL
+ * model, out_plan, or inputs while num_inputs is not 0. A static file gives
+ * 0 for inputs of its shapes. Thread-safe; allocates nothing. */
+dpk_status_t dpk_model_select_plan(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                                   size_t *out_plan);
+/* The shape output `index` has for `inputs` (each dynamic axis at the value
+ * its dim takes in the inputs, each fixed axis at dpk_model_output_info's
+ * shape), into the caller's array out_shape of that output's ndim entries
+ * (cleared on entry once model and index are known good). Errors: those of
+ * dpk_model_select_plan; OUT_OF_RANGE if index >= the number of outputs;
+ * INVALID_ARGUMENT if out_shape is NULL. Thread-safe. */
+dpk_status_t dpk_model_output_shape(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                                    size_t index, int64_t *out_shape);
 
 /* Modules, in manifest order: the count (0 for a NULL model), and the name
  * and kind of module `index` (borrowed from the model). Both out-params are

@@ -2,8 +2,9 @@
  *
  * Load parses the payload, resolves every call's function through the
  * module's imports and every param tensor by name, checks the input and
- * output tensors against the manifest signature, and precomputes the call
- * list. The module's one function, `main`, takes the inputs then the
+ * output tensors against the manifest signature (for a graph that is a plan
+ * of a file with dynamic shapes, the signature at the plan's sizes), and
+ * precomputes the call list. The module's one function, `main`, takes the inputs then the
  * outputs as tensors and runs the calls in order (graph_run.c). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +92,8 @@ static dpk_status_t parse_tensor(graph_state *s, const dpk_kind_load_args *args,
       return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s is %s %llu, which the manifest calls '%s'", what, storage,
                       (unsigned long long)t->where, sig->name);
     if (!same_type(sig, t->decl.dtype, t->decl.ndim, t->decl.shape))
-      return type_mismatch(what, &t->decl, sig->dtype, sig->ndim, sig->shape, "the manifest's");
+      return type_mismatch(what, &t->decl, sig->dtype, sig->ndim, sig->shape,
+                           s->plan_io ? "the manifest's at the plan's sizes" : "the manifest's");
   } else if (strcmp(storage, "param") == 0) {
     t->storage = ST_PARAM;
     const DLTensor *p;
@@ -189,6 +191,26 @@ static dpk_status_t parse(graph_state *s, const dpk_kind_load_args *args) {
   return parse_calls(s, args, calls);
 }
 
+/* A plan's graph runs the signature with each dynamic axis at the plan's size. */
+static dpk_status_t plan_signature(graph_state *s, const dpk_package_t *pkg, size_t plan) {
+  size_t n = s->num_inputs + s->num_outputs, axes = 0;
+  for (size_t i = 0; i < n; i++) axes += (size_t)(i < s->num_inputs ? pkg->inputs[i] : pkg->outputs[i - s->num_inputs]).ndim;
+  s->plan_io = calloc(n ? n : 1, sizeof *s->plan_io);
+  s->plan_shapes = calloc(axes ? axes : 1, sizeof *s->plan_shapes);
+  if (!s->plan_io || !s->plan_shapes) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  int64_t *shape = s->plan_shapes;
+  for (size_t i = 0; i < n; i++) {
+    dpk_tensor_decl_t *d = &s->plan_io[i];
+    *d = i < s->num_inputs ? pkg->inputs[i] : pkg->outputs[i - s->num_inputs];
+    dpk_package_plan_shape(pkg, plan, d, shape);
+    d->shape = shape;
+    shape += d->ndim;
+  }
+  s->inputs = s->plan_io;
+  s->outputs = s->plan_io + s->num_inputs;
+  return DPK_OK;
+}
+
 static int graph_load(const dpk_kind_load_args *args, void **out_state) {
   *out_state = NULL;
   graph_state *s = calloc(1, sizeof *s);
@@ -200,7 +222,9 @@ static int graph_load(const dpk_kind_load_args *args, void **out_state) {
   s->inputs = pkg->inputs;
   s->outputs = pkg->outputs;
   pthread_mutex_init(&s->lock, NULL);
-  dpk_status_t status = parse(s, args);
+  size_t plan = dpk_package_plan_of(pkg, (size_t)(dpk_ctx_module(args->ctx) - pkg->modules));
+  dpk_status_t status = pkg->num_dims && plan != (size_t)-1 ? plan_signature(s, pkg, plan) : DPK_OK;
+  if (!status) status = parse(s, args);
   if (status) {
     graph_free(s);
     return status;
@@ -229,6 +253,8 @@ static void graph_free(void *state) {
   free(s->args);
   free(s->codes);
   free(s->io);
+  free(s->plan_io);
+  free(s->plan_shapes);
   pthread_mutex_destroy(&s->lock);
   dpk_yaml_free(&s->yaml);
   free(s);

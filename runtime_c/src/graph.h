@@ -44,7 +44,9 @@ typedef struct {
   int *codes;      /* DPK_TYPE_TENSOR for every argument */
   size_t num_inputs, num_outputs;
   size_t *io;      /* tensor index of each input, then each output */
-  const dpk_tensor_decl_t *inputs, *outputs;
+  const dpk_tensor_decl_t *inputs, *outputs; /* the manifest's, or for a plan plan_io's */
+  dpk_tensor_decl_t *plan_io; /* a plan's graph: the manifest's inputs then outputs at the plan's sizes (owned) */
+  int64_t *plan_shapes;       /* their shapes (owned) */
   pthread_mutex_t lock;
   run_ctx *free_list, *all;
 } graph_state;

@@ -2,7 +2,8 @@
  *
  * Produces the package's module table (dpk_module_decl_t) with imports
  * resolved to indices and every payload descriptor bounds-checked, so the
- * loader and the kinds never look at the YAML again. A field of the wrong
+ * loader and the kinds never look at the YAML again (the dynamic-shape
+ * fields: manifest_dims.c). A field of the wrong
  * type fails with FAILED_PRECONDITION naming the module and the field. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,7 @@ static dpk_status_t parse_signature(dpk_package_t *pkg, yaml_node_t *root, const
     if (status) return status;
     snprintf(what, sizeof what, "%s '%s'", role, decls[i].name);
     if ((status = parse_typed(pkg, item, what, &decls[i]))) return status;
+    if ((status = dpk_manifest_parse_axes(pkg, item, what, &decls[i]))) return status;
     for (size_t j = 0; j < i; j++)
       if (strcmp(decls[j].name, decls[i].name) == 0)
         return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "%s '%s' is declared twice", role, decls[i].name);
@@ -269,8 +271,10 @@ static dpk_status_t parse(dpk_package_t *pkg) {
   if ((status = resolve_imports(pkg, modules))) return status;
   if ((status = parse_header_fields(pkg, root))) return status;
   if ((status = parse_kinds(pkg, root))) return status;
+  if ((status = dpk_manifest_parse_dims(pkg, root))) return status;
   if ((status = parse_signature(pkg, root, "inputs", "input", &pkg->num_inputs, &pkg->inputs))) return status;
-  return parse_signature(pkg, root, "outputs", "output", &pkg->num_outputs, &pkg->outputs);
+  if ((status = parse_signature(pkg, root, "outputs", "output", &pkg->num_outputs, &pkg->outputs))) return status;
+  return dpk_manifest_parse_plans(pkg, root);
 }
 
 dpk_status_t dpk_manifest_parse(dpk_package_t *package) {

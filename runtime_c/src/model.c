@@ -13,7 +13,7 @@
  * check the file's __dpk_kinds and bind every module to its kind
  * (model_kinds.c); load each module (its payload checksum checked, then
  * decoded) and resolve every function its manifest
- * entry lists. The accessors and dpk_model_run are in model_run.c. */
+ * entry lists, then the entry's `main` and each plan's. The accessors and dpk_model_run are in model_run.c. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +210,22 @@ static void populate(const dpk_model_t *m) {
   (void)sink;
 }
 
+/* Each plan's graph `main` (a static file's one plan is the entry). */
+static dpk_status_t resolve_plans(dpk_model_t *m) {
+  const dpk_package_t *pkg = m->package;
+  m->plans = calloc(pkg->num_plans, sizeof *m->plans);
+  if (!m->plans) return dpk_fail(DPK_STATUS_RESOURCE_EXHAUSTED, "out of memory loading '%s'", PATH(m));
+  for (size_t p = 0; p < pkg->num_plans; p++) {
+    const dpk_module_rt_t *rt = &m->modules[pkg->plans[p].graph];
+    int rc = rt->kind->get_function(rt->state, "main", &m->plans[p].fn, &m->plans[p].resource);
+    if (rc == DPK_STATUS_NOT_FOUND)
+      return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': the graph '%s' of plans[%zu] has no function 'main'", PATH(m),
+                      pkg->modules[pkg->plans[p].graph].name, p);
+    if (rc) return dpk_status_from_rc(rc);
+  }
+  return DPK_OK;
+}
+
 static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
   dpk_status_t status = dpk_threads_resolve(options->num_threads, &m->num_threads);
   if (!status) status = check_machine(m);
@@ -228,6 +244,7 @@ static dpk_status_t load(dpk_model_t *m, const dpk_load_options_t *options) {
     return dpk_fail(DPK_STATUS_NOT_FOUND, "'%s': the entry module '%s' (kind %s) has no function 'main'", PATH(m),
                     m->package->modules[m->package->entry].name, m->package->modules[m->package->entry].kind);
   if (rc) return dpk_status_from_rc(rc);
+  if ((status = resolve_plans(m))) return status;
   if (options->populate) populate(m);
   status = dpk_pool_retain(m->num_threads);
   m->pool_held = !status;
@@ -290,6 +307,7 @@ void dpk_model_free(dpk_model_t *model) {
   for (size_t i = 0; model->required && i < model->package->num_requires; i++)
     if (model->required[i]) dlclose(model->required[i]);
   free(model->required);
+  free(model->plans);
   free(model->modules);
   free(model->order);
   dpk_package_free(model->package);

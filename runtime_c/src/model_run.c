@@ -85,7 +85,7 @@ dpk_status_t dpk_model_get_function(const dpk_model_t *model, const char *name, 
 
 /* ---- run ------------------------------------------------------------------ */
 
-static dpk_status_t check_count(const dpk_tensor_decl_t *decls, size_t want, size_t got, const char *role) {
+dpk_status_t dpk_model_check_count(const dpk_tensor_decl_t *decls, size_t want, size_t got, const char *role) {
   if (want == got) return DPK_OK;
   char names[256] = "";
   for (size_t i = 0, used = 0; i < want && used < sizeof names; i++) {
@@ -99,20 +99,11 @@ static dpk_status_t check_count(const dpk_tensor_decl_t *decls, size_t want, siz
 
 #define RUN_STACK_ARGS 64
 
-dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
-                           DLTensor *const *outputs, size_t num_outputs) {
-  if (!model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: model is NULL");
-  if (!inputs && num_inputs)
-    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: inputs is NULL but num_inputs is %zu", num_inputs);
-  if (!outputs && num_outputs)
-    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: outputs is NULL but num_outputs is %zu", num_outputs);
+int dpk_model_call_plan(const dpk_model_t *model, size_t plan, const DLTensor *const *inputs,
+                        DLTensor *const *outputs, bool *out_called) {
+  *out_called = false;
   const dpk_package_t *pkg = model->package;
-  dpk_status_t status = check_count(pkg->inputs, pkg->num_inputs, num_inputs, "input");
-  if (!status) status = check_count(pkg->outputs, pkg->num_outputs, num_outputs, "output");
-  for (size_t i = 0; i < num_inputs && !status; i++) status = dpk_check_tensor(inputs[i], "input", &pkg->inputs[i]);
-  for (size_t i = 0; i < num_outputs && !status; i++) status = dpk_check_tensor(outputs[i], "output", &pkg->outputs[i]);
-  if (status) return status;
-  size_t n = num_inputs + num_outputs;
+  size_t num_inputs = pkg->num_inputs, n = num_inputs + pkg->num_outputs;
   dpk_value stack_values[RUN_STACK_ARGS];
   int stack_codes[RUN_STACK_ARGS];
   dpk_value *values = n <= RUN_STACK_ARGS ? stack_values : malloc(n * sizeof *values);
@@ -129,11 +120,33 @@ dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inpu
   dpk_value ret;
   int ret_code = DPK_TYPE_NULL;
   int outer = dpk_pool_set_thread_count(model->num_threads); /* parallel_for reads it */
-  int rc = model->entry_fn(values, codes, (int)n, &ret, &ret_code, model->entry_resource);
+  *out_called = true;
+  int rc = model->plans[plan].fn(values, codes, (int)n, &ret, &ret_code, model->plans[plan].resource);
   dpk_pool_set_thread_count(outer);
   if (values != stack_values) free(values);
   if (codes != stack_codes) free(codes);
+  return rc;
+}
+
+dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inputs, size_t num_inputs,
+                           DLTensor *const *outputs, size_t num_outputs) {
+  if (!model) return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: model is NULL");
+  if (!inputs && num_inputs)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: inputs is NULL but num_inputs is %zu", num_inputs);
+  if (!outputs && num_outputs)
+    return dpk_fail(DPK_STATUS_INVALID_ARGUMENT, "dpk_model_run: outputs is NULL but num_outputs is %zu", num_outputs);
+  const dpk_package_t *pkg = model->package;
+  dpk_status_t status = dpk_model_check_count(pkg->inputs, pkg->num_inputs, num_inputs, "input");
+  if (!status) status = dpk_model_check_count(pkg->outputs, pkg->num_outputs, num_outputs, "output");
+  if (status) return status;
+  if (pkg->num_dims) return dpk_model_run_dynamic(model, inputs, outputs);
+  for (size_t i = 0; i < num_inputs && !status; i++) status = dpk_check_tensor(inputs[i], "input", &pkg->inputs[i]);
+  for (size_t i = 0; i < num_outputs && !status; i++) status = dpk_check_tensor(outputs[i], "output", &pkg->outputs[i]);
+  if (status) return status;
+  bool called;
+  int rc = dpk_model_call_plan(model, 0, inputs, outputs, &called);
   if (!rc) return DPK_OK;
+  if (!called) return dpk_status_from_rc(rc);
   /* dpk.h: a failed run leaves every output zero, never a partial result.
    * The tensors were checked above: compact, CPU, the declared shape. */
   for (size_t i = 0; i < num_outputs; i++) {

@@ -118,6 +118,19 @@ size_t dpk_package_find_module(const dpk_package_t *package, const char *name) {
   return (size_t)-1;
 }
 
+size_t dpk_package_plan_of(const dpk_package_t *package, size_t module) {
+  for (size_t i = 0; i < package->num_plans; i++)
+    if (package->plans[i].graph == module) return i;
+  return (size_t)-1;
+}
+
+void dpk_package_plan_shape(const dpk_package_t *package, size_t plan, const dpk_tensor_decl_t *decl,
+                            int64_t *out_shape) {
+  const int64_t *sizes = package->plans[plan].sizes;
+  for (int32_t a = 0; a < decl->ndim; a++)
+    out_shape[a] = decl->axis_dim[a] >= 0 ? sizes[decl->axis_dim[a]] : decl->shape[a];
+}
+
 /* ---- verify ------------------------------------------------------------- */
 
 typedef struct {

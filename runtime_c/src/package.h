@@ -28,6 +28,10 @@ struct dpk_package {
   const char **carried;      /* NULL-terminated */
   size_t num_requires;       /* requires: shared libraries the file needs (sonames) */
   const char **requires;     /* NULL-terminated */
+  size_t num_dims;           /* dims: the dynamic dims (0: a static file) */
+  dpk_dim_decl_t *dims;
+  size_t num_plans;          /* plans, smallest first; at least 1 (a static file: the entry) */
+  dpk_plan_decl_t *plans;
 };
 
 /* dpk_package_open over `size` bytes of a whole model file in memory, which
@@ -40,5 +44,11 @@ dpk_status_t dpk_package_open_memory(const char *source, const void *bytes, size
 void *dpk_package_alloc(dpk_package_t *package, size_t count, size_t size);
 /* Index of the module called `name`, or (size_t)-1. */
 size_t dpk_package_find_module(const dpk_package_t *package, const char *name);
+/* Index of the plan whose graph is module `module`, or (size_t)-1. */
+size_t dpk_package_plan_of(const dpk_package_t *package, size_t module);
+/* `decl`'s shape (an input or output) in plan `plan`: each dynamic axis at
+ * the plan's size of its dim; decl->ndim entries into out_shape. */
+void dpk_package_plan_shape(const dpk_package_t *package, size_t plan, const dpk_tensor_decl_t *decl,
+                            int64_t *out_shape);
 
 #endif /* DPK_PACKAGE_H */

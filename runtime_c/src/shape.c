@@ -33,6 +33,22 @@ const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size
   return buffer;
 }
 
+const char *dpk_shape_range_str(int32_t ndim, const int64_t *lo, const int64_t *hi, char *buffer, size_t capacity) {
+  size_t used = 0;
+  if (!capacity) return "";
+  buffer[0] = '\0';
+  for (int32_t i = -1; i <= ndim && used < capacity; i++) {
+    int n = i < 0 ? snprintf(buffer + used, capacity - used, "[")
+            : i == ndim ? snprintf(buffer + used, capacity - used, "]")
+            : lo[i] == hi[i] ? snprintf(buffer + used, capacity - used, "%s%lld", i ? ", " : "", (long long)hi[i])
+                             : snprintf(buffer + used, capacity - used, "%s%lld..%lld", i ? ", " : "", (long long)lo[i],
+                                        (long long)hi[i]);
+    if (n < 0) break;
+    used += (size_t)n;
+  }
+  return buffer;
+}
+
 dpk_status_t dpk_check_tensor(const DLTensor *tensor, const char *role, const dpk_tensor_decl_t *decl) {
   char want[256], got[256];
   if (!tensor || (!tensor->data && !tensor->byte_offset)) {

@@ -14,6 +14,10 @@ bool dpk_shape_numel(int32_t ndim, const int64_t *shape, uint64_t *out_numel);
 /* "[1, 64]" into `buffer` (truncated to capacity - 1 characters); returns
  * buffer ("" if capacity is 0). */
 const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size_t capacity);
+/* "[1..64, 784]": each axis "lo..hi", or one number where lo == hi (a
+ * static shape prints as dpk_shape_str does); into `buffer` as
+ * dpk_shape_str. */
+const char *dpk_shape_range_str(int32_t ndim, const int64_t *lo, const int64_t *hi, char *buffer, size_t capacity);
 /* Check that `tensor` is a CPU, compact row-major tensor of exactly `decl`'s
  * dtype and shape; INVALID_ARGUMENT "<role> 'x' has shape [1, 63] but the model
  * expects float32[1, 64]". */

@@ -43,6 +43,12 @@ static const char *scalar(yaml_node_t *node) {
   return node && node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : NULL;
 }
 
+bool dpk_yaml_is_null(yaml_node_t *node) {
+  const char *s = scalar(node);
+  if (!s || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return false;
+  return !s[0] || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
 size_t dpk_yaml_map_len(yaml_node_t *map) {
   if (!dpk_yaml_is_map(map)) return 0;
   return (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);

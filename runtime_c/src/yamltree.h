@@ -44,5 +44,8 @@ dpk_status_t dpk_yaml_uint(yaml_node_t *node, const char *what, uint64_t *out_va
 dpk_status_t dpk_yaml_float(yaml_node_t *node, const char *what, double *out_value);
 bool dpk_yaml_is_map(yaml_node_t *node);
 bool dpk_yaml_is_seq(yaml_node_t *node);
+/* A plain (unquoted) scalar `null`, `Null`, `NULL`, `~` or empty: YAML's
+ * null. A quoted "null" is a string. False for NULL. */
+bool dpk_yaml_is_null(yaml_node_t *node);
 
 #endif /* DPK_YAMLTREE_H */

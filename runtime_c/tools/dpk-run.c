@@ -1,5 +1,7 @@
 /* dpk-run: load a dsopack model with libdpk (no Python), run it on .npy
- * inputs, write the outputs as .npy, print them and the timings.
+ * inputs, write the outputs as .npy, print them and the timings. A file with
+ * dynamic dims takes inputs of any shape in range (--random: the largest)
+ * and, when it has several plans, prints the one that ran.
  *
  *   dpk-run model.so x=x.npy [-o y.npy | -o outdir] [--verify] [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--isa]
  *
@@ -22,7 +24,8 @@ static const char usage[] =
     "               [--pubkey KEY.pub] [--threads N] [--repeat N] [--random] [--isa] [--help]\n"
     "\n"
     "Load a dsopack model, run it once (or N times) and print each output.\n"
-    "  NAME=FILE.npy  the model input NAME (every input is needed, unless --random)\n"
+    "  NAME=FILE.npy  the model input NAME (every input is needed, unless --random); a model\n"
+    "                 with dynamic dims takes any shape in range, e.g. float32[1..64, 784]\n"
     "  -o PATH        write the outputs: a .npy file if the model has one output and PATH\n"
     "                 ends in .npy, else the directory PATH/NAME.npy (created if needed)\n"
     "  --verify       check every checksum of the file before loading\n"
@@ -32,7 +35,8 @@ static const char usage[] =
     "  --threads N    threads a run may use (default: DPK_NUM_THREADS if set, else the CPUs\n"
     "                 this process may run on)\n"
     "  --repeat N     run N times and report the mean time (default 1)\n"
-    "  --random       fill inputs not given with random values (seeded, reproducible)\n"
+    "  --random       fill inputs not given with random values (seeded, reproducible), at\n"
+    "                 the largest shapes\n"
     "  --isa          print which ISA variant of the file's code runs (baseline, avx2, avx512:\n"
     "                 the CPU's best, or DPK_ISA's), or that the file carries one\n";
 
@@ -104,18 +108,50 @@ static void fill_random(DLTensor *t, uint64_t numel, uint64_t *state) {
   }
 }
 
-/* A zeroed, 64-aligned buffer shaped as `info`. */
-static int allocate(slot_t *s) {
+/* A zeroed, 64-aligned buffer of s->info's dtype and shape `shape` (s->info.ndim entries). */
+static int allocate(slot_t *s, const int64_t *shape) {
   uint64_t numel;
-  dpk_shape_numel(s->info.ndim, s->info.shape, &numel);
+  dpk_shape_numel(s->info.ndim, shape, &numel);
   size_t nbytes = (size_t)numel * dpk_dtype_size(s->info.dtype);
   if (posix_memalign(&s->npy.data, 64, nbytes ? nbytes : 64)) return -1;
   memset(s->npy.data, 0, nbytes ? nbytes : 64);
   s->npy.nbytes = nbytes;
   s->npy.dtype = s->info.dtype;
   s->npy.ndim = s->info.ndim;
-  for (int32_t d = 0; d < s->info.ndim; d++) s->npy.shape[d] = s->info.shape[d];
+  for (int32_t d = 0; d < s->info.ndim; d++) s->npy.shape[d] = shape[d];
   return 0;
+}
+
+/* "float32[1..64, 784]": input `index`'s dtype and the range of each axis (dpk_model_input_dims). */
+static const char *input_range(const dpk_model_t *model, const slot_t *s, size_t index, char *buffer, size_t capacity) {
+  const char *const *dims = NULL;
+  int64_t low[DPK_NPY_MAX_DIMS], min, max;
+  const char *name, *exact;
+  dpk_model_input_dims(model, index, &dims);
+  for (int32_t a = 0; a < s->info.ndim && a < DPK_NPY_MAX_DIMS; a++) {
+    low[a] = s->info.shape[a];
+    for (size_t k = 0; dims && dims[a] && k < dpk_model_num_dims(model); k++)
+      if (!dpk_model_dim_info(model, k, &name, &min, &max, &exact) && strcmp(name, dims[a]) == 0) low[a] = min;
+  }
+  char shape[256];
+  snprintf(buffer, capacity, "%s%s", dpk_dtype_name(s->info.dtype),
+           dpk_shape_range_str(s->info.ndim, low, s->info.shape, shape, sizeof shape));
+  return buffer;
+}
+
+/* "plan g_b8 (batch=8)": the plan a run on `ins` uses, for a file with several. */
+static void print_plan(const dpk_model_t *model, const DLTensor *const *ins, size_t ni) {
+  size_t plan;
+  const char *graph, *name, *exact;
+  const int64_t *sizes;
+  int64_t min, max;
+  if (dpk_model_num_plans(model) < 2 || dpk_model_select_plan(model, ins, ni, &plan) ||
+      dpk_model_plan_info(model, plan, &graph, &sizes))
+    return;
+  printf("plan %s (", graph);
+  for (size_t k = 0; k < dpk_model_num_dims(model); k++)
+    if (!dpk_model_dim_info(model, k, &name, &min, &max, &exact)) printf("%s%s=%lld", k ? ", " : "", name, (long long)sizes[k]);
+  printf(")\n");
 }
 
 static void as_tensor(slot_t *s) {
@@ -212,7 +248,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
 }
 
 /* Match NAME=FILE arguments to the model's inputs. */
-static int bind_inputs(const args_t *a, slot_t *in, size_t ni) {
+static int bind_inputs(const args_t *a, const dpk_model_t *model, slot_t *in, size_t ni) {
   for (int k = 0; k < a->num_assigns; k++) {
     const char *eq = strchr(a->assigns[k], '=');
     size_t len = (size_t)(eq - a->assigns[k]);
@@ -233,12 +269,11 @@ static int bind_inputs(const args_t *a, slot_t *in, size_t ni) {
     char shape[256];
     if (in[i].path) {
       if (dpk_npy_read(in[i].path, &in[i].npy)) return fail("%s", dpk_last_error());
-    } else if (a->random) {
-      if (allocate(&in[i])) return fail("%s", "out of memory");
+    } else if (a->random) { /* the largest shapes (the last plan's) */
+      if (allocate(&in[i], in[i].info.shape)) return fail("%s", "out of memory");
     } else {
-      fprintf(stderr, "dpk-run: missing input '%s' (%s%s): give %s=FILE.npy, or --random\n", in[i].info.name,
-              dpk_dtype_name(in[i].info.dtype), dpk_shape_str(in[i].info.ndim, in[i].info.shape, shape, sizeof shape),
-              in[i].info.name);
+      fprintf(stderr, "dpk-run: missing input '%s' (%s): give %s=FILE.npy, or --random\n", in[i].info.name,
+              input_range(model, &in[i], i, shape, sizeof shape), in[i].info.name);
       return 1;
     }
     as_tensor(&in[i]);
@@ -251,12 +286,20 @@ static int bind_inputs(const args_t *a, slot_t *in, size_t ni) {
   return 0;
 }
 
-static int run(const args_t *a, dpk_model_t *model, slot_t *in, size_t ni, slot_t *out, size_t no) {
-  if (bind_inputs(a, in, ni)) return 1;
+/* Each output at the shape the inputs give it (a file with dims: dpk_model_output_shape). */
+static int allocate_outputs(const dpk_model_t *model, const DLTensor *const *ins, size_t ni, slot_t *out, size_t no) {
+  int64_t shape[DPK_NPY_MAX_DIMS];
   for (size_t i = 0; i < no; i++) {
-    if (allocate(&out[i])) return fail("%s", "out of memory");
+    if (out[i].info.ndim > DPK_NPY_MAX_DIMS) return fail("output '%s' has more dims than a .npy file", out[i].info.name);
+    if (dpk_model_output_shape(model, ins, ni, i, shape)) return fail("%s", dpk_last_error());
+    if (allocate(&out[i], shape)) return fail("%s", "out of memory");
     as_tensor(&out[i]);
   }
+  return 0;
+}
+
+static int run(const args_t *a, dpk_model_t *model, slot_t *in, size_t ni, slot_t *out, size_t no) {
+  if (bind_inputs(a, model, in, ni)) return 1;
   const DLTensor **ins = calloc(ni + 1, sizeof *ins);
   DLTensor **outs = calloc(no + 1, sizeof *outs);
   if (!ins || !outs) {
@@ -266,6 +309,11 @@ static int run(const args_t *a, dpk_model_t *model, slot_t *in, size_t ni, slot_
   }
   for (size_t i = 0; i < ni; i++) ins[i] = &in[i].tensor;
   for (size_t i = 0; i < no; i++) outs[i] = &out[i].tensor;
+  if (allocate_outputs(model, ins, ni, out, no)) {
+    free(ins);
+    free(outs);
+    return 1;
+  }
   double first = 0, total = 0;
   dpk_status_t status = DPK_OK;
   for (long r = 0; r < a->repeat && !status; r++) {
@@ -275,6 +323,7 @@ static int run(const args_t *a, dpk_model_t *model, slot_t *in, size_t ni, slot_
     if (r == 0) first = dt;
     total += dt;
   }
+  if (!status) print_plan(model, ins, ni);
   free(ins);
   free(outs);
   if (status) return fail("%s", dpk_last_error());

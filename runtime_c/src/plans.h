@@ -1,0 +1,47 @@
+/* plans.h: the run-time side of dynamic shapes (plans.c): the value of
+ * each dim read off a run's inputs, the plan those values pick, and a
+ * tensor's actual shape. dpk_model_run_dynamic (model.h) is built on them,
+ * and so are dpk_model_select_plan and dpk_model_output_shape
+ * (model_dims.c). Not installed. Nothing here allocates but dpk_pad_call. */
+#ifndef DPK_PLANS_H
+#define DPK_PLANS_H
+
+#include <stdbool.h>
+
+#include "dpk.h"
+#include "manifest.h"
+
+/* Check `inputs` (the signature's count of them; the array itself not
+ * NULL) as dpk_model_run does and write the value of each of the file's
+ * dims (package->num_dims entries, DPK_DIMS_MAX at most) into out_values.
+ * A static file: exactly dpk_model_run's check of each input. Errors,
+ * INVALID_ARGUMENT: a NULL input, a wrong ndim or fixed axis ("input 'x'
+ * has shape [3, 5] but the model expects float32[1..64, 784]"), a dynamic
+ * axis outside its dim's range ("input 'x' dim 0 (batch) is 100, outside
+ * the range 1..64 of 'm.so'"), two axes of one dim that disagree ("input
+ * 'mask' dim 0 (batch) is 3 but input 'x' gives batch = 2"), a wrong dtype,
+ * device or layout (dpk_check_tensor's messages). */
+dpk_status_t dpk_plans_bind(const dpk_model_t *model, const DLTensor *const *inputs, int64_t *out_values);
+
+/* The plan for dim values `values`: the first in manifest order whose size
+ * of every dim is >= its value, and == it for a dim with `exact`. A static
+ * file: plan 0. INVALID_ARGUMENT if there is none (only an exact dim can
+ * cause it): "'m.so' has no plan for seq = 17 (plans: seq 8, 16, 32) and
+ * does not pad seq: <exact>". */
+dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, size_t *out_plan);
+
+/* `decl`'s shape (an input or output) for dim values `values`: each
+ * dynamic axis at its dim's value; decl->ndim entries into out_shape. */
+void dpk_plans_actual_shape(const dpk_tensor_decl_t *decl, const int64_t *values, int64_t *out_shape);
+
+/* pad.c: call plan `plan` on `inputs` whose dims have `values`, smaller
+ * than the plan's sizes: the inputs padded with zeros to the plan's shapes,
+ * the outputs' actual regions copied to `outputs` (checked by the caller at
+ * the actual shapes). The plan's status (0: OK). *out_called: whether the
+ * plan was called (false: RESOURCE_EXHAUSTED for the buffers, before any
+ * output byte was written). Allocates the padded buffers, freed before it
+ * returns. */
+int dpk_pad_call(const dpk_model_t *model, size_t plan, const int64_t *values, const DLTensor *const *inputs,
+                 DLTensor *const *outputs, bool *out_called);
+
+#endif /* DPK_PLANS_H */
