@@ -9,7 +9,10 @@ stub, gcc -shared), so the runtime's side of dynamic shapes is tested on its own
              n: float32[batch]      = the batch size the plan ran (each element)
              s: float32[K]          = the sum of x's rows (fixed shape: padding rows must be zero)
     dims     batch 1..8 (padded), seq 1..4 (exact: never padded)
-    plans    every (batch, seq) of BATCHES x SEQS, smallest first; the last, (8, 4), is `main`
+    plans    every (batch, seq) of BATCHES x SEQS, smallest first; the last, (8, 4), is `main`;
+             each of `cost` 1, so a run pads and never cuts into chunks (`s` sums over the batch,
+             which a packager-built file never does with a padded dim; chunks=True leaves the costs
+             out, so they default to the sizes' product and runs cut: test `y`, `z` and `n` then)
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def plan_sizes() -> list[tuple[int, int]]:
     return [(b, s) for b in BATCHES for s in SEQS]
 
 
-def build(directory, name="dyn", *, edit=None, graphs=None, fail=False, exact=True, seed=0) -> str:
+def build(directory, name="dyn", *, edit=None, graphs=None, fail=False, exact=True, seed=0, chunks=False) -> str:
     """Write, compile and link the dynamic model; return its path.
 
     `graphs(batch, seq) -> dict` replaces a plan's graph payload; `edit(manifest)`
@@ -139,7 +142,7 @@ def build(directory, name="dyn", *, edit=None, graphs=None, fail=False, exact=Tr
         payload = graphs(batch, seq) if graphs else graph_payload(batch, seq, fail=fail)
         graph_modules.append({"name": graph_name(batch, seq), "kind": "graph", "imports": ["lib", "weights"],
                               "payload": writer.add(json.dumps(payload).encode(), codec="zstd")})
-        plans.append({"graph": graph_name(batch, seq), "dims": {"batch": batch, "seq": seq}})
+        plans.append({"graph": graph_name(batch, seq), "dims": {"batch": batch, "seq": seq}, **({} if chunks else {"cost": 1})})
     seq_dim = {"name": "seq", "min": 1, "max": SEQS[-1]}
     if exact:
         seq_dim["exact"] = EXACT

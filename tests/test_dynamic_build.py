@@ -113,8 +113,11 @@ def test_one_dim_has_one_range(tmp_path):
 def test_a_dynamic_mlp_carries_a_plan_per_bucket_and_its_weights_once(tmp_path):
     m = manifest_of(tmp_path, graph_spec(tmp_path, MLP), buckets=["1,4,16"])
     assert m["dims"] == [{"name": "batch", "min": 1, "max": 16}]
-    assert m["plans"] == [{"graph": "main_b1", "dims": {"batch": 1}}, {"graph": "main_b4", "dims": {"batch": 4}},
-                          {"graph": "main", "dims": {"batch": 16}}]
+    assert [{k: p[k] for k in ("graph", "dims")} for p in m["plans"]] == [
+        {"graph": "main_b1", "dims": {"batch": 1}}, {"graph": "main_b4", "dims": {"batch": 4}},
+        {"graph": "main", "dims": {"batch": 16}}]
+    costs = [p["cost"] for p in m["plans"]]
+    assert costs == sorted(costs) and costs[0] < costs[-1]  # estimates: a bigger batch costs more
     assert m["entry"] == "main"
     assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": [16, 16], "dims": ["batch", None]}]
     assert m["outputs"] == [{"name": "y", "dtype": "float32", "shape": [16, 5], "dims": ["batch", None]}]

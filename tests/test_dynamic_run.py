@@ -166,6 +166,25 @@ def test_padding_two_dims_of_one_input(tmp_path):
             check_outputs(m.run(**feed), feed["x"], feed["t"], m.select_plan(**feed).sizes["batch"])
 
 
+@pytest.mark.parametrize("batch, ran", [(2, [1, 1]), (5, [4, 4, 4, 4, 1]), (6, [8] * 6), (7, [8] * 7),
+                                        (3, [4, 4, 4]), (8, [8] * 8)])
+def test_a_size_runs_in_chunks_when_smaller_plans_cost_less(tmp_path_factory, batch, ran):
+    """Plan costs default to the sizes' product: batch 5 costs 8 padded, 4 + 1 in two exact runs; 7 costs
+    8 either way (4 + 3 padded to 4) and pads, as 6 does. `n` says which plan computed each row."""
+    path = dm.build(tmp_path_factory.mktemp("chunks"), chunks=True)
+    with loader.load(path) as m:
+        feed = inputs(batch, 2, seed=batch)
+        out = m.run(**feed)
+        np.testing.assert_array_equal(out["n"], np.array(ran, np.float32))
+        want = dm.expected(feed["x"], feed["t"], 0)
+        np.testing.assert_allclose(out["y"], want["y"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(out["z"], 2 * feed["t"])
+        assert m.select_plan(**feed).sizes["batch"] == ran[0]  # the first chunk's plan
+        again = m.run(**feed)
+        for name in ("y", "z", "n"):
+            np.testing.assert_array_equal(again[name], out[name])
+
+
 def test_concurrent_runs_of_different_sizes(model):
     sizes = [(b, s) for b in range(1, 9) for s in dm.SEQS]
     want = {size: model.run(**inputs(*size)) for size in sizes}

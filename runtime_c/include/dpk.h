@@ -301,10 +301,16 @@ dpk_status_t dpk_model_run(const dpk_model_t *model, const DLTensor *const *inpu
  * calls the plan on the caller's tensors (no copy, no allocation); else it
  * pads -- each input copied into a zero-filled buffer of the plan's shape,
  * the real data at the low indices of every axis -- and copies the actual
- * region of each output back (the padded rows' results are dropped). A dim
+ * region of each output back (the padded rows' results are dropped). When
+ * padding would waste more than a quarter of the plan (batch 33 in the
+ * batch-64 plan) and the dim is axis 0 of every tensor that has it, the run
+ * goes in chunks instead, each a slice of the caller's buffers: the largest
+ * plan size that fits (32), again, until the rest pads to its plan with at
+ * most a quarter wasted (1). The chunks depend on the sizes alone, so a
+ * given input gives the same bits on every run and thread count. A dim
  * with `exact` (a reason: "softmax 'attn' normalizes over it") is never
- * padded: its value must be a plan's size. A static file has no dims and
- * one plan, the entry. */
+ * padded or chunked: its value must be a plan's size. A static file has no
+ * dims and one plan, the entry. */
 
 /* The number of dynamic dims; 0 for a static file or a NULL model. */
 size_t dpk_model_num_dims(const dpk_model_t *model);
@@ -333,8 +339,8 @@ size_t dpk_model_num_plans(const dpk_model_t *model);
  * count; INVALID_ARGUMENT if model, out_graph or out_sizes is NULL. */
 dpk_status_t dpk_model_plan_info(const dpk_model_t *model, size_t index, const char **out_graph,
                                  const int64_t **out_sizes);
-/* The plan dpk_model_run would use for `inputs` (signature order) into
- * *out_plan (cleared to 0 on entry), after the checks dpk_model_run makes
+/* The plan dpk_model_run would use for `inputs` (signature order; for a
+ * run in chunks, the first chunk's) into *out_plan (cleared to 0 on entry), after the checks dpk_model_run makes
  * of the inputs (the outputs are not looked at). Errors, all
  * INVALID_ARGUMENT: those checks, naming the input -- a NULL tensor, a
  * wrong count, ndim, dtype, layout or device, a fixed axis other than its

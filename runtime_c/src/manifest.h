@@ -42,6 +42,7 @@ typedef struct dpk_dim_decl {
 typedef struct dpk_plan_decl {
   size_t graph;   /* index into package->modules, a module of kind graph */
   int64_t *sizes; /* one per dim, in package->dims order */
+  int64_t cost;   /* `cost`, the packager's estimate of a run's time (only ratios matter); default: sizes' product */
 } dpk_plan_decl_t;
 
 typedef struct dpk_module_decl {

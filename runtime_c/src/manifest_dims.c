@@ -211,6 +211,16 @@ static dpk_status_t parse_plan(dpk_package_t *pkg, yaml_node_t *item, size_t i) 
                     i, graph, kind);
   snprintf(what, sizeof what, "plans[%zu] (graph '%s')", i, graph);
   if ((status = parse_sizes(pkg, dpk_yaml_get(y, item, "dims"), what, plan))) return status;
+  plan->cost = 1;
+  for (size_t k = 0; k < pkg->num_dims; k++) plan->cost *= plan->sizes[k];
+  yaml_node_t *cost = dpk_yaml_get(y, item, "cost");
+  if (cost) {
+    snprintf(what, sizeof what, "plans[%zu] field 'cost'", i);
+    if ((status = dpk_yaml_int(cost, what, &plan->cost))) return status;
+    if (plan->cost < 1 || plan->cost > ((int64_t)1 << 52))
+      return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "plans[%zu] field 'cost' is %lld but must be from 1 to 2^52", i,
+                      (long long)plan->cost);
+  }
   for (size_t j = 0; j < i; j++) {
     if (pkg->plans[j].graph == plan->graph)
       return dpk_fail(DPK_STATUS_FAILED_PRECONDITION, "plans[%zu] and plans[%zu] both name graph '%s'", j, i, graph);

@@ -92,6 +92,8 @@ dpk_status_t dpk_model_select_plan(const dpk_model_t *model, const DLTensor *con
   size_t plan;
   dpk_status_t status = bind_and_pick(model, "dpk_model_select_plan", inputs, num_inputs, values, &plan);
   if (status) return status;
+  int64_t rows;
+  dpk_chunks_first(model->package, dpk_chunks_dim(model->package, plan, values), values, &plan, &rows);
   *out_plan = plan;
   return DPK_OK;
 }

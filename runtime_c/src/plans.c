@@ -135,19 +135,28 @@ static dpk_status_t no_plan(const dpk_model_t *m, const int64_t *values) {
                   PATH(m), want, have);
 }
 
-dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, size_t *out_plan) {
-  const dpk_package_t *pkg = model->package;
-  *out_plan = 0;
+long dpk_plans_find(const dpk_package_t *pkg, const int64_t *values) {
   for (size_t p = 0; p < pkg->num_plans; p++) {
     const int64_t *sizes = pkg->plans[p].sizes;
     size_t k = 0;
     while (k < pkg->num_dims && sizes[k] >= values[k] && (!pkg->dims[k].exact || sizes[k] == values[k])) k++;
-    if (k == pkg->num_dims) {
-      *out_plan = p;
-      return DPK_OK;
-    }
+    if (k == pkg->num_dims) return (long)p;
   }
-  return no_plan(model, values);
+  return -1;
+}
+
+dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, size_t *out_plan) {
+  long p = dpk_plans_find(model->package, values);
+  *out_plan = p < 0 ? 0 : (size_t)p;
+  return p < 0 ? no_plan(model, values) : DPK_OK;
+}
+
+int dpk_plans_call(const dpk_model_t *model, size_t plan, const int64_t *values, const DLTensor *const *inputs,
+                   DLTensor *const *outputs, bool *out_called) {
+  bool exact = true;
+  for (size_t k = 0; k < model->package->num_dims; k++) exact &= model->package->plans[plan].sizes[k] == values[k];
+  return exact ? dpk_model_call_plan(model, plan, inputs, outputs, out_called)
+               : dpk_pad_call(model, plan, values, inputs, outputs, out_called);
 }
 
 dpk_status_t dpk_model_run_dynamic(const dpk_model_t *model, const DLTensor *const *inputs,
@@ -164,10 +173,13 @@ dpk_status_t dpk_model_run_dynamic(const dpk_model_t *model, const DLTensor *con
     status = dpk_check_tensor(outputs[o], "output", &actual);
   }
   if (status) return status;
-  bool exact = true, called;
-  for (size_t k = 0; k < pkg->num_dims; k++) exact &= pkg->plans[plan].sizes[k] == values[k];
-  int rc = exact ? dpk_model_call_plan(model, plan, inputs, outputs, &called)
-                 : dpk_pad_call(model, plan, values, inputs, outputs, &called);
+  bool called;
+  int split = dpk_chunks_dim(pkg, plan, values);
+  int64_t rows = 0;
+  size_t first;
+  dpk_chunks_first(pkg, split, values, &first, &rows);
+  int rc = split >= 0 && rows < values[split] ? dpk_chunks_run(model, split, values, inputs, outputs, &called)
+                                              : dpk_plans_call(model, plan, values, inputs, outputs, &called);
   if (!rc) return DPK_OK;
   if (!called) return dpk_status_from_rc(rc);
   /* dpk.h: a failed run leaves every output zero at its actual shape. */

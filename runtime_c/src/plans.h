@@ -30,6 +30,31 @@ dpk_status_t dpk_plans_bind(const dpk_model_t *model, const DLTensor *const *inp
  * does not pad seq: <exact>". */
 dpk_status_t dpk_plans_pick(const dpk_model_t *model, const int64_t *values, size_t *out_plan);
 
+/* The index of the plan dpk_plans_pick would pick, or -1 (no error set). */
+long dpk_plans_find(const dpk_package_t *pkg, const int64_t *values);
+
+/* Call plan `plan` (picked for `values`) on the caller's tensors: directly
+ * when its sizes are the values, else padded (dpk_pad_call). The plan's
+ * status; *out_called as dpk_pad_call's. */
+int dpk_plans_call(const dpk_model_t *model, size_t plan, const int64_t *values, const DLTensor *const *inputs,
+                   DLTensor *const *outputs, bool *out_called);
+
+/* chunks.c: a size between plans may run as chunks along a padded dim
+ * that is axis 0 of every tensor naming it (a chunk is then a slice of the
+ * caller's buffers, no copy): the largest plan size below the value, run
+ * exactly, then the rest, when the two runs' plan costs add up to less than
+ * the padded run's. dpk_chunks_dim: the first dim that could be cut for
+ * `values` in `plan` (its size there is not the value), else -1. */
+int dpk_chunks_dim(const dpk_package_t *pkg, size_t plan, const int64_t *values);
+/* The first chunk of a run with `values` along dim `k`: its plan and its
+ * rows (values[k], and the plan for them all, when cutting does not pay or
+ * k is -1). */
+void dpk_chunks_first(const dpk_package_t *pkg, int k, const int64_t *values, size_t *out_plan, int64_t *out_rows);
+/* Run every chunk; the first failing chunk's status (0: OK). *out_called:
+ * whether any plan was called. Allocates the chunks' tensor headers. */
+int dpk_chunks_run(const dpk_model_t *model, int k, const int64_t *values, const DLTensor *const *inputs,
+                   DLTensor *const *outputs, bool *out_called);
+
 /* `decl`'s shape (an input or output) for dim values `values`: each
  * dynamic axis at its dim's value; decl->ndim entries into out_shape. */
 void dpk_plans_actual_shape(const dpk_tensor_decl_t *decl, const int64_t *values, int64_t *out_shape);

@@ -148,10 +148,18 @@ static void print_plan(const dpk_model_t *model, const DLTensor *const *ins, siz
   if (dpk_model_num_plans(model) < 2 || dpk_model_select_plan(model, ins, ni, &plan) ||
       dpk_model_plan_info(model, plan, &graph, &sizes))
     return;
+  bool chunked = false; /* a plan smaller than the input: the first of the run's chunks */
   printf("plan %s (", graph);
-  for (size_t k = 0; k < dpk_model_num_dims(model); k++)
-    if (!dpk_model_dim_info(model, k, &name, &min, &max, &exact)) printf("%s%s=%lld", k ? ", " : "", name, (long long)sizes[k]);
-  printf(")\n");
+  for (size_t k = 0; k < dpk_model_num_dims(model); k++) {
+    if (dpk_model_dim_info(model, k, &name, &min, &max, &exact)) continue;
+    printf("%s%s=%lld", k ? ", " : "", name, (long long)sizes[k]);
+    for (size_t i = 0; i < ni; i++) {
+      const char *const *dims;
+      if (dpk_model_input_dims(model, i, &dims)) continue;
+      for (int32_t a = 0; a < ins[i]->ndim; a++) chunked |= dims[a] && !strcmp(dims[a], name) && ins[i]->shape[a] > sizes[k];
+    }
+  }
+  printf(chunked ? "), then the rest of the rows in chunks of other plans\n" : ")\n");
 }
 
 static void as_tensor(slot_t *s) {
