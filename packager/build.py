@@ -83,8 +83,10 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     # [1/6] frontend
     s = spec if isinstance(spec, spec_mod.Spec) else spec_mod.load(spec, base_dir, shapes=shapes)
     graph = s.graph
-    chosen = _buckets(buckets, graph)
-    sizes = dynamic.plan_sizes(graph.dims, chosen) if graph.dims else [{}]
+    sizes = dynamic.plan_sizes(graph.dims, dynamic.chosen_buckets(buckets)) if graph.dims else [{}]
+    if buckets and not graph.dims:
+        raise BuildError("--buckets needs a dynamic dim: declare one as a range, e.g. --shape x=1..64,784 "
+                         "(a YAML graph: shape: [\"batch=1..64\", 784])")
     if len(sizes) > 1 and isinstance(spec, spec_mod.Spec):
         raise BuildError("a model with dynamic dims is built from its manifest or file, not from a Spec object")
     graphs = [spec_mod.load(spec, base_dir, shapes=shapes, sizes=p).graph for p in sizes[:-1]] + [graph]
@@ -99,12 +101,12 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
         log(f"      backends [{', '.join(choice.backends)}]: {choice.left_out}")
 
     # [2/6] infer
-    dynamic.separate_weights(graphs, sizes)
+    shape_constants = dynamic.separate_weights(graphs, sizes)
     for g in graphs:
         ir_check.infer(g)
         g.layouts_from = graph
     outputs = [lower.output_plan(g) for g in graphs]
-    fields = dynamic.manifest_fields(graphs, sizes) if graph.dims else None
+    fields = dynamic.manifest_fields(graphs, sizes, shape_constants) if graph.dims else None
     copies = sum(out.copied for out in outputs[-1])
     stages.done("infer", f"{plural(len(graph.types), 'tensor')} typed, {plural(len(graph.outputs), 'output')}"
                 + (f", {plural(copies, 'output copy')}" if copies else "")
@@ -125,8 +127,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
 
     # [4/6] lower
     names = [dynamic.graph_module(p, last=k == len(sizes) - 1) for k, p in enumerate(sizes)]
-    lows = [lower.lower(s.name, g, part.regions, out, prefix="" if name == "main" else name[len("main_"):] + "_")
-            for g, part, out, name in zip(graphs, parts, outputs, names)]
+    lows = [lower.lower(s.name, g, part.regions, out, prefix=dynamic.function_prefix(p, last=k == len(sizes) - 1))
+            for k, (g, part, out, p) in enumerate(zip(graphs, parts, outputs, sizes))]
     plans = [graph_plan.plan(low.graph, low.calls, out) for low, out in zip(lows, outputs)]
     low = lower.merge(s.name, [lows[-1], *lows[:-1]]) if len(lows) > 1 else lows[0]
     low.graph = dataclasses.replace(low.graph, weights=dynamic.shared_weights(lows, names))
@@ -158,22 +160,6 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
                        backends=choice.backends, backends_reason=choice.reason, functions=low.all_functions,
                        arena_bytes=arena, blob_bytes=pkg.blob.size, file_bytes=file_bytes,
                        compiled=stats["compiled"], cached=stats["cached"], timings=stages.timings)
-
-
-def _buckets(texts, graph) -> dict | None:
-    """--buckets texts -> dim name (None: every dim) -> sizes."""
-    if not texts:
-        return None
-    if not graph.dims:
-        raise BuildError("--buckets needs a dynamic dim: declare one as a range, e.g. --shape x=1..64,784 "
-                         "(a YAML graph: shape: [\"batch=1..64\", 784])")
-    chosen = {}
-    for text in [texts] if isinstance(texts, str) else texts:
-        name, sizes = dynamic.parse_buckets(text)
-        if name in chosen:
-            raise BuildError(f"--buckets given twice for {f'dim {name!r}' if name else 'every dim'}")
-        chosen[name] = sizes
-    return chosen
 
 
 def _check_output(output: str) -> None:

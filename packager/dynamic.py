@@ -107,6 +107,17 @@ def parse_buckets(text: str) -> tuple[str | None, list[int]]:
     return (name or None), sizes
 
 
+def chosen_buckets(texts) -> dict | None:
+    """--buckets texts (one or a list) -> dim name (None: every dim) -> sizes."""
+    chosen: dict = {}
+    for text in [texts] if isinstance(texts, str) else texts or []:
+        name, sizes = parse_buckets(text)
+        if name in chosen:
+            raise BuildError(f"--buckets given twice for {f'dim {name!r}' if name else 'every dim'}")
+        chosen[name] = sizes
+    return chosen or None
+
+
 def plan_sizes(dims: dict[str, Dim], buckets: dict[str | None, list[int]] | None = None) -> list[dict[str, int]]:
     """Every plan's sizes, smallest first (by total size, then dim by dim); the last has every dim at its
     max. `buckets`: dim name (None: every dim not named) -> the sizes to build."""
@@ -143,27 +154,41 @@ def graph_module(sizes: dict[str, int], last: bool) -> str:
     return "main" if last else f"main_{plan_tag(sizes)}"
 
 
+def function_prefix(sizes: dict[str, int], last: bool) -> str:
+    """What starts the names of a plan's functions and payload modules: "b8_"; none for the largest's."""
+    return "" if last else f"{plan_tag(sizes)}_"
+
+
 def describe(dims: dict[str, Dim], plans: list[dict[str, int]]) -> str:
     """ "batch 1..64 (1, 2, 4, 8, 16, 32, 64)" for the build's log."""
     return ", ".join(f"{d.name} {d.lo}..{d.hi} ({', '.join(str(s) for s in sorted({p[d.name] for p in plans}))})"
                      for d in dims.values())
 
 
-def separate_weights(graphs: list, plans: list[dict[str, int]]) -> None:
-    """Give a plan's weight its own name where it differs from the weight of that name in a larger plan (a
-    constant the frontend folded from the input's shape), so that the file keeps both."""
-    seen = dict(graphs[-1].weights)
+def separate_weights(graphs: list, plans: list[dict[str, int]]) -> dict[str, str]:
+    """Give a plan's weight its own name where it differs from the weight of that name in the largest plan
+    (a constant the frontend folded from the input's shape), so that the file keeps both. Returns why each
+    dim such a constant depends on may not be padded (a padded run would see the plan's size in it, not the
+    input's: `x / batch_size`); a graph output that is one is refused (its value is a size no plan knows)."""
+    largest, tag = graphs[-1].weights, plan_tag(plans[-1])
+    exact: dict[str, str] = {}
     for graph, sizes in zip(graphs[:-1], plans[:-1]):
         for name in list(graph.weights):
-            array = graph.weights[name]
-            if name in seen and not _same(seen[name], array):
-                new = f"{name}@{plan_tag(sizes)}"
-                graph.weights = {new if n == name else n: a for n, a in graph.weights.items()}
-                for node in graph.nodes:
-                    node.inputs = [new if i == name else i for i in node.inputs]
-                graph.outputs = [new if o == name else o for o in graph.outputs]
-                name = new
-            seen.setdefault(name, array)
+            if name not in largest or _same(largest[name], graph.weights[name]):
+                continue
+            if name in graph.outputs:
+                raise BuildError(f"output '{name}' is a constant computed from the inputs' sizes (e.g. by Shape): "
+                                 f"it differs between plans {plan_tag(sizes)} and {tag}, and a file with dynamic "
+                                 "dims cannot return it")
+            for dim, size in sizes.items():
+                if size != plans[-1][dim]:
+                    exact.setdefault(dim, f"constant '{name}' is computed from its size (it differs between plans "
+                                          f"{plan_tag(sizes)} and {tag})")
+            new = f"{name}@{plan_tag(sizes)}"
+            graph.weights = {new if n == name else n: a for n, a in graph.weights.items()}
+            for node in graph.nodes:
+                node.inputs = [new if i == name else i for i in node.inputs]
+    return exact
 
 
 def shared_weights(lows: list, names: list[str]) -> dict:
@@ -183,9 +208,10 @@ def shared_weights(lows: list, names: list[str]) -> dict:
     return weights
 
 
-def manifest_fields(graphs: list, plans: list[dict[str, int]]) -> dict:
+def manifest_fields(graphs: list, plans: list[dict[str, int]], exact: dict[str, str]) -> dict:
     """The manifest's `dims` (each padded, or `exact` with the reason), `plans`, and each input's and
-    output's `dims`, from the plans' inferred graphs (largest last)."""
+    output's `dims`, from the plans' inferred graphs (largest last); `exact`: dims known not to be padded
+    and why (separate_weights)."""
     largest = graphs[-1]
     names = [graph_module(p, last=k == len(plans) - 1) for k, p in enumerate(plans)]
     inputs = {name: [None] * len(t.shape) for name, t in largest.inputs.items()}
@@ -196,7 +222,7 @@ def manifest_fields(graphs: list, plans: list[dict[str, int]]) -> dict:
     dims = []
     for dim in largest.dims.values():
         entry = {"name": dim.name, "min": dim.lo, "max": dim.hi}
-        why = _why_exact(graphs, dim, outputs)
+        why = exact.get(dim.name) or _why_exact(graphs, dim, outputs)
         if why:
             entry["exact"] = why
         dims.append(entry)

@@ -234,7 +234,7 @@ def test_inputs_sharing_a_dim_param_share_its_range(tmp_path):
 
 def test_a_constant_folded_from_the_batch_is_kept_per_plan_and_stops_padding(tmp_path):
     """ConstantOfShape(Shape(x)) folds to a [b, 4] constant, different in each plan: each plan keeps its own,
-    and adding it row by row to x makes the batch exact (the rows of a constant are not the input's)."""
+    and the batch is exact (a padded run would see the plan's size in it)."""
     nodes = [helper.make_node("Shape", ["x"], ["s"]),
              helper.make_node("ConstantOfShape", ["s"], ["c"],
                               value=numpy_helper.from_array(np.array([0.5], np.float32))),
@@ -242,6 +242,31 @@ def test_a_constant_folded_from_the_batch_is_kept_per_plan_and_stops_padding(tmp
     path = save(make_model(nodes, {"x": ("float32", [None, 4])}, {}, {"y": "float32"}, 17), tmp_path / "c.onnx")
     m = build(path, tmp_path / "m.so", quiet=True, shapes={"x": ["1..4", 4]}, buckets=["1,4"]).manifest
     (dim,) = m["dims"]
-    assert "applies its input" in dim["exact"]
+    assert dim["exact"] == "constant 'c' is computed from its size (it differs between plans b1 and b4)"
     tensors = [t for mod in m["modules"] if mod["kind"] == "params" for t in mod["tensors"]]
     assert len(tensors) == 2 and any("@b1" in t for t in tensors)
+
+
+def test_a_manifests_onnx_shapes_take_ranges(tmp_path):
+    spec = {"name": "lenet", "model": {"onnx": f"{MODELS}/lenet.onnx", "shapes": {"x": ["1..2", 1, 28, 28]}}}
+    m = manifest_of(tmp_path, spec)
+    assert m["dims"] == [{"name": "batch", "min": 1, "max": 2}] and len(m["plans"]) == 2
+    with pytest.raises(BuildError, match=r"model.shapes.x\[0\]: expected a positive integer or a range"):
+        manifest_of(tmp_path, {"name": "l", "model": {"onnx": f"{MODELS}/lenet.onnx", "shapes": {"x": ["2..1", 1, 28, 28]}}})
+
+
+def test_a_scalar_folded_from_the_batch_stops_padding_and_an_output_size_is_refused(tmp_path):
+    """x / batch_size: a padded run would divide by the plan's size; Shape(x) as an output has no plan's value."""
+    size = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+            helper.make_node("Cast", ["n"], ["nf"], to=1)]
+    inits = {"zero": np.array(0, np.int64)}
+    mean = make_model([*size, helper.make_node("Div", ["x", "nf"], ["y"])], {"x": ("float32", [None, 4])}, inits,
+                      {"y": "float32"}, 17)
+    m = build(save(mean, tmp_path / "m.onnx"), tmp_path / "m.so", quiet=True, shapes={"x": ["1..4", 4]},
+              buckets=["1,4"]).manifest
+    assert m["dims"][0]["exact"].startswith("constant '") and "computed from its size" in m["dims"][0]["exact"]
+    shape_out = make_model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Relu", ["x"], ["y"])],
+                           {"x": ("float32", [None, 4])}, {}, {"y": "float32", "s": "int64"}, 17)
+    with pytest.raises(BuildError, match="output 's' is a constant computed from the inputs' sizes"):
+        build(save(shape_out, tmp_path / "s.onnx"), tmp_path / "s.so", quiet=True, shapes={"x": ["1..4", 4]},
+              buckets=["1,4"])

@@ -395,3 +395,91 @@ def test_a_built_file_with_an_exact_sequence(tmp_path):
             m.run(x=x[:, :5])
         assert str(err.value) == (f"'{out}' has no plan for seq = 5 (plans: seq 2, 8) and does not pad seq: "
                                   f"{m.dims[1].exact}")
+
+
+MEMORY_CHILD = r"""
+import sys, threading, numpy as np, loader
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+model = loader.load(sys.argv[1], num_threads=1)
+x = np.ones((int(sys.argv[2]), 16), np.float32)
+model.run(x=x)  # weights touched, one arena made
+before = rss_kib()
+barrier = threading.Barrier(8)
+
+def serve():
+    barrier.wait()
+    for _ in range(30):
+        model.run(x=x)
+
+threads = [threading.Thread(target=serve) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(rss_kib() - before)
+"""
+
+
+def test_concurrent_small_runs_use_the_small_plans_arena(tmp_path):
+    """8 concurrent runs at batch 1 of a file whose range goes to 64 grow the process by about 8 batch-1
+    arenas (64 KiB each here), not 8 batch-64 ones (4 MiB each): each run takes its context from its own
+    plan's pool. The batch-64 control shows the test can tell them apart."""
+    import subprocess
+    import sys
+
+    from packager.build import build
+    from test_dynamic_build import graph_spec
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", w1=rng.standard_normal((8192, 16)).astype(np.float32),
+             w2=rng.standard_normal((16, 8192)).astype(np.float32))
+    spec = graph_spec(tmp_path, [{"op": "dense", "inputs": ["x", "w1"], "output": "h"},
+                                 {"op": "relu", "inputs": ["h"], "output": "r"},
+                                 {"op": "dense", "inputs": ["r", "w2"], "output": "y"}],
+                      shape=("batch=1..64", 16), backends=("host",))
+    spec["model"]["graph"]["weights"] = str(tmp_path / "big.npz")
+    report = build(spec, tmp_path / "m.so", quiet=True, buckets=["1,64"])
+    assert report.arena_bytes >= 4 << 20  # the batch-64 plan's
+
+    def growth_kib(batch):
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "m.so"), str(batch)],
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert growth_kib(1) < 4 * 1024
+    assert growth_kib(64) > 12 * 1024
+
+
+def test_a_chunked_or_padded_size_gives_the_same_bits_on_any_thread_count(built_mlp):
+    x = np.random.default_rng(9).standard_normal((11, 16)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        with loader.load(built_mlp, num_threads=threads) as m:
+            results.append(m.run(x=x)["y"])
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+@pytest.mark.parametrize("name, sample", [("resnet", (3, 32, 32)), ("lenet", (1, 28, 28))])
+def test_an_onnx_model_with_a_symbolic_batch_matches_onnxruntime_at_every_batch(tmp_path, name, sample):
+    """tests/models' exports with a `batch` dim_param, built once for 1..8 with the default backends: every
+    batch (exact, padded or in chunks) against onnxruntime on the same file."""
+    import onnxruntime as ort
+
+    from packager.build import build
+    from test_onnx import MODELS
+    src = f"{MODELS}/{name}.onnx"
+    build(src, tmp_path / "m.so", quiet=True, shapes={"x": ["1..8", *sample]}, buckets=["1,4,8"])
+    session = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    with loader.load(tmp_path / "m.so") as m:
+        assert [p.sizes["batch"] for p in m.plans] == [1, 4, 8]
+        for batch in range(1, 9):
+            x = rng.standard_normal((batch, *sample)).astype(np.float32)
+            got = next(iter(m.run(x=x).values()))
+            want = session.run(None, {"x": x})[0]
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
