@@ -20,17 +20,7 @@ bool dpk_shape_numel(int32_t ndim, const int64_t *shape, uint64_t *out_numel) {
 }
 
 const char *dpk_shape_str(int32_t ndim, const int64_t *shape, char *buffer, size_t capacity) {
-  size_t used = 0;
-  if (!capacity) return "";
-  buffer[0] = '\0';
-  for (int32_t i = -1; i <= ndim && used < capacity; i++) {
-    int n = i < 0 ? snprintf(buffer + used, capacity - used, "[")
-            : i == ndim ? snprintf(buffer + used, capacity - used, "]")
-                        : snprintf(buffer + used, capacity - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < 0) break;
-    used += (size_t)n;
-  }
-  return buffer;
+  return dpk_shape_range_str(ndim, shape, shape, buffer, capacity);
 }
 
 const char *dpk_shape_range_str(int32_t ndim, const int64_t *lo, const int64_t *hi, char *buffer, size_t capacity) {
