@@ -274,7 +274,7 @@ def _why_exact(graphs: list, dim: Dim, outputs: list[list[str | None]]) -> str |
     keep it as the axis its size says."""
     for graph in graphs:
         try:
-            axes = padding.output_axes(graph, {name: axis for name, axis in dim.axes})
+            axes = padding.output_axes(graph, dim.axes)
         except padding.Mixed as e:
             return str(e)
     for name, axis, dims in zip(graphs[-1].outputs, axes, outputs):

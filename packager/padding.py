@@ -19,7 +19,7 @@ from packager.ir import Graph, Node
 
 # Ops that see each image of axis 0 alone (the rest of the tensor is one sample).
 PER_SAMPLE = ("conv2d", "conv_transpose2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "lrn",
-              "resize", "depth_to_space", "space_to_depth")
+              "depth_to_space", "space_to_depth")
 # Ops that compute along one `axis` attribute and keep the others apart.
 ALONG_AXIS = ("softmax", "log_softmax", "cumsum", "top_k", "top_k_indices")
 
@@ -28,19 +28,27 @@ class Mixed(Exception):
     """A node mixes the dim's positions; the message says how."""
 
 
-def follow(graph: Graph, axes: dict[str, int]) -> dict[str, int]:
+def follow(graph: Graph, axes: list[tuple[str, int]]) -> dict[str, int]:
     """The axis of the dim in every tensor that depends on it, from its `axes` in the graph's inputs
-    (input name -> axis). Raises Mixed naming the node where positions of the dim would mix."""
-    carried = dict(axes)
+    ((input name, axis) pairs). Raises Mixed naming the node where positions of the dim would mix."""
+    carried: dict[str, int] = {}
+    for name, axis in axes:
+        if name in carried:  # [n, n]: an op along either axis mixes the other's rows; no rule follows two
+            raise Mixed(f"input '{name}' has it on two axes ({carried[name]} and {axis})")
+        carried[name] = axis
+    size = graph.type_of(axes[0][0]).shape[axes[0][1]]
     for node in graph.nodes:
         ins = [carried.get(i) if i else None for i in node.inputs]
         if all(a is None for a in ins):
             continue
-        carried[node.output] = _rule(graph, node, ins)
+        axis, shape = _rule(graph, node, ins), graph.type_of(node.output).shape
+        if not 0 <= axis < len(shape) or shape[axis] != size:  # a rule's slip must not pass as a proof
+            raise Mixed(f"{node.describe()}: dsopack cannot follow it to its output {list(shape)}")
+        carried[node.output] = axis
     return carried
 
 
-def output_axes(graph: Graph, axes: dict[str, int]) -> list[int | None]:
+def output_axes(graph: Graph, axes: list[tuple[str, int]]) -> list[int | None]:
     """The dim's axis in each graph output (None: the output does not depend on it). Raises Mixed."""
     carried = follow(graph, axes)
     return [carried.get(name) for name in graph.outputs]
@@ -111,6 +119,13 @@ def _rule(graph: Graph, node: Node, ins: list[int | None]) -> int:
         return out_axis
     if op == "gather":
         return _gather(node, ins, shapes)
+    if op == "resize":  # N-D: per sample only if axis 0 is neither scaled nor cropped
+        roi = node.attrs["roi"]
+        if x != 0 or shape[0] != shapes[0][0] or node.attrs["scales"][0] != 1 or (
+                node.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
+                and (roi[0], roi[len(shape)]) != (0, 1)):
+            raise Mixed(f"{node.describe()} resamples along it")
+        return 0
     raise Mixed(f"{node.describe()}: dsopack does not know whether {op} keeps its positions apart")
 
 
@@ -132,17 +147,18 @@ def _broadcasting(node: Node, ins, shapes, shape) -> int:
 
 
 def _matmul(node: Node, ins, shapes, shape) -> int:
+    """NumPy's matmul: a 1-D operand is a vector whose axis the product drops."""
     a, b = ins
     (sa, sb), r = shapes, len(shape)
     found = set()
     if a is not None:
         if a == len(sa) - 1 or len(sa) == 1:
             raise Mixed(f"{node.describe()} sums over it (the inner dimension of its first input)")
-        found.add(a + r - len(sa))
+        found.add(a if len(sb) == 1 else a + r - len(sa))
     if b is not None:
         if b == len(sb) - 2 or len(sb) == 1:
             raise Mixed(f"{node.describe()} sums over it (the inner dimension of its second input)")
-        found.add(r - 1 if b == len(sb) - 1 else b + r - len(sb))
+        found.add(r - 1 if b == len(sb) - 1 else b if len(sa) == 1 else b + r - len(sb))
     if len(found) != 1:
         raise Mixed(f"{node.describe()} pairs each of its positions with every other (axes {sorted(found)} of its "
                     "output)")
@@ -150,7 +166,7 @@ def _matmul(node: Node, ins, shapes, shape) -> int:
     if out_axis < r - 2:  # a batch axis: an operand without the dim must not vary along it
         for x, s in zip(ins, shapes):
             k = out_axis - (r - len(s))
-            if x is None and k >= 0 and s[k] != 1:
+            if x is None and len(s) > 2 and k >= 0 and s[k] != 1:
                 raise Mixed(f"{node.describe()} pairs it with {s[k]} matrices of another input")
     return out_axis
 

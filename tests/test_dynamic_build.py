@@ -270,3 +270,50 @@ def test_a_scalar_folded_from_the_batch_stops_padding_and_an_output_size_is_refu
     with pytest.raises(BuildError, match="output 's' is a constant computed from the inputs' sizes"):
         build(save(shape_out, tmp_path / "s.onnx"), tmp_path / "s.so", quiet=True, shapes={"x": ["1..4", 4]},
               buckets=["1,4"])
+
+
+# ---------------------------------------------------------------- found by review: each built padded, gave wrong values
+
+def test_a_dim_on_two_axes_of_one_input_is_exact(tmp_path):
+    """a [n, n] (a mask, an adjacency): a mean over axis 0 must not be taken over padded rows."""
+    node = {"op": "reduce_mean", "inputs": ["x"], "output": "y", "attrs": {"axes": [0], "keepdims": 1}}
+    m = manifest_of(tmp_path, graph_spec(tmp_path, [node], shape=("n=1..8", "n=1..8"), backends=("host",)),
+                    buckets=["1,4,8"])
+    assert m["dims"][0]["exact"] == "input 'x' has it on two axes (0 and 1)"
+
+
+def test_a_matmul_with_a_vector_keeps_the_rows_on_their_axis(tmp_path):
+    """[N, 4] @ [4] -> [N]: a softmax over that axis mixes the rows (it was taken for axis -1 and passed)."""
+    inits = {"v": RNG.standard_normal(4).astype(np.float32), "ax": np.array([1], np.int64)}
+    for softmax_axis, exact in ((0, "works along it (axis 0)"), (None, None)):
+        nodes = [helper.make_node("MatMul", ["x", "v"], ["s"]),
+                 helper.make_node("Softmax", ["s"], ["p"], axis=0) if softmax_axis == 0
+                 else helper.make_node("Relu", ["s"], ["p"]),
+                 helper.make_node("Unsqueeze", ["p", "ax"], ["y"])]
+        model = make_model(nodes, {"x": ("float32", [None, 4])}, inits, {"y": "float32"}, 13)
+        m = build(save(model, tmp_path / "mv.onnx"), tmp_path / "mv.so", quiet=True, shapes={"x": ["1..8", 4]},
+                  buckets=["1,4,8"]).manifest
+        assert (exact is None and "exact" not in m["dims"][0]) or exact in m["dims"][0]["exact"]
+        assert m["outputs"][0]["dims"] == ["N", None]
+    nodes = [{"op": "matmul", "inputs": ["x", "v"], "output": "s"},  # [n, 3, 4] @ [4]: n stays axis 0
+             {"op": "transpose", "inputs": ["s"], "output": "y", "attrs": {"perm": [1, 0]}}]
+    np.savez(tmp_path / "v.npz", v=RNG.standard_normal(4).astype(np.float32))
+    spec = graph_spec(tmp_path, nodes, shape=("n=1..8", 3, 4), backends=("host",))
+    spec["model"]["graph"]["weights"] = str(tmp_path / "v.npz")
+    m = manifest_of(tmp_path, spec, buckets=["1,4,8"])
+    assert "exact" not in m["dims"][0] and m["outputs"][0]["dims"] == [None, "n"]
+
+
+def test_a_resize_that_scales_the_batch_axis_makes_it_exact(tmp_path):
+    """Resize is N-D: scales [1.1, 1, 1, 1] keep floor(1.1 N) = N rows but read the padded ones (cubic taps)."""
+    def resize_model(scale0):
+        model = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic")],
+                           {"x": ("float32", [None, 2, 3, 3])}, {"scales": np.array([scale0, 1, 1, 1], np.float32)},
+                           {"y": "float32"}, 13)
+        return save(model, tmp_path / f"rs{scale0}.onnx")
+    m = build(resize_model(1.1), tmp_path / "rs.so", quiet=True, shapes={"x": ["1..8", 2, 3, 3]},
+              buckets=["1,4,8"]).manifest
+    assert "resamples along it" in m["dims"][0]["exact"]
+    m = build(resize_model(1.0), tmp_path / "r1.so", quiet=True, shapes={"x": ["1..8", 2, 3, 3]},
+              buckets=["1,4,8"]).manifest
+    assert "exact" not in m["dims"][0]
