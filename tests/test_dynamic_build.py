@@ -230,6 +230,8 @@ def test_inputs_sharing_a_dim_param_share_its_range(tmp_path):
     graph = load(path, shapes={"a": [DimRange(1, 8), 4], "b": [DimRange(1, 8), 4]}, sizes={"N": 2}).graph
     assert list(graph.dims) == ["N"] and graph.dims["N"].axes == [("a", 0), ("b", 0)]
     assert graph.inputs["a"].shape == (2, 4) == graph.inputs["b"].shape
+    named = load(path, shapes={"a": [DimRange(1, 8), 4], "b": [DimRange(1, 8, "batch"), 4]}).graph  # one name wins
+    assert list(named.dims) == ["batch"] and named.dims["batch"].axes == [("a", 0), ("b", 0)]
 
 
 def test_a_constant_folded_from_the_batch_is_kept_per_plan_and_stops_padding(tmp_path):

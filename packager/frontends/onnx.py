@@ -278,14 +278,15 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str, dims: dict,
         if given not in names:
             raise BuildError(f"{where}: shape given for '{given}', which is not an input of the model "
                              f"(inputs: {', '.join(names) or 'none'})")
+    in_model = {vi.name: _model_dims(vi) for vi in declared}
+    named = {d: g.name for vi in declared for d, g in zip(in_model[vi.name] or [], shapes.get(vi.name) or [])
+             if isinstance(g, DimRange) and g.name and isinstance(d, str) and d != "?"}  # dim_param -> the name given
     for vi in declared:
         if not vi.type.HasField("tensor_type"):
             raise BuildError(f"{where}: input '{vi.name}' is not a tensor (sequences and maps are not supported)")
         tt = vi.type.tensor_type
         dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input '{vi.name}'")
-        dims_in_model: list = None if not tt.HasField("shape") else [
-            int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
-            for d in tt.shape.dim]
+        dims_in_model = in_model[vi.name]
         given = shapes.get(vi.name)
         if given is not None:
             given = _given_shape(given, vi.name, where)
@@ -302,7 +303,8 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str, dims: dict,
             for k, g in enumerate(given):
                 if isinstance(g, DimRange):
                     symbol = dims_in_model[k] if dims_in_model and dims_in_model[k] != "?" else None
-                    dim = dynamic.declare(dims, g, g.name or symbol or f"{vi.name}.{k}", vi.name, k, where)
+                    name = g.name or named.get(symbol) or symbol or f"{vi.name}.{k}"
+                    dim = dynamic.declare(dims, g, name, vi.name, k, where)
                     g = dynamic.size_of(dim, sizes)
                 shape.append(g)
             inputs[vi.name] = TensorType(tuple(shape), dtype)
@@ -321,6 +323,14 @@ def _inputs(onnx, graph, constants: dict, shapes: dict, where: str, dims: dict,
     if not inputs:
         raise BuildError(f"{where}: the model has no inputs (every graph input is an initializer)")
     return inputs
+
+
+def _model_dims(vi) -> list | None:
+    """An input's dims as the file declares them: sizes, dim_param names, "?" for an unnamed one; None if no shape."""
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    return [int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+            for d in vi.type.tensor_type.shape.dim]
 
 
 def _given_shape(value, name: str, where: str) -> tuple:
