@@ -227,7 +227,8 @@ def manifest_fields(graphs: list, plans: list[dict[str, int]], exact: dict[str, 
             entry["exact"] = why
         dims.append(entry)
     return {"inputs": list(inputs.values()), "outputs": outputs, "dims": dims,
-            "plans": [{"graph": name, "dims": dict(p), "cost": plan_cost(g)} for name, p, g in zip(names, plans, graphs)]}
+            "plans": [{"graph": name, "dims": dict(p), "cost": plan_cost(g)}
+                      for name, p, g in zip(names, plans, graphs)]}
 
 
 def plan_cost(graph) -> int:

@@ -254,7 +254,8 @@ def test_a_manifests_onnx_shapes_take_ranges(tmp_path):
     m = manifest_of(tmp_path, spec)
     assert m["dims"] == [{"name": "batch", "min": 1, "max": 2}] and len(m["plans"]) == 2
     with pytest.raises(BuildError, match=r"model.shapes.x\[0\]: expected a positive integer or a range"):
-        manifest_of(tmp_path, {"name": "l", "model": {"onnx": f"{MODELS}/lenet.onnx", "shapes": {"x": ["2..1", 1, 28, 28]}}})
+        manifest_of(tmp_path, {"name": "l",
+                               "model": {"onnx": f"{MODELS}/lenet.onnx", "shapes": {"x": ["2..1", 1, 28, 28]}}})
 
 
 def test_a_scalar_folded_from_the_batch_stops_padding_and_an_output_size_is_refused(tmp_path):

@@ -98,7 +98,8 @@ def test_out_of_range_indices_and_null_arguments(model):
                                                             "input index 2 is out of range: the model has 2")
     assert status(lib.dpk_model_output_dims(NULL, 0, axes)) == ("INVALID_ARGUMENT",
                                                                 "dpk_model_output_dims: model is NULL")
-    assert status(lib.dpk_model_input_dims(h, 0, NULL)) == ("INVALID_ARGUMENT", "dpk_model_input_dims: out_dims is NULL")
+    assert status(lib.dpk_model_input_dims(h, 0, NULL)) == ("INVALID_ARGUMENT",
+                                                             "dpk_model_input_dims: out_dims is NULL")
     graph, sizes = ffi.new("const char **"), ffi.new("const int64_t **")
     assert status(lib.dpk_model_plan_info(h, 6, graph, sizes)) == (
         "OUT_OF_RANGE", f"plan index 6 is out of range: '{model.path}' has 6 plans")

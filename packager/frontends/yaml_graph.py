@@ -17,6 +17,7 @@ import numpy as np
 
 from packager import dynamic
 from packager.fields import Fields, join, typename
+from packager.frontends import safetensors
 from packager.ir import Graph, Node, TensorType
 
 DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -129,9 +130,15 @@ def _parse_weights(fields: Fields, value, fp: str, base_dir: str) -> dict[str, n
 
 
 def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.ndarray]:
+    """A .npz (numpy.savez) or a .safetensors file (mapped, not read: frontends/safetensors.py)."""
     path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
     if not os.path.isfile(path):
         raise fields.error(fp, f"weight file '{rel}' not found (looked at {os.path.abspath(path)})")
+    if path.endswith(".safetensors"):
+        try:
+            return safetensors.load(path)
+        except (OSError, safetensors.SafetensorsError) as e:
+            raise fields.error(fp, f"cannot read '{rel}' as a .safetensors file: {e}") from None
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
