@@ -335,6 +335,11 @@ def test_external_data_is_read(tmp_path, cache):
     path = external_model(tmp_path)
     assert os.path.getsize(tmp_path / "ext.bin") >= 64 * 32 * 4
     build_and_compare(path, {"x": rand(2, 64)}, tmp_path)
+    model = make_model([helper.make_node("Add", ["x", "b"], ["y"])], {"x": ("float32", (2, 64))},
+                       {"b": rand(2, 64)}, {"y": "float32"}, 17)
+    onnx.save(model, str(tmp_path / "add.onnx"), save_as_external_data=True, location="add.bin", size_threshold=0)
+    (b,) = onnx_frontend.load_graph(str(tmp_path / "add.onnx"), name="add").weights.values()
+    assert isinstance(b, np.memmap) and b.filename == str(tmp_path / "add.bin")  # mapped from its file, not read
 
 
 def test_missing_external_data(tmp_path):

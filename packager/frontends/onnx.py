@@ -120,7 +120,8 @@ def load_graph(path, shapes: dict | None = None, *, name: str | None = None, whe
                     f"onnx.version_converter.convert_version(model, {LEGACY_OPSETS[1]}) or export it at that opset")
         raise BuildError(f"{where}: unsupported ONNX ops (opset {opset}): {listing}{hint}")
 
-    constants = {t.name: _array(onnx, t, where) for t in model.graph.initializer}
+    base = os.path.dirname(os.path.abspath(path))
+    constants = {t.name: _array(onnx, t, where, base) for t in model.graph.initializer}
     dims: dict = {}
     inputs = _inputs(onnx, model.graph, constants, shapes or {}, where, dims, sizes)
     outputs = [o.name for o in model.graph.output]
@@ -169,10 +170,6 @@ def _read(onnx, path: str, where: str):
     except Exception as e:
         message = str(e).strip().splitlines()
         raise BuildError(f"{where}: not a valid ONNX model (onnx.checker: {message[0] if message else e})") from None
-    try:
-        onnx.external_data_helper.load_external_data_for_model(model, base)
-    except Exception as e:
-        raise BuildError(f"{where}: cannot read the external data: {type(e).__name__}: {e}") from None
     return model
 
 
@@ -249,14 +246,36 @@ def _np_dtype(onnx, elem_type: int, what: str) -> str:
     return dtype.name
 
 
-def _array(onnx, tensor, where: str) -> np.ndarray:
+def _array(onnx, tensor, where: str, base: str = "") -> np.ndarray:
+    """The tensor's values; an initializer in an external data file (`base`: the model's directory) is mapped
+    from it, not read: a model of many GB goes from its files into the build's output without that copy."""
     try:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return _mapped(onnx, tensor, base)
         array = onnx.numpy_helper.to_array(tensor)
+    except BuildError:
+        raise
     except Exception as e:
         raise BuildError(f"{where}: cannot read tensor '{tensor.name}': {type(e).__name__}: {e}") from None
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     return np.require(array, requirements="C")
+
+
+def _mapped(onnx, tensor, base: str) -> np.ndarray:
+    """An external initializer (its file and range checked by _read) as a read-only mapping."""
+    info = {e.key: e.value for e in tensor.external_data}
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    shape = tuple(int(d) for d in tensor.dims)
+    count = int(np.prod(shape, dtype=np.int64))
+    length = int(info.get("length", count * dtype.itemsize))
+    if length != count * dtype.itemsize:
+        raise ValueError(f"its external data holds {length} bytes but {dtype}{list(shape)} takes "
+                         f"{count * dtype.itemsize}")
+    if not count:
+        return np.zeros(shape, dtype)
+    return np.memmap(os.path.join(base, info["location"]), dtype=dtype, mode="r", offset=int(info.get("offset", 0)),
+                     shape=(count,)).reshape(shape)
 
 
 # ---------------------------------------------------------------------------
