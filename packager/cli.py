@@ -315,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
                                    "host] less the libraries it lacks).",
                        epilog="examples:\n  dsopack build manifests/lenet.yaml -o lenet.so --explain\n"
                               "  dsopack build model.onnx -o model.so --shape x=1,3,32,32\n"
+                              "  dsopack build model.onnx -o model.so --shape x=1..64,3,32,32 --buckets 1,8,64"
+                              "   (any batch 1..64)\n"
                               "  dsopack build model.onnx -o model.so --backends host --explain",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("spec", metavar="SPEC", help="the deployment manifest (.yaml) or an ONNX model (.onnx)")
