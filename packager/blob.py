@@ -4,11 +4,15 @@
 into the manifest as is); `finish` adds the manifest (a Blob, whose size is then
 known) and `Blob.write` streams header, manifest and payloads to a file. Raw
 payloads (weights) are written from the caller's buffers without a copy, so a
-1 GB model never needs 1 GB of extra memory at build.
+1 GB model never needs 1 GB of extra memory at build; a weight mapped from a
+file (np.memmap: safetensors, ONNX external data) is checksummed and copied
+from that file in chunks, never through the mapping, so the build's memory does
+not grow with the weights it streams (issue 18: GBs of them).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -27,6 +31,52 @@ PAYLOAD_ALIGN = 64
 WEIGHT_ALIGN = 4096
 ZSTD_LEVEL = 19
 _ZEROS = bytes(WEIGHT_ALIGN)
+CHUNK = 16 << 20  # bytes read at a time from a weight's file
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes [offset, offset + nbytes) of the file at `path`: a mapped weight's, read only when written."""
+    path: str
+    offset: int
+    nbytes: int
+
+    def chunks(self):
+        with open(self.path, "rb") as f:
+            done = 0
+            while done < self.nbytes:
+                data = os.pread(f.fileno(), min(CHUNK, self.nbytes - done), self.offset + done)
+                if not data:
+                    raise OSError(f"{self.path} ended at byte {self.offset + done} while a weight was read")
+                yield data
+                done += len(data)
+
+    def checksum(self) -> str:
+        state = xxhash.xxh3_64()
+        for data in self.chunks():
+            state.update(data)
+        return state.hexdigest()
+
+    def copy_to(self, f) -> None:
+        f.flush()
+        with open(self.path, "rb") as src:
+            done = 0
+            while done < self.nbytes:  # in the kernel, no copy through this process's memory
+                n = os.copy_file_range(src.fileno(), f.fileno(), self.nbytes - done, self.offset + done)
+                if n <= 0:
+                    raise OSError(f"{self.path} ended at byte {self.offset + done} while a weight was copied")
+                done += n
+        f.seek(0, os.SEEK_END)
+
+
+def file_range(data) -> FileRange | None:
+    """Where a C-contiguous array mapped from a file (np.memmap, or a view of one) keeps its bytes."""
+    mapping = getattr(data, "_mmap", None)
+    if mapping is None or not isinstance(data, np.memmap) or not data.flags.c_contiguous or not data.nbytes:
+        return None
+    first = np.frombuffer(mapping, np.uint8).ctypes.data  # the mapping starts at offset - offset % granularity
+    start = data.offset - data.offset % mmap.ALLOCATIONGRANULARITY
+    return FileRange(os.path.abspath(data.filename), start + data.ctypes.data - first, data.nbytes)
 
 
 def checksum(data) -> str:
@@ -48,11 +98,17 @@ class BlobWriter:
     """Collects payloads, then writes the blob in one pass."""
 
     def __init__(self) -> None:
-        self._chunks: list[tuple[int, memoryview]] = []  # (offset in payload area, bytes)
+        self._chunks: list[tuple[int, memoryview | FileRange]] = []  # (offset in payload area, bytes)
         self._end = 0
 
     def add(self, data, codec: str = "raw", align: int = PAYLOAD_ALIGN) -> dict:
         """Place `data` (bytes-like or ndarray); return its descriptor."""
+        ranged = file_range(data) if codec == "raw" else None
+        if ranged is not None:
+            offset = _align(self._end, align)
+            self._chunks.append((offset, ranged))
+            self._end = offset + ranged.nbytes
+            return {"offset": offset, "size": ranged.nbytes, "codec": codec, "checksum": ranged.checksum()}
         raw = _as_bytes_view(data)
         if codec == "zstd":
             stored = memoryview(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw))
@@ -92,20 +148,27 @@ class BlobWriter:
 class Blob:
     head: bytes  # header and manifest
     payload_offset: int
-    chunks: list[tuple[int, memoryview]]  # (offset in the payload area, bytes)
+    chunks: list[tuple[int, memoryview | FileRange]]  # (offset in the payload area, bytes)
     size: int
 
     def write(self, path: str) -> int:
         """Write the blob to `path`; return its size in bytes."""
         with open(path, "wb") as f:
-            f.write(self.head)
-            _write_zeros(f, self.payload_offset - len(self.head))
-            position = 0
-            for offset, stored in self.chunks:
-                _write_zeros(f, offset - position)
-                f.write(stored)
-                position = offset + stored.nbytes
+            self.write_to(f)
         return self.size
+
+    def write_to(self, f) -> None:
+        """Write the blob at the file's current position."""
+        f.write(self.head)
+        _write_zeros(f, self.payload_offset - len(self.head))
+        position = 0
+        for offset, stored in self.chunks:
+            _write_zeros(f, offset - position)
+            if isinstance(stored, FileRange):
+                stored.copy_to(f)
+            else:
+                f.write(stored)
+            position = offset + stored.nbytes
 
 
 def _write_zeros(f, count: int) -> None:

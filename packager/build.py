@@ -65,7 +65,8 @@ class _Stages:
 
 def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, log=print,
           save_temps: str | None = None, use_cache: bool = True, shapes: dict | None = None,
-          target: str | None = None, march: str | None = None, backends=None, buckets=None) -> BuildReport:
+          target: str | None = None, march: str | None = None, backends=None, buckets=None,
+          place_from: int | None = None) -> BuildReport:
     """Build `spec` (a manifest path, a dict, a spec.Spec or an .onnx path) into the
     shared library `output`. `shapes` (input name -> list of ints, or of ranges "1..64" for dynamic dims)
     fixes an ONNX model's dynamic dims. `buckets` (the CLI's --buckets texts, "1,8,64" or "seq=128,512")
@@ -73,7 +74,9 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     `target` (a triple, e.g. aarch64-linux-gnu) overrides the manifest's target.triple; `march`
     replaces any -march in its target.cflags (recorded in the manifest's producer.cflags).
     `backends` (names in priority order, or "a,b,c") replaces the manifest's; without either (a bare
-    .onnx file) the build uses the fastest backends the target has (backend_choice.py) and says which."""
+    .onnx file) the build uses the fastest backends the target has (backend_choice.py) and says which.
+    A blob (weights and all) of `place_from` bytes or more (default compile.PLACE_FROM) is written into the
+    linked file rather than linked (elf_place.py: the only way past 2 GiB)."""
     output = os.fspath(output)
     _check_output(output)
     if backends is not None:
@@ -148,7 +151,8 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     stats = compile_model(low.c_units, low.carried, pkg.blob, output, tc, libraries=low.libraries,
                           install_hints=low.install_hints, save_temps=save_temps, use_cache=use_cache,
                           name=s.name, functions=low.all_functions, once_units=low.once_units,
-                          once_functions=low.once_functions)
+                          once_functions=low.once_functions,
+                          **({} if place_from is None else {"place_from": place_from}))
     file_bytes = os.path.getsize(output)
     cache_note = "from the cache" if stats["cached"] and not stats["compiled"] else "compiled"
     if len(low.c_units) > 1 or tc.variants:

@@ -315,9 +315,10 @@ def compile_object(source: str, cc: list[str], flags: list[str], workdir: str, u
 
 def compile_shared(c_sources: list, asm_sources: list[str], output: str, *, cc: list[str] | str | None = None,
                    cflags: list[str] = ("-O3",), ldflags: list[str] = (), libraries: list[str] = (),
-                   use_cache: bool = True) -> dict:
+                   use_cache: bool = True, after_link=None) -> dict:
     """Compile and link one shared library, written atomically to `output`. A C source is a path, or
-    (path, flags added to `cflags` for it alone): an ISA variant's unit (isa_variants).
+    (path, flags added to `cflags` for it alone): an ISA variant's unit (isa_variants). `after_link(path)`
+    finishes the linked file before it takes `output`'s place (elf_place.place).
 
     Returns {"cc": argv, "cached": number of objects from the cache, "compiled": number compiled}."""
     cc = resolve_cc(cc) if cc is None or isinstance(cc, str) else list(cc)
@@ -346,6 +347,8 @@ def compile_shared(c_sources: list, asm_sources: list[str], output: str, *, cc: 
         try:
             _run([*cc, "-shared", *BASE_CFLAGS, *cflags, *objects, "-o", tmp, *ldflags, *libs],
                  f"linking {os.path.basename(output)}")
+            if after_link:
+                after_link(tmp)
             os.chmod(tmp, 0o755 & ~_umask())
             os.replace(tmp, output)
         except BaseException:
