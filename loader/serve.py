@@ -258,7 +258,8 @@ def _free_port(address: str) -> int:
 def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max_batch: int | None = None,
           instances: int = 1, pubkey=None, threads: int | None = None, reload_interval: float = 1.0,
           max_body: int | None = None, address: str = "127.0.0.1") -> int:
-    """Serve the files until SIGTERM or SIGINT (then stop Triton and return 0) or until Triton dies (1).
+    """Serve the files until SIGTERM or SIGINT (then stop Triton and return 0) or until Triton dies (1); called
+    from another thread than the main one, until Triton dies (no signal handlers there).
     HTTP clients talk to serve_guard's front on http_port (it caps the body at max_body bytes, default
     `default_max_body`), which forwards to Triton's HTTP port on a free loopback port; gRPC is Triton's own."""
     from loader.serve_guard import Guard
@@ -271,7 +272,9 @@ def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max
     _stub_environment()
     guard = Guard(address, http_port, _free_port(address), max_body or default_max_body(served))
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python lets only the main thread set handlers
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     config = TritonConfig(http_address=address, http_port=guard.triton[1], grpc_address=address,
                           grpc_port=grpc_port, allow_metrics=False, exit_timeout_secs=10)
     triton = Triton(config=config)
@@ -293,7 +296,11 @@ def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max
                 code = 1
                 break
             for s in served:
-                s.reload()
+                try:
+                    s.reload()
+                except Exception as e:  # a reload must never end the server: the old model keeps serving
+                    LOG.error("%s: reload of %s failed (%s: %s); still serving the model loaded before",
+                              s.binding.name, s.path, type(e).__name__, e)
         LOG.info("stopping")
         return code
     finally:

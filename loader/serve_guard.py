@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,8 +20,17 @@ LOG = logging.getLogger("dsopack.serve")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
+class _Upstream(http.client.HTTPConnection):
+    """A connection to Triton without Nagle's delay (also when http.client opens it again)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Triton's own port
+    disable_nagle_algorithm = True  # headers and body go out in two writes: without it, 40 ms per answer
     server: "Guard"
 
     def log_message(self, *_):  # one line per request would drown the log
@@ -91,7 +101,7 @@ class Guard(ThreadingHTTPServer):
 
     def connection(self) -> http.client.HTTPConnection:
         if getattr(self._local, "connection", None) is None:
-            self._local.connection = http.client.HTTPConnection(*self.triton, timeout=300)
+            self._local.connection = _Upstream(*self.triton, timeout=300)
         return self._local.connection
 
     def drop_connection(self) -> None:

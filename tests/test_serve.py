@@ -37,6 +37,13 @@ import tritonclient.http as httpclient
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFESTS = os.path.join(ROOT, "manifests")
 DSOPACK = [sys.executable, "-m", "packager.cli"]
+RANGED = """name: ranged
+model:
+  graph:
+    inputs: {x: {shape: ["batch=1..8", "n=2..16"], dtype: float32}}
+    nodes: [{op: relu, inputs: [x], output: y}]
+    outputs: [y]
+"""
 
 
 def free_port() -> int:
@@ -116,9 +123,11 @@ def files(tmp_path_factory):
     build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(d / "digits_batch.so"), quiet=True)
     build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(d / "digits.so"), quiet=True)
     build(str(d / "changed.yaml"), str(d / "new.so"), quiet=True)
+    (d / "ranged.yaml").write_text(RANGED)
+    build(str(d / "ranged.yaml"), str(d / "ranged.so"), quiet=True)
     signing.keygen(str(d / "release.key"))
     signing.keygen(str(d / "other.key"))
-    for name in ("digits_batch.so", "digits.so", "new.so"):
+    for name in ("digits_batch.so", "digits.so", "new.so", "ranged.so"):
         signing.sign(str(d / name), str(d / "release.key"))
     shutil.copy(d / "digits_batch.so", d / "swap.so")
     return d, weights, changed
@@ -133,6 +142,7 @@ def server(files):
     env.pop("LD_LIBRARY_PATH", None)  # dsopack serve must find this interpreter's libpython on its own
     with open(log_path, "w") as log:
         proc = subprocess.Popen(DSOPACK + ["serve", str(d / "digits_batch.so"), str(d / "digits.so"), str(d / "swap.so"),
+                                           str(d / "ranged.so"), "--instances", "2",
                                            "--port", str(http), "--grpc-port", str(grpc), "--threads", "1",
                                            "--pubkey", str(d / "release.key.pub"), "--reload-interval", "0.2"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -239,7 +249,11 @@ def test_health_and_metadata(server):
     status, config = server.get("/v2/models/digits_batch/config")
     assert config["max_batch_size"] == 64
     assert config["dynamic_batching"]["preferred_batch_size"] == [1, 2, 4, 8, 16, 32, 64]
+    assert [g["count"] for g in config["instance_group"]] == [2]  # --instances 2
     assert server.get("/v2/models/digits/config")[1]["max_batch_size"] == 0
+    status, meta = server.get("/v2/models/ranged")  # batch 1..8 batched; n 2..16: any size, checked by the runtime
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    assert server.get("/v2/models/ranged/config")[1]["max_batch_size"] == 8
 
 
 def test_infer_http_json(server):
@@ -307,6 +321,29 @@ def test_wrong_shape(server):
     status, answer = server.infer("digits_batch", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64],
                                                                "data": [0.0] * 10}]})
     assert status in (400, 500) and "Shape does not match" in answer["error"]  # data and shape disagree
+    assert_serving(server)
+
+
+def test_shape_outside_a_range(server):
+    """n is 2..16: Triton sees -1 and passes n=20 on; the runtime refuses it, naming the input, the dim and the
+    range (inside PyTriton's traceback text), and the server keeps serving."""
+    x = np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)
+    status, answer = server.infer("ranged", json_input(x))
+    assert status == 200, answer
+    (out,) = answer["outputs"]
+    np.testing.assert_array_equal(np.asarray(out["data"], np.float32).reshape(out["shape"]), np.maximum(x, 0))
+    status, answer = server.infer("ranged", json_input(np.zeros((1, 20), np.float32)))
+    assert status in (400, 500) and "input 'x' dim 1 (n) is 20, outside the range 2..16" in answer["error"]
+    assert_serving(server)
+
+
+def test_oversized_grpc_message(server):
+    """gRPC goes to Triton directly: a 64 MB message of the wrong shape is refused, and the server lives."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    given = grpcclient.InferInput("x", [1, 16 << 20], "FP32")
+    given.set_data_from_numpy(np.zeros((1, 16 << 20), np.float32))
+    with pytest.raises(Exception, match=r"unexpected shape for input 'x' .* got \[1,16777216\]"):
+        client.infer("digits_batch", [given])
     assert_serving(server)
 
 
