@@ -222,14 +222,14 @@ def _stub_environment() -> None:
 def _import_pytriton():
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
     except ImportError as e:
         raise ImportError(f"dsopack serve needs PyTriton: pip install 'dsopack[serve]' ({e})") from None
-    return DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig
+    return DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig, TritonSecurityConfig, DEFAULT_PROTECTED_ENDPOINTS
 
 
 def bind(triton, served: Served, instances: int = 1) -> None:
-    DynamicBatcher, ModelConfig, Tensor, _, _ = _import_pytriton()
+    DynamicBatcher, ModelConfig, Tensor, *_ = _import_pytriton()
     b = served.binding
     if b.max_batch:
         config = ModelConfig(batching=True, max_batch_size=b.max_batch, batcher=DynamicBatcher(
@@ -264,7 +264,7 @@ def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max
     `default_max_body`), which forwards to Triton's HTTP port on a free loopback port; gRPC is Triton's own."""
     from loader.serve_guard import Guard
 
-    _, _, _, Triton, TritonConfig = _import_pytriton()
+    *_, Triton, TritonConfig, TritonSecurityConfig, DEFAULT_PROTECTED_ENDPOINTS = _import_pytriton()
     served = [Served(p, pubkey=pubkey, threads=threads, max_batch=max_batch) for p in paths]
     names = [s.binding.name for s in served]
     if len(set(names)) != len(names):
@@ -277,7 +277,9 @@ def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     config = TritonConfig(http_address=address, http_port=guard.triton[1], grpc_address=address,
                           grpc_port=grpc_port, allow_metrics=False, exit_timeout_secs=10)
-    triton = Triton(config=config)
+    # statistics open (counts and times, on loopback): they show the batcher at work; the rest as PyTriton has it
+    security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+    triton = Triton(config=config, security_config=security)
     try:
         for s in served:
             bind(triton, s, instances)

@@ -91,6 +91,7 @@ class Guard(ThreadingHTTPServer):
     """Listens on (address, port); forwards to Triton's HTTP at (address, triton_port). One connection to Triton
     per handler thread."""
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's listen backlog is 5: a burst of clients would be reset
 
     def __init__(self, address: str, port: int, triton_port: int, max_body: int):
         super().__init__((address, port), _Handler)
