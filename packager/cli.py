@@ -1,4 +1,4 @@
-"""`dsopack build | inspect | run | verify`: the command line.
+"""`dsopack build | inspect | run | verify | keygen | sign | serve`: the command line.
 
 Every user error is one line on stderr ("dsopack: error: ...") and exit code 1.
 """
@@ -36,6 +36,7 @@ examples:
   dsopack verify digits.so --pubkey release.key.pub           ... and check it (so do run/loader/dpk-run --pubkey)
   dsopack run digits.so x=sample.npy                          run it (Python loader), print the outputs
   dsopack run digits.so --random --repeat 1000 -o out.npz     random inputs, timings, save the outputs
+  dsopack serve digits.so --port 8000                         a Triton server (HTTP/gRPC v2): pip install 'dsopack[serve]'
 
 a deployment manifest (YAML) says what to build:
   name: digits_mlp
@@ -293,6 +294,43 @@ def cmd_run(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"needs a port number from 1 to 65535, not '{text}'")
+    return n
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    loader = _import_loader()
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise UserError(f"'{path}' not found")
+    if args.port == args.grpc_port:
+        raise UserError(f"--port and --grpc-port are both {args.port}")
+    try:
+        from loader import serve
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    logging.basicConfig(level=logging.INFO, format="dsopack serve: %(message)s")
+    for noisy in ("pytriton", "tritonclient"):  # their INFO lines are Triton's internals; warnings still show
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return serve.serve(args.files, http_port=args.port, grpc_port=args.grpc_port, max_batch=args.max_batch,
+                           instances=args.instances, pubkey=args.pubkey, threads=args.threads,
+                           reload_interval=args.reload_interval,
+                           max_body=int(args.max_body_mb * (1 << 20)) if args.max_body_mb else None)
+    except (ImportError, ValueError, loader.DpkError) as e:
+        raise UserError(str(e)) from None
+
+
 # ---------------------------------------------------------------- main
 
 class _Parser(argparse.ArgumentParser):
@@ -400,6 +438,49 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--key", required=True, metavar="KEY", help="the secret key file (dsopack keygen)")
     s.add_argument("-o", "--output", metavar="OUT.so", help="write the signed file here (default: in place)")
     s.set_defaults(func=cmd_sign)
+
+    sv = sub.add_parser("serve", help="serve model files with NVIDIA Triton (KServe v2 over HTTP and gRPC)",
+                        description="Serve model files with a Triton server on 127.0.0.1 (PyTriton: pip install "
+                                    "'dsopack[serve]'), the KServe v2 / Open Inference Protocol over HTTP and gRPC, "
+                                    "until SIGTERM or Ctrl-C. Each file is a model named after it (digits.so: "
+                                    "digits). Inputs, outputs and dtypes come from the file. A file with a batch "
+                                    "range (built with --shape x=1..64,...) gets dynamic batching: requests are "
+                                    "joined up to its max (or --max-batch) and its plans' sizes are the preferred "
+                                    "batches; any other file runs one request at a time, its one shape (or its "
+                                    "ranges). Replacing a file by an atomic rename (mv new.so digits.so) switches to "
+                                    "the new model once it loads and verifies and has the same inputs and outputs; "
+                                    "otherwise the old one keeps serving and the log says why.",
+                        epilog="examples:\n"
+                               "  dsopack serve digits_batch.so                      HTTP :8000, gRPC :8001\n"
+                               "  curl localhost:8000/v2/models/digits_batch         inputs, outputs, dtypes, shapes\n"
+                               "  curl -d '{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1, 64], "
+                               "\"data\": [0, 1, ...]}]}' \\\n"
+                               "       localhost:8000/v2/models/digits_batch/infer\n"
+                               "  dsopack serve digits.so lenet.so --port 9000 --grpc-port 9001 --instances 2\n"
+                               "  dsopack serve digits.so --pubkey release.key.pub  every load and reload checks the "
+                               "signature\n"
+                               "endpoints (v2): GET /v2/health/ready, GET /v2/models/NAME (metadata), "
+                               "POST /v2/models/NAME/infer",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("files", nargs="+", metavar="FILE.so", help="a model file to serve")
+    sv.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000)")
+    sv.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001)")
+    sv.add_argument("--max-batch", type=_thread_count, metavar="N",
+                    help="join requests into batches of at most N rows (default: the file's batch range max; "
+                         "only for files with a batch range)")
+    sv.add_argument("--instances", type=_thread_count, default=1, metavar="K",
+                    help="model instances, each running one batch at a time (default 1; they share one loaded "
+                         "file; give each fewer --threads)")
+    sv.add_argument("--threads", type=_thread_count, metavar="N",
+                    help="threads a run may use (default: DPK_NUM_THREADS, else the CPUs this process may run on)")
+    sv.add_argument("--pubkey", metavar="KEY.pub",
+                    help="require a signature by this key at load and at every reload")
+    sv.add_argument("--reload-interval", type=float, default=1.0, metavar="S",
+                    help="seconds between checks for a replaced file (default 1)")
+    sv.add_argument("--max-body-mb", type=float, metavar="MB",
+                    help="refuse an HTTP request body over this many MiB (status 413; default: room for the largest "
+                         "valid request of the served files in JSON, at least 1 MiB)")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

@@ -106,9 +106,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "creating the virtual environment $VENV"
   python3 -m venv "$VENV"
 fi
-step "installing dsopack (compiles the C runtime into the Python loader)"
+# [serve]: PyTriton (bundles tritonserver, 55 MB) and tritonclient, for `dsopack serve` and tests/test_serve.py
+step "installing dsopack with its test and serve extras (compiles the C runtime into the Python loader)"
 log=$(mktemp)
-if ! { "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel && "$VENV/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel && "$VENV/bin/python" -m pip install -q -e '.[test,serve]'; } >"$log" 2>&1; then
   cat "$log"; echo "setup: pip install failed (output above)" >&2; exit 1
 fi
 rm -f "$log"

@@ -175,6 +175,19 @@ def test_a_raw_public_key_works_too(signed, keys):
         loader.load(signed, pubkey=b"abc")
 
 
+def test_two_signed_files_load_at_once(signed, keys, digits_so, tmp_path):
+    """Each signed load dlopens /proc/self/fd/N and keeps N open while loaded: a second signed file must not get
+    N again (glibc would hand back the first library, and the load be refused as a replaced file)."""
+    other = str(tmp_path / "digits.so")
+    signing.sign(digits_so, keys["a"][0], other)
+    with loader.load(signed, pubkey=keys["a"][1]) as first, loader.load(other, pubkey=keys["a"][1]) as second:
+        assert first.manifest["name"] == "m" and second.manifest["name"] == "digits_mlp"
+        sample = np.load(os.path.join(ROOT, "manifests", "digits_sample.npy"))
+        assert second.run(x=sample)["probs"].argmax() == 7
+    with loader.load(other, pubkey=keys["a"][1]) as again:  # and after both are freed
+        assert again.run(x=sample)["probs"].argmax() == 7
+
+
 def test_signing_does_not_change_what_an_unsigned_reader_sees(unsigned, signed, dpk_run, capsys, tmp_path,
                                                               monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"

@@ -272,8 +272,9 @@ static dpk_status_t model_load(const char *api, const char *path, const dpk_publ
     dpk_model_free(m);
     return status;
   }
-  if (m->fd >= 0) close(m->fd); /* the file stays mapped by the package and the loader */
-  m->fd = -1;
+  /* A signed load keeps its descriptor until dpk_model_free: the library was dlopened as /proc/self/fd/N, and
+   * glibc hands back the library already loaded under a name, so N must not name another file while this one
+   * is loaded (a second signed load would otherwise get this file's code and be refused). */
   *out_model = m;
   return DPK_OK;
 }

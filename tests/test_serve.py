@@ -1,0 +1,492 @@
+"""`dsopack serve`: a real Triton server (PyTriton) serving model files over the v2 protocol.
+
+One server for the module, started as a user would (`dsopack serve ... --pubkey`), serving
+digits_mlp_batch (batch 1..64: dynamic batching), digits_mlp (one shape: no batching) and
+`swap` (a copy of digits_mlp_batch that the hot-reload tests replace). Clients: plain HTTP
+JSON (urllib), tritonclient HTTP and gRPC. Answers are checked against NumPy on the
+manifest's weights. The last test stops the server with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+import loader
+from loader import serve
+from packager import signing
+from packager.build import build
+
+# CI installs the serve extra (scripts/setup.sh): a missing PyTriton is a failure here, not a skip
+import pytriton  # noqa: F401
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFESTS = os.path.join(ROOT, "manifests")
+DSOPACK = [sys.executable, "-m", "packager.cli"]
+RANGED = """name: ranged
+model:
+  graph:
+    inputs: {x: {shape: ["batch=1..8", "n=2..16"], dtype: float32}}
+    nodes: [{op: relu, inputs: [x], output: y}]
+    outputs: [y]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reference(x: np.ndarray, weights: dict) -> np.ndarray:
+    """digits_mlp in NumPy: scale, dense, relu, dense, softmax."""
+    h = np.maximum((x * weights["pixel_scale"]) @ weights["fc1.weight"].T + weights["fc1.bias"], 0)
+    logits = h @ weights["fc2.weight"].T + weights["fc2.bias"]
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Server:
+    def __init__(self, proc, log_path, http, grpc, files, weights):
+        self.proc, self.log_path, self.http, self.grpc = proc, log_path, http, grpc
+        self.files, self.weights = files, weights
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if text in log:
+                return log
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"'{text}' not in the server log within {timeout} s:\n{self.log()[-3000:]}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http}{path}"
+
+    def get(self, path: str):
+        return request(self.url(path))
+
+    def infer(self, model: str, body) -> tuple[int, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return request(self.url(f"/v2/models/{model}/infer"), data)
+
+
+def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as r:
+            body = r.read()
+            return r.status, json.loads(body) if body else {}
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def json_input(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": name, "datatype": datatype, "shape": list(x.shape), "data": x.ravel().tolist()}]}
+
+
+def probs_of(answer: dict) -> np.ndarray:
+    (out,) = answer["outputs"]
+    assert out["name"] == "probs" and out["datatype"] == "FP32"
+    return np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The served files, signed with one key; `new.so`: digits_mlp_batch with other weights; `other.key`."""
+    d = tmp_path_factory.mktemp("serve")
+    weights = dict(np.load(os.path.join(MANIFESTS, "digits_mlp.npz")))
+    changed = dict(weights, **{"fc2.bias": weights["fc2.bias"] + np.arange(10, dtype=np.float32)})
+    np.savez(d / "changed.npz", **changed)
+    with open(os.path.join(MANIFESTS, "digits_mlp_batch.yaml")) as f:
+        text = f.read().replace("weights: digits_mlp.npz", f"weights: {d / 'changed.npz'}")
+    (d / "changed.yaml").write_text(text)
+    build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(d / "digits_batch.so"), quiet=True)
+    build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(d / "digits.so"), quiet=True)
+    build(str(d / "changed.yaml"), str(d / "new.so"), quiet=True)
+    (d / "ranged.yaml").write_text(RANGED)
+    build(str(d / "ranged.yaml"), str(d / "ranged.so"), quiet=True)
+    signing.keygen(str(d / "release.key"))
+    signing.keygen(str(d / "other.key"))
+    for name in ("digits_batch.so", "digits.so", "new.so", "ranged.so"):
+        signing.sign(str(d / name), str(d / "release.key"))
+    shutil.copy(d / "digits_batch.so", d / "swap.so")
+    return d, weights, changed
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    d, weights, _ = files
+    http, grpc = free_port(), free_port()
+    log_path = d / "serve.log"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("LD_LIBRARY_PATH", None)  # dsopack serve must find this interpreter's libpython on its own
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(DSOPACK + ["serve", str(d / "digits_batch.so"), str(d / "digits.so"), str(d / "swap.so"),
+                                           str(d / "ranged.so"),
+                                           "--port", str(http), "--grpc-port", str(grpc), "--threads", "1",
+                                           "--pubkey", str(d / "release.key.pub"), "--reload-interval", "0.2"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    s = Server(proc, log_path, http, grpc, d, weights)
+    try:
+        s.wait_log("dsopack serve: ready:", timeout=120)
+        yield s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_serving(server: Server) -> None:
+    """The server is up and answers right: what every bad request must leave behind."""
+    assert server.proc.poll() is None, server.log()[-3000:]
+    assert server.get("/v2/health/ready")[0] == 200
+    x = np.random.default_rng(1).random((2, 64), np.float32) * 16
+    status, answer = server.infer("digits_batch", json_input(x))
+    assert status == 200, answer
+    np.testing.assert_allclose(probs_of(answer), reference(x, server.weights), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- no server
+
+def test_stub_links_this_interpreters_libpython():
+    """PyTriton's Python backend stub links libpython3.X.so.1.0; with the environment serve() gives tritonserver
+    it resolves to this interpreter's (a pyenv 3.11.7 here), not the system's (Debian's 3.11.2)."""
+    import sysconfig
+
+    libdir = serve.stub_library_dir()
+    assert libdir is not None, "this interpreter has no shared libpython"
+    soname = sysconfig.get_config_var("INSTSONAME")
+    stub = os.path.join(os.path.dirname(pytriton.__file__), "tritonserver", "python_backend_stubs",
+                        sysconfig.get_python_version(), "triton_python_backend_stub")
+    env = dict(os.environ, LD_LIBRARY_PATH="/usr/lib/other:/usr/lib")
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    try:
+        os.environ["LD_LIBRARY_PATH"] = env["LD_LIBRARY_PATH"]
+        serve._stub_environment()
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    finally:
+        os.environ.pop("LD_LIBRARY_PATH") if saved is None else os.environ.__setitem__("LD_LIBRARY_PATH", saved)
+    assert env["LD_LIBRARY_PATH"] == f"{libdir}:/usr/lib/other:/usr/lib"
+    ldd = subprocess.run(["ldd", stub], env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in ldd.splitlines() if soname in line)
+    assert f"{libdir}/{soname}" in line, ldd
+
+
+def test_binding_batch_and_max_batch(files):
+    d = files[0]
+    with loader.load(d / "digits_batch.so") as model:
+        b = serve.binding(model, "m")
+        assert (b.max_batch, b.preferred) == (64, (1, 2, 4, 8, 16, 32, 64))
+        assert [(s.name, s.dtype, s.shape) for s in b.inputs + b.outputs] == [("x", np.float32, (64,)),
+                                                                              ("probs", np.float32, (10,))]
+        b = serve.binding(model, "m", max_batch=20)
+        assert (b.max_batch, b.preferred) == (20, (1, 2, 4, 8, 16))
+        with pytest.raises(ValueError, match=r"--max-batch 65: m's batch dim 'batch' runs 1..64"):
+            serve.binding(model, "m", max_batch=65)
+    with loader.load(d / "digits.so") as model:
+        b = serve.binding(model, "m")
+        assert (b.max_batch, b.inputs[0].shape) == (0, (1, 64))
+        assert "the file has one shape (x: [1, 64])" in b.why_unbatched
+        with pytest.raises(ValueError, match="served without batching"):
+            serve.binding(model, "m", max_batch=4)
+
+
+def test_requests_joined_into_one_run_and_split_back(files):
+    d, weights, _ = files
+    served = serve.Served(str(d / "digits_batch.so"))
+    rng = np.random.default_rng(0)
+    parts = [rng.random((n, 64), np.float32) * 16 for n in (1, 3, 2)]
+    answers = served.infer([{"x": p} for p in parts])
+    assert [a["probs"].shape for a in answers] == [(1, 10), (3, 10), (2, 10)]
+    for p, a in zip(parts, answers):
+        np.testing.assert_allclose(a["probs"], reference(p, weights), rtol=1e-5, atol=1e-6)
+
+
+def test_serve_cli_errors(files, tmp_path):
+    d = files[0]
+    run = lambda *args: subprocess.run(DSOPACK + ["serve", *args], capture_output=True, text=True, cwd=ROOT)
+    r = run(str(tmp_path / "missing.so"))
+    assert r.returncode == 1 and "dsopack: error: " in r.stderr and "missing.so' not found" in r.stderr
+    r = run(str(d / "digits.so"), "--max-batch", "4")
+    assert r.returncode == 1 and "--max-batch: digits is served without batching" in r.stderr
+    r = run(str(d / "digits.so"), "--pubkey", str(d / "other.key.pub"))
+    assert r.returncode == 1 and "digits.so' is signed by key" in r.stderr and "not by the given key" in r.stderr
+    r = run(str(d / "digits.so"), "--port", "9000", "--grpc-port", "9000")
+    assert r.returncode == 1 and "--port and --grpc-port are both 9000" in r.stderr
+
+
+# ---------------------------------------------------------------- the protocol
+
+def test_health_and_metadata(server):
+    assert server.get("/v2/health/live")[0] == 200
+    assert server.get("/v2/health/ready")[0] == 200
+    status, meta = server.get("/v2/models/digits_batch")
+    assert status == 200
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert meta["outputs"] == [{"name": "probs", "datatype": "FP32", "shape": [-1, 10]}]
+    status, meta = server.get("/v2/models/digits")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [1, 64]}]
+    status, config = server.get("/v2/models/digits_batch/config")
+    assert config["max_batch_size"] == 64
+    assert config["dynamic_batching"]["preferred_batch_size"] == [1, 2, 4, 8, 16, 32, 64]
+    assert server.get("/v2/models/digits/config")[1]["max_batch_size"] == 0
+    status, meta = server.get("/v2/models/ranged")  # batch 1..8 batched; n 2..16: any size, checked by the runtime
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    assert server.get("/v2/models/ranged/config")[1]["max_batch_size"] == 8
+
+
+def test_infer_http_json(server):
+    x = np.load(os.path.join(MANIFESTS, "digits_sample.npy")).astype(np.float32)
+    for model in ("digits_batch", "digits"):
+        status, answer = server.infer(model, json_input(x))
+        assert status == 200, answer
+        np.testing.assert_allclose(probs_of(answer), reference(x, server.weights), rtol=1e-5, atol=1e-6)
+        assert probs_of(answer).argmax() == 7
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_infer_tritonclient(server, protocol):
+    client_module = httpclient if protocol == "http" else grpcclient
+    port = server.http if protocol == "http" else server.grpc
+    client = client_module.InferenceServerClient(f"127.0.0.1:{port}")
+    assert client.is_server_ready() and client.is_model_ready("digits_batch")
+    x = np.random.default_rng(7).random((7, 64), np.float32) * 16
+    given = client_module.InferInput("x", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    result = client.infer("digits_batch", [given])
+    np.testing.assert_allclose(result.as_numpy("probs"), reference(x, server.weights), rtol=1e-5, atol=1e-6)
+
+
+def model_stats(server: Server, model: str) -> dict:
+    status, stats = server.get(f"/v2/models/{model}/stats")
+    assert status == 200, stats
+    return stats["model_stats"][0]
+
+
+def test_concurrent_requests_batched(server):
+    """64 clients at once, batch 1 to 3 each: the batcher joins them (fewer runs than requests, in Triton's
+    statistics); every answer is its own rows'."""
+    before = model_stats(server, "digits_batch")
+    rng = np.random.default_rng(3)
+    xs = [rng.random((1 + i % 3, 64), np.float32) * 16 for i in range(64)]
+    answers = [None] * len(xs)
+
+    def one(i):
+        answers[i] = server.infer("digits_batch", json_input(xs[i]))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, (status, answer) in zip(xs, answers):
+        assert status == 200, answer
+        np.testing.assert_allclose(probs_of(answer), reference(x, server.weights), rtol=1e-5, atol=1e-6)
+    after = model_stats(server, "digits_batch")
+    requests = int(after["inference_stats"]["success"]["count"]) - int(before["inference_stats"]["success"]["count"])
+    runs = int(after["execution_count"]) - int(before["execution_count"])
+    assert requests == len(xs) and runs < requests, (requests, runs)
+
+
+# ---------------------------------------------------------------- bad requests: an error, and the server lives
+
+def test_wrong_input_name(server):
+    status, answer = server.infer("digits_batch", json_input(np.zeros((1, 64), np.float32), name="y"))
+    assert status == 400 and answer["error"] == "unexpected inference input 'y' for model 'digits_batch'"
+    assert_serving(server)
+
+
+def test_wrong_dtype(server):
+    status, answer = server.infer("digits_batch", json_input(np.zeros((1, 64), np.int32), datatype="INT32"))
+    assert status == 400
+    assert "inference input 'x' data-type is 'INT32', but model 'digits_batch' expects 'FP32'" in answer["error"]
+    assert_serving(server)
+
+
+def test_wrong_shape(server):
+    status, answer = server.infer("digits_batch", json_input(np.zeros((1, 63), np.float32)))
+    assert status == 400 and "unexpected shape for input 'x' for model 'digits_batch'. Expected [-1,64], got [1,63]" \
+        in answer["error"]
+    status, answer = server.infer("digits", json_input(np.zeros((2, 64), np.float32)))
+    assert status == 400 and "Expected [1,64], got [2,64]" in answer["error"]  # one shape: no batching
+    status, answer = server.infer("digits_batch", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64],
+                                                               "data": [0.0] * 10}]})
+    assert status in (400, 500) and "Shape does not match" in answer["error"]  # data and shape disagree
+    assert_serving(server)
+
+
+def test_shape_outside_a_range(server):
+    """n is 2..16: Triton sees -1 and passes n=20 on; the runtime refuses it, naming the input, the dim and the
+    range (inside PyTriton's traceback text), and the server keeps serving."""
+    x = np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)
+    status, answer = server.infer("ranged", json_input(x))
+    assert status == 200, answer
+    (out,) = answer["outputs"]
+    np.testing.assert_array_equal(np.asarray(out["data"], np.float32).reshape(out["shape"]), np.maximum(x, 0))
+    status, answer = server.infer("ranged", json_input(np.zeros((1, 20), np.float32)))
+    assert status in (400, 500) and "input 'x' dim 1 (n) is 20, outside the range 2..16" in answer["error"]
+    assert_serving(server)
+
+
+def test_oversized_grpc_message(server):
+    """gRPC goes to Triton directly: a 64 MB message of the wrong shape is refused, and the server lives."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    given = grpcclient.InferInput("x", [1, 16 << 20], "FP32")
+    given.set_data_from_numpy(np.zeros((1, 16 << 20), np.float32))
+    with pytest.raises(Exception, match=r"unexpected shape for input 'x' .* got \[1,16777216\]"):
+        client.infer("digits_batch", [given])
+    assert_serving(server)
+
+
+def test_batch_over_range(server):
+    status, answer = server.infer("digits_batch", json_input(np.zeros((65, 64), np.float32)))
+    assert status == 400 and "inference request batch-size must be <= 64 for 'digits_batch'" in answer["error"]
+    assert_serving(server)
+
+
+def test_malformed_json(server):
+    status, answer = server.infer("digits_batch", b'{"inputs": [{"name": "x",')
+    assert status in (400, 500) and answer["error"].startswith("failed to parse the request JSON buffer")
+    assert_serving(server)
+
+
+def test_oversized_body_refused(server):
+    """A 10 MB JSON body (5 million numbers) kills the bundled tritonserver with SIGSEGV: the HTTP front
+    refuses it first, with the protocol's error, and the server keeps serving."""
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [' + b"0," * 5_000_000 + b"0]}]}"
+    status, answer = server.infer("digits_batch", body)
+    assert status == 413
+    assert answer["error"] == f"the request body has {len(body)} bytes, over the limit of 1048576 (--max-body-mb; " \
+                              "the largest valid request of the served models fits)"
+    assert_serving(server)
+
+
+def test_unknown_model(server):
+    status, answer = server.infer("nope", json_input(np.zeros((1, 64), np.float32)))
+    assert status == 404 and "'nope' is not found" in answer["error"]
+    assert_serving(server)
+
+
+# ---------------------------------------------------------------- hot reload (the `swap` model)
+
+def replace(server: Server, source, *, edit=None) -> None:
+    """Replace swap.so by an atomic rename of a copy of `source` (edited by `edit(bytes) -> bytes`)."""
+    data = open(source, "rb").read()
+    tmp = server.files / "swap.so.tmp"
+    tmp.write_bytes(edit(data) if edit else data)
+    os.replace(tmp, server.files / "swap.so")
+
+
+def swap_probs(server: Server, x: np.ndarray) -> np.ndarray:
+    status, answer = server.infer("swap", json_input(x))
+    assert status == 200, answer
+    return probs_of(answer)
+
+
+def test_reload_refuses_bad_replacements(server, files):
+    """Truncated, a changed weight byte (the signature sees it before the checksums do), signed by another key,
+    unsigned, other inputs: each refused with a log line naming why; the model loaded before keeps answering."""
+    d, weights, _ = files
+    x = np.random.default_rng(5).random((3, 64), np.float32) * 16
+    good = d / "digits_batch.so"
+    cases = [("truncated", good, lambda b: b[: len(b) // 2]),
+             ("weight byte", good, None),
+             ("other key", good, None),
+             ("unsigned", good, None),
+             ("other inputs", d / "digits.so", None)]
+    weight = weights["fc2.weight"].astype(np.float32).tobytes()  # raw in the file: used in place
+
+    def flip_weight(data: bytes) -> bytes:  # a byte inside the weights: only the checksums (verify) see it
+        at = data.index(weight) + 40
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+    cases[1] = ("weight byte", good, flip_weight)
+    for what, source, edit in cases:
+        before = server.log().count("refused the new")
+        if what == "other key":
+            source = d / "other.so"
+            signing.sign(str(good), str(d / "other.key"), str(source))
+        elif what == "unsigned":
+            source = d / "unsigned.so"
+            build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(source), quiet=True)
+        replace(server, source, edit=edit)
+        deadline = time.monotonic() + 20
+        while server.log().count("refused the new") == before:
+            assert time.monotonic() < deadline, f"{what}: no refusal in the log:\n{server.log()[-3000:]}"
+            time.sleep(0.1)
+        line = server.log().split("refused the new")[-1].splitlines()[0]
+        assert "still serving the model loaded before" in line, line
+        assert str(server.files / "swap.so") in line
+        np.testing.assert_allclose(swap_probs(server, x), reference(x, weights), rtol=1e-5, atol=1e-6)
+        print(f"{what}: refused the new{line}")
+    assert "differ from the served ones" in line  # the last: digits.so has x: float32[1, 64]
+
+
+def test_reload_switches_with_no_failed_request(server, files):
+    """Clients keep sending while swap.so is replaced by a model with other weights: no request fails, each
+    answer is one model's or the other's (in-flight batches finish on the model they started on), then only
+    the new model's."""
+    d, weights, changed = files
+    x = np.random.default_rng(9).random((2, 64), np.float32) * 16
+    old, new = reference(x, weights), reference(x, changed)
+    assert not np.allclose(old, new)
+    replace(server, d / "digits_batch.so")
+    server.wait_log("swap: now serving the new")
+    per_client, stop = [[] for _ in range(4)], threading.Event()
+
+    def client(results):
+        while not stop.is_set():
+            results.append(server.infer("swap", json_input(x)))
+
+    threads = [threading.Thread(target=client, args=(results,)) for results in per_client]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    count = server.log().count("swap: now serving the new")
+    replace(server, d / "new.so")
+    deadline = time.monotonic() + 20
+    while server.log().count("swap: now serving the new") == count:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    for results in per_client:  # each client's requests one after another: old answers, then new ones
+        assert results and all(status == 200 for status, _ in results), [a for s, a in results if s != 200][:3]
+        which = [0 if np.allclose(probs_of(a), old, rtol=1e-5, atol=1e-6) else
+                 1 if np.allclose(probs_of(a), new, rtol=1e-5, atol=1e-6) else -1 for _, a in results]
+        assert -1 not in which and which[0] == 0 and which[-1] == 1 and which == sorted(which), which
+    np.testing.assert_allclose(swap_probs(server, x), new, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- last: SIGTERM
+
+def test_sigterm_stops_cleanly(server):
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.log()[-3000:]
+    log = server.log()
+    assert "dsopack serve: stopping" in log
+    for port in (server.http, server.grpc):  # both ports closed
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0
