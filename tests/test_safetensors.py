@@ -70,3 +70,19 @@ def test_a_malformed_safetensors_file_is_refused_by_name(tmp_path, content, says
     with pytest.raises(BuildError, match=r"model.graph.weights: cannot read '.*bad.safetensors' as a .safetensors "
                                          rf"file: .*{says}"):
         build(spec(str(tmp_path / "bad.safetensors")), tmp_path / "m.so", quiet=True)
+
+
+def test_npz_weights_are_mapped_too_unless_compressed(tmp_path):
+    """numpy.savez stores members uncompressed: they are mapped from the file (and stream into the blob);
+    numpy.savez_compressed's are read; both build the same model."""
+    from packager import blob as blob_mod
+    from packager.spec import load
+    np.savez(tmp_path / "w.npz", **W)
+    np.savez_compressed(tmp_path / "c.npz", **W)
+    mapped = load(spec(str(tmp_path / "w.npz"))).graph.weights
+    read = load(spec(str(tmp_path / "c.npz"))).graph.weights
+    assert all(isinstance(a, np.memmap) and blob_mod.file_range(a) for a in mapped.values())
+    assert not any(isinstance(a, np.memmap) for a in read.values())
+    for name, array in W.items():
+        np.testing.assert_array_equal(mapped[name], array)
+        np.testing.assert_array_equal(read[name], array)

@@ -11,7 +11,9 @@ inferred here (ir_check.infer does that).
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -129,8 +131,33 @@ def _parse_weights(fields: Fields, value, fp: str, base_dir: str) -> dict[str, n
     return weights
 
 
+def _mapped_member(path: str, archive: zipfile.ZipFile, key: str) -> np.ndarray | None:
+    """Member `key` of a .npz mapped from the file, as numpy.savez stores it (uncompressed, C order), so
+    a large model's weights go from their file into the build's output without a copy in memory; None
+    for a member stored any other way (numpy.savez_compressed), which is read instead."""
+    info = archive.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the local file header: its name and extra field lengths at bytes 26..29
+        if local[:4] != b"PK\x03\x04":
+            return None
+        names = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + names)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            return None
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype.hasobject or not dtype.itemsize or not math.prod(shape):
+            return None
+        return np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=(math.prod(shape),)).reshape(shape)
+
+
 def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.ndarray]:
-    """A .npz (numpy.savez) or a .safetensors file (mapped, not read: frontends/safetensors.py)."""
+    """A .npz (numpy.savez; its members mapped where they can be: _mapped_member) or a .safetensors file
+    (mapped: frontends/safetensors.py)."""
     path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
     if not os.path.isfile(path):
         raise fields.error(fp, f"weight file '{rel}' not found (looked at {os.path.abspath(path)})")
@@ -144,7 +171,8 @@ def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise ValueError("it holds one array (a .npy); save the weights with numpy.savez")
         with loaded as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            arrays = {key: _mapped_member(path, npz.zip, key) for key in npz.files}
+            arrays = {key: npz[key] if array is None else array for key, array in arrays.items()}
     except Exception as e:  # zipfile, pickle and format errors all land here
         raise fields.error(fp, f"cannot read '{rel}' as a .npz file: {e}") from None
     weights = {}
