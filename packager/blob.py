@@ -12,6 +12,7 @@ not grow with the weights it streams (issue 18: GBs of them).
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -67,6 +68,15 @@ class FileRange:
                     raise OSError(f"{self.path} ended at byte {self.offset + done} while a weight was copied")
                 done += n
         f.seek(0, os.SEEK_END)
+
+
+def mapped(path: str, dtype, offset: int, shape) -> np.ndarray:
+    """The array of `dtype` and `shape` at byte `offset` of the file `path`, mapped read-only (file_range
+    finds it again, so a blob streams it from the file); zeros when it is empty (nothing to map)."""
+    count = math.prod(shape)
+    if not count or not np.dtype(dtype).itemsize:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,)).reshape(shape)
 
 
 def file_range(data) -> FileRange | None:
@@ -195,13 +205,19 @@ def write_incbin_stub(path: str, blob_path: str) -> None:
     blob_path = os.path.abspath(blob_path)
     if '"' in blob_path or "\\" in blob_path or "\n" in blob_path:
         raise ValueError(f"the blob path {blob_path!r} cannot be quoted for the assembler")
+    write_section_stub(path, f'.incbin "{blob_path}"')
+
+
+def write_section_stub(path: str, body: str, *, nobits: bool = False, align_log2: int = 12) -> None:
+    """Assembly of the `.dpk` section behind the symbol `__dpk_blob`: `body` is its contents (an `.incbin`,
+    or a `.skip` of a NOBITS section that only reserves addresses, elf_place.py)."""
     text = (
-        '\t.section .dpk,"a"\n'
-        "\t.p2align 12\n"
+        f'\t.section .dpk,"a"{",@nobits" if nobits else ""}\n'
+        f"\t.p2align {align_log2}\n"
         "\t.globl __dpk_blob\n"
         "\t.type __dpk_blob, @object\n"
         "__dpk_blob:\n"
-        f'\t.incbin "{blob_path}"\n'
+        f"\t{body}\n"
         "\t.size __dpk_blob, . - __dpk_blob\n"
         '\t.section .note.GNU-stack,"",@progbits\n'
     )

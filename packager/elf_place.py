@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import struct
 
+from packager.blob import write_section_stub
 from packager.ir import BuildError
 
 ALIGN = 0x10000  # 64 KiB: the largest page size of the targets' kernels
@@ -39,16 +40,7 @@ _SHDR = struct.Struct("<IIQQQQIIQQ")
 
 def reserve_stub(path: str, size: int) -> None:
     """Assembly that reserves `size` bytes of `.dpk` behind `__dpk_blob`, for place() to fill."""
-    text = ('\t.section .dpk,"a",@nobits\n'
-            "\t.p2align 16\n"
-            "\t.globl __dpk_blob\n"
-            "\t.type __dpk_blob, @object\n"
-            "__dpk_blob:\n"
-            f"\t.skip {size}\n"
-            "\t.size __dpk_blob, . - __dpk_blob\n"
-            '\t.section .note.GNU-stack,"",@progbits\n')
-    with open(path, "w") as f:
-        f.write(text)
+    write_section_stub(path, f".skip {size}", nobits=True, align_log2=16)
 
 
 def place(library: str, blob) -> None:

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from packager import dynamic, ops
+from packager import blob, dynamic, ops
 from packager.dynamic import DimRange
 from packager.frontends.onnx_convert import Converter, OnnxNode
 from packager.frontends.onnx_ops import SUPPORTED
@@ -272,10 +272,7 @@ def _mapped(onnx, tensor, base: str) -> np.ndarray:
     if length != count * dtype.itemsize:
         raise ValueError(f"its external data holds {length} bytes but {dtype}{list(shape)} takes "
                          f"{count * dtype.itemsize}")
-    if not count:
-        return np.zeros(shape, dtype)
-    return np.memmap(os.path.join(base, info["location"]), dtype=dtype, mode="r", offset=int(info.get("offset", 0)),
-                     shape=(count,)).reshape(shape)
+    return blob.mapped(os.path.join(base, info["location"]), dtype, int(info.get("offset", 0)), shape)
 
 
 # ---------------------------------------------------------------------------

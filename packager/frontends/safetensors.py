@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from packager import blob
+
 # safetensors dtype -> numpy's; BF16 and the float8s have no numpy dtype (and no dsopack kernel)
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
           "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool"}
@@ -53,8 +55,7 @@ def load(path: str) -> dict[str, np.ndarray]:
         if not 0 <= begin <= end <= size - start or end - begin != nbytes:
             raise SafetensorsError(f"tensor '{name}' ({dtype}{shape}, {nbytes} bytes) has data_offsets "
                                    f"[{begin}, {end}], outside the {size - start} bytes of data or of another size")
-        arrays[name] = (np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=(math.prod(shape),))
-                        .reshape(shape) if nbytes else np.zeros(shape, dtype))
+        arrays[name] = blob.mapped(path, dtype, start + begin, shape)
     return arrays
 
 

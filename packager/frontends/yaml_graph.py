@@ -17,7 +17,7 @@ import zipfile
 
 import numpy as np
 
-from packager import dynamic
+from packager import blob, dynamic
 from packager.fields import Fields, join, typename
 from packager.frontends import safetensors
 from packager.ir import Graph, Node, TensorType
@@ -152,7 +152,7 @@ def _mapped_member(path: str, archive: zipfile.ZipFile, key: str) -> np.ndarray 
         shape, fortran, dtype = read_header(f)
         if fortran or dtype.hasobject or not dtype.itemsize or not math.prod(shape):
             return None
-        return np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=(math.prod(shape),)).reshape(shape)
+        return blob.mapped(path, dtype, f.tell(), shape)
 
 
 def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.ndarray]:
