@@ -23,6 +23,8 @@ import xxhash
 import yaml
 import zstandard
 
+from packager import spill
+
 MAGIC = b"DSOPACK\0"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
@@ -80,13 +82,9 @@ def mapped(path: str, dtype, offset: int, shape) -> np.ndarray:
 
 
 def file_range(data) -> FileRange | None:
-    """Where a C-contiguous array mapped from a file (np.memmap, or a view of one) keeps its bytes."""
-    mapping = getattr(data, "_mmap", None)
-    if mapping is None or not isinstance(data, np.memmap) or not data.flags.c_contiguous or not data.nbytes:
-        return None
-    first = np.frombuffer(mapping, np.uint8).ctypes.data  # the mapping starts at offset - offset % granularity
-    start = data.offset - data.offset % mmap.ALLOCATIONGRANULARITY
-    return FileRange(os.path.abspath(data.filename), start + data.ctypes.data - first, data.nbytes)
+    """Where a C-contiguous array mapped read-only from a file (np.memmap, or a view of one) keeps its bytes."""
+    at = spill.file_range(data)
+    return None if at is None else FileRange(at[0], at[1], data.nbytes)
 
 
 def checksum(data) -> str:

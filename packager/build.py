@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from packager import backend_choice, dynamic, graph_plan, ir_check, lower, toolchain
+from packager import backend_choice, dynamic, graph_plan, ir_check, lower, spill, toolchain
 from packager import partition as partition_mod
 from packager import spec as spec_mod
 from packager.compile import compile_model
@@ -77,6 +77,14 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     .onnx file) the build uses the fastest backends the target has (backend_choice.py) and says which.
     A blob (weights and all) of `place_from` bytes or more (default compile.PLACE_FROM) is written into the
     linked file rather than linked (elf_place.py: the only way past 2 GiB)."""
+    with spill.session():  # weights derived from mapped ones wait on disk (spill.py), removed with the build
+        return _build(spec, output, base_dir=base_dir, cc=cc, quiet=quiet, explain=explain, log=log,
+                      save_temps=save_temps, use_cache=use_cache, shapes=shapes, target=target, march=march,
+                      backends=backends, buckets=buckets, place_from=place_from)
+
+
+def _build(spec, output, *, base_dir, cc, quiet, explain, log, save_temps, use_cache, shapes, target, march,
+           backends, buckets, place_from) -> BuildReport:
     output = os.fspath(output)
     _check_output(output)
     if backends is not None:

@@ -51,7 +51,7 @@ from string import Template
 
 import numpy as np
 
-from packager import ops
+from packager import ops, spill
 from packager.backends import cgen
 from packager.backends.base import Backend, CSource, Region, float32_tensors
 from packager.backends.host import HOST_PRELUDE  # col2im bounds (dpk_host_first/end), dpk_expf & co (ops' C)
@@ -334,11 +334,17 @@ def stores_panels(node: Node, graph: Graph) -> bool:
 
 
 def panels(w: np.ndarray) -> np.ndarray:
-    """W [N, K] as [ceil(N / PANEL)][K][PANEL]: panel p holds W's rows p * PANEL.. as columns, zero-padded."""
+    """W [N, K] as [ceil(N / PANEL)][K][PANEL]: panel p holds W's rows p * PANEL.. as columns, zero-padded
+    (a W mapped from a file a block of panels at a time, into a spill file: spill.derived)."""
     n, k = w.shape
-    padded = np.zeros((-(-n // PANEL) * PANEL, k), w.dtype)
-    padded[:n] = w
-    return np.ascontiguousarray(padded.reshape(-1, PANEL, k).transpose(0, 2, 1))
+
+    def some(lo: int, hi: int) -> np.ndarray:  # panels [lo, hi)
+        rows = w[lo * PANEL:hi * PANEL]
+        padded = np.zeros(((hi - lo) * PANEL, k), w.dtype)
+        padded[:len(rows)] = rows
+        return padded.reshape(-1, PANEL, k).transpose(0, 2, 1)
+
+    return spill.derived(w, (-(-n // PANEL), k, PANEL), w.dtype, some)
 
 
 def block_size(count: int, unit_work: int, granule: int = 1, most: int | None = None) -> int:

@@ -94,7 +94,8 @@ class Converter:
 
     def weight(self, array: np.ndarray, base: str, dtype) -> str:
         name = self.fresh(base)
-        self.weights[name] = np.require(np.asarray(array).astype(dtype), requirements="C")
+        array = array if isinstance(array, np.ndarray) else np.asarray(array)
+        self.weights[name] = np.require(array.astype(dtype, copy=False), requirements="C")  # a mapping stays one
         self.consts[name] = self.weights[name]
         return name
 

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from packager import ops
+from packager import ops, spill
 from packager.frontends import onnx_ops_conv, onnx_ops_movement, onnx_ops_norm, onnx_ops_recurrent
 from packager.frontends.onnx_convert import Converter, OnnxNode, emits, identity, shape_error
 from packager.frontends.onnx_fold import FOLDERS, axes_of, reshaped_shape, squeezed_shape, unsqueezed_shape
@@ -75,7 +75,7 @@ def _matmul(cv: Converter, node: OnnxNode) -> None:
     a, b = node.inputs[:2]
     bv = cv.const(b)
     if bv is not None and bv.ndim == 2 and len(cv.type_of(a).shape) >= 2:
-        w = cv.weight(bv.T, f"{b}/T", bv.dtype)  # dense wants W [out, in]
+        w = cv.weight(spill.transposed(bv), f"{b}/T", bv.dtype)  # dense wants W [out, in]
         cv.emit(node, "dense", [a, w], node.outputs[0])
     else:
         cv.emit(node, "matmul", [a, b], node.outputs[0])
@@ -106,7 +106,7 @@ def _gemm(cv: Converter, node: OnnxNode) -> None:
         if trans_b and alpha == 1.0:
             w = cv.tensor(b)
         else:
-            wv = bv if trans_b else bv.T
+            wv = bv if trans_b else spill.transposed(bv)
             w = cv.weight(wv.astype(np.float64) * alpha if alpha != 1.0 else wv, f"{b}/W", bv.dtype)
         y = cv.emit(node, "dense", [a, w] + ([bias] if bias else []), None if c else out)
     else:

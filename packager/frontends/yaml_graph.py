@@ -17,7 +17,7 @@ import zipfile
 
 import numpy as np
 
-from packager import blob, dynamic
+from packager import blob, dynamic, spill
 from packager.fields import Fields, join, typename
 from packager.frontends import safetensors
 from packager.ir import Graph, Node, TensorType
@@ -131,32 +131,34 @@ def _parse_weights(fields: Fields, value, fp: str, base_dir: str) -> dict[str, n
     return weights
 
 
-def _mapped_member(path: str, archive: zipfile.ZipFile, key: str) -> np.ndarray | None:
-    """Member `key` of a .npz mapped from the file, as numpy.savez stores it (uncompressed, C order), so
-    a large model's weights go from their file into the build's output without a copy in memory; None
-    for a member stored any other way (numpy.savez_compressed), which is read instead."""
+def _member(path: str, archive: zipfile.ZipFile, key: str) -> np.ndarray | None:
+    """Member `key` of a .npz, so that a large model's weights go from their file into the build's output
+    without a copy in memory: mapped from the file as numpy.savez stores it (uncompressed), or, compressed
+    (numpy.savez_compressed), decompressed into a spill file (spill.streamed). None for a member in Fortran
+    order or of objects, which np.load reads instead."""
     info = archive.getinfo(key + ".npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
+    with archive.open(info) as member:
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(member))
+        if read_header is None:
+            return None
+        shape, fortran, dtype = read_header(member)
+        if fortran or dtype.hasobject or not dtype.itemsize or not math.prod(shape):
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return spill.streamed(member.read, shape, dtype)
+        header = member.tell()
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)  # the local file header: its name and extra field lengths at bytes 26..29
         if local[:4] != b"PK\x03\x04":
             return None
         names = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + names)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
-        if read_header is None:
-            return None
-        shape, fortran, dtype = read_header(f)
-        if fortran or dtype.hasobject or not dtype.itemsize or not math.prod(shape):
-            return None
-        return blob.mapped(path, dtype, f.tell(), shape)
+    return blob.mapped(path, dtype, info.header_offset + 30 + names + header, shape)
 
 
 def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.ndarray]:
-    """A .npz (numpy.savez; its members mapped where they can be: _mapped_member) or a .safetensors file
+    """A .npz (numpy.savez or savez_compressed; its members mapped where they can be: _member) or a .safetensors file
     (mapped: frontends/safetensors.py)."""
     path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
     if not os.path.isfile(path):
@@ -171,7 +173,7 @@ def _load_npz(fields: Fields, rel: str, fp: str, base_dir: str) -> dict[str, np.
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise ValueError("it holds one array (a .npy); save the weights with numpy.savez")
         with loaded as npz:
-            arrays = {key: _mapped_member(path, npz.zip, key) for key in npz.files}
+            arrays = {key: _member(path, npz.zip, key) for key in npz.files}
             arrays = {key: npz[key] if array is None else array for key, array in arrays.items()}
     except Exception as e:  # zipfile, pickle and format errors all land here
         raise fields.error(fp, f"cannot read '{rel}' as a .npz file: {e}") from None

@@ -1,0 +1,150 @@
+"""Weights the build derives from a weight it maps from a file (a transpose, a packed layout, a decompressed
+.npz member) go to a spill file, a block of rows at a time, and come back mapped: so the build never holds
+them whole in memory, and the blob streams them from the spill file as it streams the source (blob.file_range).
+
+    with spill.session():                 # build.build opens one; the files go with it
+        wt = spill.transposed(w)          # w a np.memmap [K, N] -> a np.memmap [N, K]
+
+Outside a session, or from an array in memory, each function gives the same values in memory. The values and
+so the built file do not depend on which: only where the bytes wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+BLOCK = 64 << 20  # bytes of the result derived at a time: what the build holds of it at once
+FAULT_AROUND = 64 << 10  # what Linux maps around a read fault in a file mapping (fault_around_bytes)
+SPILL_FROM = 1 << 20  # smaller results stay in memory: a file each would cost more than it saves
+
+_dirs: list[str] = []  # the open sessions' directories, innermost last
+
+
+@contextlib.contextmanager
+def session():
+    """A directory for the spill files of one build, removed at the end (a file still mapped stays readable)."""
+    path = tempfile.mkdtemp(prefix="dsopack-spill-")
+    _dirs.append(path)
+    try:
+        yield path
+    finally:
+        _dirs.remove(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def source_map(array) -> np.memmap | None:
+    """The read-only np.memmap `array` is (a view of), if any."""
+    while isinstance(array, np.ndarray):
+        if isinstance(array, np.memmap) and getattr(array, "_mmap", None) is not None:
+            return array if array.mode == "r" else None
+        array = array.base
+    return None
+
+
+def file_range(array) -> tuple[str, int] | None:
+    """(path, offset) of the bytes of a C-contiguous array mapped read-only from a file (source_map)."""
+    source = source_map(array)
+    if source is None or not array.flags.c_contiguous or not array.nbytes:
+        return None
+    first = np.frombuffer(source._mmap, np.uint8).ctypes.data  # the mapping starts at offset - offset % granularity
+    start = source.offset - source.offset % mmap.ALLOCATIONGRANULARITY
+    return os.path.abspath(source.filename), start + array.ctypes.data - first
+
+
+def derived(source, shape, dtype, rows) -> np.ndarray:
+    """The array of `shape` and `dtype` whose rows [lo, hi) are `rows(lo, hi)`: in memory, or, in a session
+    with `source` mapped from a file, written to a spill file a block at a time and mapped back. Between
+    blocks the source's pages are unmapped from this process (they stay in the page cache), so they do not
+    add up in its memory either."""
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    mapped = source_map(source)
+    if not _dirs or mapped is None or math.prod(shape) * dtype.itemsize < SPILL_FROM:
+        return np.ascontiguousarray(rows(0, shape[0]), dtype)
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+    step = max(1, BLOCK // max(1, row_bytes))
+    path = _new_file()
+    with open(path, "wb") as f:
+        for lo in range(0, shape[0], step):
+            block = np.ascontiguousarray(rows(lo, min(shape[0], lo + step)), dtype)
+            f.write(memoryview(block).cast("B"))
+            del block
+            _let_go(source)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def transposed(a: np.ndarray) -> np.ndarray:
+    """A 2-D array's transpose, C-contiguous."""
+    k, n = a.shape
+    at = file_range(a)
+    if not _dirs or at is None or a.nbytes < SPILL_FROM:
+        return np.ascontiguousarray(a.T)
+    # Square tiles, read and written with pread/pwrite, not through mappings: a fault in a file mapping maps
+    # far more than the bytes asked for (fault-around, large folios), and a tile touches a little of every row.
+    item = a.itemsize
+    side = max(1, math.isqrt(BLOCK // item))
+    path = _new_file(a.nbytes)
+    tile = np.empty(side * side, a.dtype)
+    with open(at[0], "rb") as src, open(path, "r+b") as dst:
+        for r in range(0, k, side):
+            for c in range(0, n, side):
+                rows, cols = min(side, k - r), min(side, n - c)
+                part = tile[:rows * cols].reshape(rows, cols)
+                for i in range(rows):
+                    if os.preadv(src.fileno(), [part[i]], at[1] + ((r + i) * n + c) * item) != cols * item:
+                        raise OSError(f"{at[0]} ended while a weight was read")
+                flipped = np.ascontiguousarray(part.T)
+                for j in range(cols):
+                    os.pwrite(dst.fileno(), flipped[j], ((c + j) * k + r) * item)
+    return np.memmap(path, dtype=a.dtype, mode="r", shape=(n, k))
+
+
+def _new_file(nbytes: int = 0) -> str:
+    """A spill file in the innermost session, of `nbytes` (zero) bytes."""
+    fd, path = tempfile.mkstemp(suffix=".spill", dir=_dirs[-1])
+    os.ftruncate(fd, nbytes)
+    os.close(fd)
+    return path
+
+
+def _let_go(array) -> None:
+    """Unmap from this process the pages of the file `array` is mapped from (they stay in the page cache)."""
+    mapped = source_map(array)
+    if mapped is not None:
+        mapped._mmap.madvise(mmap.MADV_DONTNEED)
+
+
+def streamed(read, shape, dtype) -> np.ndarray:
+    """An array read from a stream (`read(n)` -> up to n bytes, as a file's), in a session written to a spill
+    file as it comes and mapped; outside one, read into memory."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if not _dirs or nbytes < SPILL_FROM:
+        return np.frombuffer(_read_exactly(read, nbytes), dtype).reshape(shape).copy()
+    path = _new_file()
+    with open(path, "wb") as f:
+        done = 0
+        while done < nbytes:
+            data = read(min(BLOCK, nbytes - done))
+            if not data:
+                raise ValueError(f"the data ended after {done} of its {nbytes} bytes")
+            f.write(data)
+            done += len(data)
+    return np.memmap(path, dtype=dtype, mode="r", shape=tuple(shape))
+
+
+def _read_exactly(read, nbytes: int) -> bytes:
+    parts, done = [], 0
+    while done < nbytes:
+        data = read(nbytes - done)
+        if not data:
+            raise ValueError(f"the data ended after {done} of its {nbytes} bytes")
+        parts.append(data)
+        done += len(data)
+    return b"".join(parts)
