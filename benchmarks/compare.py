@@ -15,7 +15,8 @@ start-up phases (interpreter, imports, load to ready, first result; plus
 dpk-run's own load for the C-only path and a page-cache read floor), steady
 latency at batch 1 and 64 (warm-up excluded; median, p90), Python call
 overhead on a trivial model, peak RSS, and the PSS of 4 processes serving the
-100 MB model against one. Writes benchmarks/results.md and results.png and
+100 MB model against one; then dynamic_batch.py and serve_load.py (the load test of dsopack serve against
+onnxruntime behind the same server: serve_load.png). Writes benchmarks/results.md and results.png and
 prints the targets as PASS/MISS; for each MISS a profile note (perf top
 symbols or a timing breakdown) says where the time goes.
 """
@@ -605,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="first wait up to S seconds for other processes to use under 25%% of the CPUs")
     p.add_argument("--no-profile", action="store_true", help="skip the perf profiles of misses (--quick skips them)")
     p.add_argument("--no-dynamic", action="store_true", help="skip the dynamic-batch comparison (dynamic_batch.py)")
+    p.add_argument("--no-serve-load", action="store_true",
+                   help="skip the load test of dsopack serve against onnxruntime behind the same server (serve_load.py)")
     args = p.parse_args(argv)
     if args.wait_quiet > 0:
         wait_quiet(args.wait_quiet)
@@ -642,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"compare.py: unknown model(s) {', '.join(sorted(unknown))} "
                          f"(models: {', '.join(m.name for m in models)})")
             models = [m for m in models if m.name in wanted]
-        log(f"[1/7] make + build {len(models)} models at batch 1 and 64 in {work}")
+        log(f"[1/8] make + build {len(models)} models at batch 1 and 64 in {work}")
         variants: dict[tuple[str, int], Variant] = {}
         for m in models:
             batches = (1,) if m.roles <= {"startup", "overhead"} else (1, 64)
@@ -654,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
                     + ("".join(f"\n      {n}" for n in v.notes)))
 
         # ---------------------------------------------------------- check outputs
-        log("[2/7] outputs on the same inputs (max abs diff to NumPy; to onnxruntime for ONNX-only models)")
+        log("[2/8] outputs on the same inputs (max abs diff to NumPy; to onnxruntime for ONNX-only models)")
         for v in variants.values():
             if not v.onnx or not v.input:
                 continue
@@ -676,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             bm.write_weights_raw(big.model, floors["mlp_100mb"])
 
         # ---------------------------------------------------------- start-up
-        log(f"[3/7] start-up in fresh processes (median of {reps}, after 1 unmeasured warm-up round; page cache warm)")
+        log(f"[3/8] start-up in fresh processes (median of {reps}, after 1 unmeasured warm-up round; page cache warm)")
         phase = CpuMeter()
         startup = measure_startup({k[0]: v for k, v in ok.items() if k[1] == 1 and "startup" in v.model.roles},
                                   floors, reps, env)
@@ -686,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  dlopen({lib}) (a library the 100 MB model's manifest requires): {took * 1e3:.2f} ms")
 
         # ---------------------------------------------------------- latency
-        log(f"[4/7] steady-state latency ({rounds} interleaved round{'s' if rounds > 1 else ''} of: warm-up {warm_s} s "
+        log(f"[4/8] steady-state latency ({rounds} interleaved round{'s' if rounds > 1 else ''} of: warm-up {warm_s} s "
             f"excluded, then up to {measure_s} s of timed runs)")
         env1 = None if quick or args.threads == 1 else child_env(1)
         phase = CpuMeter()
@@ -695,24 +698,38 @@ def main(argv: list[str] | None = None) -> int:
         env_info["others_latency"] = phase.others()
 
         # ---------------------------------------------------------- call overhead
-        log("[5/7] Python call overhead (tiny add model)")
+        log("[5/8] Python call overhead (tiny add model)")
         overhead = None
         tiny = ok.get(("tiny_add", 1))
         if tiny:
             overhead = measure_overhead(tiny, 0.3 if quick else 1.0, env, crun_exe)
 
         # ---------------------------------------------------------- PSS
-        log("[6/7] proportional memory (PSS) of 1 and 4 processes serving the 100 MB model")
+        log("[6/8] proportional memory (PSS) of 1 and 4 processes serving the 100 MB model")
         pss = measure_pss(big, env) if big else {}
 
         # ---------------------------------------------------------- dynamic batch
         dynamic_md = ""
         if not args.no_dynamic and not args.models:
-            log("[7/7] one dynamic-batch file (batch 1..64) against onnxruntime with a dynamic batch")
+            log("[7/8] one dynamic-batch file (batch 1..64) against onnxruntime with a dynamic batch")
             import dynamic_batch
 
             dynamic_md = dynamic_batch.run(args.threads, quick)
             log(dynamic_md)
+
+        # ---------------------------------------------------------- serving under load
+        serve_md, serve_failed = "", 0
+        if not args.no_serve_load and not args.models:
+            log("[8/8] dsopack serve under load (1, 8, 32 clients on loopback) against onnxruntime behind the same server")
+            import importlib.util
+
+            import serve_load
+
+            if importlib.util.find_spec("pytriton") is None:
+                log("  skipped: needs PyTriton (.venv/bin/pip install -e '.[serve]')")
+            else:
+                serve_md, serve_failed = serve_load.run(args.threads, quick, args.out, log=log)
+                log(serve_md)
 
         # ---------------------------------------------------------- targets + profiles
         targets = bench_report.targets(startup, latency, overhead, pss)
@@ -740,9 +757,10 @@ def main(argv: list[str] | None = None) -> int:
         md = os.path.join(args.out, "results.md")
         png = os.path.join(args.out, "results.png")
         bench_report.write_markdown(md, env_info, variants, startup, latency, overhead, pss, targets, profiles)
-        if dynamic_md:
-            with open(md, "a", encoding="utf-8") as f:
-                f.write("\n" + dynamic_md)
+        for section in (dynamic_md, serve_md):
+            if section:
+                with open(md, "a", encoding="utf-8") as f:
+                    f.write("\n" + section)
         wrote_png = bench_report.write_png(png, startup, latency, pss, overhead)
         log(f"\nother processes used {env_info['others_all']:.0%} of the CPUs during the run "
             f"({env_info['others_startup']:.0%} during start-up, {env_info['others_latency']:.0%} during latency)")
@@ -750,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{t['status']:4s}  {t['text']}")
         log(f"\nwrote {md}" + (f" and {png}" if wrote_png else
                                 " (no chart: .venv/bin/pip install matplotlib)") + f" in {env_info['elapsed']:.0f} s")
+        if serve_failed:
+            log(f"FAIL  serve load: {serve_failed} request(s) failed (serve_load.py must see none)")
+            return 1
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import loader
+from loader.serve_guard import RequestError, RunError
 
 LOG = logging.getLogger("dsopack.serve")
 QUEUE_DELAY_US = 100  # how long Triton's batcher waits for more requests to fill a preferred batch
@@ -111,10 +112,15 @@ class Served:
     A request (a batch of them) takes the current model once and runs on it to the end, so a reload never
     changes a run half-way; the old model is freed when its last run ends (the loader frees on collection)."""
 
-    def __init__(self, path: str, *, pubkey=None, threads: int | None = None, max_batch: int | None = None):
+    def __init__(self, path: str, *, pubkey=None, threads: int | None = None, max_batch: int | None = None,
+                 model=None):
+        """`model`: serve this object instead of loading `path` (anything with the loader model's `run(**inputs)
+        -> dict`, `inputs`, `outputs`, `dims` and `plans`, e.g. another runtime behind the same server for a
+        comparison, benchmarks/serve_load.py); it is named after `path` and never reloaded."""
         self.path = os.path.abspath(path)
         self.pubkey, self.threads = pubkey, threads
-        self.model = self._load(self.path)
+        self._fixed = model is not None
+        self.model = model if self._fixed else self._load(self.path)
         self.binding = binding(self.model, model_name(path), max_batch)
         self._stat = _identity(self.path)
         self._generation = 0
@@ -125,7 +131,18 @@ class Served:
         return loader.load(path, verify=True, pubkey=self.pubkey, num_threads=self.threads)
 
     def infer(self, requests) -> list[dict[str, np.ndarray]]:
-        """PyTriton's inference callable: a list of requests (name -> array), one response each."""
+        """PyTriton's inference callable: a list of requests (name -> array), one response each. An error is
+        raised as a RequestError (a bad request: an unknown input, a size outside a range) or a RunError, which
+        the client sees as the error's own message (serve_guard.ServedError)."""
+        try:
+            return self._infer(requests)
+        except (ValueError, IndexError) as e:  # loader's InvalidArgumentError and OutOfRangeError are these too
+            raise RequestError(str(e)) from None
+        except Exception as e:
+            LOG.exception("%s: the run failed", self.binding.name)
+            raise RunError(f"{self.binding.name}: the run failed: {type(e).__name__}: {e}") from None
+
+    def _infer(self, requests) -> list[dict[str, np.ndarray]]:
         model = self.model  # this batch finishes on the model it started on
         names = [spec.name for spec in self.binding.inputs]
         for request in requests:
@@ -144,7 +161,7 @@ class Served:
         """Load the file again if it was replaced; switch to it if it loads, verifies (and its signature holds,
         with a public key) and has the served inputs and outputs. Else log why and keep the old model."""
         stat, b = _identity(self.path), self.binding
-        if stat == self._stat:
+        if self._fixed or stat == self._stat:
             return False
         self._stat = stat
         if stat is None:
@@ -255,17 +272,18 @@ def _free_port(address: str) -> int:
         return sock.getsockname()[1]
 
 
-def serve(paths: list[str], *, http_port: int = 8000, grpc_port: int = 8001, max_batch: int | None = None,
+def serve(paths: list[str | Served], *, http_port: int = 8000, grpc_port: int = 8001, max_batch: int | None = None,
           instances: int = 1, pubkey=None, threads: int | None = None, reload_interval: float = 1.0,
           max_body: int | None = None, address: str = "127.0.0.1") -> int:
-    """Serve the files until SIGTERM or SIGINT (then stop Triton and return 0) or until Triton dies (1); called
+    """Serve the files (or `Served` objects made by the caller) until SIGTERM or SIGINT (then stop Triton and return 0) or until Triton dies (1); called
     from another thread than the main one, until Triton dies (no signal handlers there).
     HTTP clients talk to serve_guard's front on http_port (it caps the body at max_body bytes, default
     `default_max_body`), which forwards to Triton's HTTP port on a free loopback port; gRPC is Triton's own."""
     from loader.serve_guard import Guard
 
     *_, Triton, TritonConfig, TritonSecurityConfig, DEFAULT_PROTECTED_ENDPOINTS = _import_pytriton()
-    served = [Served(p, pubkey=pubkey, threads=threads, max_batch=max_batch) for p in paths]
+    served = [p if isinstance(p, Served) else Served(p, pubkey=pubkey, threads=threads, max_batch=max_batch)
+              for p in paths]
     names = [s.binding.name for s in served]
     if len(set(names)) != len(names):
         raise ValueError(f"two files would be served under one name: {', '.join(names)}")

@@ -5,6 +5,11 @@ on loopback.
 Why: the tritonserver PyTriton 0.7.0 bundles has no limit on a request's size, and a JSON body of 5 million
 numbers (10 MB) kills it with SIGSEGV (tests/test_serve.py, test_oversized_body_refused). One request must not
 take the server down, so its bytes are counted here before Triton sees any of them.
+
+Triton's error answers are made plain on the way back (`_plain_error`; an answer of 200 is passed on untouched,
+so a good request pays nothing for it): a body that is not JSON, or JSON without the protocol's `inputs`, is the
+client's fault (400, Triton says 500), and an error raised in the model's run (`RequestError`, `RunError`) reaches
+the client as its own message, not inside the text of PyTriton's and the Python backend's tracebacks.
 """
 
 from __future__ import annotations
@@ -18,6 +23,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = logging.getLogger("dsopack.serve")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+# Triton 2.51 answers 500 to a body it cannot parse: not JSON, or JSON without the protocol's shape
+BAD_BODY = ("failed to parse the request JSON buffer", "Unable to parse ")
+
+
+class ServedError(Exception):
+    """An error of the model's run that the client should see as its message alone. PyTriton 0.7 sends the client
+    `traceback.format_exception(e, e.__traceback__)` (pytriton/proxy/inference.py), and the Python backend stub
+    wraps that in its own traceback (model.py, in tritonserver's child process: not ours to change). An error whose
+    `__traceback__` reads None formats as `loader.serve_guard.RequestError: message`, one line that this front
+    finds and answers alone; gRPC clients, who talk to Triton directly, see the stub's wrapping around that line.
+    The server's log keeps the whole traceback (Python's own machinery reads the real one)."""
+    __traceback__ = property(lambda self: None)
+    status = 500
+
+
+class RequestError(ServedError):
+    """The request is wrong for the model (a size outside a range, an unknown input): 400."""
+    status = 400
+
+
+class RunError(ServedError):
+    """The run failed for another reason (a bug, out of memory): 500."""
 
 
 class _Upstream(http.client.HTTPConnection):
@@ -76,7 +103,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, http.client.HTTPException) as e:
             self.server.drop_connection()
             return self._error(503, f"the Triton server did not answer: {e}")
-        self.send_response(response.status, response.reason)
+        status, reason = response.status, response.reason
+        if status >= 400:
+            status, data = _plain_error(status, data)
+            reason = None if status != response.status else reason
+        self.send_response(status, reason)
         for key, value in response.getheaders():
             if key.lower() not in HOP_HEADERS and key.lower() != "content-length":
                 self.send_header(key, value)
@@ -85,6 +116,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_HEAD = _forward
+
+
+def _plain_error(status: int, data: bytes) -> tuple[int, bytes]:
+    """Triton's error answer (status, body) as the client should get it: a ServedError's message alone with its
+    status, 400 for a body Triton could not parse, anything else as it came."""
+    try:
+        message = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return status, data
+    if not isinstance(message, str):
+        return status, data
+    for kind in (RequestError, RunError):
+        marker = f"{kind.__module__}.{kind.__qualname__}: "
+        at = message.rfind(marker)
+        if at >= 0:
+            plain = message[at + len(marker):].split("\n", 1)[0]
+            return kind.status, json.dumps({"error": plain}).encode()
+    if status == 500 and message.startswith(BAD_BODY):
+        return 400, data
+    return status, data
 
 
 class Guard(ThreadingHTTPServer):

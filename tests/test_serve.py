@@ -222,6 +222,74 @@ def test_requests_joined_into_one_run_and_split_back(files):
         np.testing.assert_allclose(a["probs"], reference(p, weights), rtol=1e-5, atol=1e-6)
 
 
+class FakeModel:
+    """Another runtime's model as Served takes it (`model=`): the file's metadata, a run of its own."""
+
+    def __init__(self, model, run):
+        self.inputs, self.outputs, self.dims, self.plans = model.inputs, model.outputs, model.dims, model.plans
+        self.run = run
+
+
+def test_served_takes_another_model_object(files, tmp_path):
+    """`Served(path, model=...)` serves the object under the file's name and binding, and never reloads it."""
+    d, weights, _ = files
+    path = tmp_path / "digits_batch.so"
+    shutil.copy(d / "digits_batch.so", path)
+    with loader.load(path) as model:
+        calls = []
+        fake = FakeModel(model, lambda **inputs: calls.append(inputs["x"].shape) or {"probs": inputs["x"][:, :10] * 2})
+        served = serve.Served(str(path), model=fake)
+        assert served.model is fake and served.binding == serve.binding(model, "digits_batch")
+    answers = served.infer([{"x": np.ones((1, 64), np.float32)}, {"x": np.ones((2, 64), np.float32)}])
+    assert calls == [(3, 64)] and [a["probs"].shape for a in answers] == [(1, 10), (2, 10)]
+    shutil.copy(d / "new.so", path)  # a replaced file is not loaded in place of the given object
+    assert served.reload() is False and served.model is fake
+
+
+def test_run_errors_carry_their_own_message(files):
+    """A bad request raises RequestError (400 at the front), any other failure RunError (500), each with the
+    error's own message; PyTriton formats them without a traceback (their __traceback__ reads None)."""
+    import traceback
+
+    from loader import serve_guard
+
+    d = files[0]
+    served = serve.Served(str(d / "ranged.so"))
+    with pytest.raises(serve_guard.RequestError, match=r"^input 'x' dim 1 \(n\) is 20, outside the range 2..16") as e:
+        served.infer([{"x": np.zeros((1, 20), np.float32)}])
+    assert "".join(traceback.format_exception(None, e.value, e.value.__traceback__)) == \
+        f"loader.serve_guard.RequestError: {e.value}\n"  # what PyTriton sends the client: the message alone
+    with pytest.raises(serve_guard.RequestError, match=r"^ranged: unknown input 'y' \(inputs: x\)$"):
+        served.infer([{"y": np.zeros((1, 4), np.float32)}])
+    with loader.load(d / "ranged.so") as model:
+        served.model = FakeModel(model, lambda **_: 1 / 0)
+        with pytest.raises(serve_guard.RunError, match=r"^ranged: the run failed: ZeroDivisionError: division by zero$"):
+            served.infer([{"x": np.zeros((1, 4), np.float32)}])
+
+
+@pytest.mark.parametrize("status, error, want", [
+    (500, "Failed to process the request(s) for model 'm_0_0', message: TritonModelException: Model execute error: "
+          "Traceback (most recent call last):\n  File \"model.py\", line 492, in execute\n"
+          "c_python_backend_utils.TritonModelException: loader.serve_guard.RequestError: input 'x' is bad\n\nAt:\n",
+     (400, "input 'x' is bad")),
+    (500, "Failed ...: loader.serve_guard.RunError: m: the run failed: MemoryError: \n\nAt:\n",
+     (500, "m: the run failed: MemoryError: ")),
+    (500, "failed to parse the request JSON buffer: Invalid value. at 1", (400, None)),
+    (500, "Unable to parse 'inputs': attempt to access JSON non-array as array", (400, None)),
+    (500, "something else went wrong", (500, None)),
+    (400, "unexpected inference input 'y' for model 'm'", (400, None)),
+], ids=["request-error", "run-error", "not-json", "no-inputs-array", "other-500", "triton-400"])
+def test_front_plain_errors(status, error, want):
+    """The HTTP front's mapping of Triton's error answers (None: the body passes unchanged)."""
+    from loader.serve_guard import _plain_error
+
+    body = json.dumps({"error": error}).encode()
+    got_status, got_body = _plain_error(status, body)
+    assert got_status == want[0]
+    assert json.loads(got_body) == {"error": want[1] if want[1] is not None else error}
+    assert _plain_error(502, b"<html>not json</html>") == (502, b"<html>not json</html>")
+
+
 def test_serve_cli_errors(files, tmp_path):
     d = files[0]
     run = lambda *args: subprocess.run(DSOPACK + ["serve", *args], capture_output=True, text=True, cwd=ROOT)
@@ -331,20 +399,29 @@ def test_wrong_shape(server):
     assert status == 400 and "Expected [1,64], got [2,64]" in answer["error"]  # one shape: no batching
     status, answer = server.infer("digits_batch", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64],
                                                                "data": [0.0] * 10}]})
-    assert status in (400, 500) and "Shape does not match" in answer["error"]  # data and shape disagree
+    assert status == 400 and "Shape does not match" in answer["error"]  # data and shape disagree (Triton: 500)
     assert_serving(server)
 
 
 def test_shape_outside_a_range(server):
     """n is 2..16: Triton sees -1 and passes n=20 on; the runtime refuses it, naming the input, the dim and the
-    range (inside PyTriton's traceback text), and the server keeps serving."""
+    range: over HTTP that message alone with 400; over gRPC (Triton's own port) inside the Python backend stub's
+    short traceback, without PyTriton's. The server keeps serving."""
     x = np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)
     status, answer = server.infer("ranged", json_input(x))
     assert status == 200, answer
     (out,) = answer["outputs"]
     np.testing.assert_array_equal(np.asarray(out["data"], np.float32).reshape(out["shape"]), np.maximum(x, 0))
     status, answer = server.infer("ranged", json_input(np.zeros((1, 20), np.float32)))
-    assert status in (400, 500) and "input 'x' dim 1 (n) is 20, outside the range 2..16" in answer["error"]
+    assert (status, answer) == (400, {"error": f"input 'x' dim 1 (n) is 20, outside the range 2..16 of "
+                                               f"'{server.files / 'ranged.so'}'"})
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    given = grpcclient.InferInput("x", [1, 20], "FP32")
+    given.set_data_from_numpy(np.zeros((1, 20), np.float32))
+    with pytest.raises(Exception) as e:
+        client.infer("ranged", [given])
+    assert "loader.serve_guard.RequestError: input 'x' dim 1 (n) is 20, outside the range 2..16" in str(e.value)
+    assert "pytriton/proxy/inference.py" not in str(e.value) and "loader/model.py" not in str(e.value)
     assert_serving(server)
 
 
@@ -364,9 +441,18 @@ def test_batch_over_range(server):
     assert_serving(server)
 
 
-def test_malformed_json(server):
-    status, answer = server.infer("digits_batch", b'{"inputs": [{"name": "x",')
-    assert status in (400, 500) and answer["error"].startswith("failed to parse the request JSON buffer")
+@pytest.mark.parametrize("body, error", [
+    (b'{"inputs": [{"name": "x",', "failed to parse the request JSON buffer: Missing a name for object member."),
+    (b"not json", "failed to parse the request JSON buffer: Invalid value."),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2,]}]}',
+     "failed to parse the request JSON buffer: Invalid value."),
+    (b"[1, 2]", "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"),
+    (b'{"inputs": 5}', "Unable to parse 'inputs': attempt to access JSON non-array as array"),
+], ids=["truncated", "not-json", "trailing-comma", "array-not-object", "inputs-not-array"])
+def test_malformed_json(server, body, error):
+    """A body that is not JSON, or not the protocol's: 400 with the protocol's error (Triton answers 500)."""
+    status, answer = server.infer("digits_batch", body)
+    assert status == 400 and answer["error"].startswith(error), (status, answer)
     assert_serving(server)
 
 
