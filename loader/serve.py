@@ -101,6 +101,14 @@ def binding(model, name: str, max_batch: int | None = None) -> Binding:
     return Binding(name, specs(model.inputs), specs(model.outputs), cap, preferred, why)
 
 
+def check_names(binding: Binding, request) -> None:
+    """A ValueError naming the first input of a request (name -> array) that the model does not have."""
+    names = [spec.name for spec in binding.inputs]
+    unknown = sorted(set(request) - set(names))
+    if unknown:
+        raise ValueError(f"{binding.name}: unknown input {unknown[0]!r} (inputs: {', '.join(names)})")
+
+
 def signature(model) -> str:
     """inputs -> outputs, as `x: float32[1..64, 64] -> probs: float32[1..64, 10]`."""
     return f"{', '.join(map(str, model.inputs))} -> {', '.join(map(str, model.outputs))}"
@@ -146,9 +154,7 @@ class Served:
         model = self.model  # this batch finishes on the model it started on
         names = [spec.name for spec in self.binding.inputs]
         for request in requests:
-            unknown = sorted(set(request) - set(names))
-            if unknown:
-                raise ValueError(f"{self.binding.name}: unknown input {unknown[0]!r} (inputs: {', '.join(names)})")
+            check_names(self.binding, request)
         if not self.binding.max_batch or len(requests) == 1:
             return [model.run(**{n: r[n] for n in names}) for r in requests]
         sizes = [len(r[names[0]]) for r in requests]
@@ -260,9 +266,14 @@ def bind(triton, served: Served, instances: int = 1) -> None:
 
 
 def default_max_body(served: list[Served]) -> int:
-    """Bytes of the largest request body the HTTP port takes by default: 32 bytes per number of the largest
-    valid request (a JSON float32 takes up to ~16), plus 64 KiB, and at least 1 MiB."""
-    largest = max(sum(int(np.prod(info.shape)) for info in s.model.inputs) for s in served)
+    """Bytes of the largest request body the HTTP port takes by default (`max_body_for` the served models)."""
+    return max_body_for([s.model for s in served])
+
+
+def max_body_for(models) -> int:
+    """32 bytes per number of the largest valid request of the models (a JSON float32 takes up to ~16), plus
+    64 KiB, and at least 1 MiB."""
+    largest = max(sum(int(np.prod(info.shape)) for info in model.inputs) for model in models)
     return max(1 << 20, 32 * largest + (64 << 10))
 
 

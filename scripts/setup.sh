@@ -107,9 +107,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 # [serve]: PyTriton (bundles tritonserver, 55 MB) and tritonclient, for `dsopack serve` and tests/test_serve.py
-step "installing dsopack with its test and serve extras (compiles the C runtime into the Python loader)"
+# [ray]: Ray Serve (~340 MB), for loader/ray_serve.py, tests/test_ray_serve.py and benchmarks/ray_memory.py
+step "installing dsopack with its test, serve and ray extras (compiles the C runtime into the Python loader)"
 log=$(mktemp)
-if ! { "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel && "$VENV/bin/python" -m pip install -q -e '.[test,serve]'; } >"$log" 2>&1; then
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel && "$VENV/bin/python" -m pip install -q -e '.[test,serve,ray]'; } >"$log" 2>&1; then
   cat "$log"; echo "setup: pip install failed (output above)" >&2; exit 1
 fi
 rm -f "$log"
