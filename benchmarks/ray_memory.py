@@ -1,6 +1,6 @@
 """PSS of Ray Serve replicas of the 100 MB model (bench_models' mlp_100mb): 1 replica against 4, dsopack and
 onnxruntime side by side in the same deployment code (loader/ray_serve.py; onnxruntime through an adapter with the
-loader's .inputs/.outputs/.run, given as the deployment's `opener`).
+loader's interface, benchmarks/ort_model.py, given as the deployment's `opener`).
 
     .venv/bin/python benchmarks/ray_memory.py          # ~1-2 minutes on 2 cores
 
@@ -31,36 +31,13 @@ import numpy as np  # noqa: E402
 
 import bench_models as bm  # noqa: E402
 from compare import _smaps  # noqa: E402  (compare.py checks that onnx and onnxruntime import)
+from ort_model import OrtModel  # noqa: E402
 
 import loader  # noqa: E402
 from packager.build import build  # noqa: E402
 
 MODELS = ("tiny_add", "mlp_100mb")
 COUNTS = (1, 4)
-
-
-class OrtModel:
-    """An onnxruntime session with the loader's interface (one shape: no dims, no plans), for the deployment's
-    `opener`: one intra-op thread, sequential, as dsopack's replicas run with threads=1."""
-
-    def __init__(self, path: str):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-        def infos(values):
-            for v in values:
-                if v.type != "tensor(float)" or not all(isinstance(s, int) for s in v.shape):
-                    raise ValueError(f"{path}: {v.name} is {v.type}{v.shape}; the adapter takes static float32")
-            return [loader.TensorInfo(v.name, tuple(v.shape), np.dtype(np.float32)) for v in values]
-
-        self.inputs, self.outputs = infos(self.session.get_inputs()), infos(self.session.get_outputs())
-        self.dims, self.plans = [], []
-
-    def run(self, **inputs) -> dict[str, np.ndarray]:
-        return dict(zip([o.name for o in self.outputs], self.session.run(None, inputs)))
 
 
 def make_files(work: str) -> dict[tuple[str, str], str]:
@@ -127,6 +104,8 @@ def main() -> int:
         size = os.path.getsize(files["dsopack", "mlp_100mb"])
         print(f"mlp_100mb: {mib(size / 1024)} MiB .so, {mib(os.path.getsize(files['onnxruntime', 'mlp_100mb']) / 1024)}"
               " MiB .onnx")
+        import ort_model
+        ray.cloudpickle.register_pickle_by_value(ort_model)  # the replicas cannot import benchmarks/ modules
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             with socket.socket() as sock:  # Ray Serve's HTTP port: any free one (the handles are what is used)

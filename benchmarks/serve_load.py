@@ -9,7 +9,7 @@ For each model (the digits MLP of manifests/digits_mlp.yaml and the ResNet of te
 file with a symbolic batch), one dsopack file is built with `--shape x=1..64,...`. A server process runs
 loader/serve.py (Served, bind, serve: PyTriton's Triton behind the HTTP front of serve_guard.py) on that file,
 then a second one on `OrtModel`: an onnxruntime session on the same ONNX file, bound to Triton with the dsopack
-file's own inputs, outputs, batch dim and plans (`Served(path, model=...)`), so both get the same dynamic
+file's own inputs, outputs, batch dim and plans (`Served(path, opener=...)`), so both get the same dynamic
 batching. Both run with the same threads (dsopack's num_threads, onnxruntime's intra_op_num_threads).
 
 Clients: N threads (1, 8, 32), each on one keep-alive connection to the HTTP front, send batch-1 requests in
@@ -41,6 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
+
+from ort_model import OrtModel  # noqa: E402
 
 LEVELS = (1, 8, 32)
 RUNTIMES = ("dsopack", "onnxruntime")
@@ -94,30 +96,6 @@ def build(onnx_path: str, sample: tuple[int, ...], work: str) -> str:
     return out
 
 
-class OrtModel:
-    """onnxruntime behind dsopack serve's code: what Served needs of a model (`run(**inputs) -> dict`, `inputs`,
-    `outputs`, `dims`, `plans`), the metadata from the dsopack file built from the same ONNX (so Triton gets the
-    same binding, batching included), the runs from an onnxruntime session with `threads` intra-op threads."""
-
-    def __init__(self, so: str, onnx_path: str, threads: int):
-        import onnxruntime as ort
-
-        import loader
-
-        with loader.load(so) as model:
-            self.inputs, self.outputs, self.dims, self.plans = model.inputs, model.outputs, model.dims, model.plans
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in self.session.get_inputs()]
-        if names != [i.name for i in self.inputs]:
-            raise ValueError(f"{onnx_path} has inputs {names}, {so} {[i.name for i in self.inputs]}")
-        self._outputs = [o.name for o in self.outputs]
-
-    def run(self, **inputs) -> dict[str, np.ndarray]:
-        return dict(zip(self._outputs, self.session.run(self._outputs, inputs)))
-
-
 # ------------------------------------------------------------------ the server (a child process)
 
 def child(args) -> int:
@@ -129,8 +107,8 @@ def child(args) -> int:
     logging.basicConfig(level=logging.INFO, format="dsopack serve: %(message)s")
     for noisy in ("pytriton", "tritonclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    model = OrtModel(args.so, args.onnx, args.threads) if args.child == "onnxruntime" else None
-    served = serve.Served(args.so, threads=args.threads, model=model)
+    opener = (lambda _: OrtModel(args.onnx, args.threads, like=args.so)) if args.child == "onnxruntime" else None
+    served = serve.Served(args.so, threads=args.threads, opener=opener)
     logging.getLogger("dsopack.serve").info("runtime: %s, %d thread(s)", args.child, args.threads)
     return serve.serve([served], http_port=args.port, grpc_port=args.grpc_port, threads=args.threads)
 
@@ -418,7 +396,7 @@ def report(rows: list[dict], threads: int, count: int, seconds: float, rounds: i
              f"{cpu_line()}, shared by the client and the server (tritonserver, the HTTP front, the model); "
              f"{versions()}; {threads} thread(s) for each runtime; one dynamic-batch file (batch 1..{MAX_BATCH}) "
              "per model, served by loader/serve.py for both runtimes (onnxruntime: an InferenceSession on the same "
-             "ONNX file behind `Served(path, model=...)`). Clients: N threads, each with one keep-alive connection "
+             "ONNX file behind `Served(path, opener=...)`). Clients: N threads, each with one keep-alive connection "
              "to the HTTP front, batch-1 requests in the binary tensor extension; each level runs to "
              f"{count} requests or {seconds:g} s, whichever comes first, after a warm-up; every answer checked. "
              f"Both servers up at once, the levels of the two runtimes interleaved, {rounds} round(s), each "

@@ -146,18 +146,6 @@ def _rows(requests: list[dict]) -> int:
     return sum(len(next(iter(r.values()))) for r in requests)
 
 
-class _Served(dpk_serve.Served):
-    """`dsopack serve`'s model (the load, the binding, the run that joins and splits a batch), opened by
-    `opener(path)` when one is given (a benchmark's model of another runtime with the loader's interface)."""
-
-    def __init__(self, path: str, *, opener=None, **kwargs):
-        self._opener = opener
-        super().__init__(path, **kwargs)
-
-    def _load(self, path: str):
-        return self._opener(path) if self._opener is not None else super()._load(path)
-
-
 @serve.deployment
 class Deployment:
     """One replica: one loaded file. HTTP (`__call__`) and handle calls (`infer`, `metadata`, `stats`,
@@ -165,7 +153,7 @@ class Deployment:
 
     def __init__(self, path: str, *, pubkey=None, threads: int | None = None, max_batch: int | None = None,
                  batch_wait_s: float = BATCH_WAIT_S, max_body: int | None = None, opener=None):
-        self.served = _Served(path, pubkey=pubkey, threads=threads, max_batch=max_batch, opener=opener)
+        self.served = dpk_serve.Served(path, pubkey=pubkey, threads=threads, max_batch=max_batch, opener=opener)
         self.model, self.binding = self.served.model, self.served.binding
         self.max_body = max_body or dpk_serve.max_body_for([self.model])
         if self.binding.max_batch:

@@ -121,14 +121,14 @@ class Served:
     changes a run half-way; the old model is freed when its last run ends (the loader frees on collection)."""
 
     def __init__(self, path: str, *, pubkey=None, threads: int | None = None, max_batch: int | None = None,
-                 model=None):
-        """`model`: serve this object instead of loading `path` (anything with the loader model's `run(**inputs)
+                 opener=None):
+        """`opener(path)`: opens the model instead of the loader (anything with the loader model's `run(**inputs)
         -> dict`, `inputs`, `outputs`, `dims` and `plans`, e.g. another runtime behind the same server for a
-        comparison, benchmarks/serve_load.py); it is named after `path` and never reloaded."""
+        comparison: benchmarks/ort_model.py); its model is named after `path` and never reloaded."""
         self.path = os.path.abspath(path)
         self.pubkey, self.threads = pubkey, threads
-        self._fixed = model is not None
-        self.model = model if self._fixed else self._load(self.path)
+        self._fixed = opener is not None
+        self.model = opener(self.path) if self._fixed else self._load(self.path)
         self.binding = binding(self.model, model_name(path), max_batch)
         self._stat = _identity(self.path)
         self._generation = 0

@@ -223,7 +223,7 @@ def test_requests_joined_into_one_run_and_split_back(files):
 
 
 class FakeModel:
-    """Another runtime's model as Served takes it (`model=`): the file's metadata, a run of its own."""
+    """Another runtime's model as Served opens it (`opener=`): the file's metadata, a run of its own."""
 
     def __init__(self, model, run):
         self.inputs, self.outputs, self.dims, self.plans = model.inputs, model.outputs, model.dims, model.plans
@@ -231,14 +231,15 @@ class FakeModel:
 
 
 def test_served_takes_another_model_object(files, tmp_path):
-    """`Served(path, model=...)` serves the object under the file's name and binding, and never reloads it."""
+    """`Served(path, opener=...)` serves what the opener gives under the file's name and binding, and never
+    reloads it."""
     d, weights, _ = files
     path = tmp_path / "digits_batch.so"
     shutil.copy(d / "digits_batch.so", path)
     with loader.load(path) as model:
         calls = []
         fake = FakeModel(model, lambda **inputs: calls.append(inputs["x"].shape) or {"probs": inputs["x"][:, :10] * 2})
-        served = serve.Served(str(path), model=fake)
+        served = serve.Served(str(path), opener=lambda p: fake)
         assert served.model is fake and served.binding == serve.binding(model, "digits_batch")
     answers = served.infer([{"x": np.ones((1, 64), np.float32)}, {"x": np.ones((2, 64), np.float32)}])
     assert calls == [(3, 64)] and [a["probs"].shape for a in answers] == [(1, 10), (2, 10)]
