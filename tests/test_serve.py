@@ -9,6 +9,7 @@ manifest's weights. The last test stops the server with SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -133,18 +135,17 @@ def files(tmp_path_factory):
     return d, weights, changed
 
 
-@pytest.fixture(scope="module")
-def server(files):
+@contextlib.contextmanager
+def started(files, names: list[str], *args: str, log_name: str = "serve.log"):
+    """`dsopack serve` on the files `names` with `args`, on free ports, ready; killed at the end if still up."""
     d, weights, _ = files
     http, grpc = free_port(), free_port()
-    log_path = d / "serve.log"
+    log_path = d / log_name
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("LD_LIBRARY_PATH", None)  # dsopack serve must find this interpreter's libpython on its own
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(DSOPACK + ["serve", str(d / "digits_batch.so"), str(d / "digits.so"), str(d / "swap.so"),
-                                           str(d / "ranged.so"),
-                                           "--port", str(http), "--grpc-port", str(grpc), "--threads", "1",
-                                           "--pubkey", str(d / "release.key.pub"), "--reload-interval", "0.2"],
+        proc = subprocess.Popen(DSOPACK + ["serve", *(str(d / name) for name in names), "--port", str(http),
+                                           "--grpc-port", str(grpc), "--threads", "1", *args],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
     s = Server(proc, log_path, http, grpc, d, weights)
     try:
@@ -154,6 +155,13 @@ def server(files):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    with started(files, ["digits_batch.so", "digits.so", "swap.so", "ranged.so"],
+                 "--pubkey", str(files[0] / "release.key.pub"), "--reload-interval", "0.2") as s:
+        yield s
 
 
 def assert_serving(server: Server) -> None:
@@ -375,6 +383,42 @@ def test_concurrent_requests_batched(server):
     requests = int(after["inference_stats"]["success"]["count"]) - int(before["inference_stats"]["success"]["count"])
     runs = int(after["execution_count"]) - int(before["execution_count"])
     assert requests == len(xs) and runs < requests, (requests, runs)
+
+
+def stub_processes(pid: int, model: str) -> list[int]:
+    """The Python backend stubs (one per model instance) among the descendants of process `pid`."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for child in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent:
+                todo.append(int(child))
+                if b"stub" in os.path.basename(argv[0]) and any(model.encode() in a for a in argv):
+                    found.append(int(child))
+    return found
+
+
+def test_instances_serve_concurrent_requests(files):
+    """--instances 2: Triton runs two instances of the model (two Python backend stubs), and 16 concurrent
+    requests to the unbatched file all answer right."""
+    with started(files, ["digits.so"], "--instances", "2", log_name="instances.log") as s:
+        status, config = s.get("/v2/models/digits/config")
+        assert status == 200 and [g["count"] for g in config["instance_group"]] == [2], config
+        assert len(stub_processes(s.proc.pid, "digits")) == 2, s.log()[-3000:]
+        rng = np.random.default_rng(4)
+        xs = [rng.random((1, 64), np.float32) * 16 for _ in range(16)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda x: s.infer("digits", json_input(x)), xs))
+        for x, (status, answer) in zip(xs, answers):
+            assert status == 200, answer
+            np.testing.assert_allclose(probs_of(answer), reference(x, s.weights), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- bad requests: an error, and the server lives
