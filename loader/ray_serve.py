@@ -39,6 +39,7 @@ import numpy as np
 
 import loader
 from loader import serve as dpk_serve
+from loader.serve_guard import RequestError
 from loader.shapes import range_str
 
 try:
@@ -265,8 +266,8 @@ class Deployment:
             (ok, value, rows), = await asyncio.get_running_loop().run_in_executor(None, self._run_groups, [request])
             self.runs += 1
         if not ok:
-            if isinstance(value, (loader.InvalidArgumentError, loader.OutOfRangeError)):
-                raise ProtocolError(f"{self.binding.name}: {value}") from None  # a shape the runtime refused
+            if isinstance(value, RequestError):  # Served.infer's: a shape the runtime refused
+                raise ProtocolError(f"{self.binding.name}: {value}") from None
             raise value
         return value, rows
 
@@ -286,7 +287,7 @@ class Deployment:
         for indices in groups.values():
             try:
                 group = [requests[i] for i in indices]
-                rows = sum(len(next(iter(r.values()))) for r in group) if self.binding.max_batch else 1
+                rows = _rows(group) if self.binding.max_batch else 1
                 for i, out in zip(indices, self.served.infer(group)):
                     results[i] = (True, out, rows)
             except Exception as e:  # noqa: BLE001 - handed to each caller of the group
