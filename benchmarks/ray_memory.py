@@ -33,7 +33,6 @@ import bench_models as bm  # noqa: E402
 from compare import _smaps  # noqa: E402  (compare.py checks that onnx and onnxruntime import)
 from ort_model import OrtModel  # noqa: E402
 
-import loader  # noqa: E402
 from packager.build import build  # noqa: E402
 
 MODELS = ("tiny_add", "mlp_100mb")

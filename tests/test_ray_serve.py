@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 import warnings
@@ -22,7 +21,6 @@ import pytest
 
 import loader
 from packager import signing
-from packager.build import build
 
 # CI installs Ray (scripts/setup.sh, the ray extra): a missing Ray is a failure here, not a skip
 with warnings.catch_warnings():  # Ray Serve's pydantic models warn (PydanticDeprecatedSince20) at import
@@ -32,39 +30,7 @@ with warnings.catch_warnings():  # Ray Serve's pydantic models warn (PydanticDep
 
     from loader import ray_serve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MANIFESTS = os.path.join(ROOT, "manifests")
-RANGED = """name: ranged
-model:
-  graph:
-    inputs: {x: {shape: ["batch=1..8", "n=2..16"], dtype: float32}}
-    nodes: [{op: relu, inputs: [x], output: y}]
-    outputs: [y]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def reference(x: np.ndarray, weights: dict) -> np.ndarray:
-    """digits_mlp in NumPy: scale, dense, relu, dense, softmax."""
-    h = np.maximum((x * weights["pixel_scale"]) @ weights["fc1.weight"].T + weights["fc1.bias"], 0)
-    logits = h @ weights["fc2.weight"].T + weights["fc2.bias"]
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def json_input(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> dict:
-    return {"inputs": [{"name": name, "datatype": datatype, "shape": list(x.shape), "data": x.ravel().tolist()}]}
-
-
-def probs_of(answer: dict) -> np.ndarray:
-    (out,) = answer["outputs"]
-    assert out["name"] == "probs" and out["datatype"] == "FP32"
-    return np.asarray(out["data"], np.float32).reshape(out["shape"])
+from serving import WEIGHTS, build_files, free_port, json_input, probs_of, reference  # noqa: E402
 
 
 class Server:
@@ -88,11 +54,7 @@ class Server:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ray_serve")
-    build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(d / "digits_batch.so"), quiet=True)
-    build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(d / "digits.so"), quiet=True)
-    (d / "ranged.yaml").write_text(RANGED)
-    build(str(d / "ranged.yaml"), str(d / "ranged.so"), quiet=True)
-    signing.keygen(str(d / "release.key"))
+    build_files(d)
     signing.sign(str(d / "digits_batch.so"), str(d / "release.key"))
     return d
 
@@ -100,7 +62,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(files):
     d = files
-    weights = dict(np.load(os.path.join(MANIFESTS, "digits_mlp.npz")))
+    weights = dict(np.load(WEIGHTS))
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              configure_logging=False)

@@ -36,30 +36,9 @@ import pytriton  # noqa: F401
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MANIFESTS = os.path.join(ROOT, "manifests")
+from serving import MANIFESTS, ROOT, WEIGHTS, build_files, free_port, json_input, probs_of, reference  # noqa: E402
+
 DSOPACK = [sys.executable, "-m", "packager.cli"]
-RANGED = """name: ranged
-model:
-  graph:
-    inputs: {x: {shape: ["batch=1..8", "n=2..16"], dtype: float32}}
-    nodes: [{op: relu, inputs: [x], output: y}]
-    outputs: [y]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def reference(x: np.ndarray, weights: dict) -> np.ndarray:
-    """digits_mlp in NumPy: scale, dense, relu, dense, softmax."""
-    h = np.maximum((x * weights["pixel_scale"]) @ weights["fc1.weight"].T + weights["fc1.bias"], 0)
-    logits = h @ weights["fc2.weight"].T + weights["fc2.bias"]
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Server:
@@ -102,32 +81,18 @@ def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def json_input(x: np.ndarray, name: str = "x", datatype: str = "FP32") -> dict:
-    return {"inputs": [{"name": name, "datatype": datatype, "shape": list(x.shape), "data": x.ravel().tolist()}]}
-
-
-def probs_of(answer: dict) -> np.ndarray:
-    (out,) = answer["outputs"]
-    assert out["name"] == "probs" and out["datatype"] == "FP32"
-    return np.asarray(out["data"], np.float32).reshape(out["shape"])
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The served files, signed with one key; `new.so`: digits_mlp_batch with other weights; `other.key`."""
     d = tmp_path_factory.mktemp("serve")
-    weights = dict(np.load(os.path.join(MANIFESTS, "digits_mlp.npz")))
+    weights = dict(np.load(WEIGHTS))
     changed = dict(weights, **{"fc2.bias": weights["fc2.bias"] + np.arange(10, dtype=np.float32)})
     np.savez(d / "changed.npz", **changed)
     with open(os.path.join(MANIFESTS, "digits_mlp_batch.yaml")) as f:
         text = f.read().replace("weights: digits_mlp.npz", f"weights: {d / 'changed.npz'}")
     (d / "changed.yaml").write_text(text)
-    build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(d / "digits_batch.so"), quiet=True)
-    build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(d / "digits.so"), quiet=True)
+    build_files(d)
     build(str(d / "changed.yaml"), str(d / "new.so"), quiet=True)
-    (d / "ranged.yaml").write_text(RANGED)
-    build(str(d / "ranged.yaml"), str(d / "ranged.so"), quiet=True)
-    signing.keygen(str(d / "release.key"))
     signing.keygen(str(d / "other.key"))
     for name in ("digits_batch.so", "digits.so", "new.so", "ranged.so"):
         signing.sign(str(d / name), str(d / "release.key"))
