@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 
@@ -130,8 +131,8 @@ def parse_infer(body: bytes) -> tuple[dict[str, np.ndarray], list[str] | None, o
             array = np.asarray(tensor["data"], dtype=DATATYPES[tensor["datatype"]])
         except (TypeError, ValueError, OverflowError) as e:
             raise ProtocolError(f"input '{name}': the data is not {tensor['datatype']}: {e}") from None
-        if array.size != int(np.prod(shape)):
-            raise ProtocolError(f"input '{name}': shape {shape} holds {int(np.prod(shape))} values, the data has "
+        if array.size != math.prod(shape):  # (np.prod would wrap around on huge shapes)
+            raise ProtocolError(f"input '{name}': shape {shape} holds {math.prod(shape)} values, the data has "
                                 f"{array.size}")
         arrays[name] = array.reshape(shape)
     wanted = doc.get("outputs")

@@ -33,8 +33,9 @@ class ServedError(Exception):
     wraps that in its own traceback (model.py, in tritonserver's child process: not ours to change). An error whose
     `__traceback__` reads None formats as `loader.serve_guard.RequestError: message`, one line that this front
     finds and answers alone; gRPC clients, who talk to Triton directly, see the stub's wrapping around that line.
-    The server's log keeps the whole traceback (Python's own machinery reads the real one)."""
-    __traceback__ = property(lambda self: None)
+    The server's log keeps the whole traceback (Python's own machinery reads the real one). Setting it does
+    nothing: contextlib's context managers set it on what passes through them (Ray Serve's replica does)."""
+    __traceback__ = property(lambda self: None, lambda self, value: None)
     status = 500
 
 

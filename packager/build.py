@@ -77,7 +77,9 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
     .onnx file) the build uses the fastest backends the target has (backend_choice.py) and says which.
     A blob (weights and all) of `place_from` bytes or more (default compile.PLACE_FROM) is written into the
     linked file rather than linked (elf_place.py: the only way past 2 GiB)."""
-    with spill.session():  # weights derived from mapped ones wait on disk (spill.py), removed with the build
+    output = os.fspath(output)
+    _check_output(output)  # (before the spill directory goes next to it)
+    with spill.session(near=output):  # weights derived from mapped ones wait on disk (spill.py), till the end
         return _build(spec, output, base_dir=base_dir, cc=cc, quiet=quiet, explain=explain, log=log,
                       save_temps=save_temps, use_cache=use_cache, shapes=shapes, target=target, march=march,
                       backends=backends, buckets=buckets, place_from=place_from)
@@ -85,8 +87,6 @@ def build(spec, output, *, base_dir=None, cc=None, quiet=False, explain=False, l
 
 def _build(spec, output, *, base_dir, cc, quiet, explain, log, save_temps, use_cache, shapes, target, march,
            backends, buckets, place_from) -> BuildReport:
-    output = os.fspath(output)
-    _check_output(output)
     if backends is not None:
         backends = backend_choice.check(backends)
     stages = _Stages(quiet, log)

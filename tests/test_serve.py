@@ -240,6 +240,14 @@ def test_run_errors_carry_their_own_message(files):
         with pytest.raises(serve_guard.RunError, match=r"^ranged: the run failed: ZeroDivisionError: division by zero$"):
             served.infer([{"x": np.zeros((1, 4), np.float32)}])
 
+    @contextlib.contextmanager
+    def passing():  # what Ray Serve's replica wraps each call in: contextlib sets __traceback__ on the way out
+        yield
+
+    with pytest.raises(serve_guard.RunError, match="^boom$"):
+        with passing():
+            raise serve_guard.RunError("boom")
+
 
 @pytest.mark.parametrize("status, error, want", [
     (500, "Failed to process the request(s) for model 'm_0_0', message: TritonModelException: Model execute error: "

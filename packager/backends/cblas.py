@@ -344,7 +344,7 @@ def panels(w: np.ndarray) -> np.ndarray:
         padded[:len(rows)] = rows
         return padded.reshape(-1, PANEL, k).transpose(0, 2, 1)
 
-    return spill.derived(w, (-(-n // PANEL), k, PANEL), w.dtype, some)
+    return spill.derived(w, (-(-n // PANEL), k, PANEL), w.dtype, some, "cblas panels")
 
 
 def block_size(count: int, unit_work: int, granule: int = 1, most: int | None = None) -> int:
