@@ -26,6 +26,10 @@ dim's max (`max_batch` for less), waiting `batch_wait_s` after the first; reques
 other axes run apart. Any other file runs one request per run, several at once on the executor's threads.
 `app()` opens the file once in the caller to size the batcher, so the path must be the same where the replicas
 run (one machine: the same file).
+
+Hot reload is `dsopack serve`'s too: replace the file by an atomic rename and each replica switches to it within
+`reload_interval` seconds (verified; a corrupted, truncated or wrongly signed file is refused, logged, and the
+old model keeps serving; a run finishes on the model it started on).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import json
 import math
 import os
 import re
+import threading
+import time
 
 import numpy as np
 
@@ -51,6 +57,7 @@ except ImportError as e:
     raise ImportError(f"loader.ray_serve needs Ray Serve: pip install 'dsopack[ray]' ({e})") from None
 
 BATCH_WAIT_S = 0.002  # how long a replica's batcher waits for more requests after the first of a run
+RELOAD_INTERVAL_S = 1.0  # how often a replica looks whether its file was replaced (0: never)
 DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
              "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
              "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}  # the v2 protocol's names
@@ -154,9 +161,10 @@ class Deployment:
     `replica`) share the batcher."""
 
     def __init__(self, path: str, *, pubkey=None, threads: int | None = None, max_batch: int | None = None,
-                 batch_wait_s: float = BATCH_WAIT_S, max_body: int | None = None, opener=None):
+                 batch_wait_s: float = BATCH_WAIT_S, max_body: int | None = None, opener=None,
+                 reload_interval: float = RELOAD_INTERVAL_S):
         self.served = dpk_serve.Served(path, pubkey=pubkey, threads=threads, max_batch=max_batch, opener=opener)
-        self.model, self.binding = self.served.model, self.served.binding
+        self.binding = self.served.binding
         self.max_body = max_body or dpk_serve.max_body_for([self.model])
         if self.binding.max_batch:
             self._batched.set_max_batch_size(self.binding.max_batch)
@@ -167,6 +175,18 @@ class Deployment:
         # one run at start: the first request does not pay for the weights' page faults, and a file that
         # cannot run fails here, at deployment, not on a client's request
         self.model.run(**{i.name: np.zeros(i.min_shape, i.dtype) for i in self.model.inputs})
+        if reload_interval > 0:  # `dsopack serve`'s hot reload, in each replica (Served.reload)
+            threading.Thread(target=self._watch, args=(reload_interval,), name="dsopack-reload", daemon=True).start()
+
+    @property
+    def model(self):
+        """The model requests run on now: a reload replaces it (a run already started keeps its own)."""
+        return self.served.model
+
+    def _watch(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            self.served.poll()
 
     # ------------------------------------------------------------------ the Python path (deployment handle)
 
@@ -311,14 +331,17 @@ def _version() -> str:
 
 def app(path: str, replicas: int = 1, *, pubkey=None, threads: int | None = None, max_batch: int | None = None,
         batch_wait_s: float = BATCH_WAIT_S, max_body: int | None = None, num_cpus: float | None = None,
-        max_ongoing_requests: int | None = None, opener=None):
+        max_ongoing_requests: int | None = None, opener=None, reload_interval: float = RELOAD_INTERVAL_S):
     """The Ray Serve application of one file: `serve.run(app(path, replicas=2), route_prefix="/")`.
 
     `replicas` processes each load the file (`threads` each: give them fewer than the cores); `num_cpus` is
     each replica's Ray CPU reservation (Ray Serve's default otherwise). `max_ongoing_requests` per replica
     defaults to the max batch (a run can join that many one-row requests), 8 for a file served without
     batching. The file is opened here once (checks it and learns its batch range); a `max_batch` over the
-    range, or for a file served without batching, is a ValueError."""
+    range, or for a file served without batching, is a ValueError. Each replica looks every `reload_interval`
+    seconds (0: never) whether the file was replaced (an atomic rename) and switches to the new one as
+    `dsopack serve` does (Served.reload: verified, signed with `pubkey`, the same inputs and outputs, else
+    refused with a log line in the replica's log and the old model kept)."""
     path = os.path.abspath(path)
     model = opener(path) if opener is not None else loader.load(path)
     try:
@@ -330,14 +353,15 @@ def app(path: str, replicas: int = 1, *, pubkey=None, threads: int | None = None
     if num_cpus is not None:
         options["ray_actor_options"] = {"num_cpus": num_cpus}
     return Deployment.options(**options).bind(path, pubkey=pubkey, threads=threads, max_batch=max_batch,
-                                              batch_wait_s=batch_wait_s, max_body=max_body, opener=opener)
+                                              batch_wait_s=batch_wait_s, max_body=max_body, opener=opener,
+                                              reload_interval=reload_interval)
 
 
 def build(args: dict):
     """`serve run loader.ray_serve:build path=FILE [replicas=N] [threads=T] [max_batch=B] [pubkey=KEY.pub]
     [num_cpus=C]`: app() from the command line's strings."""
     known = {"path": str, "replicas": int, "threads": int, "max_batch": int, "pubkey": str, "num_cpus": float,
-             "batch_wait_s": float, "max_body": int, "max_ongoing_requests": int}
+             "batch_wait_s": float, "max_body": int, "max_ongoing_requests": int, "reload_interval": float}
     unknown = sorted(set(args) - set(known))
     if unknown or "path" not in args:
         problem = f"unknown argument '{unknown[0]}'" if unknown else "no path"

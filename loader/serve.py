@@ -205,6 +205,14 @@ class Served:
         LOG.info("%s: now serving the new %s (%s)", self.binding.name, self.path, signature(model))
         return True
 
+    def poll(self) -> None:
+        """reload(), which must never end a server: any failure is logged and the old model keeps serving."""
+        try:
+            self.reload()
+        except Exception as e:
+            LOG.error("%s: reload of %s failed (%s: %s); still serving the model loaded before",
+                      self.binding.name, self.path, type(e).__name__, e)
+
     def close(self) -> None:
         if self._links:
             os.rmdir(self._links)
@@ -327,11 +335,7 @@ def serve(paths: list[str | Served], *, http_port: int = 8000, grpc_port: int = 
                 code = 1
                 break
             for s in served:
-                try:
-                    s.reload()
-                except Exception as e:  # a reload must never end the server: the old model keeps serving
-                    LOG.error("%s: reload of %s failed (%s: %s); still serving the model loaded before",
-                              s.binding.name, s.path, type(e).__name__, e)
+                s.poll()
         LOG.info("stopping")
         return code
     finally:

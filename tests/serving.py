@@ -23,14 +23,23 @@ model:
 WEIGHTS = os.path.join(MANIFESTS, "digits_mlp.npz")
 
 
-def build_files(d) -> None:
+def build_files(d) -> tuple[dict, dict]:
     """Into directory `d`: digits_batch.so (batch 1..64), digits.so (one shape), ranged.so (batch 1..8, n
-    2..16) and the key pair release.key / release.key.pub."""
+    2..16), new.so (digits_batch with other weights) and the key pair release.key / release.key.pub.
+    Returns the weights of digits_batch.so and of new.so."""
+    weights = dict(np.load(WEIGHTS))
+    changed = dict(weights, **{"fc2.bias": weights["fc2.bias"] + np.arange(10, dtype=np.float32)})
+    np.savez(d / "changed.npz", **changed)
+    with open(os.path.join(MANIFESTS, "digits_mlp_batch.yaml")) as f:
+        text = f.read().replace("weights: digits_mlp.npz", f"weights: {d / 'changed.npz'}")
+    (d / "changed.yaml").write_text(text)
+    build(str(d / "changed.yaml"), str(d / "new.so"), quiet=True)
     build(os.path.join(MANIFESTS, "digits_mlp_batch.yaml"), str(d / "digits_batch.so"), quiet=True)
     build(os.path.join(MANIFESTS, "digits_mlp.yaml"), str(d / "digits.so"), quiet=True)
     (d / "ranged.yaml").write_text(RANGED)
     build(str(d / "ranged.yaml"), str(d / "ranged.so"), quiet=True)
     signing.keygen(str(d / "release.key"))
+    return weights, changed
 
 
 def free_port() -> int:

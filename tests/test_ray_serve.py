@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -30,12 +33,12 @@ with warnings.catch_warnings():  # Ray Serve's pydantic models warn (PydanticDep
 
     from loader import ray_serve
 
-from serving import WEIGHTS, build_files, free_port, json_input, probs_of, reference  # noqa: E402
+from serving import build_files, free_port, json_input, probs_of, reference  # noqa: E402
 
 
 class Server:
-    def __init__(self, port, files, weights, handles):
-        self.port, self.files, self.weights, self.handles = port, files, weights, handles
+    def __init__(self, port, files, weights, handles, changed):
+        self.port, self.files, self.weights, self.handles, self.changed = port, files, weights, handles, changed
 
     def request(self, path: str, data: bytes | None = None) -> tuple[int, dict, dict]:
         """(status, JSON body, headers)."""
@@ -54,17 +57,18 @@ class Server:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ray_serve")
-    build_files(d)
-    signing.sign(str(d / "digits_batch.so"), str(d / "release.key"))
-    return d
+    weights, changed = build_files(d)
+    for name in ("digits_batch.so", "new.so"):
+        signing.sign(str(d / name), str(d / "release.key"))
+    shutil.copy(d / "digits_batch.so", d / "swap.so")
+    return d, weights, changed
 
 
 @pytest.fixture(scope="module")
 def server(files):
-    d = files
-    weights = dict(np.load(WEIGHTS))
+    d, weights, changed = files
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              configure_logging=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -73,13 +77,59 @@ def server(files):
                                           pubkey=str(d / "release.key.pub"), num_cpus=0.5),
             "digits": ray_serve.app(str(d / "digits.so"), threads=1, num_cpus=0.5),
             "ranged": ray_serve.app(str(d / "ranged.so"), threads=1, num_cpus=0.5),
+            "swap": ray_serve.app(str(d / "swap.so"), threads=1, pubkey=str(d / "release.key.pub"), num_cpus=0.5,
+                                  reload_interval=0.2),
         }
         targets = [serve.RunTarget(app, name=name, route_prefix=f"/v2/models/{name}") for name, app in apps.items()]
         handles = dict(zip(apps, serve.run_many(targets)))
-        yield Server(port, d, weights, handles)
+        yield Server(port, d, weights, handles, changed)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def test_replicas_reload_a_replaced_file(server):
+    """swap.so replaced by an atomic rename while a client keeps asking: the replica switches to the new weights
+    with no failed request; then a copy with a flipped weight byte is refused and the new model keeps answering."""
+    d = server.files
+    x = np.random.default_rng(9).random((2, 64), np.float32) * 16
+    old, new = reference(x, server.weights), reference(x, server.changed)
+
+    def probs() -> np.ndarray:
+        status, answer, _ = server.infer("swap", json_input(x))
+        assert status == 200, answer
+        return probs_of(answer)
+
+    def replace(data: bytes) -> None:
+        (d / "swap.tmp").write_bytes(data)
+        os.replace(d / "swap.tmp", d / "swap.so")
+
+    np.testing.assert_allclose(probs(), old, rtol=1e-5, atol=1e-6)
+    answers, stop = [], threading.Event()
+
+    def ask():
+        while not stop.is_set():
+            answers.append(server.infer("swap", json_input(x))[:2])
+
+    client = threading.Thread(target=ask)
+    client.start()
+    try:
+        replace((d / "new.so").read_bytes())
+        deadline = time.monotonic() + 20
+        while not np.allclose(probs(), new, rtol=1e-5, atol=1e-6):
+            assert time.monotonic() < deadline, "the replica still answers with the old weights"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        client.join()
+    assert answers and all(status == 200 for status, _ in answers), [a for s, a in answers if s != 200][:3]
+    assert all(np.allclose(probs_of(a), old, rtol=1e-5, atol=1e-6) or np.allclose(probs_of(a), new, rtol=1e-5,
+                                                                                     atol=1e-6) for _, a in answers)
+    data = (d / "digits_batch.so").read_bytes()
+    at = data.index(server.weights["fc2.weight"].astype(np.float32).tobytes()) + 40
+    replace(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])  # only the checksums and the signature see it
+    time.sleep(1.5)  # several reload intervals
+    np.testing.assert_allclose(probs(), new, rtol=1e-5, atol=1e-6)
 
 
 def assert_serving(server: Server) -> None:
@@ -94,11 +144,11 @@ def assert_serving(server: Server) -> None:
 
 def test_app_refuses_a_max_batch_out_of_range(files):
     with pytest.raises(ValueError, match=r"--max-batch 65: digits_batch's batch dim 'batch' runs 1..64"):
-        ray_serve.app(str(files / "digits_batch.so"), max_batch=65)
+        ray_serve.app(str(files[0] / "digits_batch.so"), max_batch=65)
     with pytest.raises(ValueError, match="digits is served without batching: the file has one shape"):
-        ray_serve.app(str(files / "digits.so"), max_batch=2)
+        ray_serve.app(str(files[0] / "digits.so"), max_batch=2)
     with pytest.raises(ValueError, match="unknown argument 'replica'"):
-        ray_serve.build({"path": str(files / "digits.so"), "replica": "2"})
+        ray_serve.build({"path": str(files[0] / "digits.so"), "replica": "2"})
 
 
 def test_parse_infer_errors():

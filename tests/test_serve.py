@@ -36,7 +36,7 @@ import pytriton  # noqa: F401
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from serving import MANIFESTS, ROOT, WEIGHTS, build_files, free_port, json_input, probs_of, reference  # noqa: E402
+from serving import MANIFESTS, ROOT, build_files, free_port, json_input, probs_of, reference  # noqa: E402
 
 DSOPACK = [sys.executable, "-m", "packager.cli"]
 
@@ -85,14 +85,7 @@ def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
 def files(tmp_path_factory):
     """The served files, signed with one key; `new.so`: digits_mlp_batch with other weights; `other.key`."""
     d = tmp_path_factory.mktemp("serve")
-    weights = dict(np.load(WEIGHTS))
-    changed = dict(weights, **{"fc2.bias": weights["fc2.bias"] + np.arange(10, dtype=np.float32)})
-    np.savez(d / "changed.npz", **changed)
-    with open(os.path.join(MANIFESTS, "digits_mlp_batch.yaml")) as f:
-        text = f.read().replace("weights: digits_mlp.npz", f"weights: {d / 'changed.npz'}")
-    (d / "changed.yaml").write_text(text)
-    build_files(d)
-    build(str(d / "changed.yaml"), str(d / "new.so"), quiet=True)
+    weights, changed = build_files(d)
     signing.keygen(str(d / "other.key"))
     for name in ("digits_batch.so", "digits.so", "new.so", "ranged.so"):
         signing.sign(str(d / name), str(d / "release.key"))
