@@ -128,7 +128,7 @@ def _transpose(a: np.ndarray, at: tuple[str, int]) -> np.ndarray:
                 part = tile[:rows * cols].reshape(rows, cols)
                 for i in range(rows):
                     if os.preadv(src.fileno(), [part[i]], at[1] + ((r + i) * n + c) * item) != cols * item:
-                        raise OSError(f"{at[0]} ended while a weight was read")
+                        raise BuildError(f"{at[0]} ended while a weight was read (did it change during the build?)")
                 out = flipped[:rows * cols].reshape(cols, rows)
                 _flip(part, out)
                 for j in range(cols):
@@ -201,25 +201,20 @@ def streamed(read, shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if _session.get() is None or nbytes < SPILL_FROM:
-        return np.frombuffer(_read_exactly(read, nbytes), dtype).reshape(shape).copy()
+        return np.frombuffer(b"".join(_blocks(read, nbytes)), dtype).reshape(shape).copy()
     path = _new_file()
     with _writing(path), open(path, "wb") as f:
-        done = 0
-        while done < nbytes:
-            data = read(min(BLOCK, nbytes - done))
-            if not data:
-                raise ValueError(f"the data ended after {done} of its {nbytes} bytes")
+        for data in _blocks(read, nbytes):
             f.write(data)
-            done += len(data)
     return np.memmap(path, dtype=dtype, mode="r", shape=tuple(shape))
 
 
-def _read_exactly(read, nbytes: int) -> bytes:
-    parts, done = [], 0
+def _blocks(read, nbytes: int):
+    """The stream's first `nbytes` bytes, up to BLOCK at a time; a ValueError if it ends before."""
+    done = 0
     while done < nbytes:
-        data = read(nbytes - done)
+        data = read(min(BLOCK, nbytes - done))
         if not data:
             raise ValueError(f"the data ended after {done} of its {nbytes} bytes")
-        parts.append(data)
+        yield data
         done += len(data)
-    return b"".join(parts)

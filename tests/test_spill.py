@@ -18,6 +18,7 @@ import loader
 from packager import blob, spill
 from packager.backends import cblas
 from packager.build import build
+from packager.ir import BuildError
 
 RNG = np.random.default_rng(0)
 
@@ -46,6 +47,14 @@ def test_a_mapped_weights_transpose_is_spilled_in_a_session(tmp_path, small_bloc
     assert not isinstance(spill.transposed(mapped(tmp_path, a)), np.memmap)  # outside a session: in memory
     with spill.session():
         assert not isinstance(spill.transposed(a), np.memmap)  # an array in memory stays there
+
+
+def test_a_weight_file_cut_short_during_the_build_is_a_build_error(tmp_path, small_blocks):
+    a = mapped(tmp_path, RNG.standard_normal((70, 45)).astype(np.float32))
+    os.truncate(tmp_path / "source.bin", 12 + 4 * 45 * 30)  # 30 of its 70 rows left
+    with spill.session(), pytest.raises(BuildError, match=r"source.bin ended while a weight was read \(did it "
+                                                          r"change during the build\?\)"):
+        spill.transposed(a)
 
 
 def test_cblas_panels_of_a_mapped_weight_are_spilled_alike(tmp_path, small_blocks):
