@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)
 import compare  # noqa: E402  (its imports check the environment)
 
 import bench_models as bm  # noqa: E402
+from bench_report import cpu_line  # noqa: E402
 import numpy as np  # noqa: E402
 
 WORKTREE = "worktree"
@@ -42,14 +43,6 @@ def extract(rev: str, dest: str) -> str:
     with tarfile.open(archive) as t:
         t.extractall(dest)
     return dest
-
-
-def cpu() -> str:
-    with open("/proc/cpuinfo") as f:
-        text = f.read()
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    isa = "AVX-512" if " avx512f" in text else "AVX2" if " avx2" in text else "no AVX2"
-    return f"{name} ({isa}), {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not crun_exe:
         sys.exit("ab_revisions.py: cannot build bench_crun (run `make -C runtime_c` first)")
     trees = {rev: extract(rev, os.path.join(work, f"tree_{i}")) for i, rev in enumerate([args.a, args.b])}
-    print(f"{cpu()}; {args.threads} threads; -march={args.march}; A = {args.a}, B = {args.b}", flush=True)
+    print(f"{cpu_line()}; {args.threads} threads; -march={args.march}; A = {args.a}, B = {args.b}", flush=True)
     rows = []
     for name in wanted:
         for batch in map(int, args.batches.split(",")):

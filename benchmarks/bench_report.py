@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 
 # issue 15: latency / onnxruntime's in the same run, 2 threads each, the default build: (batch, at most)
 LATENCY_TARGETS = ((1, 0.9), (64, 1.0))
+
+
+def cpu_line() -> str:
+    """The machine, as every benchmark states it: "Intel(R) Xeon(R) Processor (AVX-512), 2 CPUs"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    isa = "AVX-512" if " avx512f" in text else "AVX2" if " avx2" in text else "no AVX2"
+    return f"{name} ({isa}), {len(os.sched_getaffinity(0))} CPUs"
 
 
 def _ms(s: float) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 import bench_models as bm  # noqa: E402
+from bench_report import cpu_line  # noqa: E402
 
 BATCHES = (1, 7, 32, 64)
 MAX_BATCH = 64
@@ -149,22 +149,9 @@ def pick_time(so: str, work: str) -> float | None:
     return json.loads(r.stdout)["ns_per_pick"]
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    flags = open("/proc/cpuinfo").read()
-                    isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "SSE2"
-                    return f"{line.split(':', 1)[1].strip()}, {isa}"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def report(rows: list[dict], threads: int) -> str:
     lines = [f"### Dynamic batch: one file for batch 1..{MAX_BATCH} against onnxruntime with a dynamic batch",
-             "", f"{cpu_name()}; {threads} threads each; median latency in ms (dsopack / onnxruntime = ratio); the "
+             "", f"{cpu_line()}; {threads} threads each; median latency in ms (dsopack / onnxruntime = ratio); the "
              f"plan that ran; a trace of {rows[0]['trace_requests'] if rows else 0} requests of mixed sizes "
              "(seeded, skewed to small batches) in samples per second.", "",
              "| model | batch | dsopack ms | onnxruntime ms | ratio | plan |", "|---|---|---|---|---|---|"]

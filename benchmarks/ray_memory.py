@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import numpy as np  # noqa: E402
 
 import bench_models as bm  # noqa: E402
+from bench_report import cpu_line  # noqa: E402
 from compare import _smaps  # noqa: E402  (compare.py checks that onnx and onnxruntime import)
 from ort_model import OrtModel  # noqa: E402
 
@@ -81,11 +81,6 @@ def measure(ray_serve, serve, runtime: str, path: str, count: int) -> dict:
     return {k: sum(r.get(k, 0) for r in rollups) for k in keys}
 
 
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-
-
 def mib(kib: float) -> str:
     return f"{kib / 1024:.1f}"
 
@@ -97,7 +92,7 @@ def main() -> int:
     from loader import ray_serve
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # one line per app started and deleted otherwise
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; Ray {ray.__version__}, Python {sys.version.split()[0]}")
+    print(f"CPU: {cpu_line()}; Ray {ray.__version__}, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="dsopack-ray-memory-") as work:
         files = make_files(work)
         size = os.path.getsize(files["dsopack", "mlp_100mb"])

@@ -42,6 +42,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+from bench_report import cpu_line  # noqa: E402
 from ort_model import OrtModel  # noqa: E402
 
 LEVELS = (1, 8, 32)
@@ -369,20 +370,6 @@ def measure(name: str, onnx_path: str, sample: tuple[int, ...], work: str, threa
 
 
 # ------------------------------------------------------------------ report
-
-def cpu_line() -> str:
-    name = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    try:
-        avx512 = " avx512f" in open("/proc/cpuinfo").read()
-    except OSError:
-        avx512 = False
-    return f"{name} (avx512f: {'yes' if avx512 else 'no'}), {len(os.sched_getaffinity(0))} CPUs"
-
 
 def versions() -> str:
     from importlib.metadata import version
